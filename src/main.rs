@@ -1,1 +1,129 @@
-fn main(){}
+//! postflow's command line. Reads like a table of contents: parse the arguments, load the
+//! config, hand over to the command.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use postflow::app;
+
+const USAGE: &str = "\
+postflow: watches a folder and gets every finished export into Frame.io, exactly once.
+
+Usage:
+  postflow CONFIG            run the pipeline (same as `postflow run CONFIG`)
+  postflow run CONFIG        run the pipeline until Ctrl-C or SIGTERM
+  postflow check CONFIG      check the config and the machine; exit 0 only if all pass
+  postflow --version         print the version
+  postflow --help            print this help
+
+CONFIG is a JSON file such as the config.json shipped with postflow; see README.md.
+Exit codes: 0 ok (also: already running), 1 runtime failure, 2 bad usage or bad config.";
+
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    Run(PathBuf),
+    Check(PathBuf),
+    Version,
+    Help,
+}
+
+/// Parses the arguments (without the program name). The error is a sentence saying what to
+/// type instead.
+fn parse_args(args: &[OsString]) -> Result<Command, String> {
+    let words: Vec<&str> = args.iter().map(|a| a.to_str().unwrap_or("")).collect();
+    let one_config = |cmd: &str, rest: &[OsString]| match rest {
+        [config] => Ok(PathBuf::from(config)),
+        [] => Err(format!(
+            "`{cmd}` needs a config file: postflow {cmd} config.json"
+        )),
+        _ => Err(format!(
+            "`{cmd}` takes one config file, got {}: postflow {cmd} config.json",
+            rest.len()
+        )),
+    };
+    match words.as_slice() {
+        [] => Err("missing config file: postflow config.json".into()),
+        ["-h" | "--help" | "help", ..] => Ok(Command::Help),
+        ["-V" | "--version" | "version", ..] => Ok(Command::Version),
+        ["run", ..] => one_config("run", &args[1..]).map(Command::Run),
+        ["check", ..] => one_config("check", &args[1..]).map(Command::Check),
+        [flag, ..] if flag.starts_with('-') => Err(format!("unknown option {flag:?}")),
+        [_] => Ok(Command::Run(PathBuf::from(&args[0]))),
+        [word, ..] => Err(format!("unknown command {word:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let command = match parse_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("postflow: {e}\nTry `postflow --help`.");
+            return ExitCode::from(app::EXIT_USAGE);
+        }
+    };
+    match command {
+        Command::Help => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("postflow {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Run(path) => match app::load_config(&path) {
+            Ok(config) => app::run(config),
+            Err(code) => code,
+        },
+        Command::Check(path) => match app::load_config(&path) {
+            Ok(config) => app::check(config),
+            Err(code) => code,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, String> {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        parse_args(&args)
+    }
+
+    #[test]
+    fn a_bare_config_path_runs() {
+        assert_eq!(parse(&["c.json"]), Ok(Command::Run("c.json".into())));
+        assert_eq!(parse(&["run", "c.json"]), Ok(Command::Run("c.json".into())));
+        assert_eq!(
+            parse(&["check", "c.json"]),
+            Ok(Command::Check("c.json".into()))
+        );
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert_eq!(parse(&["--help"]), Ok(Command::Help));
+        assert_eq!(parse(&["-h"]), Ok(Command::Help));
+        assert_eq!(parse(&["--version"]), Ok(Command::Version));
+        assert_eq!(parse(&["-V"]), Ok(Command::Version));
+    }
+
+    #[test]
+    fn usage_errors_say_what_to_type() {
+        assert!(parse(&[]).unwrap_err().contains("postflow config.json"));
+        assert!(parse(&["run"])
+            .unwrap_err()
+            .contains("postflow run config.json"));
+        assert!(parse(&["check", "a", "b"])
+            .unwrap_err()
+            .contains("one config file"));
+        assert!(parse(&["--frobnicate"])
+            .unwrap_err()
+            .contains("unknown option"));
+        assert!(parse(&["upload", "c.json"])
+            .unwrap_err()
+            .contains("unknown command"));
+    }
+}

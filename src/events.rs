@@ -1,0 +1,142 @@
+//! The event hub: everything that happens, for whoever watches (dashboard, notifier, logs).
+//!
+//! Publishers never block: the hub's inbox is unbounded and the hub thread only moves `Arc`s.
+//! Each subscriber has a bounded inbox; one that falls that far behind is dropped (it can
+//! reconnect and get a fresh snapshot), so a stuck viewer can never slow the pipeline.
+
+use std::sync::Arc;
+
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
+
+use crate::ledger::Job;
+
+/// What happened. Named for the event, not for what a receiver should do.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A job changed (already recorded in the ledger).
+    JobChanged(Job),
+    /// A part of the program changed state (watcher, file server, tunnel, auth, queue).
+    Component {
+        name: &'static str,
+        state: ComponentState,
+        detail: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ComponentState {
+    Starting,
+    Up,
+    Degraded,
+    Down,
+    Off,
+}
+
+impl ComponentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentState::Starting => "starting",
+            ComponentState::Up => "up",
+            ComponentState::Degraded => "degraded",
+            ComponentState::Down => "down",
+            ComponentState::Off => "off",
+        }
+    }
+}
+
+enum HubMsg {
+    Publish(Event),
+    Subscribe(Sender<Arc<Event>>),
+}
+
+/// A cheap, clonable handle for publishing and subscribing.
+#[derive(Clone)]
+pub struct Hub {
+    tx: Sender<HubMsg>,
+}
+
+impl Hub {
+    /// Creates the hub; run `run_hub` with the receiver on its own thread. The hub thread ends
+    /// when every `Hub` handle is gone.
+    pub fn new() -> (Hub, HubInbox) {
+        let (tx, rx) = unbounded();
+        (Hub { tx }, HubInbox { rx })
+    }
+
+    pub fn publish(&self, event: Event) {
+        // The hub only stops after every publisher is gone, so this cannot fail in practice;
+        // if it somehow does, losing a display event is harmless.
+        let _ = self.tx.send(HubMsg::Publish(event));
+    }
+
+    /// A new subscriber with room for `capacity` pending events.
+    pub fn subscribe(&self, capacity: usize) -> Receiver<Arc<Event>> {
+        let (tx, rx) = bounded(capacity);
+        let _ = self.tx.send(HubMsg::Subscribe(tx));
+        rx
+    }
+}
+
+pub struct HubInbox {
+    rx: Receiver<HubMsg>,
+}
+
+/// The hub's loop: fans each event out to the subscribers that keep up.
+pub fn run_hub(inbox: HubInbox) {
+    let mut subscribers: Vec<Sender<Arc<Event>>> = Vec::new();
+    for msg in inbox.rx.iter() {
+        match msg {
+            HubMsg::Subscribe(tx) => subscribers.push(tx),
+            HubMsg::Publish(event) => {
+                let event = Arc::new(event);
+                subscribers.retain(|s| match s.try_send(Arc::clone(&event)) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(_)) => {
+                        log::debug!("dropping an event subscriber that fell behind");
+                        false
+                    }
+                    Err(TrySendError::Disconnected(_)) => false,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn component(detail: &str) -> Event {
+        Event::Component {
+            name: "watcher",
+            state: ComponentState::Up,
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn subscribers_get_events_in_order_and_laggards_are_dropped() {
+        let (hub, inbox) = Hub::new();
+        let thread = std::thread::spawn(move || run_hub(inbox));
+        let fast = hub.subscribe(100);
+        let slow = hub.subscribe(1);
+        for i in 0..5 {
+            hub.publish(component(&i.to_string()));
+        }
+        drop(hub);
+        thread.join().unwrap();
+        let got: Vec<String> = fast
+            .iter()
+            .map(|e| match &*e {
+                Event::Component { detail, .. } => detail.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, ["0", "1", "2", "3", "4"]);
+        assert_eq!(
+            slow.iter().count(),
+            1,
+            "the slow one got one event, then was dropped"
+        );
+    }
+}

@@ -1,0 +1,562 @@
+//! The job ledger: the durable record of every job and its state, in `<state_dir>/jobs`.
+//!
+//! Format: an append-only journal, one record per line, `<crc32 hex> <job json>\n`; each record
+//! is the whole job as it is after a change, so replay is "last record per id wins". Writes go
+//! out in one `write` call per batch followed by `fsync`, so after a crash at any instant the
+//! file is a sequence of whole records followed by at most one torn record.
+//!
+//! Opening reads records until the end; a torn tail (no newline, bad checksum, bad JSON) is cut
+//! off and the journal continues from the last whole record. A damaged record in the middle
+//! (which a crash cannot produce, but a disk can) is skipped with a warning rather than making
+//! the program refuse to start. When the journal holds many superseded records it is compacted:
+//! the current jobs are written to `jobs.tmp`, fsynced, and renamed over `jobs` (atomic on the
+//! same file system); a crash during compaction leaves either the old or the new journal.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where a job is in its life. See DESIGN "Jobs".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Seen, not yet stable (`reason` says what it waits for).
+    Waiting,
+    /// Stable, waiting for a worker.
+    Queued,
+    /// A worker is sending it (or Frame.io is pulling it).
+    Uploading,
+    /// Frame.io has the request; polling its status.
+    Processing,
+    /// Frame.io says `upload_complete`.
+    Done,
+    /// The last attempt failed; `next_attempt_ms` says when the next one starts.
+    Retrying,
+    /// Out of attempts (kept, shown, retryable by hand).
+    Failed,
+    /// Not uploaded, with the reason (vanished, unmatched name, baseline at first start…).
+    Skipped,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 8] = [
+        JobState::Waiting,
+        JobState::Queued,
+        JobState::Uploading,
+        JobState::Processing,
+        JobState::Done,
+        JobState::Retrying,
+        JobState::Failed,
+        JobState::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Waiting => "waiting",
+            JobState::Queued => "queued",
+            JobState::Uploading => "uploading",
+            JobState::Processing => "processing",
+            JobState::Done => "done",
+            JobState::Retrying => "retrying",
+            JobState::Failed => "failed",
+            JobState::Skipped => "skipped",
+        }
+    }
+
+    /// Finished one way or another: nothing more happens without a person.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Done | JobState::Failed | JobState::Skipped)
+    }
+}
+
+/// One version of one file: (path relative to `watch.root`, size, mtime).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: u64,
+    /// Relative to `watch.root`, `/`-separated.
+    pub path: String,
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    pub state: JobState,
+    /// Frame.io destination folder path under the project root ("" = the root).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub folder: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    /// When the next attempt may start (unix ms), for `retrying`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_ms: Option<u64>,
+    /// Why it waits, why it was skipped, or the last error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The Frame.io file id, written as soon as Frame.io returns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view_url: Option<String>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Job {
+    /// The file name (last path component).
+    pub fn name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+}
+
+/// What `open` found, for one log line at start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    pub records: usize,
+    pub jobs: usize,
+    /// Bytes of a torn tail that were cut off.
+    pub dropped_bytes: u64,
+    /// Damaged records skipped in the middle of the journal.
+    pub damaged: usize,
+}
+
+pub struct Ledger {
+    path: PathBuf,
+    file: File,
+    /// Length of the journal: whole records only.
+    len: u64,
+    records: usize,
+    jobs: BTreeMap<u64, Job>,
+    next_id: u64,
+}
+
+impl Ledger {
+    /// Opens (or creates) the journal at `path`, replaying it.
+    pub fn open(path: &Path) -> io::Result<(Ledger, OpenReport)> {
+        let tmp = tmp_path(path);
+        // A leftover from a compaction cut short: the journal itself is still whole.
+        if tmp.exists() {
+            std::fs::remove_file(&tmp)?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let mut report = OpenReport::default();
+        let mut jobs = BTreeMap::new();
+        let mut good_end = 0u64;
+        let mut offset = 0u64;
+        let mut reader = BufReader::with_capacity(1 << 16, &mut file);
+        let mut line = Vec::new();
+        // Damaged lines after the last whole record are part of the tail, not damage.
+        let mut damaged_in_tail = 0;
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line)?;
+            if n == 0 {
+                break;
+            }
+            offset += n as u64;
+            if line.last() != Some(&b'\n') {
+                break; // torn tail
+            }
+            match decode(&line[..line.len() - 1]) {
+                Some(job) => {
+                    jobs.insert(job.id, job);
+                    report.records += 1;
+                    good_end = offset;
+                    damaged_in_tail = 0;
+                }
+                None => {
+                    report.damaged += 1;
+                    damaged_in_tail += 1;
+                }
+            }
+        }
+        drop(reader);
+        let file_len = file.seek(SeekFrom::End(0))?;
+        if good_end < file_len {
+            // Everything after the last whole record is a torn write (or damage at the end,
+            // which we cannot tell apart): cut it so new records start on a clean line.
+            report.dropped_bytes = file_len - good_end;
+            report.damaged -= damaged_in_tail;
+            file.set_len(good_end)?;
+            file.sync_all()?;
+        }
+        report.jobs = jobs.len();
+        let next_id = jobs.keys().next_back().map_or(1, |id| id + 1);
+        let mut ledger = Ledger {
+            path: path.to_path_buf(),
+            file,
+            len: good_end,
+            records: report.records + report.damaged,
+            jobs,
+            next_id,
+        };
+        ledger.file.seek(SeekFrom::Start(good_end))?;
+        if ledger.wants_compaction() {
+            ledger.compact()?;
+        }
+        Ok((ledger, report))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn jobs(&self) -> &BTreeMap<u64, Job> {
+        &self.jobs
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Job> {
+        self.jobs.get(&id)
+    }
+
+    /// A fresh job id (ids are never reused).
+    pub fn new_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Records the given jobs' current state durably (one write, one fsync). Only after this
+    /// returns may anyone else hear about the change.
+    pub fn write(&mut self, jobs: &[Job]) -> io::Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(jobs.len() * 256);
+        for job in jobs {
+            encode(job, &mut buf)?;
+        }
+        let result = self
+            .file
+            .write_all(&buf)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = result {
+            // Put the journal back to its last whole record, so a later write cannot glue a
+            // good record onto a half-written one.
+            let _ = self.file.set_len(self.len);
+            let _ = self.file.seek(SeekFrom::Start(self.len));
+            return Err(e);
+        }
+        self.len += buf.len() as u64;
+        self.records += jobs.len();
+        for job in jobs {
+            self.next_id = self.next_id.max(job.id + 1);
+            self.jobs.insert(job.id, job.clone());
+        }
+        if self.wants_compaction() {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    fn wants_compaction(&self) -> bool {
+        self.records > 2 * self.jobs.len() + 1024
+    }
+
+    /// Rewrites the journal with one record per job (write temp, fsync, rename, fsync dir).
+    pub fn compact(&mut self) -> io::Result<()> {
+        let tmp = tmp_path(&self.path);
+        let mut buf = Vec::with_capacity(self.jobs.len() * 256);
+        for job in self.jobs.values() {
+            encode(job, &mut buf)?;
+        }
+        {
+            let mut out = File::create(&tmp)?;
+            out.write_all(&buf)?;
+            out.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        sync_dir(&self.path);
+        let mut file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        file.seek(SeekFrom::End(0))?;
+        self.file = file;
+        self.len = buf.len() as u64;
+        self.records = self.jobs.len();
+        Ok(())
+    }
+
+    /// Makes sure everything written is on disk (writes already fsync; this is for shutdown).
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Best effort: on Linux a rename is only durable once its directory is synced.
+fn sync_dir(path: &Path) {
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}
+
+fn encode(job: &Job, out: &mut Vec<u8>) -> io::Result<()> {
+    let json = serde_json::to_vec(job)?;
+    write!(out, "{:08x} ", crc32(&json))?;
+    out.extend_from_slice(&json);
+    out.push(b'\n');
+    Ok(())
+}
+
+fn decode(line: &[u8]) -> Option<Job> {
+    if line.len() < 10 || line[8] != b' ' {
+        return None;
+    }
+    let crc = u32::from_str_radix(std::str::from_utf8(&line[..8]).ok()?, 16).ok()?;
+    let json = &line[9..];
+    if crc32(json) != crc {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
+}
+
+/// CRC-32 (IEEE), bitwise with a table built at compile time.
+fn crc32(data: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            table[i] = c;
+            i += 1;
+        }
+        table
+    };
+    let mut crc = !0u32;
+    for &b in data {
+        crc = TABLE[((crc ^ b as u32) & 0xFF) as usize] ^ (crc >> 8);
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "postflow-ledger-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn job(id: u64, state: JobState) -> Job {
+        Job {
+            id,
+            path: format!("renders/SQ01_UNDLM_{id:05}_v001.mov"),
+            size: 1000 + id,
+            mtime_ns: 1_700_000_000_000_000_000 + id as i64,
+            state,
+            folder: "SQ01/UNDLM".into(),
+            attempts: 0,
+            next_attempt_ms: None,
+            reason: None,
+            file_id: None,
+            view_url: None,
+            created_ms: 1,
+            updated_ms: 2,
+        }
+    }
+
+    #[test]
+    fn crc32_matches_the_standard_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn jobs_survive_a_reopen() {
+        let dir = TempDir::new();
+        let path = dir.0.join("jobs");
+        let (mut l, report) = Ledger::open(&path).unwrap();
+        assert_eq!(report, OpenReport::default());
+        let id = l.new_id();
+        l.write(&[job(id, JobState::Queued)]).unwrap();
+        let mut j = job(id, JobState::Done);
+        j.file_id = Some("f-1".into());
+        l.write(&[j.clone()]).unwrap();
+        drop(l);
+        let (l, report) = Ledger::open(&path).unwrap();
+        assert_eq!(report.records, 2);
+        assert_eq!(l.get(id), Some(&j));
+        let mut l = l;
+        assert_eq!(l.new_id(), id + 1, "ids are never reused");
+    }
+
+    /// The history used by the torn-write tests, and the state after each prefix of it.
+    fn history() -> Vec<Job> {
+        let mut h = Vec::new();
+        for id in 1..=3 {
+            h.push(job(id, JobState::Waiting));
+        }
+        for state in [JobState::Queued, JobState::Uploading, JobState::Done] {
+            for id in 1..=3 {
+                let mut j = job(id, state);
+                j.reason = Some(format!("step {state:?} \"quoted\" ✓"));
+                h.push(j);
+            }
+        }
+        h
+    }
+
+    fn expected_after(records: &[Job]) -> BTreeMap<u64, Job> {
+        records.iter().map(|j| (j.id, j.clone())).collect()
+    }
+
+    #[test]
+    fn a_journal_torn_at_any_byte_reopens_as_a_consistent_prefix() {
+        let dir = TempDir::new();
+        let path = dir.0.join("jobs");
+        let hist = history();
+        let (mut l, _) = Ledger::open(&path).unwrap();
+        let mut boundaries = vec![0u64];
+        for j in &hist {
+            l.write(std::slice::from_ref(j)).unwrap();
+            boundaries.push(std::fs::metadata(&path).unwrap().len());
+        }
+        drop(l);
+        let full = std::fs::read(&path).unwrap();
+        // Every offset inside the last four records, and a sample before that.
+        let start = boundaries[boundaries.len() - 5] as usize;
+        let offsets = (0..start).step_by(7).chain(start..=full.len());
+        for cut in offsets {
+            let torn = dir.0.join("torn");
+            std::fs::write(&torn, &full[..cut]).unwrap();
+            let whole = boundaries.iter().filter(|&&b| b as usize <= cut).count() - 1;
+            let (mut l, report) = Ledger::open(&torn)
+                .unwrap_or_else(|e| panic!("refused to open when cut at {cut}: {e}"));
+            assert_eq!(l.jobs(), &expected_after(&hist[..whole]), "cut at {cut}");
+            assert_eq!(report.records, whole);
+            assert_eq!(
+                report.damaged, 0,
+                "a torn tail is not damage (cut at {cut})"
+            );
+            assert_eq!(report.dropped_bytes, (cut as u64) - boundaries[whole]);
+            // The journal goes on cleanly after the cut.
+            let mut next = job(9, JobState::Queued);
+            next.id = l.new_id().max(9);
+            l.write(std::slice::from_ref(&next)).unwrap();
+            drop(l);
+            let (l, report) = Ledger::open(&torn).unwrap();
+            assert_eq!(report.dropped_bytes, 0);
+            assert_eq!(l.get(next.id), Some(&next), "cut at {cut}");
+            assert_eq!(l.jobs().len(), expected_after(&hist[..whole]).len() + 1);
+        }
+    }
+
+    #[test]
+    fn damage_in_the_middle_skips_one_record_and_keeps_the_rest() {
+        let dir = TempDir::new();
+        let path = dir.0.join("jobs");
+        let (mut l, _) = Ledger::open(&path).unwrap();
+        for id in 1..=3 {
+            l.write(&[job(id, JobState::Queued)]).unwrap();
+        }
+        drop(l);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let second_line = bytes.iter().position(|&b| b == b'\n').unwrap() + 20;
+        bytes[second_line] ^= 0x20;
+        std::fs::write(&path, &bytes).unwrap();
+        let (l, report) = Ledger::open(&path).unwrap();
+        assert_eq!(report.damaged, 1);
+        assert_eq!(l.jobs().keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+    }
+
+    #[test]
+    fn compaction_keeps_the_current_state_and_shrinks_the_file() {
+        let dir = TempDir::new();
+        let path = dir.0.join("jobs");
+        let (mut l, _) = Ledger::open(&path).unwrap();
+        for round in 0..600 {
+            let state = if round % 2 == 0 {
+                JobState::Uploading
+            } else {
+                JobState::Processing
+            };
+            l.write(&[job(1, state), job(2, state)]).unwrap();
+        }
+        l.write(&[job(1, JobState::Done)]).unwrap();
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size < 200 * 1024, "compaction should have run, size {size}");
+        drop(l);
+        let (l, report) = Ledger::open(&path).unwrap();
+        assert_eq!(l.get(1).unwrap().state, JobState::Done);
+        assert_eq!(l.get(2).unwrap().state, JobState::Processing);
+        assert!(report.records < 1100);
+    }
+
+    #[test]
+    fn a_compaction_cut_short_leaves_the_old_journal_whole() {
+        let dir = TempDir::new();
+        let path = dir.0.join("jobs");
+        let (mut l, _) = Ledger::open(&path).unwrap();
+        l.write(&[job(1, JobState::Done)]).unwrap();
+        drop(l);
+        std::fs::write(dir.0.join("jobs.tmp"), b"0000 half a compaction").unwrap();
+        let (l, _) = Ledger::open(&path).unwrap();
+        assert_eq!(l.get(1).unwrap().state, JobState::Done);
+        assert!(!dir.0.join("jobs.tmp").exists());
+    }
+
+    /// The open time itself is measured by `cargo bench --bench ledger` (see BENCHMARKS.md).
+    #[test]
+    fn a_hundred_thousand_finished_jobs_reopen_whole() {
+        let dir = TempDir::new();
+        let path = dir.0.join("jobs");
+        let (mut l, _) = Ledger::open(&path).unwrap();
+        let batch: Vec<Job> = (1..=100_000)
+            .map(|id| {
+                let mut j = job(id, JobState::Done);
+                j.file_id = Some(format!("2f1c7a3e-0000-4000-8000-{id:012}"));
+                j.view_url = Some(format!("https://next.frame.io/project/p/view/{id}"));
+                j
+            })
+            .collect();
+        l.write(&batch).unwrap();
+        drop(l);
+        let (l, report) = Ledger::open(&path).unwrap();
+        assert_eq!(report.jobs, 100_000);
+        assert_eq!(report.records, 100_000);
+        assert_eq!(l.get(77_777).unwrap().size, 1000 + 77_777);
+        assert_eq!(l.get(100_000), batch.last());
+    }
+}

@@ -1,0 +1,15 @@
+//! postflow: gets every finished video export in a watched folder into Frame.io, exactly once.
+//!
+//! The binary (`src/main.rs`) is a thin CLI over this library; the modules are public to the
+//! crate's integration tests and benches, not a stable API.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod events;
+pub mod glob;
+pub mod layout;
+pub mod ledger;
+pub mod queue;
+pub mod statedir;

@@ -1,0 +1,87 @@
+//! The state dir: created on start, and locked so that only one `run` uses it.
+//!
+//! The lock is an OS advisory lock (`flock` on Unix) on `<state_dir>/lock`, held for the life of
+//! the process. The kernel releases it when the process dies, however it dies (`kill -9`
+//! included), so a stale lock file never blocks a restart. The file holds the owner's pid so a
+//! second instance can say who is running.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// A locked state dir. Dropping it releases the lock.
+#[derive(Debug)]
+pub struct StateDir {
+    path: PathBuf,
+    _lock: File,
+}
+
+#[derive(Debug)]
+pub enum LockError {
+    /// Another process holds the lock; its pid when the file says so.
+    AlreadyRunning(Option<u32>),
+    /// The dir could not be created or the lock file opened.
+    Io(PathBuf, io::Error),
+}
+
+impl std::fmt::Display for LockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockError::AlreadyRunning(Some(pid)) => write!(f, "already running (pid {pid})"),
+            LockError::AlreadyRunning(None) => write!(f, "already running"),
+            LockError::Io(path, e) => write!(f, "state dir {}: {e}", path.display()),
+        }
+    }
+}
+
+impl StateDir {
+    /// Creates the dir if needed and takes the lock without waiting.
+    pub fn lock(path: &Path) -> Result<StateDir, LockError> {
+        let io_err = |p: &Path, e| LockError::Io(p.to_path_buf(), e);
+        std::fs::create_dir_all(path).map_err(|e| io_err(path, e))?;
+        let lock_path = path.join("lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| io_err(&lock_path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(LockError::AlreadyRunning(text.trim().parse().ok()));
+            }
+            Err(TryLockError::Error(e)) => return Err(io_err(&lock_path, e)),
+        }
+        let write_pid = |f: &mut File| -> io::Result<()> {
+            f.set_len(0)?;
+            f.seek(SeekFrom::Start(0))?;
+            writeln!(f, "{}", std::process::id())?;
+            f.sync_all()
+        };
+        write_pid(&mut file).map_err(|e| io_err(&lock_path, e))?;
+        Ok(StateDir {
+            path: path.to_path_buf(),
+            _lock: file,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn ledger_path(&self) -> PathBuf {
+        self.path.join("jobs")
+    }
+
+    /// True when a file can be created and synced in the dir right now (for `/health`).
+    pub fn is_writable(&self) -> bool {
+        let probe = self.path.join(".write-probe");
+        let ok = File::create(&probe).and_then(|f| f.sync_all()).is_ok();
+        let _ = std::fs::remove_file(&probe);
+        ok
+    }
+}

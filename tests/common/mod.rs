@@ -1,0 +1,141 @@
+//! Small helpers for tests that run the real binary: a fresh directory per test, a config
+//! writer, and process plumbing. They hide plumbing, never assertions.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// A directory of its own for one test, with a `watch` folder inside, removed at the end.
+pub struct Sandbox {
+    pub dir: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new(name: &str) -> Sandbox {
+        let dir =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("watch")).unwrap();
+        Sandbox { dir }
+    }
+
+    pub fn watch_root(&self) -> PathBuf {
+        self.dir.join("watch")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("postflow-state")
+    }
+
+    /// A config that `run` accepts, with nothing listening on fixed ports.
+    pub fn base_config(&self) -> Value {
+        json!({
+            "watch": { "root": "watch", "settle_secs": 1, "rescan_secs": 1 },
+            "frameio": {
+                "client_id": "test-client",
+                "client_secret": "test-secret",
+                "redirect_uri": "https://localhost/postflow/callback",
+                "account_id": "acc",
+                "project_id": "proj"
+            },
+            "serve": { "listen": "127.0.0.1:0" },
+            "dashboard": { "listen": "127.0.0.1:0" },
+            "tunnel": { "mode": "off" }
+        })
+    }
+
+    /// Writes `config` as `config.json` in the sandbox (mode 0600) and returns its path.
+    pub fn write_config(&self, config: &Value) -> PathBuf {
+        let path = self.dir.join("config.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        path
+    }
+
+    /// The real binary, run from the sandbox, with an environment that cannot leak in.
+    pub fn postflow(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_postflow"));
+        cmd.current_dir(&self.dir)
+            .env_remove("RUST_LOG")
+            .env_remove("POSTFLOW_CLIENT_SECRET")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Starts `postflow run config.json` with piped output.
+    pub fn spawn_run(&self, config: &Path) -> Child {
+        self.postflow()
+            .arg("run")
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start postflow")
+    }
+
+    /// Waits until the lock file names `pid`, i.e. that instance owns the state dir.
+    pub fn wait_for_lock_owner(&self, pid: u32) {
+        let lock = self.state_dir().join("lock");
+        wait_until(Duration::from_secs(15), "postflow to take the lock", || {
+            std::fs::read_to_string(&lock).is_ok_and(|s| s.trim() == pid.to_string())
+        });
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds, or panics naming what it waited for.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for a child to exit, up to `limit`; kills it and panics if it does not.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process {} did not exit within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends a signal by name (`TERM`, `KILL`, …) with the system's `kill` command.
+pub fn signal(pid: u32, name: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill -{name} {pid} failed");
+}
+
+/// Reads what a finished child wrote on stderr.
+pub fn stderr_of(child: Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
