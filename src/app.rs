@@ -133,6 +133,16 @@ pub fn run(config: Config) -> ExitCode {
         log::warn!("{w}");
     }
 
+    // Before anything else: a signal must never find us without a handler, even while we
+    // take the lock (tests and watchdogs signal as soon as the lock names us).
+    let (signal_tx, signal_rx) = bounded::<()>(1);
+    if let Err(e) = ctrlc::set_handler(move || {
+        let _ = signal_tx.try_send(());
+    }) {
+        log::error!("cannot install the signal handler: {e}");
+        return ExitCode::from(EXIT_FAILURE);
+    }
+
     let state = match StateDir::lock(&config.state_dir) {
         Ok(s) => s,
         Err(LockError::AlreadyRunning(pid)) => {
@@ -166,14 +176,6 @@ pub fn run(config: Config) -> ExitCode {
         report.jobs,
         state.path().display()
     );
-
-    let (signal_tx, signal_rx) = bounded::<()>(1);
-    if let Err(e) = ctrlc::set_handler(move || {
-        let _ = signal_tx.try_send(());
-    }) {
-        log::error!("cannot install the signal handler: {e}");
-        return ExitCode::from(EXIT_FAILURE);
-    }
 
     // Closing `stop_tx` (by dropping it) tells every thread to stop: a closed channel wakes
     // every receiver at once.
