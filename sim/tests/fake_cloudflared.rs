@@ -915,7 +915,7 @@ fn named_flags_may_come_before_run_and_token_problems_are_usage_errors() {
     assert_eq!(f.wait_exit(T).code(), Some(255));
     f.wait_line("Provided Tunnel token is not valid.");
 
-    let mut f = named(
+    let f = named(
         &[],
         &["--token-file", bad.to_str().unwrap()],
         &[
