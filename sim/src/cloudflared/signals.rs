@@ -1,0 +1,64 @@
+//! SIGTERM/SIGINT handling the way cloudflared does it: the first signal
+//! starts a graceful shutdown and restores the default action (Go's
+//! `signal.Stop`), so a second signal kills the process at once.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+
+static RECEIVED: AtomicI32 = AtomicI32::new(0);
+
+#[cfg(unix)]
+extern "C" fn on_signal(sig: libc::c_int) {
+    // Only async-signal-safe work here: an atomic store and signal().
+    let _ = RECEIVED.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+    unsafe {
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+    }
+}
+
+/// Installs the one-shot handler for SIGTERM and SIGINT.
+pub fn install() {
+    #[cfg(unix)]
+    unsafe {
+        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+    }
+}
+
+/// The first signal received, if any (raw number).
+pub fn received() -> Option<i32> {
+    match RECEIVED.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+/// Go's `os.Signal.String()` for the two signals we handle.
+pub fn name(sig: i32) -> &'static str {
+    #[cfg(unix)]
+    {
+        if sig == libc::SIGINT {
+            return "interrupt";
+        }
+        if sig == libc::SIGTERM {
+            return "terminated";
+        }
+    }
+    let _ = sig;
+    "signal"
+}
+
+/// A Go program whose write to fd 2 fails with EPIPE dies of SIGPIPE.
+pub fn die_of_sigpipe() -> ! {
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    std::process::exit(2)
+}
