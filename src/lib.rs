@@ -13,3 +13,4 @@ pub mod layout;
 pub mod ledger;
 pub mod queue;
 pub mod statedir;
+pub mod upload;
