@@ -1,0 +1,3 @@
+pub mod links;
+pub mod range;
+pub mod serve;
