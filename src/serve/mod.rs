@@ -69,8 +69,8 @@ const TRANSFER_EVENT_EVERY: Duration = Duration::from_millis(500);
 const RETRY_AFTER_SECS: u32 = 5;
 /// Refused connections waiting for their 503; beyond this they are just closed.
 const REFUSE_QUEUE: usize = 64;
-/// How long the refusing thread spends on one connection (reading its request, so closing
-/// the socket does not reset the connection before the client reads the 503).
+/// How long a connection is read before an answer that closes it (the 503 from the
+/// refuser) and after it (see `linger_close`), so the client gets to read that answer.
 const REFUSE_TIME: Duration = Duration::from_millis(250);
 
 const NOT_FOUND_BODY: &str = "Not Found\n";
@@ -341,9 +341,7 @@ fn refuse(mut stream: TcpStream) {
         body.len()
     );
     if stream.write_all(response.as_bytes()).is_ok() {
-        let _ = stream.shutdown(Shutdown::Write);
-        let _ = stream.set_read_timeout(Some(REFUSE_TIME));
-        while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+        linger_close(stream);
     }
 }
 
@@ -359,8 +357,35 @@ enum HeadError {
 }
 
 /// One connection's thread: requests in order until the client closes, an error response,
-/// or a timeout.
+/// or a timeout; then a lingering close.
 fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+    serve_requests(&stream, peer, shared);
+    linger_close(stream);
+}
+
+/// Closes without losing the last response: closing a socket that still has unread input
+/// (the rest of an oversized head, a pipelined request) makes the kernel send a reset,
+/// and the client may lose the response it has not read yet. So: stop sending, read and
+/// discard for a short while, then close.
+fn linger_close(mut stream: TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + REFUSE_TIME;
+    let mut buf = [0u8; 4096];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .is_err()
+        {
+            break;
+        }
+        match stream.read(&mut buf) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
+}
+
+fn serve_requests(stream: &TcpStream, peer: SocketAddr, shared: &Shared) {
     if let Err(e) = stream
         .set_nodelay(true)
         .and_then(|()| stream.set_write_timeout(Some(shared.io_timeout)))
@@ -372,18 +397,18 @@ fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let mut filled = 0;
     let mut body_buf = Vec::new();
     loop {
-        let head_len = match read_head(&stream, &mut buf, &mut filled, shared.io_timeout) {
+        let head_len = match read_head(stream, &mut buf, &mut filled, shared.io_timeout) {
             Ok(Some(len)) => len,
             Ok(None) => return,
             Err(HeadError::TimedOut { partial }) => {
                 log::debug!("file server: {peer} sent no complete request in time");
                 if partial {
-                    let _ = write_simple(&stream, 408, "Request Timeout\n", false);
+                    let _ = write_simple(stream, 408, "Request Timeout\n", false);
                 }
                 return;
             }
             Err(HeadError::TooLarge) => {
-                let _ = write_simple(&stream, 431, "Request Header Fields Too Large\n", false);
+                let _ = write_simple(stream, 431, "Request Header Fields Too Large\n", false);
                 return;
             }
             Err(HeadError::Io(e)) => {
@@ -394,10 +419,10 @@ fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         let keep_alive = match http::parse_head(&buf[..head_len]) {
             None => {
                 log::debug!("file server: {peer} sent a malformed request");
-                let _ = write_simple(&stream, 400, "Bad Request\n", false);
+                let _ = write_simple(stream, 400, "Bad Request\n", false);
                 return;
             }
-            Some(head) => match respond(&stream, &head, peer, shared, &mut body_buf) {
+            Some(head) => match respond(stream, &head, peer, shared, &mut body_buf) {
                 Ok(keep_alive) => keep_alive,
                 Err((name, e)) => {
                     log_io_error(&name, &e);
