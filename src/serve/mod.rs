@@ -31,10 +31,9 @@
 //! - A request head must arrive whole within `io_timeout` of the connection going idle
 //!   (a deadline, not a per-read timeout, so trickling bytes does not extend it), and every
 //!   write must make progress within `io_timeout`. Either way the thread ends.
-//! - Bodies go out in 1 MiB steps. On Linux each step is `sendfile(2)` (std's `io::copy`
-//!   specialisation for file → socket), so no user-space buffer exists at all; elsewhere
-//!   each step goes through one 1 MiB buffer per connection. Large steps suit
-//!   high-latency network mounts and keep progress reports cheap.
+//! - Bodies go through one buffer per transfer, 1 MiB (large reads suit high-latency
+//!   network mounts) while all transfers' buffers stay under 16 MiB, 128 KiB past that:
+//!   memory is bounded whatever the file sizes and the number of transfers.
 //! - Keep-alive is honoured for HTTP/1.1 (cloudflared reuses connections); any error
 //!   response closes the connection.
 //!
@@ -61,8 +60,13 @@ use crate::links::LinkState;
 pub use crate::links::{Link, LinkActivity, Links};
 use crate::range::{self, RangeRequest};
 
-/// Bytes sent per step of a body (see the module docs).
-const CHUNK: u64 = 1024 * 1024;
+/// Bytes read from the file and written to the socket per step of a body: large reads
+/// suit high-latency network mounts.
+const CHUNK: usize = 1024 * 1024;
+/// The step once `BUFFER_BUDGET` is spent by other transfers.
+const SMALL_CHUNK: usize = 128 * 1024;
+/// All transfers' full-size buffers together stay within this.
+const BUFFER_BUDGET: usize = 16 * CHUNK;
 /// Transfer events per link are at least this far apart (the last one excepted).
 const TRANSFER_EVENT_EVERY: Duration = Duration::from_millis(500);
 /// Sent with 503: how long a client over the connection cap should wait.
@@ -134,6 +138,8 @@ struct Shared {
     io_timeout: Duration,
     stopping: AtomicBool,
     connections: AtomicUsize,
+    /// Bytes of body buffers reserved against `BUFFER_BUDGET`.
+    buffer_bytes: AtomicUsize,
     /// A handle on every open connection, so `stop` can shut them down mid-read or write.
     open: Mutex<HashMap<u64, TcpStream>>,
 }
@@ -161,6 +167,7 @@ impl FileServer {
             io_timeout: opts.io_timeout,
             stopping: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
+            buffer_bytes: AtomicUsize::new(0),
             open: Mutex::new(HashMap::new()),
         });
         let accept = {
@@ -395,7 +402,6 @@ fn serve_requests(stream: &TcpStream, peer: SocketAddr, shared: &Shared) {
     }
     let mut buf = vec![0u8; http::MAX_HEAD];
     let mut filled = 0;
-    let mut body_buf = Vec::new();
     loop {
         let head_len = match read_head(stream, &mut buf, &mut filled, shared.io_timeout) {
             Ok(Some(len)) => len,
@@ -422,7 +428,7 @@ fn serve_requests(stream: &TcpStream, peer: SocketAddr, shared: &Shared) {
                 let _ = write_simple(stream, 400, "Bad Request\n", false);
                 return;
             }
-            Some(head) => match respond(stream, &head, peer, shared, &mut body_buf) {
+            Some(head) => match respond(stream, &head, peer, shared) {
                 Ok(keep_alive) => keep_alive,
                 Err((name, e)) => {
                     log_io_error(&name, &e);
@@ -522,7 +528,6 @@ fn respond(
     head: &http::RequestHead<'_>,
     peer: SocketAddr,
     shared: &Shared,
-    body_buf: &mut Vec<u8>,
 ) -> Result<bool, (String, io::Error)> {
     let is_head = head.method == "HEAD";
     let not_found = |why: &str| {
@@ -615,7 +620,7 @@ fn respond(
     if is_head || status == 416 {
         return Ok(keep_alive);
     }
-    send_body(stream, &file, start, len, &link, shared, body_buf).map_err(fail)?;
+    send_body(stream, &file, start, len, &link, shared).map_err(fail)?;
     Ok(keep_alive)
 }
 
@@ -697,69 +702,97 @@ impl std::fmt::Display for Revoked {
 
 impl std::error::Error for Revoked {}
 
-/// Sends `len` bytes of `file` from `start`, in `CHUNK` steps, recording progress after
+/// Sends `len` bytes of `file` from `start` through one buffer, recording progress after
 /// each step and stopping if the link is revoked.
 fn send_body(
-    stream: &TcpStream,
+    mut stream: &TcpStream,
     mut file: &File,
     start: u64,
     len: u64,
     link: &LinkState,
     shared: &Shared,
-    body_buf: &mut Vec<u8>,
 ) -> io::Result<()> {
     if len == 0 {
         record(link, shared, 0, 0);
         return Ok(());
     }
     file.seek(SeekFrom::Start(start))?;
+    let mut buffer = BodyBuffer::take(shared, len);
+    let buf = buffer.as_mut();
     let mut pos = start;
     let end = start + len;
     while pos < end {
         if link.is_revoked() {
             return Err(io::Error::other(Revoked));
         }
-        let step = (end - pos).min(CHUNK);
-        let sent = copy_step(file, stream, step, body_buf)?;
-        if sent < step {
+        let want = usize::try_from(end - pos).map_or(buf.len(), |left| left.min(buf.len()));
+        let got = read_up_to(file, &mut buf[..want])?;
+        if got < want {
             // The file shrank after the check: the promised Content-Length cannot be met.
             shared.send(ServeEvent::FileChanged { job: link.job });
             return Err(io::Error::other("file shrank while being served"));
         }
-        record(link, shared, pos, pos + sent);
-        pos += sent;
+        stream.write_all(&buf[..got])?;
+        record(link, shared, pos, pos + got as u64);
+        pos += got as u64;
     }
     Ok(())
 }
 
-/// One step of a body. Linux: std turns `io::copy` from a file to a socket into
-/// `sendfile(2)`, so the bytes never enter user space.
-#[cfg(target_os = "linux")]
-fn copy_step(file: &File, stream: &TcpStream, len: u64, _buf: &mut Vec<u8>) -> io::Result<u64> {
-    io::copy(&mut file.take(len), &mut &*stream)
-}
-
-/// One step of a body through this connection's single `CHUNK`-sized buffer.
-#[cfg(not(target_os = "linux"))]
-fn copy_step(
-    mut file: &File,
-    mut stream: &TcpStream,
-    len: u64,
-    buf: &mut Vec<u8>,
-) -> io::Result<u64> {
-    buf.resize(CHUNK as usize, 0);
-    let want = len.min(CHUNK) as usize;
+/// Fills `buf` unless the file ends first; returns how much was read.
+fn read_up_to(mut file: &File, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
-    while got < want {
-        match file.read(&mut buf[got..want]) {
+    while got < buf.len() {
+        match file.read(&mut buf[got..]) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    stream.write_all(&buf[..got])?;
-    Ok(got as u64)
+    Ok(got)
+}
+
+/// A transfer's buffer. `CHUNK` bytes while the server's buffers stay within
+/// `BUFFER_BUDGET`, `SMALL_CHUNK` beyond that, so memory stays bounded however many
+/// transfers run (std has no safe zero-copy path: it never uses sendfile into a socket,
+/// since later writes to the file could reach the wire).
+struct BodyBuffer<'a> {
+    buf: Vec<u8>,
+    budget: Option<&'a AtomicUsize>,
+}
+
+impl<'a> BodyBuffer<'a> {
+    fn take(shared: &'a Shared, len: u64) -> BodyBuffer<'a> {
+        let wanted = usize::try_from(len).map_or(CHUNK, |len| len.min(CHUNK));
+        let reserved = shared
+            .buffer_bytes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                (used + wanted <= BUFFER_BUDGET).then_some(used + wanted)
+            })
+            .is_ok();
+        let size = if reserved {
+            wanted
+        } else {
+            wanted.min(SMALL_CHUNK)
+        };
+        BodyBuffer {
+            buf: vec![0; size],
+            budget: reserved.then_some(&shared.buffer_bytes),
+        }
+    }
+
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+}
+
+impl Drop for BodyBuffer<'_> {
+    fn drop(&mut self) {
+        if let Some(budget) = self.budget {
+            budget.fetch_sub(self.buf.len(), Ordering::SeqCst);
+        }
+    }
 }
 
 /// Adds served bytes to the link's progress and emits milestone and transfer events.
