@@ -598,3 +598,32 @@ fn stop_closes_open_connections_and_joins() {
     server.stop();
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn revoking_a_link_stops_its_transfer_in_flight() {
+    let fx = Fixture::new();
+    let path = fx.dir.path().join("revoked-midway.mov");
+    File::create(&path).unwrap().set_len(100_000_000).unwrap();
+    let link = fx.server.links().register(8, &path).unwrap();
+    let mut s = TcpStream::connect(fx.addr()).unwrap();
+    write!(s, "GET {} HTTP/1.1\r\nHost: t\r\n\r\n", link.url_path).unwrap();
+    let mut some = vec![0u8; 64 * 1024];
+    s.read_exact(&mut some).unwrap();
+    fx.server.links().revoke(&link.token);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(
+        (some.len() + rest.len()) < 100_000_000,
+        "the body was cut short"
+    );
+    fx.wait_idle(Duration::from_secs(5));
+    let logs = util::logs_containing("revoked-midway.mov");
+    assert!(
+        logs.contains(&(
+            log::Level::Info,
+            "revoked-midway.mov: link revoked; transfer stopped".into()
+        )),
+        "{logs:?}"
+    );
+}
