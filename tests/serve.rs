@@ -627,3 +627,21 @@ fn revoking_a_link_stops_its_transfer_in_flight() {
         "{logs:?}"
     );
 }
+
+#[test]
+fn a_file_replaced_by_a_fifo_or_directory_gets_410_without_blocking() {
+    let fx = Fixture::new();
+    let (fifo_path, fifo) = fx.file("fifo.mov", b"data");
+    std::fs::remove_file(&fifo_path).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo_path)
+        .status();
+    if made.is_ok_and(|s| s.success()) {
+        assert_eq!(fx.get(&fifo.url_path, &[]).status, 410);
+    }
+    let (dir_path, dir) = fx.file("dir.mov", b"data");
+    std::fs::remove_file(&dir_path).unwrap();
+    std::fs::create_dir(&dir_path).unwrap();
+    assert_eq!(fx.get(&dir.url_path, &[]).status, 410);
+    fx.wait_idle(Duration::from_secs(5));
+}

@@ -148,7 +148,7 @@ pub(crate) fn percent_encode(bytes: &[u8]) -> String {
     out
 }
 
-/// Status line and headers of a response; the caller appends the header block's end.
+/// The status line of each status this server sends (anything else reads as 500).
 pub(crate) fn status_line(code: u16) -> &'static str {
     match code {
         200 => "HTTP/1.1 200 OK\r\n",

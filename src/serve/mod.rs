@@ -552,23 +552,38 @@ fn respond(
     }
     let display = link.display_name();
     let fail = |e: io::Error| (display.clone(), e);
-    let file = match File::open(&link.path) {
-        Ok(file) => file,
+    // Checked before opening too: opening something that is no longer a regular file
+    // (a FIFO put in its place) could block this thread for good.
+    let opened = std::fs::metadata(&link.path).and_then(|meta| {
+        if link.unchanged(&meta) {
+            let file = File::open(&link.path)?;
+            let meta = file.metadata()?;
+            Ok(Some(file).filter(|_| link.unchanged(&meta)))
+        } else {
+            Ok(None)
+        }
+    });
+    let file = match opened {
+        Ok(Some(file)) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             log::info!("{display}: file vanished since its link was made");
             shared.send(ServeEvent::FileChanged { job: link.job });
             return not_found("file vanished");
         }
-        Err(e) => return Err(fail(e)),
+        Err(e) => {
+            log::warn!("{display}: cannot read the file: {e}");
+            return write_simple(stream, 500, "Internal Server Error\n", is_head)
+                .map(|()| false)
+                .map_err(fail);
+        }
+        Ok(None) => {
+            log::info!("{display}: file changed since its link was made; answering 410");
+            shared.send(ServeEvent::FileChanged { job: link.job });
+            return write_simple(stream, 410, "Gone\n", is_head)
+                .map(|()| false)
+                .map_err(fail);
+        }
     };
-    let meta = file.metadata().map_err(fail)?;
-    if !link.unchanged(&meta) {
-        log::info!("{display}: file changed since its link was made; answering 410");
-        shared.send(ServeEvent::FileChanged { job: link.job });
-        return write_simple(stream, 410, "Gone\n", is_head)
-            .map(|()| false)
-            .map_err(fail);
-    }
 
     let validators = Validators::of(&link);
     // A repeated Range or If-Range header is as good as a malformed one: ignore the range.
