@@ -33,12 +33,22 @@ struct Registry {
 }
 
 /// A registered link, as the uploader gives it to Frame.io (prefixed with the public URL).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Its `Debug` form shows only the token's first characters, so it is safe to log.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Link {
     /// The secret part of the URL. Do not log it.
     pub token: String,
     /// `/f/<token>/<percent-encoded file name>`.
     pub url_path: String,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let prefix = self.token.get(..6).unwrap_or("");
+        f.debug_struct("Link")
+            .field("token", &format_args!("{prefix}…"))
+            .finish_non_exhaustive()
+    }
 }
 
 /// What has been served of one link, for the uploader's stall detection.
@@ -356,6 +366,15 @@ mod tests {
         assert!(a
             .iter()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let link = Link {
+            token: "0123456789abcdef0123456789abcdef".into(),
+            url_path: "/f/0123456789abcdef0123456789abcdef/a.mov".into(),
+        };
+        assert_eq!(format!("{link:?}"), "Link { token: 012345…, .. }");
     }
 
     #[test]

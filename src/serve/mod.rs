@@ -37,6 +37,14 @@
 //! - Keep-alive is honoured for HTTP/1.1 (cloudflared reuses connections); any error
 //!   response closes the connection.
 //!
+//! `HEAD` answers exactly what `GET` would, Range included (206 and `Content-Range`), so a
+//! probe sees the real answer. RFC 9110 §14.2 defines Range for GET only; a 206 to HEAD is
+//! what a client sending Range on HEAD is asking for, and a plain HEAD gets 200.
+//!
+//! A file that vanished since its link was made gets the usual 404 (the link is not
+//! special to a stranger) and a `FileChanged` event, like a file that changed (410): either
+//! way this version of the file can no longer be delivered and the job must be requeued.
+//!
 //! Not handled, on purpose: multipart/byteranges (several ranges get the whole file with
 //! 200), `If-None-Match`/`If-Modified-Since` (the response is `no-store`, nobody caches
 //! it), request bodies, HTTP/2, TLS (cloudflared terminates it).
