@@ -11,5 +11,8 @@ pub mod events;
 pub mod glob;
 pub mod layout;
 pub mod ledger;
+pub mod links;
 pub mod queue;
+pub mod range;
+pub mod serve;
 pub mod statedir;
