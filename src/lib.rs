@@ -7,9 +7,11 @@
 
 pub mod app;
 pub mod config;
+pub mod container;
 pub mod events;
 pub mod glob;
 pub mod layout;
 pub mod ledger;
 pub mod queue;
 pub mod statedir;
+pub mod watch;
