@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod config;
+pub mod container;
 pub mod events;
 pub mod glob;
 pub mod layout;
@@ -16,3 +17,4 @@ pub mod queue;
 pub mod range;
 pub mod serve;
 pub mod statedir;
+pub mod watch;
