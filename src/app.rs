@@ -10,9 +10,10 @@ use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 
 use crate::config::{Config, ConfigError, TunnelMode};
 use crate::events::{self, Hub};
-use crate::ledger::Ledger;
-use crate::queue::{self, QueueMsg};
+use crate::ledger::{Job, Ledger};
+use crate::queue::{self, QueueMsg, QueueSettings};
 use crate::statedir::{LockError, StateDir};
+use crate::watch;
 
 /// Exit codes of the contract.
 pub const EXIT_OK: u8 = 0;
@@ -181,14 +182,26 @@ pub fn run(config: Config) -> ExitCode {
     // every receiver at once.
     let (stop_tx, stop_rx) = bounded::<()>(0);
     let (hub, hub_inbox) = Hub::new();
-    let (_queue_tx, queue_rx) = unbounded::<QueueMsg>();
+    let (queue_tx, queue_rx) = unbounded::<QueueMsg>();
+    // Upload workers take jobs from here (rendezvous: see queue.rs). Until they exist nobody
+    // receives, so the queue hands out nothing; the receiver lives until shutdown.
+    let (jobs_tx, _jobs_rx) = bounded::<Job>(0);
+    let watch_start = watch::StartState::from_ledger(&ledger);
 
     let mut threads = Threads::new();
     threads.spawn("hub", move || events::run_hub(hub_inbox));
     {
         let (stop, hub) = (stop_rx.clone(), hub.clone());
+        let settings = QueueSettings::from_config(&config);
         threads.spawn("queue", move || {
-            queue::run_queue(ledger, queue_rx, stop, hub)
+            queue::run_queue(ledger, queue_rx, stop, hub, settings, jobs_tx)
+        });
+    }
+    {
+        let (stop, hub, queue) = (stop_rx.clone(), hub.clone(), queue_tx.clone());
+        let watch_config = config.watch.clone();
+        threads.spawn("watcher", move || {
+            watch::run_watcher(watch_config, watch_start, queue, stop, hub)
         });
     }
     drop(hub);

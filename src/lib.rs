@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod config;
+pub mod container;
 pub mod events;
 pub mod glob;
 pub mod layout;
@@ -17,3 +18,4 @@ pub mod range;
 pub mod serve;
 pub mod statedir;
 pub mod upload;
+pub mod watch;
