@@ -8,6 +8,7 @@
 pub mod app;
 pub mod config;
 pub mod events;
+pub mod frameio;
 pub mod glob;
 pub mod layout;
 pub mod ledger;
