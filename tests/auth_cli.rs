@@ -57,6 +57,20 @@ fn auth_signs_in_with_the_pasted_address_and_saves_the_tokens() {
 }
 
 #[test]
+fn auth_works_while_run_is_running() {
+    let sb = Sandbox::new("auth-while-running");
+    let sim = start_sim(|_| {});
+    let config = sb.write_config(&config_for(&sb, &sim));
+    let mut run = sb.spawn_run(&config);
+    sb.wait_for_lock_owner(run.id());
+    let (status, out, err) = run_auth(&sb, |location| location);
+    assert!(status.success(), "stdout: {out}\nstderr: {err}");
+    assert!(sb.state_dir().join("tokens.json").exists());
+    common::signal(run.id(), "TERM");
+    assert!(common::wait_exit(&mut run, std::time::Duration::from_secs(20)).success());
+}
+
+#[test]
 fn auth_accepts_the_bare_code() {
     let sb = Sandbox::new("auth-bare-code");
     let sim = start_sim(|_| {});
