@@ -10,6 +10,8 @@ use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 
 use crate::config::{Config, ConfigError, TunnelMode};
 use crate::events::{self, Hub};
+use crate::frameio::api::{Account, Api, RetryPolicy};
+use crate::frameio::auth::{code_from_paste, Auth};
 use crate::ledger::{Job, Ledger};
 use crate::queue::{self, QueueMsg, QueueSettings};
 use crate::statedir::{LockError, StateDir};
@@ -224,61 +226,67 @@ pub fn run(config: Config) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// One line of the `check` checklist.
+/// One line of the `check` checklist, with indented lines under it (ids to choose from).
 struct Check {
     ok: bool,
     what: String,
+    more: Vec<String>,
+}
+
+impl Check {
+    fn pass(what: impl Into<String>) -> Check {
+        Check {
+            ok: true,
+            what: what.into(),
+            more: Vec::new(),
+        }
+    }
+
+    fn fail(what: impl Into<String>) -> Check {
+        Check {
+            ok: false,
+            what: what.into(),
+            more: Vec::new(),
+        }
+    }
+
+    fn with(mut self, more: Vec<String>) -> Check {
+        self.more = more;
+        self
+    }
 }
 
 /// `postflow check`: what can be verified from here, one line each; exit 0 only if all pass.
 pub fn check(config: Config) -> ExitCode {
-    let mut lines = vec![Check {
-        ok: true,
-        what: format!("config {} is valid", config.path.display()),
-    }];
+    let mut lines = vec![Check::pass(format!(
+        "config {} is valid",
+        config.path.display()
+    ))];
     for w in &config.warnings {
-        lines.push(Check {
-            ok: false,
-            what: w.clone(),
-        });
+        lines.push(Check::fail(w.clone()));
     }
-    let ids = config.require_for_run();
-    lines.push(Check {
-        ok: ids.is_ok(),
-        what: match ids {
-            Ok(()) => "Frame.io client and project ids are set".into(),
-            Err(e) => format!("{}: {}", e.key, e.message),
-        },
+    lines.push(match config.require_for_run() {
+        Ok(()) => Check::pass("Frame.io client and project ids are set"),
+        Err(e) => Check::fail(format!("{}: {}", e.key, e.message)),
     });
     lines.push(match std::fs::read_dir(&config.watch.root) {
-        Ok(entries) => Check {
-            ok: true,
-            what: format!(
-                "watch.root {} is readable ({} entries)",
-                config.watch.root.display(),
-                entries.count()
-            ),
-        },
-        Err(e) => Check {
-            ok: false,
-            what: format!("watch.root {}: {e}", config.watch.root.display()),
-        },
+        Ok(entries) => Check::pass(format!(
+            "watch.root {} is readable ({} entries)",
+            config.watch.root.display(),
+            entries.count()
+        )),
+        Err(e) => Check::fail(format!("watch.root {}: {e}", config.watch.root.display())),
     });
     lines.push(check_state_dir(&config.state_dir));
+    lines.extend(check_frameio(&config));
     if matches!(config.tunnel.mode, TunnelMode::Quick | TunnelMode::Named) {
         lines.push(match find_program(&config.tunnel.cloudflared) {
-            Some(p) => Check {
-                ok: true,
-                what: format!("cloudflared found at {}", p.display()),
-            },
-            None => Check {
-                ok: false,
-                what: format!(
-                    "cloudflared not found (tunnel.cloudflared = {:?}); install it from \
-                     Cloudflare's packages, or set tunnel.mode to \"off\" to upload without a tunnel",
-                    config.tunnel.cloudflared.display().to_string()
-                ),
-            },
+            Some(p) => Check::pass(format!("cloudflared found at {}", p.display())),
+            None => Check::fail(format!(
+                "cloudflared not found (tunnel.cloudflared = {:?}); install it from \
+                 Cloudflare's packages, or set tunnel.mode to \"off\" to upload without a tunnel",
+                config.tunnel.cloudflared.display().to_string()
+            )),
         });
     }
     let mut all_ok = true;
@@ -289,6 +297,9 @@ pub fn check(config: Config) -> ExitCode {
             if line.ok { "[ok]  " } else { "[FAIL]" },
             line.what
         );
+        for more in &line.more {
+            println!("         {more}");
+        }
     }
     ExitCode::from(if all_ok { EXIT_OK } else { EXIT_FAILURE })
 }
@@ -299,14 +310,235 @@ fn check_state_dir(path: &Path) -> Check {
         .and_then(|()| std::fs::write(&probe, b"ok"))
         .and_then(|()| std::fs::remove_file(&probe));
     match result {
-        Ok(()) => Check {
-            ok: true,
-            what: format!("state_dir {} is writable", path.display()),
+        Ok(()) => Check::pass(format!("state_dir {} is writable", path.display())),
+        Err(e) => Check::fail(format!("state_dir {}: {e}", path.display())),
+    }
+}
+
+/// The OAuth credential keys `auth` and the Frame.io checks need; the first one missing.
+fn missing_credential(config: &Config) -> Option<&'static str> {
+    let f = &config.frameio;
+    [
+        ("frameio.client_id", &f.client_id),
+        ("frameio.client_secret", &f.client_secret),
+        ("frameio.redirect_uri", &f.redirect_uri),
+    ]
+    .into_iter()
+    .find(|(_, v)| v.is_empty())
+    .map(|(k, _)| k)
+}
+
+/// `check` must answer in seconds, not sit through the run's patient retries.
+const CHECK_RETRY: RetryPolicy = RetryPolicy {
+    tries: 2,
+    first_backoff: Duration::from_millis(500),
+    max_backoff: Duration::from_secs(2),
+    rate_limit_tries: 4,
+    max_rate_wait: Duration::from_secs(10),
+};
+
+/// Tokens, `/v4/me`, the account, the project and its root folder. When an id is missing
+/// or wrong, lists what the user can see so the right one can be copied into config.json.
+fn check_frameio(config: &Config) -> Vec<Check> {
+    let f = &config.frameio;
+    let mut lines = Vec::new();
+    if let Some(key) = missing_credential(config) {
+        lines.push(Check::fail(format!(
+            "Frame.io not checked: {key} is not set (README, \"Set-up with Adobe\")"
+        )));
+        return lines;
+    }
+    let auth = Auth::new(f, &config.state_dir, None);
+    let tokens = auth.tokens_path().to_path_buf();
+    if !tokens.exists() {
+        lines.push(Check::fail(format!(
+            "no Frame.io tokens in {}: run `postflow auth {}` to sign in",
+            tokens.display(),
+            config.path.display()
+        )));
+        return lines;
+    }
+    let before = auth.expires_in();
+    if let Err(e) = auth.access_token() {
+        lines.push(Check::fail(format!("Frame.io tokens: {e}")));
+        return lines;
+    }
+    let after = auth.expires_in().unwrap_or_default();
+    let refreshed = before.is_none_or(|b| after > b + Duration::from_secs(1));
+    lines.push(Check::pass(format!(
+        "Frame.io tokens in {} {} (access token valid for {})",
+        tokens.display(),
+        if refreshed {
+            "were refreshed"
+        } else {
+            "are fresh"
         },
-        Err(e) => Check {
-            ok: false,
-            what: format!("state_dir {}: {e}", path.display()),
-        },
+        human(after)
+    )));
+    let api = Api::new(f, auth).with_retry(CHECK_RETRY);
+    match api.me() {
+        Ok(me) => lines.push(Check::pass(format!(
+            "Frame.io /v4/me works: signed in as {}",
+            me.display()
+        ))),
+        Err(e) => {
+            lines.push(Check::fail(e.to_string()));
+            return lines;
+        }
+    }
+    let accounts = match api.accounts() {
+        Ok(a) => a,
+        Err(e) => {
+            lines.push(Check::fail(e.to_string()));
+            return lines;
+        }
+    };
+    let account = accounts.iter().find(|a| a.id == f.account_id);
+    let Some(account) = account else {
+        let what = if f.account_id.is_empty() {
+            "frameio.account_id is not set; the accounts, workspaces and projects you can see:"
+                .to_string()
+        } else {
+            format!(
+                "frameio.account_id {:?} is not one of your accounts; those you can see:",
+                f.account_id
+            )
+        };
+        lines.push(Check::fail(what).with(visible_projects(&api, &accounts)));
+        return lines;
+    };
+    lines.push(Check::pass(format!(
+        "Frame.io account {} ({}) found",
+        account.id,
+        account.display_name.as_deref().unwrap_or("no name")
+    )));
+    let project = if f.project_id.is_empty() {
+        Err("frameio.project_id is not set".to_string())
+    } else {
+        api.project(&account.id, &f.project_id)
+            .map_err(|e| format!("frameio.project_id {:?}: {e}", f.project_id))
+    };
+    let project = match project {
+        Ok(p) => p,
+        Err(what) => {
+            let what = format!("{what}; the projects you can see in this account:");
+            let list = visible_projects(&api, std::slice::from_ref(account));
+            lines.push(Check::fail(what).with(list));
+            return lines;
+        }
+    };
+    lines.push(Check::pass(format!(
+        "Frame.io project {} ({}) found",
+        project.id, project.name
+    )));
+    lines.push(match api.folder(&account.id, &project.root_folder_id) {
+        Ok(_) => Check::pass(format!(
+            "the project's root folder {} is reachable",
+            project.root_folder_id
+        )),
+        Err(e) => Check::fail(format!("the project's root folder: {e}")),
+    });
+    lines
+}
+
+/// `account ID "name"` / `workspace …` / `project …` lines, indented as a tree.
+fn visible_projects(api: &Api, accounts: &[Account]) -> Vec<String> {
+    let mut out = Vec::new();
+    if accounts.is_empty() {
+        out.push("(no accounts: is this Adobe ID a member of a Frame.io V4 account?)".into());
+    }
+    for a in accounts {
+        out.push(format!(
+            "account {} {:?}   -> frameio.account_id",
+            a.id,
+            a.display_name.as_deref().unwrap_or("")
+        ));
+        let workspaces = match api.workspaces(&a.id) {
+            Ok(w) => w,
+            Err(e) => {
+                out.push(format!("  (cannot list workspaces: {e})"));
+                continue;
+            }
+        };
+        for w in workspaces {
+            out.push(format!("  workspace {} {:?}", w.id, w.name));
+            match api.projects(&a.id, &w.id) {
+                Ok(projects) => {
+                    out.extend(projects.into_iter().map(|p| {
+                        format!("    project {} {:?}   -> frameio.project_id", p.id, p.name)
+                    }))
+                }
+                Err(e) => out.push(format!("    (cannot list projects: {e})")),
+            }
+        }
+    }
+    out
+}
+
+/// `23 h 59 min`, `4 min`, `3 s`.
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// `postflow auth`: prints the Adobe sign-in link, reads the address the browser ended on (or
+/// the bare code), checks `state`, exchanges the code, saves `tokens.json` and says who is
+/// connected. Takes no lock: it may run while `run` does, which picks the new tokens up.
+pub fn auth(config: Config) -> ExitCode {
+    if let Some(key) = missing_credential(&config) {
+        eprintln!(
+            "{}: {key}: required for `postflow auth`: your Adobe OAuth Web App credential \
+             (README, \"Set-up with Adobe\")",
+            config.path.display()
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    init_logging(&config);
+    let fail = |message: String| {
+        eprintln!("postflow auth: {message}");
+        ExitCode::from(EXIT_FAILURE)
+    };
+    let auth = Auth::new(&config.frameio, &config.state_dir, None);
+    let state = crate::frameio::random_hex(16);
+    println!("Sign in to Frame.io with your Adobe ID. Open this address in a browser:\n");
+    println!("{}\n", auth.authorize_url(&state));
+    println!(
+        "After you sign in, Adobe sends the browser to {}. That page may not load; that is \
+         fine. Copy the whole address from the browser's address bar, paste it here and press \
+         Enter:",
+        config.frameio.redirect_uri
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        return fail(format!("cannot read what was pasted: {e}"));
+    }
+    let code = match code_from_paste(&line, &state) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    if let Err(e) = auth.login_with_code(&code) {
+        return fail(e.to_string());
+    }
+    let api = Api::new(&config.frameio, auth.clone()).with_retry(CHECK_RETRY);
+    match api.me() {
+        Ok(me) => {
+            println!(
+                "Connected to Frame.io as {}. Tokens saved in {}.",
+                me.display(),
+                auth.tokens_path().display()
+            );
+            ExitCode::from(EXIT_OK)
+        }
+        Err(e) => fail(format!(
+            "the tokens are saved in {}, but Frame.io refused them: {e}",
+            auth.tokens_path().display()
+        )),
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
 
+use crate::frameio::AuthState;
 use crate::ledger::Job;
 
 /// What happened. Named for the event, not for what a receiver should do.
@@ -21,6 +22,9 @@ pub enum Event {
         state: ComponentState,
         detail: String,
     },
+    /// Frame.io sign-in changed: `connected`, or `needs_login` (uploads wait; the page shows a
+    /// banner and a notification goes out).
+    AuthChanged(AuthState),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,6 +9,7 @@ pub mod app;
 pub mod config;
 pub mod container;
 pub mod events;
+pub mod frameio;
 pub mod glob;
 pub mod layout;
 pub mod ledger;
