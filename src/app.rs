@@ -3,18 +3,21 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, select, unbounded, Receiver, RecvTimeoutError, Sender};
 
 use crate::config::{Config, ConfigError, TunnelMode};
 use crate::events::{self, Hub};
 use crate::frameio::api::{Account, Api, RetryPolicy};
-use crate::frameio::auth::{code_from_paste, Auth};
+use crate::frameio::auth::{code_from_paste, Auth, AuthState};
 use crate::ledger::{Job, Ledger};
 use crate::queue::{self, QueueMsg, QueueSettings};
+use crate::serve::{FileServer, ServeEvent, ServeOptions};
 use crate::statedir::{LockError, StateDir};
+use crate::upload::{self, PublicUrl, Settings as UploadSettings, Uploader};
 use crate::watch;
 
 /// Exit codes of the contract.
@@ -187,8 +190,56 @@ pub fn run(config: Config) -> ExitCode {
     let (queue_tx, queue_rx) = unbounded::<QueueMsg>();
     // Upload workers take jobs from here (rendezvous: see queue.rs). Until they exist nobody
     // receives, so the queue hands out nothing; the receiver lives until shutdown.
-    let (jobs_tx, _jobs_rx) = bounded::<Job>(0);
+    let (jobs_tx, jobs_rx) = bounded::<Job>(0);
     let watch_start = watch::StartState::from_ledger(&ledger);
+
+    let auth = Auth::new(&config.frameio, state.path(), Some(hub.clone()));
+    let api = Api::new(&config.frameio, auth.clone());
+    // The file server's events: progress goes to whoever displays it; serving never waits on
+    // this channel (a full channel drops progress samples, never bytes).
+    let (serve_tx, serve_rx) = bounded::<ServeEvent>(1024);
+    let server = match FileServer::start(
+        ServeOptions {
+            listen: config.serve.listen,
+            link_ttl: config.serve.link_ttl,
+            max_connections: config.serve.max_connections,
+            ..ServeOptions::default()
+        },
+        serve_tx,
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("serve.listen {}: cannot listen: {e}", config.serve.listen);
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    log::info!("file server listening on {}", server.local_addr());
+    let public_url: PublicUrl = match (config.tunnel.mode, &config.tunnel.public_url) {
+        (TunnelMode::External, Some(url)) => {
+            let url = url.clone();
+            Arc::new(move || Some(url.clone()))
+        }
+        _ => Arc::new(|| None),
+    };
+    let uploader = Arc::new(Uploader::new(
+        api,
+        server.links(),
+        public_url,
+        UploadSettings {
+            account_id: config.frameio.account_id.clone(),
+            project_id: config.frameio.project_id.clone(),
+            mode: config.frameio.upload,
+            watch_root: config.watch.root.clone(),
+            state_dir: state.path().to_path_buf(),
+            parallel_parts: config.upload.parallel_parts,
+            poll_min: Duration::ZERO,
+            poll_max: Duration::ZERO,
+            stall: Duration::ZERO,
+        }
+        .timings(),
+        queue_tx.clone(),
+        stop_rx.clone(),
+    ));
 
     let mut threads = Threads::new();
     threads.spawn("hub", move || events::run_hub(hub_inbox));
@@ -206,6 +257,20 @@ pub fn run(config: Config) -> ExitCode {
             watch::run_watcher(watch_config, watch_start, queue, stop, hub)
         });
     }
+    for i in 1..=config.upload.concurrency {
+        let (up, jobs) = (Arc::clone(&uploader), jobs_rx.clone());
+        // Thread names must be 'static and unique; a handful of small leaks at start is fine.
+        let name: &'static str = Box::leak(format!("upload-{i}").into_boxed_str());
+        threads.spawn(name, move || upload::run_worker(up, jobs));
+    }
+    drop(jobs_rx);
+    // The workers own the uploader now. Its Frame.io client holds a hub handle, and the hub
+    // thread ends only when every handle is gone, so main must not keep one.
+    drop(uploader);
+    {
+        let (stop, queue) = (stop_rx.clone(), queue_tx.clone());
+        threads.spawn("auth-watch", move || watch_auth(auth, queue, stop));
+    }
     drop(hub);
 
     let code = select! {
@@ -221,9 +286,28 @@ pub fn run(config: Config) -> ExitCode {
     };
     drop(stop_tx);
     threads.join_all(Instant::now() + SHUTDOWN_DEADLINE);
+    server.stop();
+    drop(serve_rx);
     log::info!("stopped");
     drop(state);
     ExitCode::from(code)
+}
+
+/// Tells the queue when Frame.io sign-in comes back (after `postflow auth` or the dashboard's
+/// "Connect Frame.io"), so jobs held for it resume without a restart.
+fn watch_auth(auth: Auth, queue: Sender<QueueMsg>, stop: Receiver<()>) {
+    let mut was_connected = auth.state() == AuthState::Connected;
+    loop {
+        if stop.recv_timeout(Duration::from_secs(2)) != Err(RecvTimeoutError::Timeout) {
+            return;
+        }
+        let connected = auth.state() == AuthState::Connected;
+        if connected && !was_connected {
+            log::info!("Frame.io sign-in is back: resuming uploads");
+            let _ = queue.send(QueueMsg::AuthRestored);
+        }
+        was_connected = connected;
+    }
 }
 
 /// One line of the `check` checklist, with indented lines under it (ids to choose from).

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Child;
 use std::time::Duration;
 
-use common::{signal, stderr_of, wait_exit, wait_until, Sandbox};
+use common::{signal, wait_exit, wait_until, Sandbox};
 use postflow::ledger::{Job, JobState, Ledger};
 use serde_json::Value;
 
@@ -67,10 +67,9 @@ fn restart(sandbox: &Sandbox, config: &Value) -> Child {
     child
 }
 
-fn stop(mut child: Child) -> String {
+fn stop(mut child: Child) {
     signal(child.id(), "TERM");
     assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
-    stderr_of(child)
 }
 
 /// A complete QuickTime file: ftyp, mdat of `n` bytes, moov.
@@ -127,7 +126,8 @@ fn a_file_still_being_written_is_not_queued_until_it_stops() {
         1,
         "one job for the file"
     );
-    let log = stop(child);
+    stop(child);
+    let log = sandbox.log();
     assert!(
         log.contains("queued render.wav (6.0 KB) for the project root"),
         "{log}"
