@@ -649,9 +649,29 @@ impl Auth {
                     "IMS keeps issuing access tokens that are already expired".into(),
                 ));
             }
-            self.refresh(generation)?;
+            if let Err(e) = self.refresh(generation) {
+                // An early refresh that failed for a passing reason (IMS unreachable) must not
+                // stop calls while the current token still works; the next call tries again.
+                if !matches!(e, AuthError::NeedsLogin(_)) {
+                    if let Some(token) = self.unexpired() {
+                        log::warn!("early token refresh failed, using the current token: {e}");
+                        return Ok(token);
+                    }
+                }
+                return Err(e);
+            }
             refreshed = true;
         }
+    }
+
+    /// The current access token if it has not expired yet.
+    fn unexpired(&self) -> Option<AccessToken> {
+        let cur = lock(&self.inner.current);
+        let t = cur.tokens.as_ref()?;
+        (!t.is_expired(SystemTime::now())).then(|| AccessToken {
+            value: t.access_token.clone(),
+            generation: cur.generation,
+        })
     }
 
     /// Frame.io answered 401 to `used`: refresh, unless someone already did since `used` was
