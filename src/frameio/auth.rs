@@ -866,7 +866,12 @@ pub fn code_from_paste(pasted: &str, expected_state: &str) -> Result<String, Pas
     if pasted.is_empty() {
         return Err(PasteError::Empty);
     }
-    let is_address = pasted.contains(['?', '#', '=', '&']) || pasted.contains("://");
+    // A bare code may end in Base64 padding (`=`), so only these mark an address.
+    let is_address = pasted.contains(['?', '#'])
+        || pasted.contains("://")
+        || ["code=", "state=", "error="]
+            .iter()
+            .any(|p| pasted.starts_with(p) || pasted.contains(&format!("&{p}")));
     if !is_address {
         return Ok(pasted.to_string());
     }
@@ -930,6 +935,7 @@ mod tests {
             code_from_paste(" eyJ0eXAi.abc \n", "s"),
             Ok("eyJ0eXAi.abc".into())
         );
+        assert_eq!(code_from_paste("abc+/9==", "s"), Ok("abc+/9==".into()));
         assert_eq!(code_from_paste("  \n", "s"), Err(PasteError::Empty));
         let denied =
             "https://localhost/cb?error=access_denied&error_description=user+said+no&state=s";
