@@ -495,3 +495,24 @@ fn inspection_endpoints_and_faults_over_http() {
         assert!(state.get(k).is_some(), "missing {k}");
     }
 }
+
+#[test]
+fn slow_responses_are_slow_but_served_in_parallel() {
+    let (sim, t) = start();
+    sim.set_faults(|f| {
+        f.response_delay_ms = 300;
+        f.rate_limits = false;
+    });
+    let began = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| assert_eq!(get(sim.base_url(), &t, "/v4/me").status, 200));
+        }
+    });
+    let took = began.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(
+        took < Duration::from_millis(2000),
+        "not one at a time: {took:?}"
+    );
+}
