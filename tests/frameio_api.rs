@@ -436,3 +436,54 @@ fn a_stop_signal_ends_a_rate_limit_wait_at_once() {
     });
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+#[test]
+fn an_early_refresh_that_cannot_reach_ims_keeps_using_the_current_token() {
+    let sb = Sandbox::new("fio-ims-down");
+    let sim = start_sim(|_| {});
+    let mut config = config_for(&sb, &sim);
+    // Nothing listens on port 1: IMS is unreachable, Frame.io is fine.
+    config["frameio"]["ims_base"] = "http://127.0.0.1:1".into();
+    let config = load(&sb, &config);
+    // A day-long token written a day ago with four minutes left: inside the five-minute
+    // refresh margin, not expired.
+    seed_tokens(&sim, &config.state_dir, Some(240));
+    std::fs::File::options()
+        .write(true)
+        .open(config.state_dir.join("tokens.json"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(86_000))
+        .unwrap();
+    let (auth, api) = client(&config);
+    let started = Instant::now();
+    api.me().expect("the current token still works");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "IMS was tried (with retries)"
+    );
+    assert_eq!(auth.state().as_str(), "connected");
+}
+
+#[test]
+fn without_tokens_calls_wait_for_a_sign_in_instead_of_failing() {
+    let sb = Sandbox::new("fio-no-tokens");
+    let sim = start_sim(|_| {});
+    let config = load(&sb, &config_for(&sb, &sim));
+    let (auth, api) = client(&config);
+    assert!(matches!(api.me(), Err(ApiError::NeedsLogin(_))));
+    assert_eq!(auth.state().as_str(), "needs_login");
+    assert_eq!(
+        sim.request_count("me", None),
+        0,
+        "nothing was sent without a token"
+    );
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    drop(stop_tx);
+    assert!(
+        !auth.wait_for_login(&stop_rx, Duration::from_millis(10)),
+        "a stop ends the wait"
+    );
+    seed_tokens(&sim, &config.state_dir, None);
+    api.me()
+        .expect("a tokens.json written by someone else is picked up");
+}

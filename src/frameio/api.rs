@@ -9,7 +9,7 @@
 //! - 429: waits `Retry-After` (seconds or HTTP date), else `x-ratelimit-window / limit`
 //!   (Frame.io's buckets are leaky: one request fits again after one window/limit), else 1 s
 //!   doubling; and tries again;
-//! - 5xx and transport errors: backoff with jitter for a bounded number of tries, then an
+//! - 5xx, 408, 409 and transport errors: backoff with jitter for a bounded number of tries, then an
 //!   error. Only for calls that are safe to repeat: a POST that may have reached Frame.io is
 //!   not sent twice (it could create a second file or folder); its error says
 //!   [`ApiError::maybe_committed`] and the caller looks before trying again;
@@ -83,15 +83,16 @@ pub enum ApiError {
     /// Getting a token failed another way (IMS unreachable, `invalid_client`, tokens.json not
     /// writable). Worth retrying later.
     Auth(AuthError),
-    /// Frame.io answered an error status: any 4xx but 401/429 at once; 401 after a refresh
-    /// did not help; 429 and 5xx after the retries ran out. `detail` is Frame.io's
+    /// Frame.io answered an error status: any 4xx but 401/408/409/429 at once; 401 after a
+    /// refresh did not help; 408, 409, 429 and 5xx after the retries ran out (a POST: at
+    /// once, except 429). `detail` is Frame.io's
     /// `errors[0].detail` (or the start of the body).
     Status {
         method: &'static str,
         path: String,
         status: u16,
         detail: String,
-        /// A POST answered 5xx: it may have taken effect.
+        /// A POST answered 5xx or 408: it may have taken effect.
         maybe_committed: bool,
     },
     /// Frame.io could not be reached, or the connection broke (after the retries that were
@@ -141,7 +142,7 @@ impl ApiError {
     /// opposed to a request Frame.io refuses for good (4xx).
     pub fn is_transient(&self) -> bool {
         match self {
-            ApiError::Status { status, .. } => *status == 429 || *status >= 500,
+            ApiError::Status { status, .. } => matches!(status, 408 | 409 | 429) || *status >= 500,
             ApiError::Transport { .. } | ApiError::Auth(_) => true,
             _ => false,
         }
@@ -442,7 +443,8 @@ impl Api {
                     );
                     self.pause(wait)?;
                 }
-                500..=599 => {
+                // Server trouble, a request timeout, a conflict with something in progress.
+                408 | 409 | 500..=599 => {
                     failures += 1;
                     log::warn!(
                         "Frame.io {} {path}: {status} (try {failures} of {})",
@@ -450,7 +452,7 @@ impl Api {
                         self.policy.tries
                     );
                     if !repeatable || failures >= self.policy.tries {
-                        return Err(error(!repeatable));
+                        return Err(error(!repeatable && status != 409));
                     }
                     self.pause(self.backoff(failures))?;
                 }

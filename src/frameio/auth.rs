@@ -649,9 +649,29 @@ impl Auth {
                     "IMS keeps issuing access tokens that are already expired".into(),
                 ));
             }
-            self.refresh(generation)?;
+            if let Err(e) = self.refresh(generation) {
+                // An early refresh that failed for a passing reason (IMS unreachable) must not
+                // stop calls while the current token still works; the next call tries again.
+                if !matches!(e, AuthError::NeedsLogin(_)) {
+                    if let Some(token) = self.unexpired() {
+                        log::warn!("early token refresh failed, using the current token: {e}");
+                        return Ok(token);
+                    }
+                }
+                return Err(e);
+            }
             refreshed = true;
         }
+    }
+
+    /// The current access token if it has not expired yet.
+    fn unexpired(&self) -> Option<AccessToken> {
+        let cur = lock(&self.inner.current);
+        let t = cur.tokens.as_ref()?;
+        (!t.is_expired(SystemTime::now())).then(|| AccessToken {
+            value: t.access_token.clone(),
+            generation: cur.generation,
+        })
     }
 
     /// Frame.io answered 401 to `used`: refresh, unless someone already did since `used` was
@@ -846,7 +866,12 @@ pub fn code_from_paste(pasted: &str, expected_state: &str) -> Result<String, Pas
     if pasted.is_empty() {
         return Err(PasteError::Empty);
     }
-    let is_address = pasted.contains(['?', '#', '=', '&']) || pasted.contains("://");
+    // A bare code may end in Base64 padding (`=`), so only these mark an address.
+    let is_address = pasted.contains(['?', '#'])
+        || pasted.contains("://")
+        || ["code=", "state=", "error="]
+            .iter()
+            .any(|p| pasted.starts_with(p) || pasted.contains(&format!("&{p}")));
     if !is_address {
         return Ok(pasted.to_string());
     }
@@ -910,6 +935,7 @@ mod tests {
             code_from_paste(" eyJ0eXAi.abc \n", "s"),
             Ok("eyJ0eXAi.abc".into())
         );
+        assert_eq!(code_from_paste("abc+/9==", "s"), Ok("abc+/9==".into()));
         assert_eq!(code_from_paste("  \n", "s"), Err(PasteError::Empty));
         let denied =
             "https://localhost/cb?error=access_denied&error_description=user+said+no&state=s";
