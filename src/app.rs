@@ -13,6 +13,7 @@ use crate::events::{self, Hub};
 use crate::ledger::Ledger;
 use crate::queue::{self, QueueMsg};
 use crate::statedir::{LockError, StateDir};
+use crate::tunnel::{self, TunnelHandle};
 
 /// Exit codes of the contract.
 pub const EXIT_OK: u8 = 0;
@@ -190,6 +191,24 @@ pub fn run(config: Config) -> ExitCode {
         threads.spawn("queue", move || {
             queue::run_queue(ledger, queue_rx, stop, hub)
         });
+    }
+    {
+        // The uploader will read the URL from a clone of this handle.
+        let tunnel_url = TunnelHandle::default();
+        let supervisor = tunnel::Supervisor {
+            tunnel: config.tunnel.clone(),
+            // Until the file server binds serve.listen and reports its address, this is the
+            // configured one.
+            origin: config.serve.listen,
+            state_dir: state.path().to_path_buf(),
+            hub: hub.clone(),
+            handle: tunnel_url,
+            // Until the file server offers probe links: only tests can supply one.
+            probe: tunnel::probe_from_test_env(),
+            timing: tunnel::Timing::from_env(),
+        };
+        let stop = stop_rx.clone();
+        threads.spawn("tunnel", move || tunnel::run_tunnel(supervisor, stop));
     }
     drop(hub);
 

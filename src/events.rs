@@ -21,6 +21,11 @@ pub enum Event {
         state: ComponentState,
         detail: String,
     },
+    /// The tunnel is up: `url` (a public base URL, no trailing `/`) reaches the file server.
+    /// A new URL replaces the previous one; remote uploads on an older URL must be redone.
+    TunnelUp { url: String },
+    /// The URL of the last `TunnelUp` no longer works (or postflow is stopping).
+    TunnelDown { reason: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
