@@ -109,6 +109,9 @@ pub type ProbeSource = Arc<dyn Fn() -> Option<ProbeLink> + Send + Sync>;
 pub fn probe_from_test_env() -> ProbeSource {
     let path = std::env::var("POSTFLOW_TEST_TUNNEL_PROBE_PATH").ok();
     let body = std::env::var("POSTFLOW_TEST_TUNNEL_PROBE_BODY").ok();
+    if path.is_some() || body.is_some() {
+        log::warn!("POSTFLOW_TEST_TUNNEL_PROBE_*: a test-only probe file is in effect");
+    }
     Arc::new(move || {
         Some(ProbeLink {
             path: path.clone()?,
@@ -186,6 +189,7 @@ pub fn run_tunnel(supervisor: Supervisor, stop: Receiver<()>) {
     s.stop_leftover();
     match s.sup.tunnel.mode {
         TunnelMode::Off => {
+            log::info!("tunnel off (tunnel.mode is \"off\"): uploads go local");
             s.publish(
                 ComponentState::Off,
                 "tunnel.mode is \"off\": uploads go local",
