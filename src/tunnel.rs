@@ -744,3 +744,164 @@ fn free_local_port() -> std::io::Result<SocketAddr> {
 fn wait_or_stop(stop: &Receiver<()>, d: Duration) -> bool {
     !matches!(stop.recv_timeout(d), Err(RecvTimeoutError::Timeout))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::run_hub;
+    use crossbeam_channel::bounded;
+    use std::io::Write;
+
+    /// An HTTP server that answers every request with `body`.
+    fn answer_with(body: &'static [u8]) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let mut req = [0u8; 4096];
+                let _ = s.read(&mut req);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(body);
+            }
+        });
+        addr
+    }
+
+    fn supervisor(mode: TunnelMode, public_url: Option<String>, hub: Hub) -> Supervisor {
+        let dir = std::env::temp_dir().join(format!(
+            "postflow-tunnel-unit-{}-{mode:?}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Supervisor {
+            tunnel: TunnelConfig {
+                mode,
+                cloudflared: PathBuf::from("cloudflared"),
+                public_url,
+                token_file: None,
+            },
+            origin: "127.0.0.1:9".parse().unwrap(),
+            state_dir: dir,
+            hub,
+            handle: TunnelHandle::default(),
+            probe: Arc::new(|| {
+                Some(ProbeLink {
+                    path: "/f/t/probe.txt".into(),
+                    expected: b"ours".to_vec(),
+                })
+            }),
+            timing: Timing::production(),
+        }
+    }
+
+    /// Runs the supervisor until `until` returns true for the handle, then stops it; returns
+    /// every event it published.
+    fn events_of(sup: Supervisor, until: impl Fn(&TunnelHandle) -> bool) -> Vec<Event> {
+        let (hub, inbox) = Hub::new();
+        let hub_thread = std::thread::spawn(move || run_hub(inbox));
+        let events = hub.subscribe(100);
+        let sup = Supervisor { hub, ..sup };
+        let handle = sup.handle.clone();
+        let (stop_tx, stop_rx) = bounded::<()>(0);
+        let thread = std::thread::spawn(move || run_tunnel(sup, stop_rx));
+        let start = Instant::now();
+        while !until(&handle) {
+            assert!(start.elapsed() < Duration::from_secs(10), "timed out");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(stop_tx);
+        thread.join().unwrap();
+        hub_thread.join().unwrap();
+        assert_eq!(handle.current_url(), None, "the URL is withdrawn on stop");
+        events.iter().map(|e| (*e).clone()).collect()
+    }
+
+    fn dummy_hub() -> Hub {
+        Hub::new().0
+    }
+
+    #[test]
+    fn an_external_url_that_reaches_us_is_published_on_the_handle_and_the_hub() {
+        let url = format!("http://{}", answer_with(b"ours"));
+        let sup = supervisor(TunnelMode::External, Some(url.clone()), dummy_hub());
+        let expected = url.clone();
+        let events = events_of(sup, move |h| h.current_url().as_deref() == Some(&expected));
+        let summary: Vec<String> = events
+            .iter()
+            .map(|e| match e {
+                Event::Component { name, state, .. } => format!("{name} {}", state.as_str()),
+                Event::TunnelUp { url } => format!("TunnelUp {url}"),
+                Event::TunnelDown { reason } => format!("TunnelDown {reason}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                "tunnel starting".to_string(),
+                "tunnel up".to_string(),
+                format!("TunnelUp {url}"),
+                "TunnelDown postflow is stopping".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_external_url_that_leads_elsewhere_is_never_published() {
+        let url = format!("http://{}", answer_with(b"theirs"));
+        let sup = supervisor(TunnelMode::External, Some(url), dummy_hub());
+        let (hub, inbox) = Hub::new();
+        let hub_thread = std::thread::spawn(move || run_hub(inbox));
+        let rx = hub.subscribe(100);
+        let sup = Supervisor { hub, ..sup };
+        let handle = sup.handle.clone();
+        let (stop_tx, stop_rx) = bounded::<()>(0);
+        let thread = std::thread::spawn(move || run_tunnel(sup, stop_rx));
+        // Until the first probe has failed.
+        let mut events = Vec::new();
+        while let Ok(e) = rx.recv_timeout(Duration::from_secs(10)) {
+            events.push((*e).clone());
+            if matches!(
+                &*e,
+                Event::Component {
+                    state: ComponentState::Down,
+                    ..
+                }
+            ) {
+                break;
+            }
+        }
+        assert_eq!(handle.current_url(), None);
+        drop(stop_tx);
+        thread.join().unwrap();
+        hub_thread.join().unwrap();
+        assert!(!events.iter().any(|e| matches!(e, Event::TunnelUp { .. })));
+        let Some(Event::Component { detail, .. }) = events.last() else {
+            panic!("{events:?}")
+        };
+        assert!(
+            detail.contains("does not lead to this postflow"),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn off_mode_says_off_and_never_has_a_url() {
+        let sup = supervisor(TunnelMode::Off, None, dummy_hub());
+        let events = events_of(sup, |_| true);
+        assert!(matches!(
+            events.first(),
+            Some(Event::Component {
+                name: COMPONENT,
+                state: ComponentState::Off,
+                ..
+            })
+        ));
+        assert!(!events.iter().any(|e| matches!(e, Event::TunnelUp { .. })));
+    }
+}

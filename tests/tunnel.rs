@@ -551,6 +551,20 @@ fn a_crash_after_coming_up_takes_the_url_back_and_brings_a_new_one() {
 }
 
 #[test]
+fn a_tunnel_that_stops_answering_is_reported_down_and_comes_back_with_the_same_url() {
+    let f = Fixture::new("tunnel-frozen");
+    let run = f.run(&f.quick_config(), &[]);
+    let url = run.wait_for_url(1);
+    let pid = f.starts()[0].0;
+    signal(pid, "STOP"); // its /ready stops answering, as when the edge connection is lost
+    let down = run.wait_for("tunnel down: ");
+    assert!(down.contains("cloudflared lost its connection"), "{down}");
+    signal(pid, "CONT");
+    assert_eq!(run.wait_for_url(2), url);
+    assert_eq!(f.starts().len(), 1, "it recovered without a restart");
+}
+
+#[test]
 fn an_update_exit_restarts_at_once() {
     let f = Fixture::new("tunnel-update");
     // The normal backoff (5 s) would be far longer than this test allows between starts.

@@ -2,6 +2,7 @@
 //! `/quicktunnel`), and the probe through the public URL. One agent each, short timeouts,
 //! no redirects, and HTTP statuses as values rather than errors.
 
+use std::io::Read;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -106,12 +107,13 @@ impl Http {
                 "probe through {public_url} got HTTP {status} instead of the probe file"
             ));
         }
+        // One byte more than expected is enough to tell "longer" from "equal".
         let limit = link.expected.len() as u64 + 1;
-        let body = r
-            .body_mut()
-            .with_config()
-            .limit(limit)
-            .read_to_vec()
+        let mut body = Vec::new();
+        r.body_mut()
+            .as_reader()
+            .take(limit)
+            .read_to_end(&mut body)
             .map_err(|e| format!("probe through {public_url}: reading the body: {e}"))?;
         if body != link.expected {
             return Err(format!(
