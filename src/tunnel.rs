@@ -710,6 +710,10 @@ fn describe_exit(status: ExitStatus, rate_limited: bool, tail: &[String]) -> Str
                 it rate-limits, so the next try waits"
             .into();
     }
+    if status.code() == Some(0) {
+        // A clean exit we did not ask for: someone sent it SIGTERM or SIGINT.
+        return "cloudflared stopped by itself (exit code 0: was it stopped by hand?)".into();
+    }
     let last = tail.last().map(|l| shorten(l, 300));
     match (status.code(), last) {
         (Some(code), Some(last)) => format!("cloudflared exited with code {code}: {last}"),

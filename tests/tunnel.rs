@@ -565,6 +565,21 @@ fn a_tunnel_that_stops_answering_is_reported_down_and_comes_back_with_the_same_u
 }
 
 #[test]
+fn a_cloudflared_stopped_by_hand_is_brought_back() {
+    let f = Fixture::new("tunnel-by-hand");
+    let run = f.run(
+        &f.quick_config(),
+        &[("POSTFLOW_TEST_TUNNEL_BACKOFF_MS", "200")],
+    );
+    run.wait_for_url(1);
+    signal(f.starts()[0].0, "TERM");
+    let down = run.wait_for("tunnel down: ");
+    assert!(down.contains("stopped by itself"), "{down}");
+    run.wait_for_url(2);
+    assert_eq!(f.starts().len(), 2);
+}
+
+#[test]
 fn an_update_exit_restarts_at_once() {
     let f = Fixture::new("tunnel-update");
     // The normal backoff (5 s) would be far longer than this test allows between starts.
