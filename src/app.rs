@@ -1,6 +1,7 @@
 //! The commands: `run` wires the threads together and takes them down in order; `check` tells a
 //! person what is ready and what is not.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,9 +15,11 @@ use crate::events::{self, Hub};
 use crate::frameio::api::{Account, Api, RetryPolicy};
 use crate::frameio::auth::{code_from_paste, Auth, AuthState};
 use crate::ledger::{Job, Ledger};
+use crate::links::Links;
 use crate::queue::{self, QueueMsg, QueueSettings};
 use crate::serve::{FileServer, ServeEvent, ServeOptions};
 use crate::statedir::{LockError, StateDir};
+use crate::tunnel::{self, ProbeLink, ProbeSource, TunnelHandle};
 use crate::upload::{self, PublicUrl, Settings as UploadSettings, Uploader};
 use crate::watch;
 
@@ -214,12 +217,12 @@ pub fn run(config: Config) -> ExitCode {
         }
     };
     log::info!("file server listening on {}", server.local_addr());
-    let public_url: PublicUrl = match (config.tunnel.mode, &config.tunnel.public_url) {
-        (TunnelMode::External, Some(url)) => {
-            let url = url.clone();
-            Arc::new(move || Some(url.clone()))
-        }
-        _ => Arc::new(|| None),
+    // The tunnel publishes the file server; the uploader reads the public URL from the same
+    // handle (None while the tunnel is down or off).
+    let tunnel_url = TunnelHandle::default();
+    let public_url: PublicUrl = {
+        let handle = tunnel_url.clone();
+        Arc::new(move || handle.current_url())
     };
     let uploader = Arc::new(Uploader::new(
         api,
@@ -257,6 +260,19 @@ pub fn run(config: Config) -> ExitCode {
             watch::run_watcher(watch_config, watch_start, queue, stop, hub)
         });
     }
+    {
+        let supervisor = tunnel::Supervisor {
+            tunnel: config.tunnel.clone(),
+            origin: tunnel_origin(server.local_addr()),
+            state_dir: state.path().to_path_buf(),
+            hub: hub.clone(),
+            handle: tunnel_url,
+            probe: probe_source(server.links(), state.path()),
+            timing: tunnel::Timing::from_env(),
+        };
+        let stop = stop_rx.clone();
+        threads.spawn("tunnel", move || tunnel::run_tunnel(supervisor, stop));
+    }
     for i in 1..=config.upload.concurrency {
         let (up, jobs) = (Arc::clone(&uploader), jobs_rx.clone());
         // Thread names must be 'static and unique; a handful of small leaks at start is fine.
@@ -292,6 +308,55 @@ pub fn run(config: Config) -> ExitCode {
     drop(state);
     ExitCode::from(code)
 }
+
+/// Where the tunnel forwards to: the file server's bound address. `POSTFLOW_TEST_TUNNEL_ORIGIN`
+/// (test-only, warned about) points it at a stand-in origin so the supervisor's own tests
+/// control what the public name serves.
+fn tunnel_origin(server: SocketAddr) -> SocketAddr {
+    match std::env::var("POSTFLOW_TEST_TUNNEL_ORIGIN") {
+        Ok(v) => match v.parse() {
+            Ok(addr) => {
+                log::warn!(
+                    "POSTFLOW_TEST_TUNNEL_ORIGIN: the tunnel forwards to a test origin {addr}"
+                );
+                addr
+            }
+            Err(_) => server,
+        },
+        Err(_) => server,
+    }
+}
+
+/// What named and external tunnels fetch through their public URL before they count as up:
+/// a link on our own file server to a small file of random content in the state dir, so a
+/// URL that reaches someone else's server (or a stale proxy) can never pass. Each probe gets
+/// a fresh link and revokes the previous one. (Tests may substitute their own probe with
+/// `POSTFLOW_TEST_TUNNEL_PROBE_*`, see `tunnel::probe_from_test_env`.)
+fn probe_source(links: Links, state_dir: &Path) -> ProbeSource {
+    if std::env::var_os("POSTFLOW_TEST_TUNNEL_PROBE_PATH").is_some() {
+        return tunnel::probe_from_test_env();
+    }
+    let file = state_dir.join("probe.txt");
+    let body = format!("postflow probe {}\n", crate::frameio::random_hex(16));
+    if let Err(e) = std::fs::write(&file, &body) {
+        log::warn!("cannot write the tunnel probe {}: {e}", file.display());
+    }
+    let last: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    Arc::new(move || {
+        let link = links.register(PROBE_JOB, &file).ok()?;
+        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = last.replace(link.token.clone()) {
+            links.revoke(&old);
+        }
+        Some(ProbeLink {
+            path: link.url_path,
+            expected: body.clone().into_bytes(),
+        })
+    })
+}
+
+/// The job id probe links are registered under (real jobs start at 1).
+pub const PROBE_JOB: u64 = 0;
 
 /// Tells the queue when Frame.io sign-in comes back (after `postflow auth` or the dashboard's
 /// "Connect Frame.io"), so jobs held for it resume without a restart.

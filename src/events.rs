@@ -25,6 +25,11 @@ pub enum Event {
     /// Frame.io sign-in changed: `connected`, or `needs_login` (uploads wait; the page shows a
     /// banner and a notification goes out).
     AuthChanged(AuthState),
+    /// The tunnel is up: `url` (a public base URL, no trailing `/`) reaches the file server.
+    /// A new URL replaces the previous one; remote uploads on an older URL must be redone.
+    TunnelUp { url: String },
+    /// The URL of the last `TunnelUp` no longer works (or postflow is stopping).
+    TunnelDown { reason: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

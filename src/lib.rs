@@ -3,7 +3,8 @@
 //! The binary (`src/main.rs`) is a thin CLI over this library; the modules are public to the
 //! crate's integration tests and benches, not a stable API.
 
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: `process` alone may call kill(2), which std does not offer.
+#![deny(unsafe_code)]
 
 pub mod app;
 pub mod config;
@@ -14,9 +15,11 @@ pub mod glob;
 pub mod layout;
 pub mod ledger;
 pub mod links;
+pub mod process;
 pub mod queue;
 pub mod range;
 pub mod serve;
 pub mod statedir;
+pub mod tunnel;
 pub mod upload;
 pub mod watch;

@@ -2,6 +2,8 @@
 //! writer, and process plumbing. They hide plumbing, never assertions.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod sim_bins;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
