@@ -131,7 +131,7 @@ impl Rig {
             let have = self.sim.by_path();
             let missing: Vec<_> = expected
                 .keys()
-                .filter(|p| !have.get(*p).is_some_and(|e| e.complete >= 1))
+                .filter(|p| have.get(*p).is_none_or(|e| e.complete < 1))
                 .collect();
             // Arrived in Frame.io, and postflow has seen it complete (its job is done).
             let done = self.sandbox.log().matches("upload done: ").count();
@@ -207,7 +207,7 @@ fn remote_uploads_with_plain_gets_arrive_once_with_the_right_bytes() {
     });
     let child = rig.start();
     let expected = drop_files(&rig.sandbox, mirrored);
-    rig.wait_arrived(&expected, Duration::from_secs(90));
+    rig.wait_arrived(&expected, Duration::from_secs(150));
     let log = stop(&rig, child);
     rig.assert_exactly(&expected);
     assert!(rig.sim.s3_puts().is_empty(), "remote mode sends no parts");
@@ -225,7 +225,7 @@ fn remote_uploads_with_parallel_ranges_arrive_once_with_the_right_bytes() {
     });
     let child = rig.start();
     let expected = drop_files(&rig.sandbox, mirrored);
-    rig.wait_arrived(&expected, Duration::from_secs(90));
+    rig.wait_arrived(&expected, Duration::from_secs(150));
     stop(&rig, child);
     rig.assert_exactly(&expected);
     assert!(
@@ -256,7 +256,7 @@ fn local_uploads_arrive_once_with_the_right_bytes_and_the_layout_template() {
         format!("Dailies/{dest}")
     });
     assert!(expected.contains_key("Dailies/SQ01/UNDLM_00412/SQ01_UNDLM_00412_v001.mov"));
-    rig.wait_arrived(&expected, Duration::from_secs(90));
+    rig.wait_arrived(&expected, Duration::from_secs(150));
     stop(&rig, child);
     rig.assert_exactly(&expected);
     assert!(

@@ -69,7 +69,8 @@ pub fn s3_agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(120)))
+        // S3 answers as soon as the body is in; a longer silence is a dead connection.
+        .timeout_recv_response(Some(Duration::from_secs(30)))
         .build()
         .into()
 }
@@ -99,9 +100,9 @@ pub fn put_part(
         inner: file.take(part.size),
         left: part.size,
     };
-    // The body timeout covers the whole part: allow at least 1 MB/s (and two minutes), so a
-    // slow uplink is fine but a dead connection does not hold the worker for ever.
-    let body_timeout = Duration::from_secs(120.max(part.size / 1_000_000));
+    // The body timeout covers the whole part: allow at least 1 MB/s (and 30 s), so a slow
+    // uplink is fine but a stalled connection fails fast and the part is retried on its own.
+    let body_timeout = Duration::from_secs(30.max(part.size / 1_000_000));
     let result = agent
         .put(&part.url)
         .config()
