@@ -3,14 +3,17 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 
 use crate::config::{Config, ConfigError, TunnelMode};
+use crate::dashboard::{self, Dashboard};
 use crate::events::{self, Hub};
 use crate::ledger::Ledger;
+use crate::logtail;
 use crate::queue::{self, QueueMsg};
 use crate::statedir::{LockError, StateDir};
 
@@ -36,17 +39,14 @@ fn print_config_error(e: &ConfigError) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-/// env_logger on stderr with timestamps; `RUST_LOG` overrides `log_level`.
+/// env_logger on stderr with timestamps (INFO and above also go to the page once the hub is
+/// attached); `RUST_LOG` overrides `log_level`.
 pub fn init_logging(config: &Config) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| config.log_level.clone());
-    let _ = env_logger::Builder::new()
-        .parse_filters(&filter)
-        .format_timestamp_secs()
-        .target(env_logger::Target::Stderr)
-        .try_init();
+    logtail::init(&filter);
 }
 
 /// Makes any panic end the process with a non-zero code, in every build profile, so that a
@@ -181,10 +181,39 @@ pub fn run(config: Config) -> ExitCode {
     // every receiver at once.
     let (stop_tx, stop_rx) = bounded::<()>(0);
     let (hub, hub_inbox) = Hub::new();
-    let (_queue_tx, queue_rx) = unbounded::<QueueMsg>();
+    logtail::attach(hub.clone());
+    let (queue_tx, queue_rx) = unbounded::<QueueMsg>();
+    let state = Arc::new(state);
+    let dead_threads = Arc::new(Mutex::new(Vec::new()));
+
+    let dash = Dashboard::bind(
+        &config.dashboard,
+        dashboard::Deps {
+            hub: hub.clone(),
+            queue: queue_tx.clone(),
+            state_dir: Arc::clone(&state),
+            dead_threads: Arc::clone(&dead_threads),
+            login: None,
+        },
+    );
+    let dash = match dash {
+        Ok(d) => d,
+        Err(e) => {
+            log::error!("dashboard.listen {}: {e}", config.dashboard.listen);
+            logtail::detach();
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
 
     let mut threads = Threads::new();
     threads.spawn("hub", move || events::run_hub(hub_inbox));
+    {
+        let (server, follower) = dash.into_loops();
+        let stop = stop_rx.clone();
+        threads.spawn("dashboard", move || server.run(stop));
+        let stop = stop_rx.clone();
+        threads.spawn("dashboard-events", move || follower.run(stop));
+    }
     {
         let (stop, hub) = (stop_rx.clone(), hub.clone());
         threads.spawn("queue", move || {
@@ -199,12 +228,17 @@ pub fn run(config: Config) -> ExitCode {
             EXIT_OK
         }
         recv(threads.exited_rx) -> name => {
-            log::error!("the {} thread stopped unexpectedly; exiting so a watchdog restarts postflow",
-                name.unwrap_or("?"));
+            let name = name.unwrap_or("?");
+            if let Ok(mut dead) = dead_threads.lock() {
+                dead.push(name);
+            }
+            log::error!("the {name} thread stopped unexpectedly; exiting so a watchdog restarts postflow");
             EXIT_FAILURE
         }
     };
     drop(stop_tx);
+    drop(queue_tx);
+    logtail::detach();
     threads.join_all(Instant::now() + SHUTDOWN_DEADLINE);
     log::info!("stopped");
     drop(state);

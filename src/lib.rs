@@ -7,9 +7,11 @@
 
 pub mod app;
 pub mod config;
+pub mod dashboard;
 pub mod events;
 pub mod glob;
 pub mod layout;
 pub mod ledger;
+pub mod logtail;
 pub mod queue;
 pub mod statedir;

@@ -1,0 +1,389 @@
+//! The dashboard on `dashboard.listen`: the page, the WebSocket, the REST API, `/health` and
+//! `/metrics`. See DESIGN "Dashboard and API"; the route table is in `routes.rs`.
+//!
+//! Threads: `dashboard` accepts connections and gives each one a short-lived thread (at most
+//! `MAX_CONNECTIONS` at once); `dashboard-events` follows the hub, keeps the status model and
+//! queues pushes for the viewers; each WebSocket viewer has its own thread (`ws.rs`).
+//! Nothing here writes state: the queue owns the jobs and is asked over its channel.
+
+pub mod http;
+pub mod metrics;
+pub mod model;
+pub mod routes;
+pub mod ws;
+
+use std::io::{self, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender};
+use serde_json::{json, Value};
+
+use crate::config::DashboardConfig;
+use crate::events::{ComponentState, Hub};
+use crate::ledger::Job;
+use crate::queue::QueueMsg;
+use crate::statedir::StateDir;
+use http::{ReadError, Response};
+use model::Model;
+use ws::{Outgoing, Viewers};
+
+/// Requests being handled at once; more get 503.
+const MAX_CONNECTIONS: usize = 64;
+/// A request must arrive whole within this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the dashboard waits for the queue to answer.
+const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pending hub events for the dashboard (it never blocks, so this is only a burst buffer).
+const HUB_QUEUE: usize = 4096;
+
+/// Frame.io login as the dashboard needs it, implemented by the auth token owner.
+pub trait FrameioLogin: Send + Sync {
+    fn status(&self) -> AuthStatus;
+    /// The Adobe IMS authorize URL, with a fresh `state` remembered for `complete`.
+    fn authorize_url(&self) -> Result<String, String>;
+    /// Finishes a login from the URL the browser ended on (or a bare code): checks `state`,
+    /// exchanges the code, saves the tokens. The error is a sentence for the page.
+    fn complete(&self, redirected: &str) -> Result<(), String>;
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuthStatus {
+    /// Tokens are present and usable (refreshing as needed).
+    pub logged_in: bool,
+    pub account: Option<String>,
+    /// When the access token expires (unix seconds).
+    pub expires_at: Option<u64>,
+}
+
+/// What the dashboard reads from the rest of the program.
+pub struct Deps {
+    pub hub: Hub,
+    pub queue: Sender<QueueMsg>,
+    pub state_dir: Arc<StateDir>,
+    /// Threads that ended while they should still run (for `/health`).
+    pub dead_threads: Arc<Mutex<Vec<&'static str>>>,
+    /// `None` until the Frame.io client is wired in: the `/oauth` routes then answer 503.
+    pub login: Option<Arc<dyn FrameioLogin>>,
+}
+
+/// Everything a request handler can see.
+pub struct Ctx {
+    /// The address actually bound (the port is known even when the config said 0).
+    pub listen: SocketAddr,
+    pub token: Option<String>,
+    pub model: Mutex<Model>,
+    pub viewers: Arc<Viewers>,
+    pub queue: Sender<QueueMsg>,
+    pub state_dir: Arc<StateDir>,
+    pub dead_threads: Arc<Mutex<Vec<&'static str>>>,
+    pub login: Option<Arc<dyn FrameioLogin>>,
+    pub started: SystemTime,
+}
+
+impl Ctx {
+    pub fn model(&self) -> MutexGuard<'_, Model> {
+        // The model is plain data; a panic while holding it ends the process anyway.
+        self.model.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the queue something and waits for the answer (up to `QUEUE_TIMEOUT`).
+    pub fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> QueueMsg) -> Result<T, String> {
+        let (tx, rx) = bounded(1);
+        self.queue
+            .send(make(tx))
+            .map_err(|_| "the queue is not running".to_string())?;
+        rx.recv_timeout(QUEUE_TIMEOUT).map_err(|e| match e {
+            RecvTimeoutError::Timeout => "the queue did not answer in time".to_string(),
+            RecvTimeoutError::Disconnected => "the queue did not answer".to_string(),
+        })
+    }
+
+    pub fn jobs(&self) -> Result<Vec<Job>, String> {
+        self.ask(QueueMsg::Jobs)
+    }
+
+    /// The whole picture: what a new viewer gets first and what `/api/status` returns.
+    pub fn status(&self) -> Value {
+        let (jobs, queue_error) = match self.jobs() {
+            Ok(jobs) => (jobs, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        let counts = model::counts(&jobs);
+        let recent: Vec<Value> = model::recent(jobs).iter().map(model::job_json).collect();
+        let auth = self.login.as_ref().map(|l| l.status());
+        let m = self.model();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "started": model::rfc3339(self.started),
+            "components": m.components_json(),
+            "paused": m.paused(),
+            "counts": counts,
+            "jobs": recent,
+            "transfers": m.transfers_json(),
+            "log": m.log_json(),
+            "auth": auth.map(|a| json!({
+                "logged_in": a.logged_in,
+                "account": a.account,
+                "expires_at": a.expires_at,
+            })),
+            "login_available": self.login.is_some(),
+            "viewers": self.viewers.count(),
+            "queue_error": queue_error,
+        })
+    }
+
+    /// `/health`: 503 only for what a restart can fix.
+    pub fn health(&self) -> (u16, Value) {
+        let dead = self
+            .dead_threads
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default();
+        let writable = self.state_dir.is_writable();
+        let m = self.model();
+        let degraded = m
+            .components
+            .values()
+            .any(|c| matches!(c.state, ComponentState::Degraded | ComponentState::Down));
+        let mut components = m.components_json();
+        drop(m);
+        if let Value::Object(c) = &mut components {
+            c.insert(
+                "state_dir".into(),
+                json!({"state": if writable { "up" } else { "down" },
+                       "detail": self.state_dir.path().display().to_string()}),
+            );
+        }
+        let broken = !dead.is_empty() || !writable;
+        let status = if broken || degraded { "degraded" } else { "ok" };
+        let mut body = json!({ "status": status, "components": components });
+        if !dead.is_empty() {
+            body["dead_threads"] = json!(dead);
+        }
+        (if broken { 503 } else { 200 }, body)
+    }
+}
+
+/// A bound dashboard, ready to run on two threads: `serve` and `follow_events`.
+pub struct Dashboard {
+    listener: TcpListener,
+    ctx: Arc<Ctx>,
+    events: Receiver<Arc<crate::events::Event>>,
+    hub: Hub,
+}
+
+impl Dashboard {
+    /// Binds `config.listen` (so a taken port is reported at start) and subscribes to the hub.
+    pub fn bind(config: &DashboardConfig, deps: Deps) -> io::Result<Dashboard> {
+        let listener = TcpListener::bind(config.listen)?;
+        let listen = listener.local_addr()?;
+        let events = deps.hub.subscribe(HUB_QUEUE);
+        let ctx = Arc::new(Ctx {
+            listen,
+            token: config.token.clone(),
+            model: Mutex::new(Model::default()),
+            viewers: Arc::new(Viewers::default()),
+            queue: deps.queue,
+            state_dir: deps.state_dir,
+            dead_threads: deps.dead_threads,
+            login: deps.login,
+            started: SystemTime::now(),
+        });
+        Ok(Dashboard {
+            listener,
+            ctx,
+            events,
+            hub: deps.hub,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.ctx.listen
+    }
+
+    /// Splits into the two loops, each for its own thread.
+    pub fn into_loops(self) -> (Server, Follower) {
+        (
+            Server {
+                listener: self.listener,
+                ctx: Arc::clone(&self.ctx),
+            },
+            Follower {
+                ctx: self.ctx,
+                events: self.events,
+                hub: self.hub,
+            },
+        )
+    }
+}
+
+pub struct Server {
+    listener: TcpListener,
+    ctx: Arc<Ctx>,
+}
+
+impl Server {
+    /// Accepts connections until `stop` closes.
+    pub fn run(self, stop: Receiver<()>) {
+        let addr = self.ctx.listen;
+        // `accept` blocks; when told to stop, wake it with a connection of our own.
+        let stopping = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stopping);
+        let waker = std::thread::Builder::new()
+            .name("dashboard-stop".into())
+            .spawn(move || {
+                let _ = stop.recv();
+                flag.store(true, Ordering::SeqCst);
+                let _ = TcpStream::connect_timeout(&wake_addr(addr), Duration::from_secs(1));
+            });
+        if let Err(e) = &waker {
+            log::error!("dashboard: cannot start its stop thread: {e}");
+            return;
+        }
+        log::info!("dashboard on http://{addr}");
+        let busy = Arc::new(AtomicUsize::new(0));
+        for conn in self.listener.incoming() {
+            if stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            let stream = match conn {
+                Ok(s) => s,
+                Err(e) => {
+                    log::debug!("dashboard: accept: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            if busy.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+                refuse(stream);
+                continue;
+            }
+            busy.fetch_add(1, Ordering::SeqCst);
+            let (ctx, busy2) = (Arc::clone(&self.ctx), Arc::clone(&busy));
+            let spawned = std::thread::Builder::new()
+                .name("dashboard-conn".into())
+                .spawn(move || {
+                    handle_connection(&ctx, stream);
+                    busy2.fetch_sub(1, Ordering::SeqCst);
+                });
+            if let Err(e) = spawned {
+                busy.fetch_sub(1, Ordering::SeqCst);
+                log::warn!("dashboard: cannot start a connection thread: {e}");
+            }
+        }
+    }
+}
+
+/// Where to connect to reach our own listener (an unspecified address is not connectable).
+fn wake_addr(addr: SocketAddr) -> SocketAddr {
+    let mut a = addr;
+    if a.ip().is_unspecified() {
+        a.set_ip(match a {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    a
+}
+
+fn refuse(mut stream: TcpStream) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = Response::error(503, "too many connections")
+        .with_header("Retry-After", "1")
+        .write_to(&mut stream);
+}
+
+fn handle_connection(ctx: &Ctx, stream: TcpStream) {
+    if stream.set_read_timeout(Some(REQUEST_TIMEOUT)).is_err()
+        || stream.set_write_timeout(Some(REQUEST_TIMEOUT)).is_err()
+    {
+        return;
+    }
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(read_half);
+    let mut stream = stream;
+    let reply = match http::read_request(&mut reader) {
+        Ok(req) => routes::handle(ctx, &req),
+        Err(ReadError::Gone) => return,
+        Err(ReadError::Bad(why)) => routes::Reply::Http(Response::error(400, why)),
+        Err(ReadError::HeadTooLarge) => {
+            routes::Reply::Http(Response::error(431, "request head too large"))
+        }
+        Err(ReadError::BodyTooLarge) => routes::Reply::Http(Response::error(
+            413,
+            &format!("request body over {} bytes", http::MAX_BODY),
+        )),
+        Err(ReadError::LengthRequired) => {
+            routes::Reply::Http(Response::error(411, "send the body with Content-Length"))
+        }
+    };
+    match reply {
+        routes::Reply::Http(resp) => {
+            if let Err(e) = resp.write_to(&mut stream) {
+                log::debug!("dashboard: reply not sent: {e}");
+            }
+        }
+        routes::Reply::WebSocket { accept_key, ticket } => {
+            if let Err(e) = ws::accept(&mut stream, &accept_key) {
+                log::debug!("dashboard: WebSocket handshake not sent: {e}");
+                return;
+            }
+            drop(reader);
+            let snapshot = Outgoing {
+                kind: "snapshot",
+                time: model::rfc3339(SystemTime::now()),
+                data: ctx.status().to_string(),
+            };
+            ws::serve_viewer(stream, ticket, snapshot);
+        }
+    }
+}
+
+/// Follows the hub: keeps the model and feeds the viewers.
+pub struct Follower {
+    ctx: Arc<Ctx>,
+    events: Receiver<Arc<crate::events::Event>>,
+    hub: Hub,
+}
+
+impl Follower {
+    pub fn run(self, stop: Receiver<()>) {
+        let Follower {
+            ctx,
+            mut events,
+            hub,
+        } = self;
+        loop {
+            select! {
+                recv(events) -> ev => match ev {
+                    Ok(ev) => {
+                        let push = ctx.model().apply(&ev, Instant::now(), SystemTime::now());
+                        if let Some((kind, data)) = push {
+                            ctx.viewers.broadcast(Outgoing {
+                                kind,
+                                time: model::rfc3339(SystemTime::now()),
+                                data: data.to_string(),
+                            });
+                        }
+                    }
+                    Err(_) => match stop.recv_timeout(Duration::from_millis(100)) {
+                        // The hub dropped us for falling behind: follow again, and make the
+                        // viewers reconnect for a fresh snapshot, since they missed events.
+                        Err(RecvTimeoutError::Timeout) => {
+                            log::warn!("dashboard: fell behind the event hub; following again");
+                            events = hub.subscribe(HUB_QUEUE);
+                            ctx.viewers.drop_all();
+                        }
+                        _ => break,
+                    },
+                },
+                recv(stop) -> _ => break,
+            }
+        }
+    }
+}
