@@ -12,10 +12,11 @@ use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 use crate::config::{Config, ConfigError, TunnelMode};
 use crate::dashboard::{self, Dashboard};
 use crate::events::{self, Hub};
-use crate::ledger::Ledger;
+use crate::ledger::{Job, Ledger};
 use crate::logtail;
-use crate::queue::{self, QueueMsg};
+use crate::queue::{self, QueueMsg, QueueSettings};
 use crate::statedir::{LockError, StateDir};
+use crate::watch;
 
 /// Exit codes of the contract.
 pub const EXIT_OK: u8 = 0;
@@ -204,6 +205,10 @@ pub fn run(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    // Upload workers take jobs from here (rendezvous: see queue.rs). Until they exist nobody
+    // receives, so the queue hands out nothing; the receiver lives until shutdown.
+    let (jobs_tx, _jobs_rx) = bounded::<Job>(0);
+    let watch_start = watch::StartState::from_ledger(&ledger);
 
     let mut threads = Threads::new();
     threads.spawn("hub", move || events::run_hub(hub_inbox));
@@ -216,8 +221,16 @@ pub fn run(config: Config) -> ExitCode {
     }
     {
         let (stop, hub) = (stop_rx.clone(), hub.clone());
+        let settings = QueueSettings::from_config(&config);
         threads.spawn("queue", move || {
-            queue::run_queue(ledger, queue_rx, stop, hub)
+            queue::run_queue(ledger, queue_rx, stop, hub, settings, jobs_tx)
+        });
+    }
+    {
+        let (stop, hub, queue) = (stop_rx.clone(), hub.clone(), queue_tx.clone());
+        let watch_config = config.watch.clone();
+        threads.spawn("watcher", move || {
+            watch::run_watcher(watch_config, watch_start, queue, stop, hub)
         });
     }
     drop(hub);

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use crate::config::DashboardConfig;
 use crate::events::{ComponentState, Hub};
 use crate::ledger::Job;
-use crate::queue::QueueMsg;
+use crate::queue::{QueueMsg, QueueStats};
 use crate::statedir::StateDir;
 use http::{ReadError, Response};
 use model::Model;
@@ -80,6 +80,7 @@ pub struct Ctx {
     pub state_dir: Arc<StateDir>,
     pub dead_threads: Arc<Mutex<Vec<&'static str>>>,
     pub login: Option<Arc<dyn FrameioLogin>>,
+    pub hub: Hub,
     pub started: SystemTime,
 }
 
@@ -105,13 +106,16 @@ impl Ctx {
         self.ask(QueueMsg::Jobs)
     }
 
+    pub fn stats(&self) -> Result<QueueStats, String> {
+        self.ask(QueueMsg::Stats)
+    }
+
     /// The whole picture: what a new viewer gets first and what `/api/status` returns.
     pub fn status(&self) -> Value {
-        let (jobs, queue_error) = match self.jobs() {
-            Ok(jobs) => (jobs, None),
-            Err(e) => (Vec::new(), Some(e)),
+        let (jobs, stats) = match (self.jobs(), self.stats()) {
+            (Ok(jobs), Ok(stats)) => (jobs, Ok(stats)),
+            (Err(e), _) | (_, Err(e)) => (Vec::new(), Err(e)),
         };
-        let counts = model::counts(&jobs);
         let recent: Vec<Value> = model::recent(jobs).iter().map(model::job_json).collect();
         let auth = self.login.as_ref().map(|l| l.status());
         let m = self.model();
@@ -119,8 +123,7 @@ impl Ctx {
             "version": env!("CARGO_PKG_VERSION"),
             "started": model::rfc3339(self.started),
             "components": m.components_json(),
-            "paused": m.paused(),
-            "counts": counts,
+            "queue": stats_json(stats.as_ref().ok()),
             "jobs": recent,
             "transfers": m.transfers_json(),
             "log": m.log_json(),
@@ -131,7 +134,7 @@ impl Ctx {
             })),
             "login_available": self.login.is_some(),
             "viewers": self.viewers.count(),
-            "queue_error": queue_error,
+            "queue_error": stats.err(),
         })
     }
 
@@ -167,6 +170,26 @@ impl Ctx {
     }
 }
 
+/// The queue's numbers as the API shows them (`null` when the queue did not answer).
+pub fn stats_json(stats: Option<&QueueStats>) -> Value {
+    let Some(s) = stats else {
+        return Value::Null;
+    };
+    let counts: serde_json::Map<String, Value> = s
+        .counts
+        .iter()
+        .map(|(state, n)| (state.as_str().to_string(), json!(n)))
+        .collect();
+    json!({
+        "counts": counts,
+        "total": s.counts.values().sum::<usize>(),
+        "paused": s.paused,
+        "waiting_for_auth": s.waiting_for_auth,
+        "in_flight": s.in_flight,
+        "watched_files": s.watched_files,
+    })
+}
+
 /// A bound dashboard, ready to run on two threads: `serve` and `follow_events`.
 pub struct Dashboard {
     listener: TcpListener,
@@ -190,6 +213,7 @@ impl Dashboard {
             state_dir: deps.state_dir,
             dead_threads: deps.dead_threads,
             login: deps.login,
+            hub: deps.hub.clone(),
             started: SystemTime::now(),
         });
         Ok(Dashboard {
@@ -385,5 +409,7 @@ impl Follower {
                 recv(stop) -> _ => break,
             }
         }
+        // Viewers close (their threads hold the context, and with it a hub handle).
+        ctx.viewers.drop_all();
     }
 }

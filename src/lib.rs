@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod config;
+pub mod container;
 pub mod dashboard;
 pub mod events;
 pub mod glob;
@@ -15,3 +16,4 @@ pub mod ledger;
 pub mod logtail;
 pub mod queue;
 pub mod statedir;
+pub mod watch;

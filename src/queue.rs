@@ -1,37 +1,1301 @@
-//! The queue: the one owner of the job ledger.
+//! The queue: the one owner of the job ledger, and the scheduler of uploads.
 //!
 //! Every job change is written to the ledger first and published on the hub second, so what
 //! anyone sees has already survived a crash. Other threads never touch the ledger; they send
-//! the queue a message and, when they need an answer, a reply channel.
+//! the queue a [`QueueMsg`] and, when they need an answer, a reply channel.
+//!
+//! # Contract with the other threads
+//!
+//! - The **watcher** sends [`QueueMsg::FilesSeen`] batches (one ledger write per batch, never
+//!   one fsync per file) and [`QueueMsg::ScanComplete`] after each full rescan. The queue turns
+//!   what it hears into jobs: a new identity (path, size, mtime) becomes a new job; a `waiting`
+//!   job is updated in place while its file is still changing; a file that vanishes before
+//!   upload makes its job `skipped` ("vanished").
+//! - **Upload workers** receive jobs on the `jobs_out` channel given to [`run_queue`]. It is a
+//!   rendezvous channel (`bounded(0)`): the queue offers the next eligible job only while a
+//!   worker is blocked in `recv`, so no job ever sits in a channel buffer where a pause,
+//!   a retry or a crash could not see it. A worker reports on the queue's inbox with
+//!   [`QueueMsg::Attempt`]: `Started` first (the job becomes `uploading`, `attempts += 1`),
+//!   `FileCreated` as soon as Frame.io returns an id (written to the ledger at once), then
+//!   `Processing`, and finally `Done` or `Failed`. A job counts against `upload.concurrency`
+//!   from the moment it is handed out until `Done` or `Failed`. If nobody receives (no workers
+//!   yet), nothing is handed out.
+//! - Order: oldest stable first (the time the job became `queued`; a job sent back to the queue
+//!   keeps its place). `retrying` jobs become eligible at `next_attempt_ms`.
+//! - Failures carry a [`FailureKind`] chosen by the worker: `Retry` backs off exponentially with
+//!   full jitter (base 5 s, capped at `upload.max_delay_secs`) and ends in `failed` after
+//!   `upload.max_attempts`; `WaitForAuth` puts the job back to `queued` without counting the
+//!   attempt and holds every hand-out until [`QueueMsg::AuthRestored`] (or `Resume`);
+//!   `Permanent` fails the job now; `FileChanged` skips it (the watcher's new job takes over).
+//! - **Control** (dashboard, `postflow upload`): `Jobs`, `Stats`, `Retry`, `RetryFailed`,
+//!   `Pause`, `Resume`, `Enqueue`. Pause stops handing out jobs; jobs already out finish;
+//!   nothing is lost.
+//!
+//! On start, jobs a crash left in `uploading` or `processing` go back to `queued`, keeping
+//! their `file_id` and attempt count: the upload worker sees the `file_id` and adopts or
+//! resumes the Frame.io file instead of creating a second one.
 
-use crossbeam_channel::{select, Receiver, Sender};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::events::Hub;
-use crate::ledger::{Job, Ledger};
+use crossbeam_channel::{Receiver, Select, Sender};
+
+use crate::config::Config;
+use crate::events::{Event, Hub};
+use crate::layout::{Destination, Layout};
+use crate::ledger::{Job, JobState, Ledger};
+
+/// The reason of a job recorded as baseline at the very first start.
+pub const BASELINE_REASON: &str = "present at first start (watch.upload_existing is false)";
+/// The reason of a job whose file disappeared before it was uploaded.
+pub const VANISHED_REASON: &str = "vanished";
+/// First retry delay (before jitter); doubles per attempt.
+pub const BASE_DELAY: Duration = Duration::from_secs(5);
+
+/// One version of one file, as the watcher saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileVersion {
+    /// Relative to `watch.root`, `/`-separated.
+    pub path: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+/// What the watcher found out about one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileNews {
+    /// Present at the very first start (empty ledger) while `watch.upload_existing` is false:
+    /// recorded as `skipped` baseline, not uploaded.
+    Present(FileVersion),
+    /// Seen but not finished yet; `reason` is what it waits for ("size changing", …). The
+    /// watcher sends this when the reason changes, not on every look.
+    Waiting { file: FileVersion, reason: String },
+    /// Stable, readable and (for QuickTime) complete: ready to be queued.
+    Stable(FileVersion),
+    /// The path is gone.
+    Vanished { path: String },
+}
 
 /// What other threads tell or ask the queue.
 pub enum QueueMsg {
+    /// From the watcher: a batch of news, recorded with one ledger write.
+    FilesSeen(Vec<FileNews>),
+    /// From the watcher: a full rescan finished and found `files` files.
+    ScanComplete { files: usize },
     /// Asks for a copy of every job (for status pages and `postflow status`).
     Jobs(Sender<Vec<Job>>),
+    /// Asks for counts per state and the paused flag.
+    Stats(Sender<QueueStats>),
+    /// A `failed` (or `skipped`) job goes back to `queued` with a fresh attempt count.
+    Retry {
+        id: u64,
+        reply: Sender<Result<(), String>>,
+    },
+    /// Every `failed` job goes back to `queued`; replies how many.
+    RetryFailed { reply: Sender<usize> },
+    /// Stop handing out jobs (jobs already out finish).
+    Pause,
+    /// Hand out jobs again; also lifts a hold for Frame.io login.
+    Resume,
+    /// From auth: Frame.io calls work again after a `WaitForAuth` failure.
+    AuthRestored,
+    /// Queue these files now (absolute, or relative to `watch.root`); one result per path, in
+    /// order: the job id, or why not (a path outside the root: "outside watch.root").
+    Enqueue {
+        paths: Vec<PathBuf>,
+        reply: Sender<Vec<Result<u64, String>>>,
+    },
+    /// From an upload worker.
+    Attempt(AttemptUpdate),
+}
+
+/// What an upload worker reports about the job it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttemptUpdate {
+    /// The attempt began: `uploading`, `attempts += 1`. `mode` is "remote" or "local".
+    Started { id: u64, mode: &'static str },
+    /// Frame.io returned a file id: written to the ledger at once.
+    FileCreated { id: u64, file_id: String },
+    /// Frame.io has the upload request; polling its status: `processing`.
+    Processing { id: u64 },
+    /// Frame.io says `upload_complete`: `done`.
+    Done {
+        id: u64,
+        file_id: String,
+        view_url: Option<String>,
+    },
+    /// The attempt failed; `kind` says what happens next.
+    Failed {
+        id: u64,
+        error: String,
+        kind: FailureKind,
+    },
+}
+
+/// How a failed attempt is handled; the worker classifies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Try again later: back off, count the attempt.
+    Retry,
+    /// Frame.io login needed: back to `queued`, attempt not counted, no backoff; hand-outs
+    /// are held until `AuthRestored` (or `Resume`).
+    WaitForAuth,
+    /// Will never work: `failed` now.
+    Permanent,
+    /// The file changed under the upload: `skipped`; the watcher's new job takes over.
+    FileChanged,
+}
+
+/// Counts per state and the scheduler's flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Every state, zero included.
+    pub counts: BTreeMap<JobState, usize>,
+    pub paused: bool,
+    /// Held after a `WaitForAuth` failure until auth is back.
+    pub waiting_for_auth: bool,
+    /// Jobs handed to workers and not finished.
+    pub in_flight: usize,
+    /// Files found by the last full rescan (`None` before the first one ends).
+    pub watched_files: Option<usize>,
+}
+
+/// What the queue needs from the config.
+#[derive(Clone, Debug)]
+pub struct QueueSettings {
+    pub root: PathBuf,
+    pub layout: Layout,
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl QueueSettings {
+    pub fn from_config(config: &Config) -> QueueSettings {
+        QueueSettings {
+            root: config.watch.root.clone(),
+            layout: config.layout(),
+            concurrency: config.upload.concurrency.max(1),
+            max_attempts: config.upload.max_attempts.max(1),
+            base_delay: BASE_DELAY,
+            max_delay: config.upload.max_delay,
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: a delay uniform in `[0, min(cap, base * 2^(n-1))]`
+/// for the `n`-th attempt; `unit` is a random number in `[0, 1)`.
+pub fn backoff(attempt: u32, base: Duration, cap: Duration, unit: f64) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(40);
+    let ceiling = base
+        .checked_mul(1u32 << doublings.min(31))
+        .unwrap_or(cap)
+        .min(cap);
+    ceiling.mul_f64(unit.clamp(0.0, 1.0))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Runs until `stop` closes; flushes the ledger on the way out.
-pub fn run_queue(mut ledger: Ledger, inbox: Receiver<QueueMsg>, stop: Receiver<()>, _hub: Hub) {
+pub fn run_queue(
+    ledger: Ledger,
+    inbox: Receiver<QueueMsg>,
+    stop: Receiver<()>,
+    hub: Hub,
+    settings: QueueSettings,
+    jobs_out: Sender<Job>,
+) {
+    let mut queue = Queue::new(ledger, settings, hub, now_ms());
+    // Set when every worker is gone (the receiver was dropped): stop offering.
+    let mut workers_gone = false;
     loop {
-        select! {
-            recv(inbox) -> msg => match msg {
-                Ok(QueueMsg::Jobs(reply)) => {
-                    let _ = reply.send(ledger.jobs().values().cloned().collect());
-                }
+        let now = now_ms();
+        let offer = if workers_gone {
+            None
+        } else {
+            queue.next_job(now)
+        };
+        let mut sel = Select::new();
+        let from_inbox = sel.recv(&inbox);
+        let from_stop = sel.recv(&stop);
+        let to_worker = offer.as_ref().map(|_| sel.send(&jobs_out));
+        // Wake for the next retry that comes due (an hour is "nothing to wait for").
+        let timeout = queue.next_wake().map_or(Duration::from_secs(3600), |t| {
+            Duration::from_millis(t.saturating_sub(now))
+        });
+        let Ok(oper) = sel.select_timeout(timeout) else {
+            continue;
+        };
+        let index = oper.index();
+        if index == from_inbox {
+            match oper.recv(&inbox) {
+                Ok(msg) => queue.handle(msg, now_ms()),
                 Err(_) => break,
-            },
-            recv(stop) -> _ => break,
+            }
+        } else if index == from_stop {
+            let _ = oper.recv(&stop);
+            break;
+        } else if Some(index) == to_worker {
+            let job = offer.expect("an offer goes with the send operation");
+            let id = job.id;
+            match oper.send(&jobs_out, job) {
+                Ok(()) => queue.handed_out(id),
+                Err(_) => {
+                    log::debug!("no upload workers left; not handing out jobs");
+                    workers_gone = true;
+                }
+            }
         }
     }
-    if let Err(e) = ledger.flush() {
-        log::error!(
-            "ledger {}: final flush failed: {e}",
-            ledger.path().display()
+    queue.close();
+}
+
+/// The queue's state. Methods take the current time so tests can drive a fake clock.
+pub struct Queue {
+    ledger: Ledger,
+    settings: QueueSettings,
+    hub: Hub,
+    /// The newest job of each path.
+    by_path: HashMap<String, u64>,
+    /// When each unfinished job first became `queued`: its place in line.
+    place: HashMap<u64, u64>,
+    /// Eligible now: (place, id), jobs not out.
+    ready: BTreeSet<(u64, u64)>,
+    /// `retrying`, not yet due: (next_attempt_ms, id).
+    timed: BTreeSet<(u64, u64)>,
+    /// The key of each job in `timed`.
+    due: HashMap<u64, u64>,
+    /// Handed to a worker and not finished.
+    out: HashSet<u64>,
+    paused: bool,
+    auth_held: bool,
+    watched_files: Option<usize>,
+    rng: u64,
+}
+
+/// Changes made while handling one message, written together.
+#[derive(Default)]
+struct Batch {
+    jobs: BTreeMap<u64, Job>,
+    new_paths: HashMap<String, u64>,
+}
+
+impl Queue {
+    /// Builds the scheduler from the ledger, and puts jobs a crash left in flight back in line.
+    pub fn new(ledger: Ledger, settings: QueueSettings, hub: Hub, now: u64) -> Queue {
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let mut queue = Queue {
+            ledger,
+            settings,
+            hub,
+            by_path: HashMap::new(),
+            place: HashMap::new(),
+            ready: BTreeSet::new(),
+            timed: BTreeSet::new(),
+            due: HashMap::new(),
+            out: HashSet::new(),
+            paused: false,
+            auth_held: false,
+            watched_files: None,
+            rng: seed | 1,
+        };
+        let mut interrupted = Vec::new();
+        let jobs: Vec<Job> = queue.ledger.jobs().values().cloned().collect();
+        for job in jobs {
+            if matches!(job.state, JobState::Uploading | JobState::Processing) {
+                let mut j = job.clone();
+                j.state = JobState::Queued;
+                j.updated_ms = now;
+                interrupted.push(j);
+            }
+            // The place in line is lost with the process; when it was last touched is close.
+            if matches!(job.state, JobState::Queued | JobState::Retrying) {
+                queue.place.insert(job.id, job.updated_ms);
+            }
+            queue.index(&job, job.updated_ms);
+        }
+        if !interrupted.is_empty() {
+            log::info!(
+                "{} job(s) interrupted by the last stop are queued again (their Frame.io file is kept)",
+                interrupted.len()
+            );
+            queue.commit(interrupted, now);
+        }
+        queue
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Handles one message.
+    pub fn handle(&mut self, msg: QueueMsg, now: u64) {
+        match msg {
+            QueueMsg::FilesSeen(news) => self.files_seen(news, now),
+            QueueMsg::ScanComplete { files } => self.watched_files = Some(files),
+            QueueMsg::Jobs(reply) => {
+                let _ = reply.send(self.ledger.jobs().values().cloned().collect());
+            }
+            QueueMsg::Stats(reply) => {
+                let _ = reply.send(self.stats());
+            }
+            QueueMsg::Retry { id, reply } => {
+                let _ = reply.send(self.retry(id, now));
+            }
+            QueueMsg::RetryFailed { reply } => {
+                let _ = reply.send(self.retry_failed(now));
+            }
+            QueueMsg::Pause => {
+                if !self.paused {
+                    log::info!("queue paused: no new uploads start until resumed");
+                }
+                self.paused = true;
+            }
+            QueueMsg::Resume => {
+                if self.paused || self.auth_held {
+                    log::info!("queue resumed");
+                }
+                self.paused = false;
+                self.auth_held = false;
+            }
+            QueueMsg::AuthRestored => self.auth_held = false,
+            QueueMsg::Enqueue { paths, reply } => {
+                let _ = reply.send(self.enqueue(&paths, now));
+            }
+            QueueMsg::Attempt(update) => self.attempt(update, now),
+        }
+    }
+
+    /// The job to offer a worker now, if any: oldest stable first, within the concurrency
+    /// limit, not while paused or held for login.
+    pub fn next_job(&mut self, now: u64) -> Option<Job> {
+        while let Some(&(due, id)) = self.timed.first() {
+            if due > now {
+                break;
+            }
+            self.timed.remove(&(due, id));
+            self.due.remove(&id);
+            let place = *self.place.entry(id).or_insert(due);
+            self.ready.insert((place, id));
+        }
+        if self.paused || self.auth_held || self.out.len() >= self.settings.concurrency {
+            return None;
+        }
+        let &(_, id) = self.ready.first()?;
+        self.ledger.get(id).cloned()
+    }
+
+    /// A worker took job `id`.
+    pub fn handed_out(&mut self, id: u64) {
+        self.unschedule(id);
+        self.out.insert(id);
+    }
+
+    /// When the next `retrying` job comes due.
+    pub fn next_wake(&self) -> Option<u64> {
+        self.timed.first().map(|&(due, _)| due)
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        let mut counts: BTreeMap<JobState, usize> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
+        for job in self.ledger.jobs().values() {
+            *counts.entry(job.state).or_default() += 1;
+        }
+        QueueStats {
+            counts,
+            paused: self.paused,
+            waiting_for_auth: self.auth_held,
+            in_flight: self.out.len(),
+            watched_files: self.watched_files,
+        }
+    }
+
+    fn close(mut self) {
+        if let Err(e) = self.ledger.flush() {
+            log::error!(
+                "ledger {}: final flush failed: {e}",
+                self.ledger.path().display()
+            );
+        }
+    }
+
+    // ---- the watcher's news ----
+
+    fn files_seen(&mut self, news: Vec<FileNews>, now: u64) {
+        let mut batch = Batch::default();
+        let mut baseline = 0usize;
+        for item in news {
+            match item {
+                FileNews::Present(file) => {
+                    if self.record(&mut batch, file, Target::Baseline, now) {
+                        baseline += 1;
+                    }
+                }
+                FileNews::Waiting { file, reason } => {
+                    self.record(&mut batch, file, Target::Waiting(reason), now);
+                }
+                FileNews::Stable(file) => {
+                    self.record(&mut batch, file, Target::Queued, now);
+                }
+                FileNews::Vanished { path } => self.vanished(&mut batch, &path, now),
+            }
+        }
+        if baseline > 0 {
+            log::info!(
+                "first start: {baseline} file(s) already in the watch folder recorded as baseline, \
+                 not uploaded (set watch.upload_existing to upload them, or retry them on the page)"
+            );
+        }
+        self.commit(batch.jobs.into_values().collect(), now);
+    }
+
+    /// Records one version of a file; returns whether a job was created or changed.
+    fn record(&mut self, batch: &mut Batch, file: FileVersion, target: Target, now: u64) -> bool {
+        let latest = self.latest(batch, &file.path).cloned();
+        let mut job = match latest {
+            Some(j) if same_version(&j, &file) => {
+                let revive = j.state == JobState::Waiting
+                    || (j.state == JobState::Skipped
+                        && j.reason.as_deref() == Some(VANISHED_REASON)
+                        && !matches!(target, Target::Baseline));
+                if !revive {
+                    return false; // already has its job
+                }
+                j
+            }
+            // A waiting job follows its file while it changes: same job, new size and mtime.
+            Some(j) if j.state == JobState::Waiting => j,
+            Some(old) => {
+                self.superseded(batch, old, now);
+                self.new_job(batch, &file, now)
+            }
+            None => self.new_job(batch, &file, now),
+        };
+        let prior = batch
+            .jobs
+            .get(&job.id)
+            .or_else(|| self.ledger.get(job.id))
+            .cloned();
+        job.size = file.size;
+        job.mtime_ns = file.mtime_ns;
+        match target {
+            Target::Baseline => {
+                job.state = JobState::Skipped;
+                job.reason = Some(BASELINE_REASON.into());
+                if let Destination::Folder(f) = self.settings.layout.destination(&job.path) {
+                    job.folder = f;
+                }
+            }
+            Target::Waiting(reason) => {
+                job.state = JobState::Waiting;
+                job.reason = Some(reason);
+            }
+            Target::Queued => self.make_queued(&mut job),
+        }
+        if prior.as_ref() == Some(&job) {
+            return false; // nothing new to record
+        }
+        job.updated_ms = now;
+        batch.jobs.insert(job.id, job);
+        true
+    }
+
+    /// The older version's job, if still unfinished, will never be uploaded: that file is gone.
+    fn superseded(&mut self, batch: &mut Batch, mut old: Job, now: u64) {
+        let idle = matches!(old.state, JobState::Queued | JobState::Retrying);
+        if idle && !self.out.contains(&old.id) {
+            old.state = JobState::Skipped;
+            old.reason = Some("replaced by a newer version of the file".into());
+            old.next_attempt_ms = None;
+            old.updated_ms = now;
+            batch.jobs.insert(old.id, old);
+        }
+        // Uploading or handed out: the worker finds the file changed and reports FileChanged.
+    }
+
+    fn vanished(&mut self, batch: &mut Batch, path: &str, now: u64) {
+        let Some(mut job) = self.latest(batch, path).cloned() else {
+            return;
+        };
+        let idle = matches!(
+            job.state,
+            JobState::Waiting | JobState::Queued | JobState::Retrying
         );
+        if idle && !self.out.contains(&job.id) {
+            log::debug!("{path}: vanished before upload");
+            job.state = JobState::Skipped;
+            job.reason = Some(VANISHED_REASON.into());
+            job.next_attempt_ms = None;
+            job.updated_ms = now;
+            batch.jobs.insert(job.id, job);
+        }
+    }
+
+    fn latest<'a>(&'a self, batch: &'a Batch, path: &str) -> Option<&'a Job> {
+        let id = batch
+            .new_paths
+            .get(path)
+            .or_else(|| self.by_path.get(path))?;
+        batch.jobs.get(id).or_else(|| self.ledger.get(*id))
+    }
+
+    fn new_job(&mut self, batch: &mut Batch, file: &FileVersion, now: u64) -> Job {
+        let id = self.ledger.new_id();
+        batch.new_paths.insert(file.path.clone(), id);
+        Job {
+            id,
+            path: file.path.clone(),
+            size: file.size,
+            mtime_ns: file.mtime_ns,
+            state: JobState::Waiting,
+            folder: String::new(),
+            attempts: 0,
+            next_attempt_ms: None,
+            reason: None,
+            file_id: None,
+            view_url: None,
+            created_ms: now,
+            updated_ms: now,
+        }
+    }
+
+    /// `queued` at its destination folder, or `skipped` with the layout's reason.
+    fn make_queued(&self, job: &mut Job) {
+        job.next_attempt_ms = None;
+        match self.settings.layout.destination(&job.path) {
+            Destination::Folder(folder) => {
+                job.state = JobState::Queued;
+                job.folder = folder;
+                job.reason = None;
+            }
+            Destination::Skip(reason) => {
+                job.state = JobState::Skipped;
+                job.reason = Some(reason);
+            }
+        }
+    }
+
+    // ---- control ----
+
+    fn retry(&mut self, id: u64, now: u64) -> Result<(), String> {
+        let mut job = self
+            .ledger
+            .get(id)
+            .cloned()
+            .ok_or_else(|| format!("no job {id}"))?;
+        if !matches!(job.state, JobState::Failed | JobState::Skipped) {
+            return Err(format!(
+                "job {id} is {}, only failed or skipped jobs can be retried",
+                job.state.as_str()
+            ));
+        }
+        self.requeue(&mut job)?;
+        job.updated_ms = now;
+        if self.commit(vec![job], now) {
+            Ok(())
+        } else {
+            Err("cannot write the ledger (see the log)".into())
+        }
+    }
+
+    fn retry_failed(&mut self, now: u64) -> usize {
+        let failed: Vec<Job> = self
+            .ledger
+            .jobs()
+            .values()
+            .filter(|j| j.state == JobState::Failed)
+            .cloned()
+            .collect();
+        let mut jobs = Vec::new();
+        for mut job in failed {
+            if self.requeue(&mut job).is_ok() {
+                job.updated_ms = now;
+                jobs.push(job);
+            }
+        }
+        let n = jobs.len();
+        if self.commit(jobs, now) {
+            n
+        } else {
+            0
+        }
+    }
+
+    /// Back to `queued` with a fresh attempt count, at a place decided now.
+    fn requeue(&mut self, job: &mut Job) -> Result<(), String> {
+        self.make_queued(job);
+        if job.state != JobState::Queued {
+            return Err(job.reason.clone().unwrap_or_default());
+        }
+        job.attempts = 0;
+        self.place.remove(&job.id);
+        Ok(())
+    }
+
+    fn enqueue(&mut self, paths: &[PathBuf], now: u64) -> Vec<Result<u64, String>> {
+        let root = std::fs::canonicalize(&self.settings.root);
+        let mut results = Vec::with_capacity(paths.len());
+        let mut batch = Batch::default();
+        for path in paths {
+            let result = match &root {
+                Ok(root) => self.enqueue_one(&mut batch, root, path, now),
+                Err(e) => Err(format!("watch.root {}: {e}", self.settings.root.display())),
+            };
+            results.push(result);
+        }
+        if !self.commit(batch.jobs.into_values().collect(), now) {
+            let err = "cannot write the ledger (see the log)".to_string();
+            return results.into_iter().map(|_| Err(err.clone())).collect();
+        }
+        results
+    }
+
+    fn enqueue_one(
+        &mut self,
+        batch: &mut Batch,
+        root: &Path,
+        path: &Path,
+        now: u64,
+    ) -> Result<u64, String> {
+        let full = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.settings.root.join(path)
+        };
+        // Canonical paths on both sides: no `..` and no symlink can lead out of the root.
+        let full = std::fs::canonicalize(&full).map_err(|e| format!("{}: {e}", path.display()))?;
+        let rel = full
+            .strip_prefix(root)
+            .map_err(|_| "outside watch.root".to_string())?;
+        let rel = rel_string(rel).ok_or_else(|| "outside watch.root".to_string())?;
+        let meta = std::fs::metadata(&full).map_err(|e| format!("{}: {e}", path.display()))?;
+        if !meta.is_file() {
+            return Err(format!("{}: not a file", path.display()));
+        }
+        let file = FileVersion {
+            path: rel,
+            size: meta.len(),
+            mtime_ns: mtime_ns(&meta),
+        };
+        if let Some(j) = self.latest(batch, &file.path) {
+            if same_version(j, &file) {
+                match j.state {
+                    JobState::Failed | JobState::Skipped => {
+                        let mut j = j.clone();
+                        self.requeue(&mut j)?;
+                        j.updated_ms = now;
+                        let id = j.id;
+                        batch.jobs.insert(id, j);
+                        return Ok(id);
+                    }
+                    JobState::Waiting => {}
+                    // Already queued, uploading or done: that is the job.
+                    _ => return Ok(j.id),
+                }
+            }
+        }
+        if let Destination::Skip(reason) = self.settings.layout.destination(&file.path) {
+            return Err(reason);
+        }
+        self.record(batch, file.clone(), Target::Queued, now);
+        self.latest(batch, &file.path)
+            .map(|j| j.id)
+            .ok_or_else(|| "internal: no job after enqueue".into())
+    }
+
+    // ---- workers ----
+
+    fn attempt(&mut self, update: AttemptUpdate, now: u64) {
+        let id = match &update {
+            AttemptUpdate::Started { id, .. }
+            | AttemptUpdate::FileCreated { id, .. }
+            | AttemptUpdate::Processing { id }
+            | AttemptUpdate::Done { id, .. }
+            | AttemptUpdate::Failed { id, .. } => *id,
+        };
+        let Some(mut job) = self.ledger.get(id).cloned() else {
+            log::warn!("an upload worker reported on job {id}, which does not exist");
+            return;
+        };
+        match update {
+            AttemptUpdate::Started { mode, .. } => {
+                log::debug!("{}: attempt {} ({mode})", job.path, job.attempts + 1);
+                self.handed_out(id);
+                job.state = JobState::Uploading;
+                job.attempts += 1;
+                job.next_attempt_ms = None;
+            }
+            AttemptUpdate::FileCreated { file_id, .. } => job.file_id = Some(file_id),
+            AttemptUpdate::Processing { .. } => job.state = JobState::Processing,
+            AttemptUpdate::Done {
+                file_id, view_url, ..
+            } => {
+                self.out.remove(&id);
+                job.state = JobState::Done;
+                job.file_id = Some(file_id);
+                job.view_url = view_url;
+                job.reason = None;
+            }
+            AttemptUpdate::Failed { error, kind, .. } => {
+                self.out.remove(&id);
+                self.failed(&mut job, error, kind, now);
+            }
+        }
+        job.updated_ms = now;
+        self.commit(vec![job], now);
+    }
+
+    fn failed(&mut self, job: &mut Job, error: String, kind: FailureKind, now: u64) {
+        match kind {
+            FailureKind::Retry if job.attempts >= self.settings.max_attempts => {
+                job.state = JobState::Failed;
+                job.reason = Some(format!("gave up after {} attempts: {error}", job.attempts));
+                job.next_attempt_ms = None;
+            }
+            FailureKind::Retry => {
+                let delay = backoff(
+                    job.attempts,
+                    self.settings.base_delay,
+                    self.settings.max_delay,
+                    self.random_unit(),
+                );
+                job.state = JobState::Retrying;
+                job.next_attempt_ms = Some(now + delay.as_millis() as u64);
+                log::debug!(
+                    "{}: attempt {} failed ({error}); next in {:.0} s",
+                    job.path,
+                    job.attempts,
+                    delay.as_secs_f64()
+                );
+                job.reason = Some(error);
+            }
+            FailureKind::WaitForAuth => {
+                job.state = JobState::Queued;
+                job.attempts = job.attempts.saturating_sub(1);
+                job.next_attempt_ms = None;
+                job.reason = Some(format!("waiting for Frame.io login: {error}"));
+                self.auth_held = true;
+            }
+            FailureKind::Permanent => {
+                job.state = JobState::Failed;
+                job.reason = Some(error);
+                job.next_attempt_ms = None;
+            }
+            FailureKind::FileChanged => {
+                job.state = JobState::Skipped;
+                job.reason = Some(format!(
+                    "file changed during upload ({error}); its new version is a new job"
+                ));
+                job.next_attempt_ms = None;
+            }
+        }
+    }
+
+    /// xorshift64*: jitter needs spread, not secrecy.
+    fn random_unit(&mut self) -> f64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    // ---- ledger, index and hub ----
+
+    /// Ledger first, then the scheduler's indexes, then the hub. `false` if the write failed:
+    /// then nothing changed, and the error is logged.
+    fn commit(&mut self, jobs: Vec<Job>, now: u64) -> bool {
+        if jobs.is_empty() {
+            return true;
+        }
+        if let Err(e) = self.ledger.write(&jobs) {
+            log::error!(
+                "ledger {}: cannot record {} job change(s): {e}",
+                self.ledger.path().display(),
+                jobs.len()
+            );
+            return false;
+        }
+        for job in jobs {
+            self.index(&job, now);
+            if job.state == JobState::Queued && job.attempts == 0 && job.reason.is_none() {
+                log::info!(
+                    "queued {} ({}) for {}",
+                    job.path,
+                    human_size(job.size),
+                    if job.folder.is_empty() {
+                        "the project root".to_string()
+                    } else {
+                        job.folder.clone()
+                    }
+                );
+            }
+            self.hub.publish(Event::JobChanged(job));
+        }
+        true
+    }
+
+    fn unschedule(&mut self, id: u64) {
+        if let Some(&place) = self.place.get(&id) {
+            self.ready.remove(&(place, id));
+        }
+        if let Some(due) = self.due.remove(&id) {
+            self.timed.remove(&(due, id));
+        }
+    }
+
+    fn index(&mut self, job: &Job, now: u64) {
+        match self.by_path.get_mut(&job.path) {
+            Some(latest) => *latest = (*latest).max(job.id),
+            None => {
+                self.by_path.insert(job.path.clone(), job.id);
+            }
+        }
+        self.unschedule(job.id);
+        match job.state {
+            JobState::Queued if !self.out.contains(&job.id) => {
+                let place = *self.place.entry(job.id).or_insert(now);
+                self.ready.insert((place, job.id));
+            }
+            JobState::Retrying => {
+                self.place.entry(job.id).or_insert(now);
+                let due = job.next_attempt_ms.unwrap_or(now);
+                self.timed.insert((due, job.id));
+                self.due.insert(job.id, due);
+            }
+            JobState::Waiting | JobState::Queued => {}
+            JobState::Uploading | JobState::Processing => {}
+            JobState::Done | JobState::Failed | JobState::Skipped => {
+                self.place.remove(&job.id);
+                self.out.remove(&job.id);
+            }
+        }
+    }
+}
+
+enum Target {
+    Baseline,
+    Waiting(String),
+    Queued,
+}
+
+fn same_version(job: &Job, file: &FileVersion) -> bool {
+    job.size == file.size && job.mtime_ns == file.mtime_ns
+}
+
+/// A relative path as the ledger spells it: `/`-separated normal components only.
+pub fn rel_string(rel: &Path) -> Option<String> {
+    let mut parts = Vec::new();
+    for c in rel.components() {
+        match c {
+            Component::Normal(p) => parts.push(p.to_str()?),
+            _ => return None,
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+/// Modification time in nanoseconds since the Unix epoch (negative before it).
+pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    match meta.modified() {
+        Ok(t) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_nanos() as i64,
+            Err(e) => -(e.duration().as_nanos() as i64),
+        },
+        Err(_) => 0,
+    }
+}
+
+/// "1.2 MB" style, for log lines.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "postflow-queue-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const T0: u64 = 1_700_000_000_000;
+
+    fn settings(dir: &Path, concurrency: usize, max_attempts: u32) -> QueueSettings {
+        QueueSettings {
+            root: dir.to_path_buf(),
+            layout: Layout::new("", None, None, false).unwrap(),
+            concurrency,
+            max_attempts,
+            base_delay: BASE_DELAY,
+            max_delay: Duration::from_secs(60),
+        }
+    }
+
+    fn queue(dir: &TempDir, concurrency: usize, max_attempts: u32) -> Queue {
+        let (ledger, _) = Ledger::open(&dir.0.join("jobs")).unwrap();
+        let (hub, _) = Hub::new();
+        Queue::new(ledger, settings(&dir.0, concurrency, max_attempts), hub, T0)
+    }
+
+    fn file(path: &str, size: u64) -> FileVersion {
+        FileVersion {
+            path: path.into(),
+            size,
+            mtime_ns: 42,
+        }
+    }
+
+    fn stable(q: &mut Queue, path: &str, now: u64) -> u64 {
+        q.handle(
+            QueueMsg::FilesSeen(vec![FileNews::Stable(file(path, 10))]),
+            now,
+        );
+        q.by_path[path]
+    }
+
+    fn job(q: &Queue, id: u64) -> Job {
+        q.ledger().get(id).cloned().unwrap()
+    }
+
+    /// What a worker does: take the next job and start it.
+    fn take(q: &mut Queue, now: u64) -> Option<u64> {
+        let id = q.next_job(now)?.id;
+        q.handed_out(id);
+        q.handle(
+            QueueMsg::Attempt(AttemptUpdate::Started { id, mode: "local" }),
+            now,
+        );
+        Some(id)
+    }
+
+    fn fail(q: &mut Queue, id: u64, kind: FailureKind, now: u64) {
+        q.handle(
+            QueueMsg::Attempt(AttemptUpdate::Failed {
+                id,
+                error: "boom".into(),
+                kind,
+            }),
+            now,
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_caps_with_full_jitter() {
+        let cap = Duration::from_secs(1800);
+        let top: Vec<u64> = (1..=12)
+            .map(|n| backoff(n, BASE_DELAY, cap, 1.0).as_secs())
+            .collect();
+        assert_eq!(
+            top,
+            [5, 10, 20, 40, 80, 160, 320, 640, 1280, 1800, 1800, 1800]
+        );
+        assert_eq!(backoff(3, BASE_DELAY, cap, 0.0), Duration::ZERO);
+        assert_eq!(backoff(3, BASE_DELAY, cap, 0.5), Duration::from_secs(10));
+        assert_eq!(
+            backoff(500, BASE_DELAY, cap, 0.25),
+            Duration::from_secs(450)
+        );
+    }
+
+    #[test]
+    fn attempts_back_off_then_end_in_failed_and_a_manual_retry_starts_afresh() {
+        let dir = TempDir::new();
+        let mut q = queue(&dir, 2, 3);
+        let id = stable(&mut q, "a.mov", T0);
+        let mut now = T0;
+        for attempt in 1..=2 {
+            assert_eq!(take(&mut q, now), Some(id));
+            assert_eq!(job(&q, id).attempts, attempt);
+            fail(&mut q, id, FailureKind::Retry, now);
+            let j = job(&q, id);
+            assert_eq!(j.state, JobState::Retrying);
+            assert_eq!(j.reason.as_deref(), Some("boom"));
+            let due = j.next_attempt_ms.unwrap();
+            let ceiling = 5_000 * (1 << (attempt - 1));
+            assert!(
+                due >= now && due <= now + ceiling,
+                "attempt {attempt}: {due}"
+            );
+            if due > now {
+                assert!(q.next_job(due - 1).is_none(), "not before it is due");
+                assert_eq!(q.next_wake(), Some(due));
+            }
+            now = due;
+        }
+        assert_eq!(take(&mut q, now), Some(id));
+        fail(&mut q, id, FailureKind::Retry, now);
+        let j = job(&q, id);
+        assert_eq!(j.state, JobState::Failed);
+        assert_eq!(j.reason.as_deref(), Some("gave up after 3 attempts: boom"));
+        assert!(q.next_job(now + 10_000_000).is_none());
+
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        q.handle(QueueMsg::Retry { id, reply: tx }, now);
+        assert_eq!(rx.recv().unwrap(), Ok(()));
+        assert_eq!(job(&q, id).state, JobState::Queued);
+        assert_eq!(job(&q, id).attempts, 0);
+        assert_eq!(take(&mut q, now), Some(id));
+
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        q.handle(QueueMsg::Retry { id, reply: tx }, now);
+        assert!(rx.recv().unwrap().unwrap_err().contains("uploading"));
+    }
+
+    #[test]
+    fn permanent_and_file_changed_failures_end_the_job_at_once() {
+        let dir = TempDir::new();
+        let mut q = queue(&dir, 2, 10);
+        let a = stable(&mut q, "a.mov", T0);
+        let b = stable(&mut q, "b.mov", T0 + 1);
+        take(&mut q, T0);
+        take(&mut q, T0);
+        fail(&mut q, a, FailureKind::Permanent, T0);
+        fail(&mut q, b, FailureKind::FileChanged, T0);
+        assert_eq!(job(&q, a).state, JobState::Failed);
+        assert_eq!(job(&q, b).state, JobState::Skipped);
+        assert!(job(&q, b).reason.unwrap().contains("file changed"));
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        q.handle(QueueMsg::RetryFailed { reply: tx }, T0);
+        assert_eq!(rx.recv().unwrap(), 1);
+        assert_eq!(job(&q, a).state, JobState::Queued);
+    }
+
+    #[test]
+    fn at_most_concurrency_jobs_are_out_oldest_stable_first() {
+        let dir = TempDir::new();
+        let mut q = queue(&dir, 2, 10);
+        let c = stable(&mut q, "c.mov", T0);
+        let a = stable(&mut q, "a.mov", T0 + 1);
+        let b = stable(&mut q, "b.mov", T0 + 2);
+        assert_eq!(take(&mut q, T0 + 3), Some(c));
+        assert_eq!(take(&mut q, T0 + 3), Some(a));
+        assert_eq!(take(&mut q, T0 + 3), None, "two out at once");
+        q.handle(
+            QueueMsg::Attempt(AttemptUpdate::Done {
+                id: c,
+                file_id: "f-c".into(),
+                view_url: None,
+            }),
+            T0 + 4,
+        );
+        assert_eq!(job(&q, c).state, JobState::Done);
+        assert_eq!(take(&mut q, T0 + 5), Some(b));
+    }
+
+    #[test]
+    fn pause_and_resume_lose_nothing() {
+        let dir = TempDir::new();
+        let mut q = queue(&dir, 1, 10);
+        let a = stable(&mut q, "a.mov", T0);
+        let b = stable(&mut q, "b.mov", T0 + 1);
+        q.handle(QueueMsg::Pause, T0);
+        assert!(q.next_job(T0).is_none());
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        q.handle(QueueMsg::Stats(tx), T0);
+        let stats = rx.recv().unwrap();
+        assert!(stats.paused);
+        assert_eq!(stats.counts[&JobState::Queued], 2);
+        q.handle(QueueMsg::Resume, T0);
+        assert_eq!(take(&mut q, T0), Some(a));
+        q.handle(QueueMsg::Pause, T0);
+        // The job already out finishes while paused.
+        q.handle(
+            QueueMsg::Attempt(AttemptUpdate::Done {
+                id: a,
+                file_id: "f".into(),
+                view_url: None,
+            }),
+            T0,
+        );
+        assert!(q.next_job(T0).is_none());
+        q.handle(QueueMsg::Resume, T0);
+        assert_eq!(take(&mut q, T0), Some(b));
+    }
+
+    #[test]
+    fn waiting_for_auth_does_not_count_the_attempt_and_holds_until_auth_is_back() {
+        let dir = TempDir::new();
+        let mut q = queue(&dir, 2, 10);
+        let a = stable(&mut q, "a.mov", T0);
+        stable(&mut q, "b.mov", T0 + 1);
+        take(&mut q, T0);
+        fail(&mut q, a, FailureKind::WaitForAuth, T0);
+        let j = job(&q, a);
+        assert_eq!((j.state, j.attempts), (JobState::Queued, 0));
+        assert!(q.next_job(T0).is_none(), "held");
+        q.handle(QueueMsg::AuthRestored, T0);
+        assert_eq!(q.next_job(T0).map(|j| j.id), Some(a), "keeps its place");
+    }
+
+    #[test]
+    fn file_ids_are_recorded_at_once_and_a_crash_mid_upload_requeues_with_the_id() {
+        let dir = TempDir::new();
+        let id = {
+            let mut q = queue(&dir, 2, 10);
+            let id = stable(&mut q, "a.mov", T0);
+            take(&mut q, T0);
+            q.handle(
+                QueueMsg::Attempt(AttemptUpdate::FileCreated {
+                    id,
+                    file_id: "f-1".into(),
+                }),
+                T0,
+            );
+            q.handle(QueueMsg::Attempt(AttemptUpdate::Processing { id }), T0);
+            id
+        }; // "crash": the queue is dropped without a word
+        let (ledger, _) = Ledger::open(&dir.0.join("jobs")).unwrap();
+        assert_eq!(ledger.get(id).unwrap().state, JobState::Processing);
+        drop(ledger);
+        let mut q = queue(&dir, 2, 10);
+        let j = job(&q, id);
+        assert_eq!(j.state, JobState::Queued);
+        assert_eq!(j.file_id.as_deref(), Some("f-1"));
+        assert_eq!(j.attempts, 1);
+        assert_eq!(q.next_job(T0).map(|j| j.id), Some(id));
+    }
+
+    #[test]
+    fn a_waiting_job_follows_its_file_and_vanishes_with_it() {
+        let dir = TempDir::new();
+        let mut q = queue(&dir, 2, 10);
+        let waiting = |size, reason: &str| {
+            QueueMsg::FilesSeen(vec![FileNews::Waiting {
+                file: file("a.mov", size),
+                reason: reason.into(),
+            }])
+        };
+        q.handle(waiting(1, "settling (1s left)"), T0);
+        let id = q.by_path["a.mov"];
+        q.handle(waiting(5, "size changing"), T0);
+        assert_eq!(q.by_path["a.mov"], id, "same job");
+        assert_eq!(job(&q, id).size, 5);
+        q.handle(
+            QueueMsg::FilesSeen(vec![FileNews::Vanished {
+                path: "a.mov".into(),
+            }]),
+            T0,
+        );
+        assert_eq!(job(&q, id).state, JobState::Skipped);
+        assert_eq!(job(&q, id).reason.as_deref(), Some(VANISHED_REASON));
+        // Back with the same content (a share remounted): the same job lives again.
+        q.handle(
+            QueueMsg::FilesSeen(vec![FileNews::Stable(file("a.mov", 5))]),
+            T0,
+        );
+        assert_eq!(job(&q, id).state, JobState::Queued);
+        assert_eq!(q.ledger().jobs().len(), 1);
+    }
+
+    #[test]
+    fn a_new_version_is_a_new_job_and_an_old_unsent_version_is_skipped() {
+        let dir = TempDir::new();
+        let mut q = queue(&dir, 2, 10);
+        let first = stable(&mut q, "a.mov", T0);
+        q.handle(
+            QueueMsg::FilesSeen(vec![FileNews::Stable(file("a.mov", 10))]),
+            T0,
+        );
+        assert_eq!(
+            q.ledger().jobs().len(),
+            1,
+            "the same version twice is one job"
+        );
+        q.handle(
+            QueueMsg::FilesSeen(vec![FileNews::Stable(file("a.mov", 99))]),
+            T0,
+        );
+        let second = q.by_path["a.mov"];
+        assert_ne!(first, second);
+        assert_eq!(job(&q, first).state, JobState::Skipped);
+        assert_eq!(job(&q, second).state, JobState::Queued);
+    }
+
+    #[test]
+    fn baseline_files_are_skipped_and_can_be_retried() {
+        let dir = TempDir::new();
+        let mut q = queue(&dir, 2, 10);
+        q.handle(
+            QueueMsg::FilesSeen(vec![FileNews::Present(file("old.mov", 3))]),
+            T0,
+        );
+        let id = q.by_path["old.mov"];
+        assert_eq!(job(&q, id).state, JobState::Skipped);
+        assert_eq!(job(&q, id).reason.as_deref(), Some(BASELINE_REASON));
+        assert!(q.next_job(T0).is_none());
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        q.handle(QueueMsg::Retry { id, reply: tx }, T0);
+        assert_eq!(rx.recv().unwrap(), Ok(()));
+        assert_eq!(q.next_job(T0).map(|j| j.id), Some(id));
+    }
+
+    #[test]
+    fn enqueue_refuses_paths_outside_the_root() {
+        let dir = TempDir::new();
+        let root = dir.0.join("watch");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/a.mov"), b"data").unwrap();
+        std::fs::write(dir.0.join("outside.mov"), b"data").unwrap();
+        let (ledger, _) = Ledger::open(&dir.0.join("jobs")).unwrap();
+        let (hub, _) = Hub::new();
+        let mut q = Queue::new(ledger, settings(&root, 2, 10), hub, T0);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let paths = vec![
+            PathBuf::from("sub/a.mov"),
+            root.join("sub/a.mov"),
+            dir.0.join("outside.mov"),
+            PathBuf::from("../outside.mov"),
+        ];
+        q.handle(QueueMsg::Enqueue { paths, reply: tx }, T0);
+        let results = rx.recv().unwrap();
+        let id = *results[0].as_ref().unwrap();
+        assert_eq!(results[1], Ok(id), "the same file is the same job");
+        assert_eq!(results[2], Err("outside watch.root".into()));
+        assert_eq!(results[3], Err("outside watch.root".into()));
+        let j = job(&q, id);
+        assert_eq!((j.path.as_str(), j.state), ("sub/a.mov", JobState::Queued));
+        assert_eq!(j.folder, "sub");
     }
 }

@@ -9,8 +9,8 @@ use super::Ctx;
 use crate::events::ComponentState;
 
 pub fn render(ctx: &Ctx) -> Response {
-    let jobs = match ctx.jobs() {
-        Ok(j) => j,
+    let stats = match ctx.stats() {
+        Ok(s) => s,
         Err(e) => return Response::error(503, &e),
     };
     let auth = ctx.login.as_ref().map(|l| l.status());
@@ -23,9 +23,27 @@ pub fn render(ctx: &Ctx) -> Response {
         "gauge",
         "Jobs in the ledger by state.",
     );
-    for (state, n) in super::model::counts(&jobs) {
-        sample(&mut out, "postflow_jobs", &[("state", state)], n as f64);
+    for (state, n) in &stats.counts {
+        sample(
+            &mut out,
+            "postflow_jobs",
+            &[("state", state.as_str())],
+            *n as f64,
+        );
     }
+
+    family(
+        &mut out,
+        "postflow_queue_paused",
+        "gauge",
+        "1 while a person has paused the queue.",
+    );
+    sample(
+        &mut out,
+        "postflow_queue_paused",
+        &[],
+        f64::from(u8::from(stats.paused)),
+    );
 
     family(
         &mut out,

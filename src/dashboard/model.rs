@@ -163,13 +163,6 @@ impl Model {
     pub fn log_json(&self) -> Vec<Value> {
         self.log.iter().cloned().collect()
     }
-
-    /// True when the queue was paused by a person.
-    pub fn paused(&self) -> bool {
-        self.components
-            .get("queue")
-            .is_some_and(|c| c.state == ComponentState::Off)
-    }
 }
 
 fn component_json(name: &str, c: &Component) -> Value {
@@ -188,16 +181,6 @@ pub fn job_json(job: &Job) -> Value {
         m.insert("name".into(), json!(job.name()));
     }
     v
-}
-
-/// Counts by state (every state present, zeros included).
-pub fn counts(jobs: &[Job]) -> BTreeMap<&'static str, u64> {
-    let mut counts: BTreeMap<&'static str, u64> =
-        JobState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-    for job in jobs {
-        *counts.entry(job.state.as_str()).or_insert(0) += 1;
-    }
-    counts
 }
 
 /// The jobs worth showing: every unfinished one, then the most recently finished ones, newest
@@ -319,8 +302,6 @@ mod tests {
         assert_eq!(r.len(), RECENT_FINISHED + 1);
         assert_eq!(r[0].id, 150);
         assert!(r.iter().any(|j| j.id == 500));
-        assert_eq!(counts(&r)["queued"], 1);
-        assert_eq!(counts(&r)["failed"], 0);
     }
 
     #[test]

@@ -6,10 +6,14 @@
 //! With `dashboard.token` set, every route but `/health` needs the token: an
 //! `Authorization: Bearer` header or the login cookie that `/?token=…` sets.
 
+use std::path::PathBuf;
+
 use serde_json::{json, Value};
 
 use super::http::{Request, Response};
 use super::{metrics, ws, Ctx};
+use crate::events::{ComponentState, Event};
+use crate::queue::QueueMsg;
 
 pub enum Reply {
     Http(Response),
@@ -68,6 +72,16 @@ pub fn handle(ctx: &Ctx, req: &Request) -> Reply {
         ("GET", ["api", "queue", "stats"]) => queue_stats(ctx).into(),
         // Jobs, newest first. ?state=<waiting|queued|…|skipped> &limit=<1..1000, default 100>
         ("GET", ["api", "jobs"]) => list_jobs(ctx, req).into(),
+        // Queue files now (`postflow upload`). Body {"paths": ["…"]}
+        ("POST", ["api", "jobs"]) => enqueue(ctx, req).into(),
+        // A failed or skipped job back to queued. <id>: the job id
+        ("POST", ["api", "jobs", id, "retry"]) => retry(ctx, id).into(),
+        // Every failed job back to queued; {"retried": n}
+        ("POST", ["api", "retry-failed"]) => retry_failed(ctx).into(),
+        // No new uploads start (those under way finish); replies the queue stats.
+        ("POST", ["api", "pause"]) => pause(ctx, true).into(),
+        // Uploads start again (also lifts a hold for Frame.io login).
+        ("POST", ["api", "resume"]) => pause(ctx, false).into(),
         // Prometheus text format.
         ("GET", ["metrics"]) => metrics::render(ctx).into(),
         // Redirects to Adobe IMS with a fresh `state`.
@@ -103,15 +117,87 @@ fn websocket(ctx: &Ctx, req: &Request) -> Reply {
 }
 
 fn queue_stats(ctx: &Ctx) -> Response {
-    match ctx.jobs() {
-        Ok(jobs) => Response::json(
-            200,
-            &json!({
-                "counts": super::model::counts(&jobs),
-                "total": jobs.len(),
-                "paused": ctx.model().paused(),
-            }),
-        ),
+    match ctx.stats() {
+        Ok(stats) => Response::json(200, &super::stats_json(Some(&stats))),
+        Err(e) => Response::error(503, &e),
+    }
+}
+
+fn retry(ctx: &Ctx, id: &str) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return Response::error(404, "no such job");
+    };
+    match ctx.ask(|reply| QueueMsg::Retry { id, reply }) {
+        Ok(Ok(())) => {
+            log::info!("job {id}: retry asked from the dashboard");
+            Response::json(200, &json!({ "ok": true, "id": id }))
+        }
+        Ok(Err(e)) => Response::error(409, &e),
+        Err(e) => Response::error(503, &e),
+    }
+}
+
+fn retry_failed(ctx: &Ctx) -> Response {
+    match ctx.ask(|reply| QueueMsg::RetryFailed { reply }) {
+        Ok(n) => {
+            log::info!("{n} failed jobs queued again from the dashboard");
+            Response::json(200, &json!({ "ok": true, "retried": n }))
+        }
+        Err(e) => Response::error(503, &e),
+    }
+}
+
+/// Pauses or resumes, then reads the queue's state back (same channel, so in order) and tells
+/// the viewers.
+fn pause(ctx: &Ctx, paused: bool) -> Response {
+    let msg = if paused {
+        QueueMsg::Pause
+    } else {
+        QueueMsg::Resume
+    };
+    if ctx.queue.send(msg).is_err() {
+        return Response::error(503, "the queue is not running");
+    }
+    match ctx.stats() {
+        Ok(stats) => {
+            ctx.hub.publish(Event::Component {
+                name: "queue",
+                state: if stats.paused {
+                    ComponentState::Off
+                } else {
+                    ComponentState::Up
+                },
+                detail: if stats.paused { "paused" } else { "running" }.into(),
+            });
+            Response::json(200, &super::stats_json(Some(&stats)))
+        }
+        Err(e) => Response::error(503, &e),
+    }
+}
+
+/// Body `{"paths": ["/abs/or/relative/to/watch.root", …]}`; one result per path.
+fn enqueue(ctx: &Ctx, req: &Request) -> Response {
+    let paths: Vec<PathBuf> = match serde_json::from_slice::<Value>(&req.body)
+        .ok()
+        .and_then(|v| v.get("paths").cloned())
+        .and_then(|p| serde_json::from_value::<Vec<String>>(p).ok())
+    {
+        Some(p) if !p.is_empty() => p.into_iter().map(PathBuf::from).collect(),
+        _ => return Response::error(400, r#"send {"paths": ["file", …]}"#),
+    };
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    match ctx.ask(|reply| QueueMsg::Enqueue { paths, reply }) {
+        Ok(results) => {
+            let results: Vec<Value> = names
+                .iter()
+                .zip(results)
+                .map(|(path, r)| match r {
+                    Ok(id) => json!({ "path": path, "id": id }),
+                    Err(e) => json!({ "path": path, "error": e }),
+                })
+                .collect();
+            Response::json(200, &json!({ "results": results }))
+        }
         Err(e) => Response::error(503, &e),
     }
 }
