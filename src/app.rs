@@ -14,6 +14,7 @@ use crate::dashboard::{self, Dashboard};
 use crate::events::{self, Hub};
 use crate::ledger::{Job, Ledger};
 use crate::logtail;
+use crate::notify;
 use crate::queue::{self, QueueMsg, QueueSettings};
 use crate::statedir::{LockError, StateDir};
 use crate::watch;
@@ -231,6 +232,17 @@ pub fn run(config: Config) -> ExitCode {
         let watch_config = config.watch.clone();
         threads.spawn("watcher", move || {
             watch::run_watcher(watch_config, watch_start, queue, stop, hub)
+        });
+    }
+    if let Some((url, notices_tx, notices_rx)) = notify::channel(&config.notify) {
+        let (stop, hub) = (stop_rx.clone(), hub.clone());
+        threads.spawn("notify", move || {
+            let notices = notify::Notices::new(notify::TUNNEL_DOWN_AFTER);
+            notify::run_notifier(notices, hub, notices_tx, stop)
+        });
+        let (stop, format) = (stop_rx.clone(), config.notify.format);
+        threads.spawn("notify-send", move || {
+            notify::run_sender(url, format, notices_rx, stop)
         });
     }
     drop(hub);

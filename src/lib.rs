@@ -14,6 +14,7 @@ pub mod glob;
 pub mod layout;
 pub mod ledger;
 pub mod logtail;
+pub mod notify;
 pub mod queue;
 pub mod statedir;
 pub mod watch;

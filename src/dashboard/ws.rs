@@ -25,7 +25,7 @@ use super::http::{Request, Response};
 /// Viewers at once; the next one gets 503 before the upgrade.
 pub const MAX_VIEWERS: usize = 16;
 /// Messages waiting for one viewer before it counts as not reading.
-const VIEWER_QUEUE: usize = 256;
+const VIEWER_QUEUE: usize = 512;
 const PING_EVERY: Duration = Duration::from_secs(15);
 /// No frame at all (pongs included) for this long: the viewer is gone.
 const SILENCE_LIMIT: Duration = Duration::from_secs(45);
@@ -165,12 +165,13 @@ pub fn serve_viewer(stream: TcpStream, ticket: Ticket, snapshot: Outgoing) {
         .max_frame_size(Some(MAX_INCOMING));
     let mut ws = WebSocket::from_raw_socket(stream, Role::Server, Some(config));
     let mut next_id = 1u64;
+    // Queues one message; `flush` sends what is queued.
     let mut send = |ws: &mut WebSocket<TcpStream>, m: &Outgoing| {
         let text = envelope(next_id, m);
         next_id += 1;
-        ws.send(Message::text(text))
+        ws.write(Message::text(text))
     };
-    if let Err(e) = send(&mut ws, &snapshot) {
+    if let Err(e) = send(&mut ws, &snapshot).and_then(|()| ws.flush()) {
         log::debug!("dashboard: viewer left before the snapshot: {e}");
         return;
     }
@@ -188,7 +189,12 @@ pub fn serve_viewer(stream: TcpStream, ticket: Ticket, snapshot: Outgoing) {
                         break;
                     }
                 }
-                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Empty) => {
+                    if let Err(e) = ws.flush() {
+                        failed = Some(e);
+                    }
+                    break;
+                }
                 Err(TryRecvError::Disconnected) => {
                     let _ = ws.close(Some(CloseFrame {
                         code: CloseCode::Again,
