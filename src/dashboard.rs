@@ -12,7 +12,7 @@ pub mod model;
 pub mod routes;
 pub mod ws;
 
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -351,6 +351,7 @@ fn handle_connection(ctx: &Ctx, stream: TcpStream) {
             if let Err(e) = resp.write_to(&mut stream) {
                 log::debug!("dashboard: reply not sent: {e}");
             }
+            linger(&mut reader, &stream);
         }
         routes::Reply::WebSocket { accept_key, ticket } => {
             if let Err(e) = ws::accept(&mut stream, &accept_key) {
@@ -366,6 +367,15 @@ fn handle_connection(ctx: &Ctx, stream: TcpStream) {
             ws::serve_viewer(stream, ticket, snapshot);
         }
     }
+}
+
+/// Closes gently: after our reply, read (and drop) what the client still sends for a moment.
+/// Closing with unread input makes the kernel send a reset, which can destroy the reply before
+/// the client reads it (a 413 sent before the body was read, for example).
+fn linger(reader: &mut BufReader<TcpStream>, stream: &TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let _ = io::copy(&mut reader.take(1 << 20), &mut io::sink());
 }
 
 /// Follows the hub: keeps the model and feeds the viewers.
