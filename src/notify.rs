@@ -392,7 +392,7 @@ mod tests {
     fn job(state: JobState) -> Job {
         Job {
             id: 3,
-            path: "SQ01/<b>@everyone</b>.mov".into(),
+            path: "SQ01/<i>@everyone.mov".into(),
             size: 2_500_000_000,
             mtime_ns: 0,
             state,
@@ -467,12 +467,12 @@ mod tests {
             took: None,
         };
         let slack = notice.payload(NotifyFormat::Slack);
-        assert!(slack["text"].as_str().unwrap().contains("&lt;b&gt;"));
+        assert!(slack["text"].as_str().unwrap().contains("&lt;i&gt;@everyone.mov"));
         let discord = notice.payload(NotifyFormat::Discord);
         assert_eq!(discord["allowed_mentions"]["parse"], json!([]));
         assert_eq!(
             discord["embeds"][0]["fields"][0]["value"],
-            "<b>@everyone</b>.mov"
+            "<i>@everyone.mov"
         );
     }
 }

@@ -221,19 +221,40 @@ pub fn raw_request(
     for (n, v) in headers {
         req.push_str(&format!("{n}: {v}\r\n"));
     }
+    req.push_str("Connection: close\r\n");
     if !body.is_empty() || method == "POST" {
         req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).unwrap();
     s.write_all(body).unwrap();
+    // Read to the end, or to Content-Length for servers that keep the connection open.
     let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let split = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a whole HTTP reply");
+    let mut buf = [0u8; 16 * 1024];
+    let split = loop {
+        let n = s.read(&mut buf).unwrap();
+        out.extend_from_slice(&buf[..n]);
+        if let Some(i) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        assert!(n > 0, "the connection closed before a whole HTTP head");
+    };
     let head = String::from_utf8_lossy(&out[..split]).into_owned();
+    let length = head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())?
+    });
+    loop {
+        if length.is_some_and(|len| out.len() >= split + 4 + len) {
+            break;
+        }
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
     let status = head
         .split(' ')
         .nth(1)
