@@ -270,6 +270,59 @@ pub fn run(config: Config) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// `postflow status`: asks the running instance's `/api/status` and prints a short summary.
+pub fn status(config: &Config) -> ExitCode {
+    // An instance listening on every address is reachable on loopback.
+    let mut addr = config.dashboard.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let url = format!("http://{addr}/api/status");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = agent.get(&url);
+    if let Some(token) = &config.dashboard.token {
+        req = req.header("Authorization", &format!("Bearer {token}"));
+    }
+    let mut resp = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            println!("postflow is not running (nothing answers on http://{addr})");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+        Err(e) => {
+            eprintln!("postflow status: {url}: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    let body: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!(
+                "postflow status: {url} answered {status} with something else than JSON: {e}"
+            );
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    if status != 200 {
+        eprintln!(
+            "postflow status: {url} answered {status}: {}",
+            body["error"].as_str().unwrap_or("")
+        );
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    print!("{}", dashboard::summary(&body, &format!("http://{addr}")));
+    ExitCode::from(EXIT_OK)
+}
+
 /// One line of the `check` checklist.
 struct Check {
     ok: bool,

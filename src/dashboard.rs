@@ -190,6 +190,67 @@ pub fn stats_json(stats: Option<&QueueStats>) -> Value {
     })
 }
 
+/// `postflow status`'s text for an `/api/status` answer: components, counts, transfers.
+pub fn summary(status: &Value, url: &str) -> String {
+    let mut out = format!(
+        "postflow {} at {url} (up since {})\n",
+        status["version"].as_str().unwrap_or("?"),
+        status["started"].as_str().unwrap_or("?")
+    );
+    if let Some(components) = status["components"].as_object() {
+        for (name, c) in components {
+            out.push_str(&format!(
+                "  {name:<10} {:<9} {}\n",
+                c["state"].as_str().unwrap_or("?"),
+                c["detail"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    let q = &status["queue"];
+    match q["counts"].as_object() {
+        Some(counts) => {
+            let parts: Vec<String> = counts
+                .iter()
+                .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+                .map(|(state, n)| format!("{n} {state}"))
+                .collect();
+            let mut line = if parts.is_empty() {
+                "no jobs".to_string()
+            } else {
+                parts.join(", ")
+            };
+            if q["paused"] == true {
+                line.push_str(" (paused)");
+            }
+            if q["waiting_for_auth"] == true {
+                line.push_str(" (waiting for a Frame.io login)");
+            }
+            out.push_str(&format!("queue: {line}\n"));
+        }
+        None => out.push_str(&format!(
+            "queue: not answering ({})\n",
+            status["queue_error"].as_str().unwrap_or("unknown")
+        )),
+    }
+    if status["auth"]["logged_in"] == false {
+        out.push_str("Frame.io: needs a login (open the status page, or run `postflow auth`)\n");
+    }
+    for t in status["transfers"].as_array().into_iter().flatten() {
+        let (covered, total) = (
+            t["covered"].as_u64().unwrap_or(0),
+            t["total"].as_u64().unwrap_or(0),
+        );
+        let pct = covered.saturating_mul(100).checked_div(total).unwrap_or(0);
+        out.push_str(&format!(
+            "  {} {pct}% of {} at {:.1} MB/s\n",
+            t["name"].as_str().unwrap_or("?"),
+            crate::notify::human_size(total),
+            t["bytes_per_sec"].as_f64().unwrap_or(0.0) / 1e6
+        ));
+    }
+    out
+}
+
 /// A bound dashboard, ready to run on two threads: `serve` and `follow_events`.
 pub struct Dashboard {
     listener: TcpListener,

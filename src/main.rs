@@ -14,6 +14,7 @@ Usage:
   postflow CONFIG            run the pipeline (same as `postflow run CONFIG`)
   postflow run CONFIG        run the pipeline until Ctrl-C or SIGTERM
   postflow check CONFIG      check the config and the machine; exit 0 only if all pass
+  postflow status CONFIG     print the running instance's summary (exit 1 if none runs)
   postflow --version         print the version
   postflow --help            print this help
 
@@ -24,6 +25,7 @@ Exit codes: 0 ok (also: already running), 1 runtime failure, 2 bad usage or bad 
 enum Command {
     Run(PathBuf),
     Check(PathBuf),
+    Status(PathBuf),
     Version,
     Help,
 }
@@ -48,6 +50,7 @@ fn parse_args(args: &[OsString]) -> Result<Command, String> {
         ["-V" | "--version" | "version", ..] => Ok(Command::Version),
         ["run", ..] => one_config("run", &args[1..]).map(Command::Run),
         ["check", ..] => one_config("check", &args[1..]).map(Command::Check),
+        ["status", ..] => one_config("status", &args[1..]).map(Command::Status),
         [flag, ..] if flag.starts_with('-') => Err(format!("unknown option {flag:?}")),
         [_] => Ok(Command::Run(PathBuf::from(&args[0]))),
         [word, ..] => Err(format!("unknown command {word:?}")),
@@ -80,6 +83,10 @@ fn main() -> ExitCode {
             Ok(config) => app::check(config),
             Err(code) => code,
         },
+        Command::Status(path) => match app::load_config(&path) {
+            Ok(config) => app::status(&config),
+            Err(code) => code,
+        },
     }
 }
 
@@ -99,6 +106,10 @@ mod tests {
         assert_eq!(
             parse(&["check", "c.json"]),
             Ok(Command::Check("c.json".into()))
+        );
+        assert_eq!(
+            parse(&["status", "c.json"]),
+            Ok(Command::Status("c.json".into()))
         );
     }
 

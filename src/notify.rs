@@ -467,7 +467,10 @@ mod tests {
             took: None,
         };
         let slack = notice.payload(NotifyFormat::Slack);
-        assert!(slack["text"].as_str().unwrap().contains("&lt;i&gt;@everyone.mov"));
+        assert!(slack["text"]
+            .as_str()
+            .unwrap()
+            .contains("&lt;i&gt;@everyone.mov"));
         let discord = notice.payload(NotifyFormat::Discord);
         assert_eq!(discord["allowed_mentions"]["parse"], json!([]));
         assert_eq!(
