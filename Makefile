@@ -27,6 +27,7 @@ run: build
 
 bench:
 	$(CARGO) bench --bench ledger
+	$(CARGO) bench --bench scan
 
 clean:
 	$(CARGO) clean

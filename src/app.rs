@@ -7,16 +7,20 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, select, unbounded, Receiver, RecvTimeoutError, Sender};
 
 use crate::config::{Config, ConfigError, TunnelMode};
 use crate::dashboard::{self, Dashboard};
-use crate::events::{self, Hub};
+use crate::events::{self, Event, Hub};
+use crate::frameio::api::{Account, Api, RetryPolicy};
+use crate::frameio::auth::{code_from_paste, Auth, AuthState};
 use crate::ledger::{Job, Ledger};
 use crate::logtail;
 use crate::notify;
 use crate::queue::{self, QueueMsg, QueueSettings};
+use crate::serve::{FileServer, ServeEvent, ServeOptions};
 use crate::statedir::{LockError, StateDir};
+use crate::upload::{self, PublicUrl, Settings as UploadSettings, Uploader};
 use crate::watch;
 
 /// Exit codes of the contract.
@@ -188,6 +192,13 @@ pub fn run(config: Config) -> ExitCode {
     let state = Arc::new(state);
     let dead_threads = Arc::new(Mutex::new(Vec::new()));
 
+    // Upload workers take jobs from here (rendezvous: see queue.rs). Until they exist nobody
+    // receives, so the queue hands out nothing; the receiver lives until shutdown.
+    let (jobs_tx, jobs_rx) = bounded::<Job>(0);
+    let watch_start = watch::StartState::from_ledger(&ledger);
+
+    let auth = Auth::new(&config.frameio, state.path(), Some(hub.clone()));
+    let api = Api::new(&config.frameio, auth.clone());
     let dash = Dashboard::bind(
         &config.dashboard,
         dashboard::Deps {
@@ -195,7 +206,7 @@ pub fn run(config: Config) -> ExitCode {
             queue: queue_tx.clone(),
             state_dir: Arc::clone(&state),
             dead_threads: Arc::clone(&dead_threads),
-            login: None,
+            login: Some(Arc::new(dashboard::login::AuthLogin::new(auth.clone()))),
         },
     );
     let dash = match dash {
@@ -206,10 +217,51 @@ pub fn run(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    // Upload workers take jobs from here (rendezvous: see queue.rs). Until they exist nobody
-    // receives, so the queue hands out nothing; the receiver lives until shutdown.
-    let (jobs_tx, _jobs_rx) = bounded::<Job>(0);
-    let watch_start = watch::StartState::from_ledger(&ledger);
+    // The file server's events: progress goes to whoever displays it; serving never waits on
+    // this channel (a full channel drops progress samples, never bytes).
+    let (serve_tx, serve_rx) = bounded::<ServeEvent>(1024);
+    let server = match FileServer::start(
+        ServeOptions {
+            listen: config.serve.listen,
+            link_ttl: config.serve.link_ttl,
+            max_connections: config.serve.max_connections,
+            ..ServeOptions::default()
+        },
+        serve_tx,
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("serve.listen {}: cannot listen: {e}", config.serve.listen);
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    log::info!("file server listening on {}", server.local_addr());
+    let public_url: PublicUrl = match (config.tunnel.mode, &config.tunnel.public_url) {
+        (TunnelMode::External, Some(url)) => {
+            let url = url.clone();
+            Arc::new(move || Some(url.clone()))
+        }
+        _ => Arc::new(|| None),
+    };
+    let uploader = Arc::new(Uploader::new(
+        api,
+        server.links(),
+        public_url,
+        UploadSettings {
+            account_id: config.frameio.account_id.clone(),
+            project_id: config.frameio.project_id.clone(),
+            mode: config.frameio.upload,
+            watch_root: config.watch.root.clone(),
+            state_dir: state.path().to_path_buf(),
+            parallel_parts: config.upload.parallel_parts,
+            poll_min: Duration::ZERO,
+            poll_max: Duration::ZERO,
+            stall: Duration::ZERO,
+        }
+        .timings(),
+        queue_tx.clone(),
+        stop_rx.clone(),
+    ));
 
     let mut threads = Threads::new();
     threads.spawn("hub", move || events::run_hub(hub_inbox));
@@ -245,6 +297,26 @@ pub fn run(config: Config) -> ExitCode {
             notify::run_sender(url, format, notices_rx, stop)
         });
     }
+    {
+        let (stop, hub) = (stop_rx.clone(), hub.clone());
+        threads.spawn("serve-events", move || {
+            forward_serve_events(serve_rx, hub, stop)
+        });
+    }
+    for i in 1..=config.upload.concurrency {
+        let (up, jobs) = (Arc::clone(&uploader), jobs_rx.clone());
+        // Thread names must be 'static and unique; a handful of small leaks at start is fine.
+        let name: &'static str = Box::leak(format!("upload-{i}").into_boxed_str());
+        threads.spawn(name, move || upload::run_worker(up, jobs));
+    }
+    drop(jobs_rx);
+    // The workers own the uploader now. Its Frame.io client holds a hub handle, and the hub
+    // thread ends only when every handle is gone, so main must not keep one.
+    drop(uploader);
+    {
+        let (stop, queue) = (stop_rx.clone(), queue_tx.clone());
+        threads.spawn("auth-watch", move || watch_auth(auth, queue, stop));
+    }
     drop(hub);
 
     let code = select! {
@@ -265,6 +337,7 @@ pub fn run(config: Config) -> ExitCode {
     drop(queue_tx);
     logtail::detach();
     threads.join_all(Instant::now() + SHUTDOWN_DEADLINE);
+    server.stop();
     log::info!("stopped");
     drop(state);
     ExitCode::from(code)
@@ -323,61 +396,101 @@ pub fn status(config: &Config) -> ExitCode {
     ExitCode::from(EXIT_OK)
 }
 
-/// One line of the `check` checklist.
+/// Passes the file server's progress to the hub (the page's progress bars, `/metrics`).
+fn forward_serve_events(events: Receiver<ServeEvent>, hub: Hub, stop: Receiver<()>) {
+    loop {
+        select! {
+            recv(events) -> ev => match ev {
+                Ok(ServeEvent::Transfer { job, covered, total, bytes_per_sec }) => {
+                    hub.publish(Event::Transfer { job, covered, total, bytes_per_sec });
+                }
+                // Milestones are already in the log; a changed file is the uploader's business.
+                Ok(ServeEvent::Milestone { .. } | ServeEvent::FileChanged { .. }) => {}
+                Err(_) => return,
+            },
+            recv(stop) -> _ => return,
+        }
+    }
+}
+
+/// Tells the queue when Frame.io sign-in comes back (after `postflow auth` or the dashboard's
+/// "Connect Frame.io"), so jobs held for it resume without a restart.
+fn watch_auth(auth: Auth, queue: Sender<QueueMsg>, stop: Receiver<()>) {
+    let mut was_connected = auth.state() == AuthState::Connected;
+    loop {
+        if stop.recv_timeout(Duration::from_secs(2)) != Err(RecvTimeoutError::Timeout) {
+            return;
+        }
+        let connected = auth.state() == AuthState::Connected;
+        if connected && !was_connected {
+            log::info!("Frame.io sign-in is back: resuming uploads");
+            let _ = queue.send(QueueMsg::AuthRestored);
+        }
+        was_connected = connected;
+    }
+}
+
+/// One line of the `check` checklist, with indented lines under it (ids to choose from).
 struct Check {
     ok: bool,
     what: String,
+    more: Vec<String>,
+}
+
+impl Check {
+    fn pass(what: impl Into<String>) -> Check {
+        Check {
+            ok: true,
+            what: what.into(),
+            more: Vec::new(),
+        }
+    }
+
+    fn fail(what: impl Into<String>) -> Check {
+        Check {
+            ok: false,
+            what: what.into(),
+            more: Vec::new(),
+        }
+    }
+
+    fn with(mut self, more: Vec<String>) -> Check {
+        self.more = more;
+        self
+    }
 }
 
 /// `postflow check`: what can be verified from here, one line each; exit 0 only if all pass.
 pub fn check(config: Config) -> ExitCode {
-    let mut lines = vec![Check {
-        ok: true,
-        what: format!("config {} is valid", config.path.display()),
-    }];
+    let mut lines = vec![Check::pass(format!(
+        "config {} is valid",
+        config.path.display()
+    ))];
     for w in &config.warnings {
-        lines.push(Check {
-            ok: false,
-            what: w.clone(),
-        });
+        lines.push(Check::fail(w.clone()));
     }
-    let ids = config.require_for_run();
-    lines.push(Check {
-        ok: ids.is_ok(),
-        what: match ids {
-            Ok(()) => "Frame.io client and project ids are set".into(),
-            Err(e) => format!("{}: {}", e.key, e.message),
-        },
+    lines.push(match config.require_for_run() {
+        Ok(()) => Check::pass("Frame.io client and project ids are set"),
+        Err(e) => Check::fail(format!("{}: {}", e.key, e.message)),
     });
     lines.push(match std::fs::read_dir(&config.watch.root) {
-        Ok(entries) => Check {
-            ok: true,
-            what: format!(
-                "watch.root {} is readable ({} entries)",
-                config.watch.root.display(),
-                entries.count()
-            ),
-        },
-        Err(e) => Check {
-            ok: false,
-            what: format!("watch.root {}: {e}", config.watch.root.display()),
-        },
+        Ok(entries) => Check::pass(format!(
+            "watch.root {} is readable ({} entries)",
+            config.watch.root.display(),
+            entries.count()
+        )),
+        Err(e) => Check::fail(format!("watch.root {}: {e}", config.watch.root.display())),
     });
     lines.push(check_state_dir(&config.state_dir));
+    lines.extend(check_frameio(&config));
     if matches!(config.tunnel.mode, TunnelMode::Quick | TunnelMode::Named) {
         lines.push(match find_program(&config.tunnel.cloudflared) {
-            Some(p) => Check {
-                ok: true,
-                what: format!("cloudflared found at {}", p.display()),
-            },
-            None => Check {
-                ok: false,
-                what: format!(
-                    "cloudflared not found (tunnel.cloudflared = {:?}); install it from \
-                     Cloudflare's packages, or set tunnel.mode to \"off\" to upload without a tunnel",
-                    config.tunnel.cloudflared.display().to_string()
-                ),
-            },
+            Some(p) => Check::pass(format!("cloudflared found at {}", p.display())),
+            None => Check::fail(format!(
+                "cloudflared not found (tunnel.cloudflared = {:?}); install it from \
+                 Cloudflare's packages, or set tunnel.mode to \"off\" to upload without a tunnel",
+                config.tunnel.cloudflared.display().to_string()
+            )),
         });
     }
     let mut all_ok = true;
@@ -388,6 +501,9 @@ pub fn check(config: Config) -> ExitCode {
             if line.ok { "[ok]  " } else { "[FAIL]" },
             line.what
         );
+        for more in &line.more {
+            println!("         {more}");
+        }
     }
     ExitCode::from(if all_ok { EXIT_OK } else { EXIT_FAILURE })
 }
@@ -398,14 +514,235 @@ fn check_state_dir(path: &Path) -> Check {
         .and_then(|()| std::fs::write(&probe, b"ok"))
         .and_then(|()| std::fs::remove_file(&probe));
     match result {
-        Ok(()) => Check {
-            ok: true,
-            what: format!("state_dir {} is writable", path.display()),
+        Ok(()) => Check::pass(format!("state_dir {} is writable", path.display())),
+        Err(e) => Check::fail(format!("state_dir {}: {e}", path.display())),
+    }
+}
+
+/// The OAuth credential keys `auth` and the Frame.io checks need; the first one missing.
+fn missing_credential(config: &Config) -> Option<&'static str> {
+    let f = &config.frameio;
+    [
+        ("frameio.client_id", &f.client_id),
+        ("frameio.client_secret", &f.client_secret),
+        ("frameio.redirect_uri", &f.redirect_uri),
+    ]
+    .into_iter()
+    .find(|(_, v)| v.is_empty())
+    .map(|(k, _)| k)
+}
+
+/// `check` must answer in seconds, not sit through the run's patient retries.
+const CHECK_RETRY: RetryPolicy = RetryPolicy {
+    tries: 2,
+    first_backoff: Duration::from_millis(500),
+    max_backoff: Duration::from_secs(2),
+    rate_limit_tries: 4,
+    max_rate_wait: Duration::from_secs(10),
+};
+
+/// Tokens, `/v4/me`, the account, the project and its root folder. When an id is missing
+/// or wrong, lists what the user can see so the right one can be copied into config.json.
+fn check_frameio(config: &Config) -> Vec<Check> {
+    let f = &config.frameio;
+    let mut lines = Vec::new();
+    if let Some(key) = missing_credential(config) {
+        lines.push(Check::fail(format!(
+            "Frame.io not checked: {key} is not set (README, \"Set-up with Adobe\")"
+        )));
+        return lines;
+    }
+    let auth = Auth::new(f, &config.state_dir, None);
+    let tokens = auth.tokens_path().to_path_buf();
+    if !tokens.exists() {
+        lines.push(Check::fail(format!(
+            "no Frame.io tokens in {}: run `postflow auth {}` to sign in",
+            tokens.display(),
+            config.path.display()
+        )));
+        return lines;
+    }
+    let before = auth.expires_in();
+    if let Err(e) = auth.access_token() {
+        lines.push(Check::fail(format!("Frame.io tokens: {e}")));
+        return lines;
+    }
+    let after = auth.expires_in().unwrap_or_default();
+    let refreshed = before.is_none_or(|b| after > b + Duration::from_secs(1));
+    lines.push(Check::pass(format!(
+        "Frame.io tokens in {} {} (access token valid for {})",
+        tokens.display(),
+        if refreshed {
+            "were refreshed"
+        } else {
+            "are fresh"
         },
-        Err(e) => Check {
-            ok: false,
-            what: format!("state_dir {}: {e}", path.display()),
-        },
+        human(after)
+    )));
+    let api = Api::new(f, auth).with_retry(CHECK_RETRY);
+    match api.me() {
+        Ok(me) => lines.push(Check::pass(format!(
+            "Frame.io /v4/me works: signed in as {}",
+            me.display()
+        ))),
+        Err(e) => {
+            lines.push(Check::fail(e.to_string()));
+            return lines;
+        }
+    }
+    let accounts = match api.accounts() {
+        Ok(a) => a,
+        Err(e) => {
+            lines.push(Check::fail(e.to_string()));
+            return lines;
+        }
+    };
+    let account = accounts.iter().find(|a| a.id == f.account_id);
+    let Some(account) = account else {
+        let what = if f.account_id.is_empty() {
+            "frameio.account_id is not set; the accounts, workspaces and projects you can see:"
+                .to_string()
+        } else {
+            format!(
+                "frameio.account_id {:?} is not one of your accounts; those you can see:",
+                f.account_id
+            )
+        };
+        lines.push(Check::fail(what).with(visible_projects(&api, &accounts)));
+        return lines;
+    };
+    lines.push(Check::pass(format!(
+        "Frame.io account {} ({}) found",
+        account.id,
+        account.display_name.as_deref().unwrap_or("no name")
+    )));
+    let project = if f.project_id.is_empty() {
+        Err("frameio.project_id is not set".to_string())
+    } else {
+        api.project(&account.id, &f.project_id)
+            .map_err(|e| format!("frameio.project_id {:?}: {e}", f.project_id))
+    };
+    let project = match project {
+        Ok(p) => p,
+        Err(what) => {
+            let what = format!("{what}; the projects you can see in this account:");
+            let list = visible_projects(&api, std::slice::from_ref(account));
+            lines.push(Check::fail(what).with(list));
+            return lines;
+        }
+    };
+    lines.push(Check::pass(format!(
+        "Frame.io project {} ({}) found",
+        project.id, project.name
+    )));
+    lines.push(match api.folder(&account.id, &project.root_folder_id) {
+        Ok(_) => Check::pass(format!(
+            "the project's root folder {} is reachable",
+            project.root_folder_id
+        )),
+        Err(e) => Check::fail(format!("the project's root folder: {e}")),
+    });
+    lines
+}
+
+/// `account ID "name"` / `workspace …` / `project …` lines, indented as a tree.
+fn visible_projects(api: &Api, accounts: &[Account]) -> Vec<String> {
+    let mut out = Vec::new();
+    if accounts.is_empty() {
+        out.push("(no accounts: is this Adobe ID a member of a Frame.io V4 account?)".into());
+    }
+    for a in accounts {
+        out.push(format!(
+            "account {} {:?}   -> frameio.account_id",
+            a.id,
+            a.display_name.as_deref().unwrap_or("")
+        ));
+        let workspaces = match api.workspaces(&a.id) {
+            Ok(w) => w,
+            Err(e) => {
+                out.push(format!("  (cannot list workspaces: {e})"));
+                continue;
+            }
+        };
+        for w in workspaces {
+            out.push(format!("  workspace {} {:?}", w.id, w.name));
+            match api.projects(&a.id, &w.id) {
+                Ok(projects) => {
+                    out.extend(projects.into_iter().map(|p| {
+                        format!("    project {} {:?}   -> frameio.project_id", p.id, p.name)
+                    }))
+                }
+                Err(e) => out.push(format!("    (cannot list projects: {e})")),
+            }
+        }
+    }
+    out
+}
+
+/// `23 h 59 min`, `4 min`, `3 s`.
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// `postflow auth`: prints the Adobe sign-in link, reads the address the browser ended on (or
+/// the bare code), checks `state`, exchanges the code, saves `tokens.json` and says who is
+/// connected. Takes no lock: it may run while `run` does, which picks the new tokens up.
+pub fn auth(config: Config) -> ExitCode {
+    if let Some(key) = missing_credential(&config) {
+        eprintln!(
+            "{}: {key}: required for `postflow auth`: your Adobe OAuth Web App credential \
+             (README, \"Set-up with Adobe\")",
+            config.path.display()
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    init_logging(&config);
+    let fail = |message: String| {
+        eprintln!("postflow auth: {message}");
+        ExitCode::from(EXIT_FAILURE)
+    };
+    let auth = Auth::new(&config.frameio, &config.state_dir, None);
+    let state = crate::frameio::random_hex(16);
+    println!("Sign in to Frame.io with your Adobe ID. Open this address in a browser:\n");
+    println!("{}\n", auth.authorize_url(&state));
+    println!(
+        "After you sign in, Adobe sends the browser to {}. That page may not load; that is \
+         fine. Copy the whole address from the browser's address bar, paste it here and press \
+         Enter:",
+        config.frameio.redirect_uri
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        return fail(format!("cannot read what was pasted: {e}"));
+    }
+    let code = match code_from_paste(&line, &state) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    if let Err(e) = auth.login_with_code(&code) {
+        return fail(e.to_string());
+    }
+    let api = Api::new(&config.frameio, auth.clone()).with_retry(CHECK_RETRY);
+    match api.me() {
+        Ok(me) => {
+            println!(
+                "Connected to Frame.io as {}. Tokens saved in {}.",
+                me.display(),
+                auth.tokens_path().display()
+            );
+            ExitCode::from(EXIT_OK)
+        }
+        Err(e) => fail(format!(
+            "the tokens are saved in {}, but Frame.io refused them: {e}",
+            auth.tokens_path().display()
+        )),
     }
 }
 

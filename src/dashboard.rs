@@ -7,6 +7,7 @@
 //! Nothing here writes state: the queue owns the jobs and is asked over its channel.
 
 pub mod http;
+pub mod login;
 pub mod metrics;
 pub mod model;
 pub mod routes;

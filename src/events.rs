@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
 
+use crate::frameio::AuthState;
 use crate::ledger::Job;
 
 /// What happened. Named for the event, not for what a receiver should do.
@@ -17,9 +18,9 @@ pub enum Event {
     JobChanged(Job),
     /// A part of the program changed state. Names and what their states mean:
     /// `watcher` (detail: root and file count), `server` (the public file server), `tunnel`
-    /// (detail: the public URL; `down` while it restarts, `off` with `tunnel.mode` off), `auth`
-    /// (`up` = logged in, detail the account; `down` = needs_login: a person must log in),
-    /// `queue` (`up` = running, `off` = paused by a person).
+    /// (detail: the public URL; `down` while it restarts, `off` with `tunnel.mode` off),
+    /// `queue` (`up` = running, `off` = paused by a person). Frame.io sign-in has its own
+    /// event, `AuthChanged`; the dashboard shows it as the `auth` component.
     Component {
         name: &'static str,
         state: ComponentState,
@@ -45,6 +46,9 @@ pub enum Event {
         target: String,
         message: String,
     },
+    /// Frame.io sign-in changed: `connected`, or `needs_login` (uploads wait; the page shows a
+    /// banner and a notification goes out).
+    AuthChanged(AuthState),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

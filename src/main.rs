@@ -13,7 +13,10 @@ postflow: watches a folder and gets every finished export into Frame.io, exactly
 Usage:
   postflow CONFIG            run the pipeline (same as `postflow run CONFIG`)
   postflow run CONFIG        run the pipeline until Ctrl-C or SIGTERM
-  postflow check CONFIG      check the config and the machine; exit 0 only if all pass
+  postflow auth CONFIG       sign in to Frame.io with your Adobe ID (prints a link, reads
+                             the address the browser ends on) and save the tokens
+  postflow check CONFIG      check the config, the Frame.io connection and the machine;
+                             exit 0 only if all pass
   postflow status CONFIG     print the running instance's summary (exit 1 if none runs)
   postflow --version         print the version
   postflow --help            print this help
@@ -26,6 +29,7 @@ enum Command {
     Run(PathBuf),
     Check(PathBuf),
     Status(PathBuf),
+    Auth(PathBuf),
     Version,
     Help,
 }
@@ -51,6 +55,7 @@ fn parse_args(args: &[OsString]) -> Result<Command, String> {
         ["run", ..] => one_config("run", &args[1..]).map(Command::Run),
         ["check", ..] => one_config("check", &args[1..]).map(Command::Check),
         ["status", ..] => one_config("status", &args[1..]).map(Command::Status),
+        ["auth", ..] => one_config("auth", &args[1..]).map(Command::Auth),
         [flag, ..] if flag.starts_with('-') => Err(format!("unknown option {flag:?}")),
         [_] => Ok(Command::Run(PathBuf::from(&args[0]))),
         [word, ..] => Err(format!("unknown command {word:?}")),
@@ -87,6 +92,10 @@ fn main() -> ExitCode {
             Ok(config) => app::status(&config),
             Err(code) => code,
         },
+        Command::Auth(path) => match app::load_config(&path) {
+            Ok(config) => app::auth(config),
+            Err(code) => code,
+        },
     }
 }
 
@@ -111,6 +120,13 @@ mod tests {
             parse(&["status", "c.json"]),
             Ok(Command::Status("c.json".into()))
         );
+        assert_eq!(
+            parse(&["auth", "c.json"]),
+            Ok(Command::Auth("c.json".into()))
+        );
+        assert!(parse(&["auth"])
+            .unwrap_err()
+            .contains("postflow auth config.json"));
     }
 
     #[test]

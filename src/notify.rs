@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use crate::config::{NotifyConfig, NotifyFormat};
 use crate::dashboard::model::rfc3339;
 use crate::events::{ComponentState, Event, Hub};
+use crate::frameio::AuthState;
 use crate::ledger::{Job, JobState};
 
 /// The tunnel must be down this long before anyone is told.
@@ -89,15 +90,16 @@ impl Notices {
                 }
                 _ => None,
             },
-            Event::Component {
-                name: "auth",
-                state,
-                detail,
-            } => {
-                let down = *state == ComponentState::Down;
-                let notice = (down && !self.auth_down).then(|| Notice::NeedsLogin {
-                    detail: detail.clone(),
-                });
+            Event::AuthChanged(state) => {
+                let down = matches!(state, AuthState::NeedsLogin { .. });
+                let notice = match state {
+                    AuthState::NeedsLogin { reason } if !self.auth_down => {
+                        Some(Notice::NeedsLogin {
+                            detail: reason.clone(),
+                        })
+                    }
+                    _ => None,
+                };
                 self.auth_down = down;
                 notice
             }
@@ -430,16 +432,15 @@ mod tests {
     #[test]
     fn needs_login_is_said_once_per_logout() {
         let mut n = Notices::new(TUNNEL_DOWN_AFTER);
-        let auth = |state| Event::Component {
-            name: "auth",
-            state,
-            detail: "needs_login".into(),
-        };
+        let needs = Event::AuthChanged(AuthState::NeedsLogin {
+            reason: "refresh token refused".into(),
+        });
+        let connected = Event::AuthChanged(AuthState::Connected);
         let t = Instant::now();
-        assert!(n.on_event(&auth(ComponentState::Down), t).is_some());
-        assert!(n.on_event(&auth(ComponentState::Down), t).is_none());
-        assert!(n.on_event(&auth(ComponentState::Up), t).is_none());
-        assert!(n.on_event(&auth(ComponentState::Down), t).is_some());
+        assert!(n.on_event(&needs, t).is_some());
+        assert!(n.on_event(&needs, t).is_none());
+        assert!(n.on_event(&connected, t).is_none());
+        assert!(n.on_event(&needs, t).is_some());
     }
 
     #[test]

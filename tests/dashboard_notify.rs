@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Sender};
 use postflow::config::{NotifyConfig, NotifyFormat};
 use postflow::events::{self, ComponentState, Event, Hub};
+use postflow::frameio::AuthState;
 use postflow::ledger::{Job, JobState};
 use postflow::notify::{self, Notices};
 use serde_json::Value;
@@ -116,11 +117,9 @@ fn publish_story(hub: &Hub) {
     hub.publish(Event::JobChanged(job(JobState::Uploading)));
     hub.publish(Event::JobChanged(job(JobState::Done)));
     hub.publish(Event::JobChanged(job(JobState::Failed)));
-    hub.publish(Event::Component {
-        name: "auth",
-        state: ComponentState::Down,
-        detail: "needs_login: the refresh token was refused".into(),
-    });
+    hub.publish(Event::AuthChanged(AuthState::NeedsLogin {
+        reason: "the refresh token was refused".into(),
+    }));
 }
 
 #[test]

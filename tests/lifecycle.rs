@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{signal, stderr_of, wait_exit, Sandbox};
+use common::{signal, wait_exit, Sandbox};
 
 #[test]
 fn a_second_run_on_the_same_state_dir_says_already_running_and_exits_0() {
@@ -38,7 +38,7 @@ fn sigterm_stops_a_running_instance_with_exit_0_within_5_seconds() {
     signal(child.id(), "TERM");
     let status = wait_exit(&mut child, Duration::from_secs(5));
     assert_eq!(status.code(), Some(0));
-    let log = stderr_of(child);
+    let log = sandbox.log();
     assert!(log.contains("stopping (signal received)"), "{log}");
     assert!(log.contains("stopped"), "{log}");
 }

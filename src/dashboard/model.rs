@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 
 use crate::events::{ComponentState, Event};
+use crate::frameio::AuthState;
 use crate::ledger::{Job, JobState};
 
 /// Log lines kept for the debug zone.
@@ -62,6 +63,23 @@ impl Model {
                     self.names.insert(job.id, job.name().to_string());
                 }
                 Some(("job", job_json(job)))
+            }
+            Event::AuthChanged(auth) => {
+                let (state, detail) = match auth {
+                    AuthState::Connected => (ComponentState::Up, "connected".to_string()),
+                    AuthState::NeedsLogin { reason } => {
+                        (ComponentState::Down, format!("needs_login: {reason}"))
+                    }
+                };
+                self.apply(
+                    &Event::Component {
+                        name: "auth",
+                        state,
+                        detail,
+                    },
+                    now,
+                    wall,
+                )
             }
             Event::Component {
                 name,

@@ -69,15 +69,30 @@ impl Sandbox {
         cmd
     }
 
-    /// Starts `postflow run config.json` with piped output.
+    /// Starts `postflow run config.json`; stdout is piped, stderr (the log) is appended to
+    /// `postflow.log` in the sandbox, so a chatty run can never block on a full pipe.
     pub fn spawn_run(&self, config: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
         self.postflow()
             .arg("run")
             .arg(config)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(log)
             .spawn()
             .expect("start postflow")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("postflow.log")
+    }
+
+    /// Everything the runs of this sandbox have logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// Waits until the lock file names `pid`, i.e. that instance owns the state dir.
@@ -132,10 +147,4 @@ pub fn signal(pid: u32, name: &str) {
         .expect("run kill")
         .success();
     assert!(ok, "kill -{name} {pid} failed");
-}
-
-/// Reads what a finished child wrote on stderr.
-pub fn stderr_of(child: Child) -> String {
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -1,0 +1,721 @@
+//! Frame.io v4 REST stand-in: auth, rate limits, injected faults, then one function per
+//! endpoint.
+
+use super::ims::check_bearer;
+use super::options::{Faults, RetryHint};
+use super::ratelimit::{self, Verdict};
+use super::state::{FileData, Node, NodeKind, State, UploadMode};
+use super::{fetch, s3, Meta, Reply, Shared};
+use crate::util::{base64_decode, base64url, iso8601, media_type_for, query_get};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Largest `file_size` a local upload accepts ("file_size ≤ 5 TB").
+const MAX_LOCAL_FILE_SIZE: u64 = 5_000_000_000_000;
+const DEFAULT_PAGE_SIZE: usize = 50;
+const MAX_PAGE_SIZE: usize = 100;
+
+pub(crate) fn error(status: u16, title: &str, detail: &str) -> Reply {
+    Reply::json(
+        status,
+        &json!({"errors": [{"detail": detail, "title": title}]}),
+    )
+}
+
+fn invalid_field(detail: &str, pointer: &str) -> Reply {
+    Reply::json(
+        422,
+        &json!({"errors": [{"detail": detail, "source": {"pointer": pointer}, "title": "Invalid value"}]}),
+    )
+}
+
+fn not_found(what: &str) -> Reply {
+    error(404, "Not Found", &format!("{what} not found"))
+}
+
+/// Maps method + path segments (after `/v4/`) to an endpoint name, used for rate limits and
+/// counters. `Err(true)`: the path exists with another method.
+fn classify(method: &str, segs: &[&str]) -> Result<&'static str, bool> {
+    let name = match segs {
+        ["me"] => [("GET", "me")].as_slice(),
+        ["accounts"] => &[("GET", "list_accounts")],
+        ["accounts", _, "workspaces"] => &[("GET", "list_workspaces")],
+        ["accounts", _, "workspaces", _, "projects"] => &[("GET", "list_projects")],
+        ["accounts", _, "projects", _] => &[("GET", "show_project")],
+        ["accounts", _, "folders", _] => &[("GET", "show_folder"), ("DELETE", "delete_folder")],
+        ["accounts", _, "folders", _, "children"] => &[("GET", "list_children")],
+        ["accounts", _, "folders", _, "folders"] => {
+            &[("GET", "list_folders"), ("POST", "create_folder")]
+        }
+        ["accounts", _, "folders", _, "files"] => &[("GET", "list_files")],
+        ["accounts", _, "folders", _, "files", "remote_upload"] => &[("POST", "remote_upload")],
+        ["accounts", _, "folders", _, "files", "local_upload"] => &[("POST", "local_upload")],
+        ["accounts", _, "files", _] => &[("GET", "show_file"), ("DELETE", "delete_file")],
+        ["accounts", _, "files", _, "status"] => &[("GET", "file_status")],
+        _ => return Err(false),
+    };
+    name.iter()
+        .find(|(m, _)| *m == method)
+        .map(|(_, n)| *n)
+        .ok_or(true)
+}
+
+fn with_rate_headers(mut r: Reply, v: &Verdict) -> Reply {
+    r.headers.extend(v.headers());
+    r
+}
+
+pub(crate) fn handle(
+    shared: &Arc<Shared>,
+    meta: &Meta,
+    rest: &str,
+    body: &[u8],
+) -> (&'static str, Reply) {
+    let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let endpoint = match classify(&meta.method, &segs) {
+        Ok(e) => e,
+        Err(true) => {
+            return (
+                "v4_method_not_allowed",
+                error(405, "Method Not Allowed", "method not allowed on this path"),
+            )
+        }
+        Err(false) => return ("v4_unknown", not_found("route")),
+    };
+    let faults = shared.faults_now();
+    let user = check_bearer(&shared.lock(), meta);
+    let Ok(user) = user else {
+        let r = error(
+            401,
+            "Unauthorized",
+            "Invalid or missing authorization token",
+        );
+        return (
+            endpoint,
+            with_rate_headers(r, &ratelimit::untouched(endpoint)),
+        );
+    };
+
+    let burst = {
+        let mut f = shared.faults();
+        let hit = f.burst_429 > 0;
+        f.burst_429 = f.burst_429.saturating_sub(1);
+        hit
+    };
+    let verdict = if burst {
+        let mut v = ratelimit::untouched(endpoint);
+        v.allowed = false;
+        v.remaining = 0;
+        v
+    } else {
+        ratelimit::take(&mut shared.lock(), &user, endpoint, faults.rate_limits)
+    };
+    if !verdict.allowed {
+        return (endpoint, too_many(&verdict, faults.retry_hint));
+    }
+
+    if let Some(v) = meta.header("api-version") {
+        if v != "4.0" && v != "experimental" {
+            let r = error(
+                400,
+                "Bad Request",
+                &format!("unsupported api-version {v:?}"),
+            );
+            return (endpoint, with_rate_headers(r, &verdict));
+        }
+    }
+
+    let injected = {
+        let mut st = shared.lock();
+        (faults.error_5xx_fraction > 0.0 && st.rng.next_f64() < faults.error_5xx_fraction)
+            .then(|| [500u16, 502, 503][(st.rng.next_u64() % 3) as usize])
+    };
+    let mutating = meta.method == "POST" || meta.method == "DELETE";
+    let after_commit = faults.error_5xx_after_commit && mutating;
+    if let Some(status) = injected.filter(|_| !after_commit) {
+        return (endpoint, with_rate_headers(server_error(status), &verdict));
+    }
+    let reply = dispatch(shared, meta, &segs, body, endpoint, &faults);
+    let reply = match injected {
+        Some(status) => server_error(status),
+        None => reply,
+    };
+    (endpoint, with_rate_headers(reply, &verdict))
+}
+
+fn server_error(status: u16) -> Reply {
+    let title = match status {
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Internal Server Error",
+    };
+    error(status, title, "injected server error")
+}
+
+fn too_many(v: &Verdict, hint: RetryHint) -> Reply {
+    let r = error(
+        429,
+        "Too Many Requests",
+        "Rate limit exceeded, please retry later",
+    );
+    match hint {
+        RetryHint::RetryAfter => {
+            with_rate_headers(r, v).with_header("Retry-After", &v.retry_after_secs.to_string())
+        }
+        RetryHint::WindowOnly => with_rate_headers(r, v),
+        RetryHint::None => r,
+    }
+}
+
+fn dispatch(
+    shared: &Arc<Shared>,
+    meta: &Meta,
+    segs: &[&str],
+    body: &[u8],
+    endpoint: &str,
+    faults: &Faults,
+) -> Reply {
+    let arg = |i: usize| segs.get(i).copied().unwrap_or("");
+    let result = match endpoint {
+        "me" => me(shared),
+        "list_accounts" => list_accounts(shared, meta),
+        "list_workspaces" => list_workspaces(shared, meta, arg(1)),
+        "list_projects" => list_projects(shared, meta, arg(1), arg(3)),
+        "show_project" => show_project(shared, arg(1), arg(3)),
+        "show_folder" => show_folder(shared, arg(1), arg(3)),
+        "list_children" => list_in_folder(shared, meta, arg(1), arg(3), faults, Filter::All),
+        "list_folders" => list_in_folder(shared, meta, arg(1), arg(3), faults, Filter::Folders),
+        "list_files" => list_in_folder(shared, meta, arg(1), arg(3), faults, Filter::Files),
+        "create_folder" => create_folder(shared, meta, body, arg(1), arg(3)),
+        "remote_upload" => remote_upload(shared, meta, body, arg(1), arg(3), faults),
+        "local_upload" => local_upload(shared, meta, body, arg(1), arg(3), faults),
+        "show_file" => show_file(shared, arg(1), arg(3), faults),
+        "file_status" => file_status(shared, arg(1), arg(3)),
+        "delete_file" => delete_node(shared, arg(1), arg(3), false),
+        "delete_folder" => delete_node(shared, arg(1), arg(3), true),
+        _ => Err(not_found("route")),
+    };
+    result.unwrap_or_else(|e| e)
+}
+
+type ApiResult = Result<Reply, Reply>;
+
+fn me(shared: &Shared) -> ApiResult {
+    let st = shared.lock();
+    Ok(Reply::json(
+        200,
+        &json!({"data": {"id": st.user.id, "name": st.user.name, "email": st.user.email, "avatar_url": null}}),
+    ))
+}
+
+fn account_json(st: &State, i: usize) -> Value {
+    let a = &st.accounts[i];
+    let usage: u64 = if i == 0 {
+        st.nodes
+            .values()
+            .filter_map(|n| match &n.kind {
+                NodeKind::File(f) => Some(f.bytes_received),
+                NodeKind::Folder => None,
+            })
+            .sum()
+    } else {
+        0
+    };
+    json!({
+        "id": a.id, "display_name": a.display_name, "roles": ["owner"],
+        "storage_limit": null, "storage_usage": usage,
+        "created_at": iso8601(a.created_at), "updated_at": iso8601(a.created_at),
+    })
+}
+
+fn list_accounts(shared: &Shared, meta: &Meta) -> ApiResult {
+    let st = shared.lock();
+    let items = (0..st.accounts.len())
+        .map(|i| (i as u64 + 1, account_json(&st, i)))
+        .collect();
+    page(meta, items)
+}
+
+fn check_account(st: &State, account_id: &str) -> Result<bool, Reply> {
+    match st.accounts.iter().position(|a| a.id == account_id) {
+        Some(i) => Ok(i == 0),
+        None => Err(not_found("Account")),
+    }
+}
+
+/// The account holds the project (only the first one does).
+fn project_account(st: &State, account_id: &str) -> Result<(), Reply> {
+    if check_account(st, account_id)? {
+        Ok(())
+    } else {
+        Err(not_found("Resource"))
+    }
+}
+
+fn list_workspaces(shared: &Shared, meta: &Meta, account_id: &str) -> ApiResult {
+    let st = shared.lock();
+    let mut items = Vec::new();
+    if check_account(&st, account_id)? {
+        let w = &st.workspace;
+        items.push((
+            1,
+            json!({"id": w.id, "account_id": w.account_id, "name": w.name,
+                   "created_at": iso8601(w.created_at), "updated_at": iso8601(w.created_at)}),
+        ));
+    }
+    page(meta, items)
+}
+
+fn project_json(st: &State) -> Value {
+    let p = &st.project;
+    json!({
+        "id": p.id, "name": p.name, "root_folder_id": p.root_folder_id, "status": "active",
+        "storage": 0, "workspace_id": p.workspace_id, "description": null,
+        "view_url": format!("https://next.frame.io/project/{}", p.id),
+        "created_at": iso8601(p.created_at), "updated_at": iso8601(p.created_at),
+    })
+}
+
+fn list_projects(shared: &Shared, meta: &Meta, account_id: &str, ws: &str) -> ApiResult {
+    let st = shared.lock();
+    project_account(&st, account_id)?;
+    if ws != st.workspace.id {
+        return Err(not_found("Workspace"));
+    }
+    page(meta, vec![(1, project_json(&st))])
+}
+
+fn show_project(shared: &Shared, account_id: &str, project_id: &str) -> ApiResult {
+    let st = shared.lock();
+    project_account(&st, account_id)?;
+    if project_id != st.project.id {
+        return Err(not_found("Project"));
+    }
+    Ok(Reply::json(200, &json!({"data": project_json(&st)})))
+}
+
+fn folder_json(st: &State, n: &Node) -> Value {
+    json!({
+        "id": n.id, "name": n.name, "type": "folder", "parent_id": n.parent_id,
+        "project_id": st.project.id,
+        "view_url": format!("https://next.frame.io/project/{}/{}", st.project.id, n.id),
+        "created_at": iso8601(n.created_at), "updated_at": iso8601(n.updated_at),
+        "cover_file_id": null, "restricted": false,
+    })
+}
+
+fn file_json(st: &State, n: &Node, f: &FileData, faults: &Faults) -> Value {
+    json!({
+        "id": n.id, "name": n.name, "type": "file", "parent_id": n.parent_id,
+        "project_id": st.project.id,
+        "view_url": format!("https://next.frame.io/project/{}/view/{}", st.project.id, n.id),
+        "created_at": iso8601(n.created_at), "updated_at": iso8601(n.updated_at),
+        "file_size": f.file_size, "media_type": f.media_type,
+        "status": super::state::file_status(f, faults),
+    })
+}
+
+fn node_json(st: &State, n: &Node, faults: &Faults) -> Value {
+    match &n.kind {
+        NodeKind::Folder => folder_json(st, n),
+        NodeKind::File(f) => file_json(st, n, f, faults),
+    }
+}
+
+fn folder<'a>(st: &'a State, account_id: &str, folder_id: &str) -> Result<&'a Node, Reply> {
+    project_account(st, account_id)?;
+    match st.nodes.get(folder_id) {
+        Some(n) if matches!(n.kind, NodeKind::Folder) => Ok(n),
+        Some(_) => Err(error(
+            422,
+            "Invalid value",
+            &format!("Entity {folder_id} is not a folder"),
+        )),
+        None => Err(not_found("Folder")),
+    }
+}
+
+fn file<'a>(
+    st: &'a State,
+    account_id: &str,
+    file_id: &str,
+) -> Result<(&'a Node, &'a FileData), Reply> {
+    project_account(st, account_id)?;
+    match st.nodes.get(file_id) {
+        Some(n) => match &n.kind {
+            NodeKind::File(f) => Ok((n, f)),
+            NodeKind::Folder => Err(not_found("File")),
+        },
+        None => Err(not_found("File")),
+    }
+}
+
+fn show_folder(shared: &Shared, account_id: &str, folder_id: &str) -> ApiResult {
+    let st = shared.lock();
+    let n = folder(&st, account_id, folder_id)?;
+    Ok(Reply::json(200, &json!({"data": folder_json(&st, n)})))
+}
+
+#[derive(Clone, Copy)]
+enum Filter {
+    All,
+    Folders,
+    Files,
+}
+
+fn list_in_folder(
+    shared: &Shared,
+    meta: &Meta,
+    account_id: &str,
+    folder_id: &str,
+    faults: &Faults,
+    filter: Filter,
+) -> ApiResult {
+    let st = shared.lock();
+    folder(&st, account_id, folder_id)?;
+    let items = st
+        .children(folder_id)
+        .into_iter()
+        .filter(|n| match (filter, &n.kind) {
+            (Filter::All, _) => true,
+            (Filter::Folders, k) => matches!(k, NodeKind::Folder),
+            (Filter::Files, k) => matches!(k, NodeKind::File(_)),
+        })
+        .map(|n| (n.seq, node_json(&st, n, faults)))
+        .collect();
+    page(meta, items)
+}
+
+/// Cursor paging over items keyed by a strictly increasing sequence number. The cursor is the
+/// last sequence number of the page, so items created or deleted between pages neither repeat
+/// nor shift the rest. `page_size` outside 1..=100 is a 422 (the schema's maximum is 100;
+/// rejecting rather than clamping makes a client that asks for more notice).
+fn page(meta: &Meta, items: Vec<(u64, Value)>) -> ApiResult {
+    let q = &meta.query;
+    let size = match query_get(q, "page_size") {
+        None => DEFAULT_PAGE_SIZE,
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
+            _ => {
+                return Err(error(
+                    422,
+                    "Invalid value",
+                    &format!("page_size must be an integer between 1 and {MAX_PAGE_SIZE}"),
+                ))
+            }
+        },
+    };
+    let include_total = match query_get(q, "include_total_count") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(error(
+                422,
+                "Invalid value",
+                "include_total_count must be true or false",
+            ))
+        }
+    };
+    let after = match query_get(q, "after") {
+        None => 0,
+        Some(c) => decode_cursor(c)
+            .ok_or_else(|| error(422, "Invalid value", "Invalid pagination cursor"))?,
+    };
+    let total = items.len();
+    let rest: Vec<_> = items.into_iter().filter(|(s, _)| *s > after).collect();
+    let more = rest.len() > size;
+    let page: Vec<_> = rest.into_iter().take(size).collect();
+    let next = match page.last() {
+        Some((seq, _)) if more => {
+            Value::String(format!("{}?after={}", meta.path, encode_cursor(*seq)))
+        }
+        _ => Value::Null,
+    };
+    let data: Vec<Value> = page.into_iter().map(|(_, v)| v).collect();
+    let total = if include_total {
+        json!(total)
+    } else {
+        Value::Null
+    };
+    Ok(Reply::json(
+        200,
+        &json!({"data": data, "links": {"next": next}, "total_count": total}),
+    ))
+}
+
+fn encode_cursor(seq: u64) -> String {
+    // Real cursors look like `g3QAAAAC…==` (Erlang terms); ours are just opaque.
+    base64url(format!("g3:after:{seq}").as_bytes())
+}
+
+fn decode_cursor(c: &str) -> Option<u64> {
+    let raw = String::from_utf8(base64_decode(c)?).ok()?;
+    raw.strip_prefix("g3:after:")?.parse().ok()
+}
+
+/// Checks `Content-Type`, parses `{"data":{…}}` and rejects fields not in `allowed`.
+fn data_object(meta: &Meta, body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, Reply> {
+    let ct = meta.header("content-type").unwrap_or("");
+    if !ct.to_ascii_lowercase().contains("application/json") {
+        return Err(error(
+            400,
+            "Bad Request",
+            "Content-Type must be application/json",
+        ));
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| error(400, "Bad Request", &format!("Malformed JSON body: {e}")))?;
+    let Value::Object(mut top) = v else {
+        return Err(error(400, "Bad Request", "body must be a JSON object"));
+    };
+    if let Some(k) = top.keys().find(|k| *k != "data") {
+        return Err(invalid_field(
+            &format!("Unexpected field: {k}"),
+            &format!("/{k}"),
+        ));
+    }
+    let Some(Value::Object(data)) = top.remove("data") else {
+        return Err(invalid_field(
+            "data is required and must be an object",
+            "/data",
+        ));
+    };
+    if let Some(k) = data.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(invalid_field(
+            &format!("Unexpected field: {k}"),
+            &format!("/data/{k}"),
+        ));
+    }
+    Ok(data)
+}
+
+fn required_name(data: &Map<String, Value>) -> Result<String, Reply> {
+    match data.get("name") {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+        Some(_) => Err(invalid_field(
+            "name must be a non-empty string",
+            "/data/name",
+        )),
+        None => Err(invalid_field("name is required", "/data/name")),
+    }
+}
+
+fn create_folder(
+    shared: &Shared,
+    meta: &Meta,
+    body: &[u8],
+    account_id: &str,
+    parent: &str,
+) -> ApiResult {
+    let data = data_object(meta, body, &["name"])?;
+    let name = required_name(&data)?;
+    let mut st = shared.lock();
+    folder(&st, account_id, parent)?;
+    // Frame.io allows duplicate names; so does the simulator (and it counts them).
+    let id = st.insert_node(parent, &name, NodeKind::Folder, true);
+    let n = &st.nodes[&id];
+    Ok(Reply::json(201, &json!({"data": folder_json(&st, n)})))
+}
+
+fn new_file(media_type: Option<String>, part_content_type: String, mode: UploadMode) -> FileData {
+    FileData {
+        file_size: 0,
+        media_type,
+        part_content_type,
+        mode,
+        source_url: None,
+        uploaded_at: None,
+        completed_at: None,
+        failed: false,
+        failure_reason: None,
+        sha256: None,
+        bytes_received: 0,
+        parts: Vec::new(),
+        assembling: false,
+        staging: None,
+    }
+}
+
+fn media(name: &str, faults: &Faults) -> (Option<String>, String) {
+    if faults.media_type_null {
+        (None, "application/octet-stream".into())
+    } else {
+        let m = media_type_for(name).to_string();
+        (Some(m.clone()), m)
+    }
+}
+
+fn remote_upload(
+    shared: &Arc<Shared>,
+    meta: &Meta,
+    body: &[u8],
+    account_id: &str,
+    parent: &str,
+    faults: &Faults,
+) -> ApiResult {
+    let data = data_object(meta, body, &["name", "source_url"])?;
+    let name = required_name(&data)?;
+    let source_url = match data.get("source_url") {
+        Some(Value::String(s)) if s.starts_with("https://") || s.starts_with("http://") => {
+            s.clone()
+        }
+        Some(_) => {
+            return Err(invalid_field(
+                "source_url must be an http(s) URL",
+                "/data/source_url",
+            ))
+        }
+        None => return Err(invalid_field("source_url is required", "/data/source_url")),
+    };
+    folder(&shared.lock(), account_id, parent)?;
+    let size = if faults.remote_probe {
+        fetch::probe_size(shared, &source_url)
+    } else {
+        None
+    };
+    if let Some(size) = size.filter(|s| *s > faults.remote_size_limit) {
+        return Err(invalid_field(
+            &format!(
+                "File size {size} exceeds the remote upload limit of {} bytes; use local upload",
+                faults.remote_size_limit
+            ),
+            "/data/source_url",
+        ));
+    }
+    let (media_type, ct) = media(&name, faults);
+    let mut f = new_file(media_type, ct, UploadMode::Remote);
+    f.file_size = size.unwrap_or(0);
+    f.source_url = Some(source_url.clone());
+    f.uploaded_at = Some(SystemTime::now());
+    let (id, reply) = {
+        let mut st = shared.lock();
+        // The folder may have been deleted while probing.
+        folder(&st, account_id, parent)?;
+        let id = st.insert_node(parent, &name, NodeKind::File(Box::new(f)), true);
+        let n = &st.nodes[&id];
+        let NodeKind::File(f) = &n.kind else {
+            unreachable!("just inserted a file")
+        };
+        let body = json!({
+            "data": file_json(&st, n, f, faults),
+            "links": {"status": format!("/v4/accounts/{account_id}/files/{id}/status")},
+        });
+        (id, Reply::json(202, &body))
+    };
+    fetch::start(Arc::clone(shared), id, source_url);
+    Ok(reply)
+}
+
+fn local_upload(
+    shared: &Shared,
+    meta: &Meta,
+    body: &[u8],
+    account_id: &str,
+    parent: &str,
+    faults: &Faults,
+) -> ApiResult {
+    let data = data_object(meta, body, &["name", "file_size"])?;
+    let name = required_name(&data)?;
+    let size = match data.get("file_size") {
+        Some(v) => match v.as_u64() {
+            Some(n) if n <= MAX_LOCAL_FILE_SIZE => n,
+            _ => {
+                return Err(invalid_field(
+                    "file_size must be an integer between 0 and 5 TB",
+                    "/data/file_size",
+                ))
+            }
+        },
+        None => return Err(invalid_field("file_size is required", "/data/file_size")),
+    };
+    let sizes = s3::part_sizes(size, faults.part_size, faults.single_part_below);
+    let (media_type, ct) = media(&name, faults);
+    let mut f = new_file(media_type, ct, UploadMode::Local);
+    f.file_size = size;
+    f.uploaded_at = Some(SystemTime::now());
+    let mut offset = 0;
+    for s in &sizes {
+        f.parts.push(super::state::Part {
+            offset,
+            size: *s,
+            received: false,
+        });
+        offset += s;
+    }
+    let mut st = shared.lock();
+    folder(&st, account_id, parent)?;
+    let id = st.insert_node(parent, &name, NodeKind::File(Box::new(f)), true);
+    let now = SystemTime::now();
+    let urls: Vec<Value> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let url = s3::part_url(
+                &shared.base_url,
+                &st.s3_secret,
+                &id,
+                i as u32 + 1,
+                sizes.len() as u32,
+                now,
+                faults.part_url_lifetime_secs,
+            );
+            json!({"size": s, "url": url})
+        })
+        .collect();
+    let n = &st.nodes[&id];
+    let NodeKind::File(f) = &n.kind else {
+        unreachable!("just inserted a file")
+    };
+    let mut data = file_json(&st, n, f, faults);
+    data["upload_urls"] = Value::Array(urls);
+    Ok(Reply::json(201, &json!({"data": data})))
+}
+
+fn show_file(shared: &Shared, account_id: &str, file_id: &str, faults: &Faults) -> ApiResult {
+    let st = shared.lock();
+    let (n, f) = file(&st, account_id, file_id)?;
+    Ok(Reply::json(
+        200,
+        &json!({"data": file_json(&st, n, f, faults)}),
+    ))
+}
+
+fn file_status(shared: &Shared, account_id: &str, file_id: &str) -> ApiResult {
+    let st = shared.lock();
+    let (n, f) = file(&st, account_id, file_id)?;
+    Ok(Reply::json(
+        200,
+        &json!({"data": {
+            "id": n.id,
+            "filetype": f.media_type,
+            "upload_complete": f.completed_at.is_some(),
+            "upload_completed_at": f.completed_at.map(iso8601),
+            "upload_failed": f.failed,
+            "uploaded_at": f.uploaded_at.map(iso8601),
+        }}),
+    ))
+}
+
+fn delete_node(shared: &Shared, account_id: &str, id: &str, is_folder: bool) -> ApiResult {
+    let staging = {
+        let mut st = shared.lock();
+        if is_folder {
+            folder(&st, account_id, id)?;
+            if id == st.project.root_folder_id {
+                return Err(error(
+                    422,
+                    "Invalid value",
+                    "The root folder cannot be deleted",
+                ));
+            }
+        } else {
+            file(&st, account_id, id)?;
+        }
+        st.remove_tree(id)
+    };
+    for p in staging {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(Reply::empty(204))
+}

@@ -1,0 +1,161 @@
+//! The inspection API: the same views as the Rust handle, as JSON under `/_sim/`, plus the
+//! fault knobs for the demo and soak scripts. Not authenticated: the simulator is a test tool.
+
+use super::options::Faults;
+use super::state::{CreateCount, FileView, PathEntry, State};
+use super::{Meta, Reply, Shared};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+pub(crate) fn by_path(files: &[FileView]) -> BTreeMap<String, PathEntry> {
+    let mut out: BTreeMap<String, PathEntry> = BTreeMap::new();
+    for f in files {
+        let e = out.entry(f.path.clone()).or_insert(PathEntry {
+            size: f.size,
+            sha256: None,
+            copies: 0,
+            complete: 0,
+        });
+        e.copies += 1;
+        if f.upload_complete {
+            if e.complete == 0 {
+                e.size = f.size;
+                e.sha256 = f.sha256.clone();
+            }
+            e.complete += 1;
+        }
+    }
+    out
+}
+
+pub(crate) fn create_counts(st: &State) -> Vec<CreateCount> {
+    st.creates
+        .iter()
+        .map(|((parent_path, name, kind), count)| CreateCount {
+            parent_path: parent_path.clone(),
+            name: name.clone(),
+            kind,
+            count: *count,
+        })
+        .collect()
+}
+
+pub(crate) fn counters(st: &State) -> BTreeMap<String, u64> {
+    st.counters
+        .iter()
+        .map(|((e, s), n)| (format!("{e} {s}"), *n))
+        .collect()
+}
+
+fn files(shared: &Shared, faults: &Faults) -> Vec<FileView> {
+    let st = shared.lock();
+    let mut nodes: Vec<_> = st.nodes.values().collect();
+    nodes.sort_by_key(|n| n.seq);
+    nodes
+        .into_iter()
+        .filter_map(|n| st.file_view(n, faults))
+        .collect()
+}
+
+fn info(shared: &Shared) -> Value {
+    let st = shared.lock();
+    json!({
+        "base_url": shared.base_url,
+        "client_id": shared.client_id,
+        "client_secret": shared.client_secret,
+        "redirect_uri": shared.redirect_uri,
+        "user_id": st.user.id,
+        "account_id": st.project.account_id,
+        "workspace_id": st.workspace.id,
+        "project_id": st.project.id,
+        "root_folder_id": st.project.root_folder_id,
+    })
+}
+
+pub(crate) fn state_json(shared: &Shared) -> Value {
+    let faults = shared.faults_now();
+    let files = files(shared, &faults);
+    let st = shared.lock();
+    let root = st.project.root_folder_id.clone();
+    json!({
+        "tree": st.folder_view(&root, &faults),
+        "paths": by_path(&files),
+        "creates": create_counts(&st),
+        "tokens": st.token_log,
+        "counters": counters(&st),
+        "s3_puts": st.s3_log,
+        "fetches": st.fetch_log,
+        "faults": faults,
+    })
+}
+
+pub(crate) fn handle(shared: &Shared, meta: &Meta, body: &[u8]) -> (&'static str, Reply) {
+    let faults = shared.faults_now();
+    let ok = |v: Value| ("sim", Reply::json(200, &v));
+    match (meta.method.as_str(), meta.path.as_str()) {
+        ("GET", "/_sim/info") => ok(info(shared)),
+        ("GET", "/_sim/state") => ok(state_json(shared)),
+        ("GET", "/_sim/tree") => {
+            let st = shared.lock();
+            let root = st.project.root_folder_id.clone();
+            ok(json!(st.folder_view(&root, &faults)))
+        }
+        ("GET", "/_sim/paths") => ok(json!(by_path(&files(shared, &faults)))),
+        ("GET", "/_sim/creates") => ok(json!(create_counts(&shared.lock()))),
+        ("GET", "/_sim/tokens") => ok(json!(shared.lock().token_log)),
+        ("GET", "/_sim/counters") => ok(json!(counters(&shared.lock()))),
+        ("GET", "/_sim/s3") => ok(json!(shared.lock().s3_log)),
+        ("GET", "/_sim/fetches") => ok(json!(shared.lock().fetch_log)),
+        ("GET", "/_sim/faults") => ok(json!(faults)),
+        ("POST", "/_sim/faults") => match merge_faults(&faults, body) {
+            Ok(new) => {
+                *shared.faults() = new.clone();
+                ok(json!(new))
+            }
+            Err(e) => ("sim", Reply::text(400, &e)),
+        },
+        ("POST", "/_sim/login") => {
+            let scopes = super::ims::DEFAULT_SCOPES
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            let mut st = shared.lock();
+            let (a, r) =
+                super::ims::issue_pair(&mut st, &shared.client_id, scopes, &faults, "test_login");
+            ok(
+                json!({"access_token": a, "refresh_token": r, "token_type": "bearer",
+                      "expires_in": faults.access_token_lifetime_secs}),
+            )
+        }
+        ("POST", "/_sim/expire-refresh-tokens") => {
+            let now = SystemTime::now();
+            for t in shared.lock().refresh.values_mut() {
+                t.expires_at = t.expires_at.min(now);
+            }
+            ok(json!({"ok": true}))
+        }
+        ("POST", "/_sim/expire-access-tokens") => {
+            let now = SystemTime::now();
+            for t in shared.lock().access.values_mut() {
+                t.expires_at = t.expires_at.min(now);
+            }
+            ok(json!({"ok": true}))
+        }
+        _ => ("sim", Reply::text(404, "unknown /_sim route")),
+    }
+}
+
+/// Applies a partial JSON object onto the current knobs; unknown keys are an error.
+pub(crate) fn merge_faults(current: &Faults, body: &[u8]) -> Result<Faults, String> {
+    let patch: Value =
+        serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+    let Value::Object(patch) = patch else {
+        return Err("body must be a JSON object".into());
+    };
+    let mut v = serde_json::to_value(current).map_err(|e| e.to_string())?;
+    for (k, val) in patch {
+        v[k] = val;
+    }
+    serde_json::from_value(v).map_err(|e| format!("invalid faults: {e}"))
+}

@@ -1,0 +1,151 @@
+//! What a simulator is started with ([`Options`]) and what tests may change while it runs
+//! ([`Faults`]).
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Fixed at start.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Address to listen on; `127.0.0.1:0` picks a free port.
+    pub listen: String,
+    /// The registered OAuth Web App credential.
+    pub client_id: String,
+    pub client_secret: String,
+    /// The credential's one registered redirect URI (IMS demands https, even for localhost).
+    pub redirect_uri: String,
+    /// Directory of files named `<hostname>` holding `127.0.0.1:PORT`: how the remote fetcher
+    /// reaches `https://<hostname>/…` (written by the cloudflared stand-in). `None`: https
+    /// source URLs fail.
+    pub tunnel_registry: Option<PathBuf>,
+    /// Accounts listed by `GET /v4/accounts` besides the one holding the project.
+    pub extra_accounts: usize,
+    /// Where upload bytes are staged; default: a fresh directory under the system temp dir,
+    /// removed when the simulator is dropped.
+    pub data_dir: Option<PathBuf>,
+    /// PRNG seed; `None` seeds from time and pid.
+    pub seed: Option<u64>,
+    /// Initial fault and behaviour knobs.
+    pub faults: Faults,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            listen: "127.0.0.1:0".into(),
+            client_id: "postflow-sim-client".into(),
+            client_secret: "p8e-sim-secret-0123456789abcdef".into(),
+            redirect_uri: "https://localhost/postflow/callback".into(),
+            tunnel_registry: None,
+            extra_accounts: 0,
+            data_dir: None,
+            seed: None,
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// Which hint a 429 carries. Frame.io documents only `x-ratelimit-*`; `Retry-After` is not
+/// documented, so clients must cope with each of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryHint {
+    /// `Retry-After: <seconds>` plus the `x-ratelimit-*` headers.
+    RetryAfter,
+    /// Only the `x-ratelimit-*` headers (window in milliseconds).
+    WindowOnly,
+    /// No hint at all: not even `x-ratelimit-*` on the 429 itself.
+    None,
+}
+
+/// How the remote fetcher pulls `source_url`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FetchMode {
+    /// One `GET`, expecting 200 with an exact `Content-Length`.
+    Plain,
+    /// `Range: bytes=0-0` to learn the size, then parallel `Range` GETs expecting 206.
+    Ranges,
+    /// Plain for the 1st, 3rd, … fetch; ranges for the 2nd, 4th, …
+    Alternate,
+}
+
+/// Knobs tests may change at runtime with [`crate::FrameIo::set_faults`] (or `POST /_sim/faults`
+/// with a JSON object holding any subset of these fields).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Fraction (0..1) of authorised `/v4` calls answered 500/502/503.
+    pub error_5xx_fraction: f64,
+    /// When true, an injected 5xx on a POST/DELETE is sent *after* the call took effect (a
+    /// gateway error on a request that went through), the hard case for exactly-once.
+    pub error_5xx_after_commit: bool,
+    /// The next N authorised `/v4` requests get 429 (decrements).
+    pub burst_429: u32,
+    /// Hint carried by 429 answers.
+    pub retry_hint: RetryHint,
+    /// Enforce the per-endpoint leaky buckets (headers are sent either way).
+    pub rate_limits: bool,
+    /// `expires_in` of new access tokens (IMS default 86399 s).
+    pub access_token_lifetime_secs: u64,
+    /// Lifetime of new refresh tokens (IMS default 14 days).
+    pub refresh_token_lifetime_secs: u64,
+    /// When true, a refresh token still works after it was used once.
+    pub rotation_reuse_allowed: bool,
+    /// Sleep before answering any IMS, `/v4` or S3 request.
+    pub response_delay_ms: u64,
+    /// The next N remote fetches never start: the file stays incomplete forever.
+    pub drop_fetches: u32,
+    /// The next N remote fetches fail (`upload_failed`) without contacting the source.
+    pub fail_fetches: u32,
+    /// Wait before a remote fetch starts.
+    pub fetch_delay_ms: u64,
+    pub fetch_mode: FetchMode,
+    /// Parallel `Range` GETs in ranges mode.
+    pub fetch_parallelism: usize,
+    /// Before answering 202, `HEAD` the source (through the registry) to learn `file_size` and
+    /// enforce `remote_size_limit` with a 422. When false, the size is learnt by the fetch
+    /// and an over-limit source ends `upload_failed`.
+    pub remote_probe: bool,
+    /// File objects carry `"media_type": null` (S3 parts then expect
+    /// `application/octet-stream`).
+    pub media_type_null: bool,
+    /// Largest source a remote upload accepts (Frame.io: 50 GB).
+    pub remote_size_limit: u64,
+    /// Target part size for local uploads (the real rule is undocumented).
+    pub part_size: u64,
+    /// Files smaller than this get a single upload URL (Frame.io: "< 10 MB").
+    pub single_part_below: u64,
+    /// `X-Amz-Expires` of new part URLs.
+    pub part_url_lifetime_secs: u64,
+    /// Time between `uploaded` and `transcoded`.
+    pub transcode_delay_ms: u64,
+}
+
+impl Default for Faults {
+    fn default() -> Faults {
+        Faults {
+            error_5xx_fraction: 0.0,
+            error_5xx_after_commit: false,
+            burst_429: 0,
+            retry_hint: RetryHint::RetryAfter,
+            rate_limits: true,
+            access_token_lifetime_secs: 86_399,
+            refresh_token_lifetime_secs: 14 * 24 * 3600,
+            rotation_reuse_allowed: false,
+            response_delay_ms: 0,
+            drop_fetches: 0,
+            fail_fetches: 0,
+            fetch_delay_ms: 0,
+            fetch_mode: FetchMode::Plain,
+            fetch_parallelism: 4,
+            remote_probe: true,
+            media_type_null: false,
+            remote_size_limit: 50_000_000_000,
+            part_size: 25 * 1024 * 1024,
+            single_part_below: 10 * 1024 * 1024,
+            part_url_lifetime_secs: 86_400,
+            transcode_delay_ms: 500,
+        }
+    }
+}

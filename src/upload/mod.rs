@@ -1,0 +1,810 @@
+//! The uploader: worker threads that take jobs from the queue and get each file into Frame.io
+//! once, in the right folder, with the right bytes.
+//!
+//! One attempt of a job, in order:
+//! 1. the file must still be the version the job is for (else the watcher's new job takes over);
+//! 2. the destination folder is resolved (created once if missing, see `folders`);
+//! 3. exactly once: if the job already has a Frame.io file id (a crash or stop mid-upload),
+//!    that file is checked: complete → adopted; an unfinished local upload whose part URLs are
+//!    still valid → resumed; anything else → deleted and started clean. Without an id, the
+//!    folder is searched for a file of the same name and size created after the job was: a
+//!    complete one is adopted (the crash came between "Frame.io created it" and "ledger
+//!    written"), an incomplete one is our leftover and is deleted;
+//! 4. remote (Frame.io pulls from our file server through the tunnel) or local (we PUT the
+//!    parts); the Frame.io file id goes to the ledger as soon as Frame.io returns it;
+//! 5. the status is polled with backoff until `upload_complete`: only then is the job `done`.
+//!
+//! Workers never write the ledger: they report to the queue, which does.
+
+pub mod folders;
+pub mod parts;
+pub mod sidecar;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
+
+use crate::config::UploadMode;
+use crate::frameio::api::{Api, ApiError, Child, File as FioFile, UploadStatus};
+use crate::ledger::Job;
+use crate::links::Links;
+use crate::queue::{AttemptUpdate, FailureKind, QueueMsg};
+use folders::FolderCache;
+use parts::{put_parts, s3_agent, Part, PartError, PartPlan};
+use sidecar::{LocalPlan, Sidecar};
+
+/// Frame.io's limit for remote uploads (reference: "Size limit 50 GB").
+pub const REMOTE_LIMIT: u64 = 50 * 1000 * 1000 * 1000;
+/// Presigned part URLs live 24 h; resume only with a comfortable margin left.
+const PART_URL_LIFE: Duration = Duration::from_secs(23 * 3600);
+/// How many times one attempt redoes a remote pull (Frame.io failed or dropped it, the public
+/// URL changed) before handing the job back to the queue's backoff.
+const MAX_REDOS: u32 = 3;
+
+/// The current public base URL of the file server (None while the tunnel is down or off).
+pub type PublicUrl = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// Everything an attempt needs to know besides the job.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub account_id: String,
+    pub project_id: String,
+    pub mode: UploadMode,
+    pub watch_root: PathBuf,
+    pub state_dir: PathBuf,
+    pub parallel_parts: usize,
+    /// Status polling backoff: starts at `poll_min`, grows to `poll_max`.
+    pub poll_min: Duration,
+    pub poll_max: Duration,
+    /// A remote pull with no byte served for this long while incomplete is redone.
+    pub stall: Duration,
+}
+
+impl Settings {
+    /// The contract's timings; `POSTFLOW_STALL_SECS` shortens the stall timeout for tests and
+    /// for people debugging a tunnel (not a config key on purpose: 5 minutes is right).
+    pub fn timings(mut self) -> Settings {
+        self.poll_min = Duration::from_secs(2);
+        self.poll_max = Duration::from_secs(30);
+        self.stall = std::env::var("POSTFLOW_STALL_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map_or(Duration::from_secs(300), Duration::from_secs);
+        self
+    }
+}
+
+/// Shared by all workers.
+pub struct Uploader {
+    api: Api,
+    links: Links,
+    public_url: PublicUrl,
+    settings: Settings,
+    folders: FolderCache,
+    sidecar: Sidecar,
+    s3: ureq::Agent,
+    queue: Sender<QueueMsg>,
+    stop: Receiver<()>,
+}
+
+/// How an attempt ended, when it did not end with the file in Frame.io.
+#[derive(Debug)]
+struct Failure {
+    error: String,
+    kind: FailureKind,
+}
+
+/// Not a failure: shutdown interrupted the attempt. The job stays as recorded and is taken up
+/// again at the next start.
+struct Stopped;
+
+enum Outcome {
+    Done {
+        file_id: String,
+        view_url: Option<String>,
+    },
+    Failed(Failure),
+    Stopped,
+}
+
+impl From<Stopped> for Outcome {
+    fn from(_: Stopped) -> Outcome {
+        Outcome::Stopped
+    }
+}
+
+impl From<Failure> for Outcome {
+    fn from(f: Failure) -> Outcome {
+        Outcome::Failed(f)
+    }
+}
+
+fn fail(kind: FailureKind, error: impl Into<String>) -> Failure {
+    Failure {
+        error: error.into(),
+        kind,
+    }
+}
+
+/// Maps a Frame.io error to what the queue should do with the job.
+fn classify(e: ApiError) -> Result<Failure, Stopped> {
+    Ok(match e {
+        ApiError::Stopped => return Err(Stopped),
+        ApiError::NeedsLogin(_) => fail(FailureKind::WaitForAuth, e.to_string()),
+        other => fail(FailureKind::Retry, other.to_string()),
+    })
+}
+
+impl Uploader {
+    pub fn new(
+        api: Api,
+        links: Links,
+        public_url: PublicUrl,
+        settings: Settings,
+        queue: Sender<QueueMsg>,
+        stop: Receiver<()>,
+    ) -> Uploader {
+        Uploader {
+            folders: FolderCache::new(&settings.account_id, &settings.project_id),
+            sidecar: Sidecar::new(&settings.state_dir),
+            s3: s3_agent(),
+            api: api.with_stop(stop.clone()),
+            links,
+            public_url,
+            settings,
+            queue,
+            stop,
+        }
+    }
+
+    fn report(&self, update: AttemptUpdate) {
+        // The queue outlives the workers (it is stopped after them), so this only fails
+        // during a shutdown, when the ledger already holds what a restart needs.
+        let _ = self.queue.send(QueueMsg::Attempt(update));
+    }
+
+    /// Sleeps, or returns `Stopped` at once when shutdown begins.
+    fn sleep(&self, d: Duration) -> Result<(), Stopped> {
+        match self.stop.recv_timeout(d) {
+            Err(RecvTimeoutError::Timeout) => Ok(()),
+            _ => Err(Stopped),
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        !matches!(
+            self.stop.try_recv(),
+            Err(crossbeam_channel::TryRecvError::Empty)
+        )
+    }
+
+    fn account(&self) -> &str {
+        &self.settings.account_id
+    }
+
+    /// Deletes a Frame.io file we no longer want (best effort: a leftover is harmless to the
+    /// product, only untidy, and the next attempt's search deletes it if it is still there).
+    fn discard(&self, file_id: &str, why: &str) {
+        match self.api.delete_file(self.account(), file_id) {
+            Ok(()) => log::debug!("deleted Frame.io file {file_id} ({why})"),
+            Err(e) => log::warn!("could not delete Frame.io file {file_id} ({why}): {e}"),
+        }
+    }
+}
+
+/// A worker: takes jobs until shutdown.
+pub fn run_worker(up: Arc<Uploader>, jobs: Receiver<Job>) {
+    loop {
+        select! {
+            recv(jobs) -> job => match job {
+                Ok(job) => attempt(&up, job),
+                Err(_) => return,
+            },
+            recv(up.stop) -> _ => return,
+        }
+    }
+}
+
+fn attempt(up: &Uploader, job: Job) {
+    let started = Instant::now();
+    let outcome = run_attempt(up, &job, started);
+    match outcome {
+        Outcome::Done { file_id, view_url } => {
+            let secs = started.elapsed().as_secs_f64();
+            log::info!(
+                "upload done: {} in {:.1} s ({:.1} MB/s){}",
+                job.name(),
+                secs,
+                job.size as f64 / 1e6 / secs.max(0.001),
+                view_url
+                    .as_deref()
+                    .map(|u| format!(": {u}"))
+                    .unwrap_or_default()
+            );
+            up.report(AttemptUpdate::Done {
+                id: job.id,
+                file_id,
+                view_url,
+            });
+        }
+        Outcome::Failed(f) => {
+            log::warn!("upload of {} did not finish: {}", job.name(), f.error);
+            up.report(AttemptUpdate::Failed {
+                id: job.id,
+                error: f.error,
+                kind: f.kind,
+            });
+        }
+        Outcome::Stopped => log::debug!("upload of {} interrupted by shutdown", job.name()),
+    }
+}
+
+fn run_attempt(up: &Uploader, job: &Job, started: Instant) -> Outcome {
+    let path = up.settings.watch_root.join(&job.path);
+    if let Err(f) = check_unchanged(&path, job) {
+        return f.into();
+    }
+    let folder_id = match up.folders.resolve(&up.api, &job.folder) {
+        Ok(id) => id,
+        Err(e) => return classify(e).map_or(Outcome::Stopped, Outcome::Failed),
+    };
+    match adopt_or_clean(up, job, &folder_id) {
+        Ok(Some(done)) => return done,
+        Ok(None) => {}
+        Err(e) => return classify(e).map_or(Outcome::Stopped, Outcome::Failed),
+    }
+    let public = (up.public_url)();
+    let mode = choose_mode(up.settings.mode, public.as_deref(), job.size);
+    let mode_name = match mode {
+        Mode::Remote(_) => "remote",
+        Mode::Local => "local",
+        Mode::WaitForTunnel => {
+            return fail(
+                FailureKind::Retry,
+                "frameio.upload is \"remote\" but the tunnel is not up",
+            )
+            .into()
+        }
+    };
+    log::info!(
+        "upload start: {} ({}, {mode_name}) to Frame.io /{}",
+        job.name(),
+        human_size(job.size),
+        job.folder
+    );
+    up.report(AttemptUpdate::Started {
+        id: job.id,
+        mode: mode_name,
+    });
+    match mode {
+        Mode::Remote(public) => match remote(up, job, &path, &folder_id, &public) {
+            Err(RemoteError::OverLimit) if up.settings.mode == UploadMode::Auto => {
+                log::info!("{}: over Frame.io's remote limit, sending it ourselves", job.name());
+                local(up, job, &path, &folder_id, started)
+            }
+            Err(RemoteError::OverLimit) => fail(
+                FailureKind::Permanent,
+                "Frame.io refuses remote uploads this large; set frameio.upload to \"auto\" or \"local\"",
+            )
+            .into(),
+            Err(RemoteError::Outcome(o)) => o,
+            Ok(o) => o,
+        },
+        _ => local(up, job, &path, &folder_id, started),
+    }
+}
+
+enum Mode {
+    Remote(String),
+    Local,
+    WaitForTunnel,
+}
+
+fn choose_mode(configured: UploadMode, public: Option<&str>, size: u64) -> Mode {
+    match (configured, public) {
+        (UploadMode::Local, _) => Mode::Local,
+        (UploadMode::Remote, Some(url)) => Mode::Remote(url.to_string()),
+        (UploadMode::Remote, None) => Mode::WaitForTunnel,
+        (UploadMode::Auto, Some(url)) if size <= REMOTE_LIMIT => Mode::Remote(url.to_string()),
+        (UploadMode::Auto, _) => Mode::Local,
+    }
+}
+
+/// The file must still be the version the job was made for.
+fn check_unchanged(path: &Path, job: &Job) -> Result<(), Failure> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() == job.size && mtime_ns(&m) == job.mtime_ns => Ok(()),
+        Ok(_) => Err(fail(FailureKind::FileChanged, "the file changed")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(fail(FailureKind::FileChanged, "vanished"))
+        }
+        Err(e) => Err(fail(
+            FailureKind::Retry,
+            format!("cannot read the file: {e}"),
+        )),
+    }
+}
+
+pub fn mtime_ns(m: &std::fs::Metadata) -> i64 {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Step 3 of the module doc. `Ok(Some(outcome))` ends the attempt (adopted).
+fn adopt_or_clean(up: &Uploader, job: &Job, folder_id: &str) -> Result<Option<Outcome>, ApiError> {
+    if let Some(file_id) = &job.file_id {
+        match up.api.file_status(up.account(), file_id) {
+            Ok(s) if s.upload_complete => return adopt(up, job, file_id).map(Some),
+            Ok(_) if resumable(up, job).is_some() => return Ok(None),
+            Ok(_) => up.discard(file_id, "unfinished upload from an earlier attempt"),
+            Err(e) if e.status() == Some(404) => {}
+            Err(e) => return Err(e),
+        }
+        up.sidecar.remove(job.id);
+    }
+    let not_before_ms = job.created_ms.saturating_sub(60_000);
+    for child in up.api.folder_children(up.account(), folder_id)? {
+        let Child::File(f) = child else { continue };
+        if f.name != job.name()
+            || f.file_size != Some(job.size)
+            || Some(&f.id) == job.file_id.as_ref()
+        {
+            continue;
+        }
+        // Created after the job (give or take clock skew): ours. An older file with the same
+        // name and size is a previous version of this file, not this job's upload.
+        if f.created_at
+            .as_deref()
+            .and_then(parse_rfc3339_ms)
+            .is_some_and(|ms| ms < not_before_ms)
+        {
+            continue;
+        }
+        if up.api.file_status(up.account(), &f.id)?.upload_complete {
+            log::info!("{}: already in Frame.io, adopting it", job.name());
+            return adopt(up, job, &f.id).map(Some);
+        }
+        up.discard(&f.id, "incomplete leftover of an interrupted upload");
+    }
+    Ok(None)
+}
+
+fn adopt(up: &Uploader, job: &Job, file_id: &str) -> Result<Outcome, ApiError> {
+    let view_url = up.api.file(up.account(), file_id)?.view_url;
+    up.sidecar.remove(job.id);
+    Ok(Outcome::Done {
+        file_id: file_id.to_string(),
+        view_url,
+    })
+}
+
+/// A saved local-upload plan this job can go on with.
+fn resumable(up: &Uploader, job: &Job) -> Option<(LocalPlan, Vec<usize>)> {
+    let (plan, done) = up.sidecar.load(job.id)?;
+    let fresh = now_secs().saturating_sub(plan.issued_at) < PART_URL_LIFE.as_secs();
+    let same = Some(&plan.file_id) == job.file_id.as_ref()
+        && plan.size == job.size
+        && plan.mtime_ns == job.mtime_ns;
+    (fresh && same).then_some((plan, done))
+}
+
+enum RemoteError {
+    /// Frame.io will not pull a file this large.
+    OverLimit,
+    Outcome(Outcome),
+}
+
+impl From<Failure> for RemoteError {
+    fn from(f: Failure) -> RemoteError {
+        RemoteError::Outcome(Outcome::Failed(f))
+    }
+}
+
+impl From<Stopped> for RemoteError {
+    fn from(_: Stopped) -> RemoteError {
+        RemoteError::Outcome(Outcome::Stopped)
+    }
+}
+
+/// Why a remote pull is being redone.
+enum Watch {
+    Complete,
+    Redo(String),
+}
+
+fn remote(
+    up: &Uploader,
+    job: &Job,
+    path: &Path,
+    folder_id: &str,
+    public: &str,
+) -> Result<Outcome, RemoteError> {
+    let mut redos = 0;
+    loop {
+        let link = up.links.register(job.id, path).map_err(|e| {
+            fail(
+                FailureKind::FileChanged,
+                format!("cannot serve the file: {e}"),
+            )
+        })?;
+        let source = format!("{public}{}", link.url_path);
+        let created = match up
+            .api
+            .remote_upload(up.account(), folder_id, job.name(), &source)
+        {
+            Ok(c) => c,
+            Err(e) => {
+                up.links.revoke(&link.token);
+                if e.status() == Some(422) && e.to_string().to_ascii_lowercase().contains("limit") {
+                    return Err(RemoteError::OverLimit);
+                }
+                return Err(classify(e)?.into());
+            }
+        };
+        let file_id = created.file.id.clone();
+        up.report(AttemptUpdate::FileCreated {
+            id: job.id,
+            file_id: file_id.clone(),
+        });
+        up.report(AttemptUpdate::Processing { id: job.id });
+        let watched = watch_remote(up, job, path, &link.token, &created.status_path, public);
+        up.links.revoke(&link.token);
+        let reason = match watched {
+            Ok(Watch::Complete) => {
+                return Ok(Outcome::Done {
+                    file_id,
+                    view_url: created.file.view_url,
+                })
+            }
+            Ok(Watch::Redo(reason)) => reason,
+            Err(RemoteError::Outcome(Outcome::Stopped)) => return Ok(Outcome::Stopped),
+            Err(e) => {
+                up.discard(&file_id, "the attempt failed");
+                return Err(e);
+            }
+        };
+        up.discard(&file_id, &reason);
+        redos += 1;
+        if redos > MAX_REDOS {
+            return Err(fail(FailureKind::Retry, reason).into());
+        }
+        // A new public URL (or none: the tunnel went down) decides the next pull.
+        match (up.public_url)() {
+            Some(now) if now == public => {}
+            _ => return Err(fail(FailureKind::Retry, reason).into()),
+        }
+        log::info!("{}: redoing the remote upload ({reason})", job.name());
+    }
+}
+
+fn watch_remote(
+    up: &Uploader,
+    job: &Job,
+    path: &Path,
+    token: &str,
+    status_path: &str,
+    public: &str,
+) -> Result<Watch, RemoteError> {
+    let requested = Instant::now();
+    let mut interval = up.settings.poll_min;
+    loop {
+        up.sleep(interval)?;
+        interval = (interval * 3 / 2).min(up.settings.poll_max);
+        check_unchanged(path, job)?;
+        if (up.public_url)().as_deref() != Some(public) {
+            return Ok(Watch::Redo("the tunnel's public URL changed".into()));
+        }
+        match up.api.status_at(status_path) {
+            Ok(UploadStatus {
+                upload_complete: true,
+                ..
+            }) => return Ok(Watch::Complete),
+            Ok(UploadStatus {
+                upload_failed: true,
+                ..
+            }) => return Ok(Watch::Redo("Frame.io reported upload_failed".into())),
+            Ok(_) => {}
+            Err(e) if e.status() == Some(404) => {
+                return Ok(Watch::Redo("the file disappeared from Frame.io".into()))
+            }
+            // Waiting for a login or a flaky network: keep watching, the pull goes on.
+            Err(ApiError::NeedsLogin(_)) => {}
+            Err(e) if e.is_transient() => log::debug!("{}: status: {e}", job.name()),
+            Err(e) => return Err(classify(e)?.into()),
+        }
+        if let Some(activity) = up.links.activity(token) {
+            let last = activity.last_served_at.unwrap_or(requested);
+            if activity.covered < activity.total && last.elapsed() >= up.settings.stall {
+                return Ok(Watch::Redo(format!(
+                    "no byte served for {} s",
+                    up.settings.stall.as_secs()
+                )));
+            }
+        }
+    }
+}
+
+fn local(up: &Uploader, job: &Job, path: &Path, folder_id: &str, started: Instant) -> Outcome {
+    match local_inner(up, job, path, folder_id, started) {
+        Ok(o) => o,
+        Err(o) => o,
+    }
+}
+
+fn local_inner(
+    up: &Uploader,
+    job: &Job,
+    path: &Path,
+    folder_id: &str,
+    started: Instant,
+) -> Result<Outcome, Outcome> {
+    let (plan, done) = match resumable(up, job) {
+        Some((plan, done)) => {
+            log::info!(
+                "{}: resuming, {} of {} parts already sent",
+                job.name(),
+                done.len(),
+                plan.parts.len()
+            );
+            (plan, done)
+        }
+        None => {
+            let created = up
+                .api
+                .local_upload(up.account(), folder_id, job.name(), job.size)
+                .map_err(|e| classify(e).map_or(Outcome::Stopped, Outcome::Failed))?;
+            up.report(AttemptUpdate::FileCreated {
+                id: job.id,
+                file_id: created.file.id.clone(),
+            });
+            let plan = LocalPlan {
+                file_id: created.file.id.clone(),
+                media_type: created
+                    .file
+                    .media_type
+                    .clone()
+                    .unwrap_or_else(|| media_type_for(job.name()).to_string()),
+                parts: created
+                    .upload_urls
+                    .iter()
+                    .map(|u| Part {
+                        url: u.url.clone(),
+                        size: u.size,
+                    })
+                    .collect(),
+                issued_at: now_secs(),
+                size: job.size,
+                mtime_ns: job.mtime_ns,
+            };
+            if let Err(e) = up.sidecar.save_plan(job.id, &plan) {
+                // Not fatal: the upload works, only a resume after a crash would start over.
+                log::warn!("cannot save upload progress for {}: {e}", job.name());
+            }
+            (plan, Vec::new())
+        }
+    };
+    let total: u64 = plan.parts.iter().map(|p| p.size).sum();
+    let sent =
+        std::sync::atomic::AtomicU64::new(done.iter().map(|&i| plan.parts[i].size).sum::<u64>());
+    let milestone = std::sync::atomic::AtomicU8::new(0);
+    let on_done = |index: usize| {
+        if let Err(e) = up.sidecar.record_done(job.id, index) {
+            log::warn!("cannot record a finished part of {}: {e}", job.name());
+        }
+        let now = sent.fetch_add(plan.parts[index].size, std::sync::atomic::Ordering::SeqCst)
+            + plan.parts[index].size;
+        let percent = (now * 100 / total.max(1)) as u8;
+        let step = (percent / 25).min(3) * 25;
+        if step > 0 && milestone.fetch_max(step, std::sync::atomic::Ordering::SeqCst) < step {
+            log::info!("{}: {step}% sent", job.name());
+        }
+    };
+    let part_plan = PartPlan {
+        path,
+        parts: &plan.parts,
+        done: &done,
+        content_type: &plan.media_type,
+        parallel: up.settings.parallel_parts,
+        tries: 3,
+        backoff: Duration::from_secs(1),
+    };
+    let stopping = || up.stopping();
+    match put_parts(&up.s3, &part_plan, &on_done, &stopping) {
+        Ok(()) => {}
+        Err(PartError::Stopped) => return Err(Outcome::Stopped),
+        Err(PartError::Transient(m)) => {
+            // Keep the plan: the next attempt sends only the missing parts.
+            return Err(fail(FailureKind::Retry, m).into());
+        }
+        Err(e) => {
+            up.discard(&plan.file_id, "the local upload could not finish");
+            up.sidecar.remove(job.id);
+            let kind = match e {
+                PartError::File(_) => FailureKind::FileChanged,
+                _ => FailureKind::Retry,
+            };
+            return Err(fail(kind, e.to_string()).into());
+        }
+    }
+    up.report(AttemptUpdate::Processing { id: job.id });
+    let mut interval = up.settings.poll_min;
+    loop {
+        match up.api.file_status(up.account(), &plan.file_id) {
+            Ok(s) if s.upload_complete => break,
+            Ok(s) if s.upload_failed => {
+                up.discard(&plan.file_id, "Frame.io reported upload_failed");
+                up.sidecar.remove(job.id);
+                return Err(fail(FailureKind::Retry, "Frame.io reported upload_failed").into());
+            }
+            Ok(_) => {}
+            Err(ApiError::NeedsLogin(_)) => {}
+            Err(e) if e.is_transient() => {}
+            Err(e) => return Err(classify(e).map_or(Outcome::Stopped, Outcome::Failed)),
+        }
+        up.sleep(interval).map_err(Outcome::from)?;
+        interval = (interval * 3 / 2).min(up.settings.poll_max);
+    }
+    up.sidecar.remove(job.id);
+    let view_url = up
+        .api
+        .file(up.account(), &plan.file_id)
+        .ok()
+        .and_then(|f: FioFile| f.view_url);
+    let _ = started;
+    Ok(Outcome::Done {
+        file_id: plan.file_id,
+        view_url,
+    })
+}
+
+/// The media type to send when Frame.io returned none (by extension).
+pub fn media_type_for(name: &str) -> &'static str {
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("mov") => "video/quicktime",
+        Some("mp4") | Some("m4v") => "video/mp4",
+        Some("mxf") => "application/mxf",
+        Some("wav") => "audio/wav",
+        Some("aif") | Some("aiff") => "audio/aiff",
+        Some("zip") => "application/zip",
+        Some("pdf") => "application/pdf",
+        Some("png") => "image/png",
+        Some("jpg") | Some("jpeg") => "image/jpeg",
+        Some("exr") => "image/x-exr",
+        _ => "application/octet-stream",
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `1.2 GB` style sizes for log lines.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// Parses Frame.io's timestamps (`2025-06-26T20:14:33.796116Z`, or with a `+hh:mm` offset)
+/// to unix milliseconds.
+pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &s[19..];
+    let mut millis = 0i64;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        let ms_digits: String = frac[..digits]
+            .chars()
+            .chain("000".chars())
+            .take(3)
+            .collect();
+        millis = ms_digits.parse().ok()?;
+        rest = &frac[digits..];
+    }
+    let offset_secs = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && matches!(&rest[..1], "+" | "-") => {
+            let sign = if rest.starts_with('-') { -1 } else { 1 };
+            sign * (rest[1..3].parse::<i64>().ok()? * 3600 + rest[4..6].parse::<i64>().ok()? * 60)
+        }
+        _ => return None,
+    };
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset_secs;
+    u64::try_from(secs * 1000 + millis).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frameio_timestamps_parse_to_unix_ms() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339_ms("2025-06-26T20:14:33.796116Z"),
+            Some(1_750_968_873_796)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2025-06-26T22:14:33+02:00"),
+            Some(1_750_968_873_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2024-02-29T12:00:00.5Z"),
+            Some(1_709_208_000_500)
+        );
+        assert_eq!(parse_rfc3339_ms("yesterday"), None);
+        assert_eq!(parse_rfc3339_ms("2025-13-01T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn auto_goes_remote_only_with_a_tunnel_and_under_the_limit() {
+        let url = Some("https://x.trycloudflare.com");
+        assert!(matches!(
+            choose_mode(UploadMode::Auto, url, 10),
+            Mode::Remote(_)
+        ));
+        assert!(matches!(
+            choose_mode(UploadMode::Auto, None, 10),
+            Mode::Local
+        ));
+        assert!(matches!(
+            choose_mode(UploadMode::Auto, url, REMOTE_LIMIT + 1),
+            Mode::Local
+        ));
+        assert!(matches!(
+            choose_mode(UploadMode::Local, url, 10),
+            Mode::Local
+        ));
+        assert!(matches!(
+            choose_mode(UploadMode::Remote, None, 10),
+            Mode::WaitForTunnel
+        ));
+    }
+
+    #[test]
+    fn media_types_by_extension() {
+        assert_eq!(media_type_for("A.MOV"), "video/quicktime");
+        assert_eq!(media_type_for("a.mxf"), "application/mxf");
+        assert_eq!(media_type_for("noext"), "application/octet-stream");
+    }
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(human_size(999), "999 B");
+        assert_eq!(human_size(1_234_567), "1.2 MB");
+        assert_eq!(human_size(52_000_000_000), "52.0 GB");
+    }
+}

@@ -1,0 +1,167 @@
+//! The resumable state of a local upload, beside the ledger: `<state_dir>/uploads/<job>.json`
+//! (the Frame.io file id and its presigned part URLs, written once) and `<job>.done` (one line
+//! per finished part, appended and fsynced as each part finishes).
+//!
+//! Kept out of the ledger on purpose: a big file has thousands of parts, and recording each
+//! finished part in the job's ledger record would rewrite all the URLs every time. Only the
+//! worker holding the job touches its files. The URLs are secrets (anyone holding one can
+//! write that part): the files are created 0600.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::parts::Part;
+
+/// What Frame.io returned for a local upload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LocalPlan {
+    pub file_id: String,
+    pub media_type: String,
+    pub parts: Vec<Part>,
+    /// When the URLs were issued (unix seconds); they live 24 hours.
+    pub issued_at: u64,
+    /// The file version the plan is for.
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+pub struct Sidecar {
+    dir: PathBuf,
+}
+
+impl Sidecar {
+    pub fn new(state_dir: &Path) -> Sidecar {
+        Sidecar {
+            dir: state_dir.join("uploads"),
+        }
+    }
+
+    fn plan_path(&self, job: u64) -> PathBuf {
+        self.dir.join(format!("{job}.json"))
+    }
+
+    fn done_path(&self, job: u64) -> PathBuf {
+        self.dir.join(format!("{job}.done"))
+    }
+
+    /// Saves a new plan (and forgets any finished parts of an older one).
+    pub fn save_plan(&self, job: u64, plan: &LocalPlan) -> io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let _ = std::fs::remove_file(self.done_path(job));
+        let tmp = self.dir.join(format!("{job}.json.tmp"));
+        {
+            let mut f = private_file(&tmp, false)?;
+            f.write_all(&serde_json::to_vec(plan)?)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, self.plan_path(job))?;
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// The saved plan and the parts finished under it, if any.
+    pub fn load(&self, job: u64) -> Option<(LocalPlan, Vec<usize>)> {
+        let plan: LocalPlan =
+            serde_json::from_slice(&std::fs::read(self.plan_path(job)).ok()?).ok()?;
+        let done_text = std::fs::read_to_string(self.done_path(job)).unwrap_or_default();
+        // Only whole lines count: a torn last line is a part we will simply send again.
+        let mut done: Vec<usize> = done_text
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .filter_map(|l| l.trim().parse().ok())
+            .filter(|&i: &usize| i < plan.parts.len())
+            .collect();
+        done.sort_unstable();
+        done.dedup();
+        Some((plan, done))
+    }
+
+    /// Records a finished part durably.
+    pub fn record_done(&self, job: u64, index: usize) -> io::Result<()> {
+        let mut f = private_file(&self.done_path(job), true)?;
+        writeln!(f, "{index}")?;
+        f.sync_data()
+    }
+
+    pub fn remove(&self, job: u64) {
+        let _ = std::fs::remove_file(self.plan_path(job));
+        let _ = std::fs::remove_file(self.done_path(job));
+    }
+}
+
+fn private_file(path: &Path, append: bool) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true);
+    if append {
+        options.append(true);
+    } else {
+        options.truncate(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_and_finished_parts_survive_and_a_torn_line_is_ignored() {
+        let dir = std::env::temp_dir().join(format!("postflow-sidecar-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let sc = Sidecar::new(&dir);
+        assert!(sc.load(7).is_none());
+        let plan = LocalPlan {
+            file_id: "f".into(),
+            media_type: "video/quicktime".into(),
+            parts: (0..4)
+                .map(|i| Part {
+                    url: format!("https://s3/part_{i}?sig"),
+                    size: 10,
+                })
+                .collect(),
+            issued_at: 1,
+            size: 40,
+            mtime_ns: 5,
+        };
+        sc.save_plan(7, &plan).unwrap();
+        sc.record_done(7, 2).unwrap();
+        sc.record_done(7, 0).unwrap();
+        sc.record_done(7, 2).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(sc.done_path(7))
+            .unwrap();
+        f.write_all(b"3").unwrap(); // torn: no newline
+        let (loaded, done) = sc.load(7).unwrap();
+        assert_eq!(loaded, plan);
+        assert_eq!(done, vec![0, 2]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(sc.plan_path(7))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "part URLs are secrets");
+        }
+        sc.save_plan(7, &plan).unwrap();
+        assert_eq!(
+            sc.load(7).unwrap().1,
+            Vec::<usize>::new(),
+            "a new plan starts clean"
+        );
+        sc.remove(7);
+        assert!(sc.load(7).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
