@@ -329,6 +329,15 @@ fn the_page_shows_a_running_job_move_live_and_names_as_text() {
         b.eval("document.querySelectorAll('td b, td img').length"),
         0
     );
+    // Readable on a phone: nothing wider than the screen.
+    b.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true }),
+    );
+    b.wait_for(
+        "the phone layout without sideways scrolling",
+        "document.documentElement.scrollWidth <= 391",
+    );
     assert!(b
         .eval("document.body.innerText")
         .as_str()
