@@ -22,13 +22,18 @@ use tungstenite::{Message, WebSocket};
 const EVIL_NAME: &str = "<img src=x onerror=alert(1)>.mov";
 
 struct Browser {
-    child: Child,
-    profile: PathBuf,
+    _process: Chromium,
     ws: WebSocket<TcpStream>,
     next_id: u64,
 }
 
-impl Drop for Browser {
+/// The Chromium process and its profile, ended and removed however the test ends.
+struct Chromium {
+    child: Child,
+    profile: PathBuf,
+}
+
+impl Drop for Chromium {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -80,8 +85,9 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("start Chromium");
+        let process = Chromium { child, profile };
         // Chromium writes the port it chose, then the browser target's path.
-        let port_file = profile.join("DevToolsActivePort");
+        let port_file = process.profile.join("DevToolsActivePort");
         let start = Instant::now();
         let port: u16 = loop {
             if let Some(p) = std::fs::read_to_string(&port_file)
@@ -112,8 +118,7 @@ impl Browser {
             .unwrap();
         let (ws, _) = tungstenite::client(url.as_str(), stream).expect("DevTools WebSocket");
         let mut b = Browser {
-            child,
-            profile,
+            _process: process,
             ws,
             next_id: 0,
         };
