@@ -1,7 +1,7 @@
 # postflow: common tasks. `make test` is what CI runs (through .ci/run).
 CARGO ?= cargo
 
-.PHONY: build release test lint run clean bench
+.PHONY: build release test test-browser lint run clean bench
 
 build:
 	$(CARGO) build --workspace
@@ -12,6 +12,11 @@ release:
 
 test:
 	$(CARGO) test --workspace
+
+# Headless Chromium loads the page while a job runs (installs chromium when missing) and
+# saves docs/screenshot.png for the README.
+test-browser:
+	CARGO=$(CARGO) tests/browser/run.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

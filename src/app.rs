@@ -4,18 +4,21 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, select, unbounded, Receiver, RecvTimeoutError, Sender};
 
 use crate::config::{Config, ConfigError, TunnelMode};
-use crate::events::{self, Hub};
+use crate::dashboard::{self, Dashboard};
+use crate::events::{self, Event, Hub};
 use crate::frameio::api::{Account, Api, RetryPolicy};
 use crate::frameio::auth::{code_from_paste, Auth, AuthState};
 use crate::ledger::{Job, Ledger};
 use crate::links::Links;
+use crate::logtail;
+use crate::notify;
 use crate::queue::{self, QueueMsg, QueueSettings};
 use crate::serve::{FileServer, ServeEvent, ServeOptions};
 use crate::statedir::{LockError, StateDir};
@@ -45,17 +48,14 @@ fn print_config_error(e: &ConfigError) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-/// env_logger on stderr with timestamps; `RUST_LOG` overrides `log_level`.
+/// env_logger on stderr with timestamps (INFO and above also go to the page once the hub is
+/// attached); `RUST_LOG` overrides `log_level`.
 pub fn init_logging(config: &Config) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| config.log_level.clone());
-    let _ = env_logger::Builder::new()
-        .parse_filters(&filter)
-        .format_timestamp_secs()
-        .target(env_logger::Target::Stderr)
-        .try_init();
+    logtail::init(&filter);
 }
 
 /// Makes any panic end the process with a non-zero code, in every build profile, so that a
@@ -190,7 +190,11 @@ pub fn run(config: Config) -> ExitCode {
     // every receiver at once.
     let (stop_tx, stop_rx) = bounded::<()>(0);
     let (hub, hub_inbox) = Hub::new();
+    logtail::attach(hub.clone());
     let (queue_tx, queue_rx) = unbounded::<QueueMsg>();
+    let state = Arc::new(state);
+    let dead_threads = Arc::new(Mutex::new(Vec::new()));
+
     // Upload workers take jobs from here (rendezvous: see queue.rs). Until they exist nobody
     // receives, so the queue hands out nothing; the receiver lives until shutdown.
     let (jobs_tx, jobs_rx) = bounded::<Job>(0);
@@ -198,6 +202,24 @@ pub fn run(config: Config) -> ExitCode {
 
     let auth = Auth::new(&config.frameio, state.path(), Some(hub.clone()));
     let api = Api::new(&config.frameio, auth.clone());
+    let dash = Dashboard::bind(
+        &config.dashboard,
+        dashboard::Deps {
+            hub: hub.clone(),
+            queue: queue_tx.clone(),
+            state_dir: Arc::clone(&state),
+            dead_threads: Arc::clone(&dead_threads),
+            login: Some(Arc::new(dashboard::login::AuthLogin::new(auth.clone()))),
+        },
+    );
+    let dash = match dash {
+        Ok(d) => d,
+        Err(e) => {
+            log::error!("dashboard.listen {}: {e}", config.dashboard.listen);
+            logtail::detach();
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
     // The file server's events: progress goes to whoever displays it; serving never waits on
     // this channel (a full channel drops progress samples, never bytes).
     let (serve_tx, serve_rx) = bounded::<ServeEvent>(1024);
@@ -247,6 +269,13 @@ pub fn run(config: Config) -> ExitCode {
     let mut threads = Threads::new();
     threads.spawn("hub", move || events::run_hub(hub_inbox));
     {
+        let (server, follower) = dash.into_loops();
+        let stop = stop_rx.clone();
+        threads.spawn("dashboard", move || server.run(stop));
+        let stop = stop_rx.clone();
+        threads.spawn("dashboard-events", move || follower.run(stop));
+    }
+    {
         let (stop, hub) = (stop_rx.clone(), hub.clone());
         let settings = QueueSettings::from_config(&config);
         threads.spawn("queue", move || {
@@ -273,6 +302,23 @@ pub fn run(config: Config) -> ExitCode {
         let stop = stop_rx.clone();
         threads.spawn("tunnel", move || tunnel::run_tunnel(supervisor, stop));
     }
+    if let Some((url, notices_tx, notices_rx)) = notify::channel(&config.notify) {
+        let (stop, hub) = (stop_rx.clone(), hub.clone());
+        threads.spawn("notify", move || {
+            let notices = notify::Notices::new(notify::TUNNEL_DOWN_AFTER);
+            notify::run_notifier(notices, hub, notices_tx, stop)
+        });
+        let (stop, format) = (stop_rx.clone(), config.notify.format);
+        threads.spawn("notify-send", move || {
+            notify::run_sender(url, format, notices_rx, stop)
+        });
+    }
+    {
+        let (stop, hub) = (stop_rx.clone(), hub.clone());
+        threads.spawn("serve-events", move || {
+            forward_serve_events(serve_rx, hub, stop)
+        });
+    }
     for i in 1..=config.upload.concurrency {
         let (up, jobs) = (Arc::clone(&uploader), jobs_rx.clone());
         // Thread names must be 'static and unique; a handful of small leaks at start is fine.
@@ -295,15 +341,19 @@ pub fn run(config: Config) -> ExitCode {
             EXIT_OK
         }
         recv(threads.exited_rx) -> name => {
-            log::error!("the {} thread stopped unexpectedly; exiting so a watchdog restarts postflow",
-                name.unwrap_or("?"));
+            let name = name.unwrap_or("?");
+            if let Ok(mut dead) = dead_threads.lock() {
+                dead.push(name);
+            }
+            log::error!("the {name} thread stopped unexpectedly; exiting so a watchdog restarts postflow");
             EXIT_FAILURE
         }
     };
     drop(stop_tx);
+    drop(queue_tx);
+    logtail::detach();
     threads.join_all(Instant::now() + SHUTDOWN_DEADLINE);
     server.stop();
-    drop(serve_rx);
     log::info!("stopped");
     drop(state);
     ExitCode::from(code)
@@ -357,6 +407,75 @@ fn probe_source(links: Links, state_dir: &Path) -> ProbeSource {
 
 /// The job id probe links are registered under (real jobs start at 1).
 pub const PROBE_JOB: u64 = 0;
+/// `postflow status`: asks the running instance's `/api/status` and prints a short summary.
+pub fn status(config: &Config) -> ExitCode {
+    // An instance listening on every address is reachable on loopback.
+    let mut addr = config.dashboard.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let url = format!("http://{addr}/api/status");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = agent.get(&url);
+    if let Some(token) = &config.dashboard.token {
+        req = req.header("Authorization", &format!("Bearer {token}"));
+    }
+    let mut resp = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            println!("postflow is not running (nothing answers on http://{addr})");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+        Err(e) => {
+            eprintln!("postflow status: {url}: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    let body: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!(
+                "postflow status: {url} answered {status} with something else than JSON: {e}"
+            );
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    if status != 200 {
+        eprintln!(
+            "postflow status: {url} answered {status}: {}",
+            body["error"].as_str().unwrap_or("")
+        );
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    print!("{}", dashboard::summary(&body, &format!("http://{addr}")));
+    ExitCode::from(EXIT_OK)
+}
+
+/// Passes the file server's progress to the hub (the page's progress bars, `/metrics`).
+fn forward_serve_events(events: Receiver<ServeEvent>, hub: Hub, stop: Receiver<()>) {
+    loop {
+        select! {
+            recv(events) -> ev => match ev {
+                Ok(ServeEvent::Transfer { job, covered, total, bytes_per_sec }) => {
+                    hub.publish(Event::Transfer { job, covered, total, bytes_per_sec });
+                }
+                // Milestones are already in the log; a changed file is the uploader's business.
+                Ok(ServeEvent::Milestone { .. } | ServeEvent::FileChanged { .. }) => {}
+                Err(_) => return,
+            },
+            recv(stop) -> _ => return,
+        }
+    }
+}
 
 /// Tells the queue when Frame.io sign-in comes back (after `postflow auth` or the dashboard's
 /// "Connect Frame.io"), so jobs held for it resume without a restart.

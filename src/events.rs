@@ -16,11 +16,35 @@ use crate::ledger::Job;
 pub enum Event {
     /// A job changed (already recorded in the ledger).
     JobChanged(Job),
-    /// A part of the program changed state (watcher, file server, tunnel, auth, queue).
+    /// A part of the program changed state. Names and what their states mean:
+    /// `watcher` (detail: root and file count), `server` (the public file server), `tunnel`
+    /// (detail: the public URL; `down` while it restarts, `off` with `tunnel.mode` off),
+    /// `queue` (`up` = running, `off` = paused by a person). Frame.io sign-in has its own
+    /// event, `AuthChanged`; the dashboard shows it as the `auth` component.
     Component {
         name: &'static str,
         state: ComponentState,
         detail: String,
+    },
+    /// The file server delivered bytes of a job's file: `covered` is the union of the ranges
+    /// served so far this attempt, out of `total`. Forwarded from the file server's progress.
+    Transfer {
+        job: u64,
+        covered: u64,
+        total: u64,
+        bytes_per_sec: f64,
+    },
+    /// An upload attempt ended, in `mode` "remote" or "local", successfully or not.
+    AttemptEnded {
+        job: u64,
+        mode: &'static str,
+        ok: bool,
+    },
+    /// A log record at INFO or above (for the page's debug zone); see `logtail`.
+    Log {
+        level: log::Level,
+        target: String,
+        message: String,
     },
     /// Frame.io sign-in changed: `connected`, or `needs_login` (uploads wait; the page shows a
     /// banner and a notification goes out).

@@ -9,12 +9,15 @@
 pub mod app;
 pub mod config;
 pub mod container;
+pub mod dashboard;
 pub mod events;
 pub mod frameio;
 pub mod glob;
 pub mod layout;
 pub mod ledger;
 pub mod links;
+pub mod logtail;
+pub mod notify;
 pub mod process;
 pub mod queue;
 pub mod range;

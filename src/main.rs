@@ -17,6 +17,7 @@ Usage:
                              the address the browser ends on) and save the tokens
   postflow check CONFIG      check the config, the Frame.io connection and the machine;
                              exit 0 only if all pass
+  postflow status CONFIG     print the running instance's summary (exit 1 if none runs)
   postflow --version         print the version
   postflow --help            print this help
 
@@ -27,6 +28,7 @@ Exit codes: 0 ok (also: already running), 1 runtime failure, 2 bad usage or bad 
 enum Command {
     Run(PathBuf),
     Check(PathBuf),
+    Status(PathBuf),
     Auth(PathBuf),
     Version,
     Help,
@@ -52,6 +54,7 @@ fn parse_args(args: &[OsString]) -> Result<Command, String> {
         ["-V" | "--version" | "version", ..] => Ok(Command::Version),
         ["run", ..] => one_config("run", &args[1..]).map(Command::Run),
         ["check", ..] => one_config("check", &args[1..]).map(Command::Check),
+        ["status", ..] => one_config("status", &args[1..]).map(Command::Status),
         ["auth", ..] => one_config("auth", &args[1..]).map(Command::Auth),
         [flag, ..] if flag.starts_with('-') => Err(format!("unknown option {flag:?}")),
         [_] => Ok(Command::Run(PathBuf::from(&args[0]))),
@@ -85,6 +88,10 @@ fn main() -> ExitCode {
             Ok(config) => app::check(config),
             Err(code) => code,
         },
+        Command::Status(path) => match app::load_config(&path) {
+            Ok(config) => app::status(&config),
+            Err(code) => code,
+        },
         Command::Auth(path) => match app::load_config(&path) {
             Ok(config) => app::auth(config),
             Err(code) => code,
@@ -108,6 +115,10 @@ mod tests {
         assert_eq!(
             parse(&["check", "c.json"]),
             Ok(Command::Check("c.json".into()))
+        );
+        assert_eq!(
+            parse(&["status", "c.json"]),
+            Ok(Command::Status("c.json".into()))
         );
         assert_eq!(
             parse(&["auth", "c.json"]),

@@ -275,6 +275,8 @@ pub struct Queue {
     due: HashMap<u64, u64>,
     /// Handed to a worker and not finished.
     out: HashSet<u64>,
+    /// The mode of each running attempt ("remote"/"local"), for the attempt's end event.
+    modes: HashMap<u64, &'static str>,
     paused: bool,
     auth_held: bool,
     watched_files: Option<usize>,
@@ -304,6 +306,7 @@ impl Queue {
             timed: BTreeSet::new(),
             due: HashMap::new(),
             out: HashSet::new(),
+            modes: HashMap::new(),
             paused: false,
             auth_held: false,
             watched_files: None,
@@ -727,9 +730,15 @@ impl Queue {
             log::warn!("an upload worker reported on job {id}, which does not exist");
             return;
         };
+        let ended = match &update {
+            AttemptUpdate::Done { .. } => Some(true),
+            AttemptUpdate::Failed { .. } => Some(false),
+            _ => None,
+        };
         match update {
             AttemptUpdate::Started { mode, .. } => {
                 log::debug!("{}: attempt {} ({mode})", job.path, job.attempts + 1);
+                self.modes.insert(id, mode);
                 self.handed_out(id);
                 job.state = JobState::Uploading;
                 job.attempts += 1;
@@ -753,6 +762,13 @@ impl Queue {
         }
         job.updated_ms = now;
         self.commit(vec![job], now);
+        if let Some(ok) = ended {
+            // After the ledger write, like every event. An adopted file never started an
+            // attempt in this run and has no mode: it counts as neither.
+            if let Some(mode) = self.modes.remove(&id) {
+                self.hub.publish(Event::AttemptEnded { job: id, mode, ok });
+            }
+        }
     }
 
     fn failed(&mut self, job: &mut Job, error: String, kind: FailureKind, now: u64) {

@@ -1,0 +1,346 @@
+//! What the dashboard knows between queue snapshots, kept up to date from hub events:
+//! component states, active transfers, the log tail and the counters behind `/metrics`.
+//! Pure: no I/O, time passed in, unit-tested below.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Value};
+
+use crate::events::{ComponentState, Event};
+use crate::frameio::AuthState;
+use crate::ledger::{Job, JobState};
+
+/// Log lines kept for the debug zone.
+pub const LOG_TAIL: usize = 200;
+/// At most this many `transfer` messages per second per job reach the viewers.
+const TRANSFER_INTERVAL: Duration = Duration::from_millis(500);
+/// Finished jobs shown in a snapshot (every unfinished job is shown).
+pub const RECENT_FINISHED: usize = 100;
+
+#[derive(Clone, Debug)]
+pub struct Component {
+    pub state: ComponentState,
+    pub detail: String,
+    /// When it entered this state (unix ms).
+    pub since_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Transfer {
+    covered: u64,
+    total: u64,
+    bytes_per_sec: f64,
+    last_sent: Option<Instant>,
+}
+
+#[derive(Default)]
+pub struct Model {
+    pub components: BTreeMap<&'static str, Component>,
+    transfers: BTreeMap<u64, Transfer>,
+    /// File names of jobs with a transfer, for the page.
+    names: BTreeMap<u64, String>,
+    log: VecDeque<Value>,
+    /// Upload attempts that ended, by (mode, result).
+    pub attempts: BTreeMap<(&'static str, &'static str), u64>,
+    /// Distinct file bytes delivered by the file server (growth of each job's coverage).
+    pub bytes_served: u64,
+}
+
+/// A message for the viewers: its `type` and `data`.
+pub type Push = (&'static str, Value);
+
+impl Model {
+    /// Takes an event into the model and says what to push to viewers, if anything (transfers
+    /// are throttled per job; the last one of a file always goes out).
+    pub fn apply(&mut self, event: &Event, now: Instant, wall: SystemTime) -> Option<Push> {
+        match event {
+            // The tunnel's state reaches the page as its `Component "tunnel"` events; these
+            // two are for the uploader's and notifier's benefit.
+            Event::TunnelUp { .. } | Event::TunnelDown { .. } => None,
+            Event::JobChanged(job) => {
+                if !matches!(job.state, JobState::Uploading | JobState::Processing) {
+                    self.transfers.remove(&job.id);
+                    self.names.remove(&job.id);
+                } else {
+                    self.names.insert(job.id, job.name().to_string());
+                }
+                Some(("job", job_json(job)))
+            }
+            Event::AuthChanged(auth) => {
+                let (state, detail) = match auth {
+                    AuthState::Connected => (ComponentState::Up, "connected".to_string()),
+                    AuthState::NeedsLogin { reason } => {
+                        (ComponentState::Down, format!("needs_login: {reason}"))
+                    }
+                };
+                self.apply(
+                    &Event::Component {
+                        name: "auth",
+                        state,
+                        detail,
+                    },
+                    now,
+                    wall,
+                )
+            }
+            Event::Component {
+                name,
+                state,
+                detail,
+            } => {
+                let since_ms = match self.components.get(name) {
+                    Some(c) if c.state == *state => c.since_ms,
+                    _ => unix_ms(wall),
+                };
+                let c = Component {
+                    state: *state,
+                    detail: detail.clone(),
+                    since_ms,
+                };
+                let data = component_json(name, &c);
+                self.components.insert(name, c);
+                Some(("component", data))
+            }
+            Event::Transfer {
+                job,
+                covered,
+                total,
+                bytes_per_sec,
+            } => {
+                let t = self.transfers.entry(*job).or_insert(Transfer {
+                    covered: 0,
+                    total: *total,
+                    bytes_per_sec: 0.0,
+                    last_sent: None,
+                });
+                // Coverage only grows within an attempt; a smaller value is a new attempt.
+                self.bytes_served += covered.saturating_sub(t.covered);
+                t.covered = *covered;
+                t.total = *total;
+                t.bytes_per_sec = *bytes_per_sec;
+                let due = t
+                    .last_sent
+                    .is_none_or(|at| now.duration_since(at) >= TRANSFER_INTERVAL);
+                if due || covered >= total {
+                    t.last_sent = Some(now);
+                    Some(("transfer", self.transfer_json(*job)))
+                } else {
+                    None
+                }
+            }
+            Event::AttemptEnded { mode, ok, .. } => {
+                let result = if *ok { "ok" } else { "error" };
+                *self.attempts.entry((mode, result)).or_insert(0) += 1;
+                None
+            }
+            Event::Log {
+                level,
+                target,
+                message,
+            } => {
+                let line = json!({
+                    "time": rfc3339(wall),
+                    "level": level.as_str(),
+                    "target": target,
+                    "message": message,
+                });
+                if self.log.len() == LOG_TAIL {
+                    self.log.pop_front();
+                }
+                self.log.push_back(line.clone());
+                Some(("log", line))
+            }
+        }
+    }
+
+    fn transfer_json(&self, job: u64) -> Value {
+        let t = &self.transfers[&job];
+        json!({
+            "job": job,
+            "name": self.names.get(&job),
+            "covered": t.covered,
+            "total": t.total,
+            "bytes_per_sec": t.bytes_per_sec,
+        })
+    }
+
+    pub fn transfers_json(&self) -> Vec<Value> {
+        self.transfers
+            .keys()
+            .map(|id| self.transfer_json(*id))
+            .collect()
+    }
+
+    pub fn components_json(&self) -> Value {
+        Value::Object(
+            self.components
+                .iter()
+                .map(|(name, c)| (name.to_string(), component_json(name, c)))
+                .collect(),
+        )
+    }
+
+    pub fn log_json(&self) -> Vec<Value> {
+        self.log.iter().cloned().collect()
+    }
+}
+
+fn component_json(name: &str, c: &Component) -> Value {
+    json!({
+        "name": name,
+        "state": c.state.as_str(),
+        "detail": c.detail,
+        "since_ms": c.since_ms,
+    })
+}
+
+/// A job as the page and the API see it: the ledger's fields plus `name`.
+pub fn job_json(job: &Job) -> Value {
+    let mut v = serde_json::to_value(job).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert("name".into(), json!(job.name()));
+    }
+    v
+}
+
+/// The jobs worth showing: every unfinished one, then the most recently finished ones, newest
+/// first.
+pub fn recent(mut jobs: Vec<Job>) -> Vec<Job> {
+    jobs.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms).then(b.id.cmp(&a.id)));
+    let mut finished = 0;
+    jobs.retain(|j| {
+        if j.state.is_final() {
+            finished += 1;
+            finished <= RECENT_FINISHED
+        } else {
+            true
+        }
+    });
+    jobs
+}
+
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `2024-05-01T12:34:56.789Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let ms = unix_ms(t);
+    let (secs, millis) = (ms / 1000, ms % 1000);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
+/// algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: u64, state: JobState, updated_ms: u64) -> Job {
+        Job {
+            id,
+            path: format!("a/f{id}.mov"),
+            size: 10,
+            mtime_ns: 0,
+            state,
+            folder: String::new(),
+            attempts: 0,
+            next_attempt_ms: None,
+            reason: None,
+            file_id: None,
+            view_url: None,
+            created_ms: 0,
+            updated_ms,
+        }
+    }
+
+    fn transfer(covered: u64) -> Event {
+        Event::Transfer {
+            job: 1,
+            covered,
+            total: 100,
+            bytes_per_sec: 1.0,
+        }
+    }
+
+    #[test]
+    fn rfc3339_formats_utc() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_714_566_896_789);
+        assert_eq!(rfc3339(t), "2024-05-01T12:34:56.789Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn transfers_are_throttled_but_the_last_always_goes_out() {
+        let mut m = Model::default();
+        let (t0, wall) = (Instant::now(), SystemTime::now());
+        m.apply(&Event::JobChanged(job(1, JobState::Uploading, 1)), t0, wall);
+        assert!(m.apply(&transfer(10), t0, wall).is_some());
+        assert!(m
+            .apply(&transfer(20), t0 + Duration::from_millis(100), wall)
+            .is_none());
+        let (kind, data) = m
+            .apply(&transfer(30), t0 + Duration::from_millis(600), wall)
+            .unwrap();
+        assert_eq!(kind, "transfer");
+        assert_eq!(data["covered"], 30);
+        assert_eq!(data["name"], "f1.mov");
+        assert!(m
+            .apply(&transfer(100), t0 + Duration::from_millis(650), wall)
+            .is_some());
+        assert_eq!(m.bytes_served, 100);
+        m.apply(&Event::JobChanged(job(1, JobState::Done, 2)), t0, wall);
+        assert!(m.transfers_json().is_empty());
+    }
+
+    #[test]
+    fn recent_keeps_every_unfinished_job_and_the_newest_finished() {
+        let mut jobs: Vec<Job> = (1..=150).map(|i| job(i, JobState::Done, i)).collect();
+        jobs.push(job(500, JobState::Queued, 0));
+        let r = recent(jobs);
+        assert_eq!(r.len(), RECENT_FINISHED + 1);
+        assert_eq!(r[0].id, 150);
+        assert!(r.iter().any(|j| j.id == 500));
+    }
+
+    #[test]
+    fn the_log_tail_is_bounded() {
+        let mut m = Model::default();
+        for i in 0..LOG_TAIL + 5 {
+            m.apply(
+                &Event::Log {
+                    level: log::Level::Info,
+                    target: "t".into(),
+                    message: i.to_string(),
+                },
+                Instant::now(),
+                SystemTime::now(),
+            );
+        }
+        let log = m.log_json();
+        assert_eq!(log.len(), LOG_TAIL);
+        assert_eq!(log[0]["message"], "5");
+    }
+}

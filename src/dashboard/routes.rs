@@ -1,0 +1,381 @@
+//! The route table and the checks every request passes first.
+//!
+//! Security (DESIGN "Dashboard and API"): on a loopback listen the `Host` header must name the
+//! loopback address we listen on (no DNS rebinding); POST routes and `/ws` also need an
+//! `Origin`, when the client sends one, naming that same host (no CSRF from another page).
+//! With `dashboard.token` set, every route but `/health` needs the token: an
+//! `Authorization: Bearer` header or the login cookie that `/?token=…` sets.
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use super::http::{Request, Response};
+use super::{metrics, ws, Ctx};
+use crate::events::{ComponentState, Event};
+use crate::queue::QueueMsg;
+
+pub enum Reply {
+    Http(Response),
+    /// Answer 101 with `accept_key` and serve the viewer holding `ticket`.
+    WebSocket {
+        accept_key: String,
+        ticket: ws::Ticket,
+    },
+}
+
+impl From<Response> for Reply {
+    fn from(r: Response) -> Reply {
+        Reply::Http(r)
+    }
+}
+
+const PAGE: &str = include_str!("../../www/index.html");
+const COOKIE: &str = "postflow_token";
+
+pub fn handle(ctx: &Ctx, req: &Request) -> Reply {
+    let path: Vec<&str> = req.path.split('/').skip(1).collect();
+    let post = req.method == "POST";
+    if req.path != "/health" {
+        if let Err(resp) = check_host(ctx, req) {
+            return resp.into();
+        }
+        if post || req.path == "/ws" {
+            if let Err(resp) = check_origin(ctx, req) {
+                return resp.into();
+            }
+        }
+        if let Some(reply) = check_token(ctx, req) {
+            return reply.into();
+        }
+    }
+    match (req.method.as_str(), path.as_slice()) {
+        // The page. `?token=T` (only with dashboard.token) sets the login cookie.
+        ("GET", [""]) => Response::new(200, "text/html; charset=utf-8", PAGE)
+            .with_header(
+                "Content-Security-Policy",
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'; img-src 'self' data:; form-action 'self'; \
+                 frame-ancestors 'none'",
+            )
+            .into(),
+        // Live updates (WebSocket): a `snapshot`, then `job`, `transfer`, `component`, `log`.
+        ("GET", ["ws"]) => websocket(ctx, req),
+        // 200 {"status":"ok"|"degraded","components":{…}}; 503 when a restart would help.
+        ("GET", ["health"]) => {
+            let (status, body) = ctx.health();
+            Response::json(status, &body).into()
+        }
+        // Everything the page shows (same data as the WebSocket snapshot).
+        ("GET", ["api", "status"]) => Response::json(200, &ctx.status()).into(),
+        // Job counts by state, and whether the queue is paused.
+        ("GET", ["api", "queue", "stats"]) => queue_stats(ctx).into(),
+        // Jobs, newest first. ?state=<waiting|queued|…|skipped> &limit=<1..1000, default 100>
+        ("GET", ["api", "jobs"]) => list_jobs(ctx, req).into(),
+        // Queue files now (`postflow upload`). Body {"paths": ["…"]}
+        ("POST", ["api", "jobs"]) => enqueue(ctx, req).into(),
+        // A failed or skipped job back to queued. <id>: the job id
+        ("POST", ["api", "jobs", id, "retry"]) => retry(ctx, id).into(),
+        // Every failed job back to queued; {"retried": n}
+        ("POST", ["api", "retry-failed"]) => retry_failed(ctx).into(),
+        // No new uploads start (those under way finish); replies the queue stats.
+        ("POST", ["api", "pause"]) => pause(ctx, true).into(),
+        // Uploads start again (also lifts a hold for Frame.io login).
+        ("POST", ["api", "resume"]) => pause(ctx, false).into(),
+        // Prometheus text format.
+        ("GET", ["metrics"]) => metrics::render(ctx).into(),
+        // Redirects to Adobe IMS with a fresh `state`.
+        ("GET", ["oauth", "start"]) => oauth_start(ctx).into(),
+        // IMS redirects here when it can reach the dashboard. ?code=&state=
+        ("GET", ["oauth", "callback"]) => oauth_callback(ctx, req).into(),
+        // Body: the URL the browser ended on after logging in (or the bare code).
+        ("POST", ["oauth", "code"]) => oauth_code(ctx, req).into(),
+        (_, [""] | ["ws" | "health" | "metrics"] | ["api", ..] | ["oauth", ..]) => {
+            Response::error(405, "method not allowed").into()
+        }
+        _ => Response::error(404, "not found").into(),
+    }
+}
+
+fn websocket(ctx: &Ctx, req: &Request) -> Reply {
+    let accept_key = match ws::check_handshake(req) {
+        Ok(k) => k,
+        Err(resp) => return resp.into(),
+    };
+    match ctx.viewers.join() {
+        Some(ticket) => Reply::WebSocket { accept_key, ticket },
+        None => Response::error(
+            503,
+            &format!(
+                "too many viewers: at most {} pages can watch at once",
+                ws::MAX_VIEWERS
+            ),
+        )
+        .with_header("Retry-After", "30")
+        .into(),
+    }
+}
+
+fn queue_stats(ctx: &Ctx) -> Response {
+    match ctx.stats() {
+        Ok(stats) => Response::json(200, &super::stats_json(Some(&stats))),
+        Err(e) => Response::error(503, &e),
+    }
+}
+
+fn retry(ctx: &Ctx, id: &str) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return Response::error(404, "no such job");
+    };
+    match ctx.ask(|reply| QueueMsg::Retry { id, reply }) {
+        Ok(Ok(())) => {
+            log::info!("job {id}: retry asked from the dashboard");
+            Response::json(200, &json!({ "ok": true, "id": id }))
+        }
+        Ok(Err(e)) => Response::error(409, &e),
+        Err(e) => Response::error(503, &e),
+    }
+}
+
+fn retry_failed(ctx: &Ctx) -> Response {
+    match ctx.ask(|reply| QueueMsg::RetryFailed { reply }) {
+        Ok(n) => {
+            log::info!("{n} failed jobs queued again from the dashboard");
+            Response::json(200, &json!({ "ok": true, "retried": n }))
+        }
+        Err(e) => Response::error(503, &e),
+    }
+}
+
+/// Pauses or resumes, then reads the queue's state back (same channel, so in order) and tells
+/// the viewers.
+fn pause(ctx: &Ctx, paused: bool) -> Response {
+    let msg = if paused {
+        QueueMsg::Pause
+    } else {
+        QueueMsg::Resume
+    };
+    if ctx.queue.send(msg).is_err() {
+        return Response::error(503, "the queue is not running");
+    }
+    match ctx.stats() {
+        Ok(stats) => {
+            ctx.hub.publish(Event::Component {
+                name: "queue",
+                state: if stats.paused {
+                    ComponentState::Off
+                } else {
+                    ComponentState::Up
+                },
+                detail: if stats.paused { "paused" } else { "running" }.into(),
+            });
+            Response::json(200, &super::stats_json(Some(&stats)))
+        }
+        Err(e) => Response::error(503, &e),
+    }
+}
+
+/// Body `{"paths": ["/abs/or/relative/to/watch.root", …]}`; one result per path.
+fn enqueue(ctx: &Ctx, req: &Request) -> Response {
+    let paths: Vec<PathBuf> = match serde_json::from_slice::<Value>(&req.body)
+        .ok()
+        .and_then(|v| v.get("paths").cloned())
+        .and_then(|p| serde_json::from_value::<Vec<String>>(p).ok())
+    {
+        Some(p) if !p.is_empty() => p.into_iter().map(PathBuf::from).collect(),
+        _ => return Response::error(400, r#"send {"paths": ["file", …]}"#),
+    };
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    match ctx.ask(|reply| QueueMsg::Enqueue { paths, reply }) {
+        Ok(results) => {
+            let results: Vec<Value> = names
+                .iter()
+                .zip(results)
+                .map(|(path, r)| match r {
+                    Ok(id) => json!({ "path": path, "id": id }),
+                    Err(e) => json!({ "path": path, "error": e }),
+                })
+                .collect();
+            Response::json(200, &json!({ "results": results }))
+        }
+        Err(e) => Response::error(503, &e),
+    }
+}
+
+fn list_jobs(ctx: &Ctx, req: &Request) -> Response {
+    let state = req.query_param("state").filter(|s| !s.is_empty());
+    if let Some(s) = &state {
+        if !crate::ledger::JobState::ALL.iter().any(|k| k.as_str() == s) {
+            return Response::error(400, &format!("unknown state {s:?}"));
+        }
+    }
+    let limit = match req.query_param("limit").map(|l| l.parse::<usize>()) {
+        None => 100,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => return Response::error(400, "limit must be a number from 1 to 1000"),
+    };
+    let mut jobs = match ctx.jobs() {
+        Ok(j) => j,
+        Err(e) => return Response::error(503, &e),
+    };
+    jobs.retain(|j| state.as_deref().is_none_or(|s| j.state.as_str() == s));
+    jobs.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms).then(b.id.cmp(&a.id)));
+    let total = jobs.len();
+    jobs.truncate(limit);
+    let list: Vec<Value> = jobs.iter().map(super::model::job_json).collect();
+    Response::json(200, &json!({ "total": total, "jobs": list }))
+}
+
+fn oauth_start(ctx: &Ctx) -> Response {
+    let Some(login) = &ctx.login else {
+        return login_unavailable();
+    };
+    match login.authorize_url() {
+        Ok(url) => Response::new(303, "text/plain; charset=utf-8", "")
+            .with_header("Location", url)
+            .with_header("Referrer-Policy", "no-referrer"),
+        Err(e) => Response::error(502, &e),
+    }
+}
+
+fn oauth_callback(ctx: &Ctx, req: &Request) -> Response {
+    let Some(login) = &ctx.login else {
+        return login_unavailable();
+    };
+    let url = format!("http://{}{}?{}", ctx.listen, req.path, req.query);
+    match login.complete(&url) {
+        Ok(()) => Response::new(303, "text/plain; charset=utf-8", "").with_header("Location", "/"),
+        Err(e) => Response::new(
+            400,
+            "text/plain; charset=utf-8",
+            format!("Frame.io login failed: {e}\n"),
+        ),
+    }
+}
+
+fn oauth_code(ctx: &Ctx, req: &Request) -> Response {
+    let Some(login) = &ctx.login else {
+        return login_unavailable();
+    };
+    // The page sends {"url": "..."}; a plain-text body is accepted too (curl).
+    let text = String::from_utf8_lossy(&req.body);
+    let pasted = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v.get("url").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| text.trim().to_string());
+    if pasted.is_empty() {
+        return Response::error(
+            400,
+            "paste the address your browser ended on after logging in",
+        );
+    }
+    match login.complete(&pasted) {
+        Ok(()) => Response::json(200, &json!({ "ok": true })),
+        Err(e) => Response::error(400, &e),
+    }
+}
+
+fn login_unavailable() -> Response {
+    Response::error(
+        503,
+        "Frame.io login is not available from the dashboard in this build; run `postflow auth config.json`",
+    )
+}
+
+/// The host names that mean "this dashboard", with the port.
+fn host_allowed(ctx: &Ctx, host: &str) -> bool {
+    let port = ctx.listen.port();
+    let (name, host_port) = match host.rsplit_once(':') {
+        Some((n, p)) if !p.contains(']') => (n, p.parse::<u16>().ok()),
+        _ => (host, Some(80)),
+    };
+    if host_port != Some(port) {
+        return false;
+    }
+    if !ctx.listen.ip().is_loopback() {
+        // Reachable from other machines under names we cannot know; the token guards it.
+        return true;
+    }
+    let ip = ctx.listen.ip().to_string();
+    name.eq_ignore_ascii_case("localhost")
+        || name == ip
+        || name.trim_start_matches('[').trim_end_matches(']') == ip
+}
+
+fn check_host(ctx: &Ctx, req: &Request) -> Result<(), Response> {
+    match req.header("host") {
+        Some(h) if host_allowed(ctx, h) => Ok(()),
+        _ => Err(Response::error(
+            403,
+            "the Host header does not name this dashboard",
+        )),
+    }
+}
+
+/// Browsers send `Origin` on every cross-site POST and WebSocket; a client without one (curl,
+/// `postflow upload`) is not a browser page and cannot be tricked into a request.
+fn check_origin(ctx: &Ctx, req: &Request) -> Result<(), Response> {
+    let Some(origin) = req.header("origin") else {
+        return Ok(());
+    };
+    let ok = origin
+        .strip_prefix("http://")
+        .is_some_and(|h| host_allowed(ctx, h));
+    if ok {
+        Ok(())
+    } else {
+        Err(Response::error(
+            403,
+            "requests from other web pages are refused",
+        ))
+    }
+}
+
+/// With a token configured: `None` when the request carries it; else the reply (401, or the
+/// cookie-setting redirect for `/?token=…`).
+fn check_token(ctx: &Ctx, req: &Request) -> Option<Response> {
+    let token = ctx.token.as_deref()?;
+    let bearer = req
+        .header("authorization")
+        .and_then(|a| a.strip_prefix("Bearer "));
+    let cookie = req.cookie(COOKIE);
+    if [bearer, cookie]
+        .into_iter()
+        .flatten()
+        .any(|t| same(t.trim(), token))
+    {
+        return None;
+    }
+    if req.method == "GET" && req.path == "/" {
+        if let Some(given) = req.query_param("token") {
+            if same(&given, token) {
+                return Some(
+                    Response::new(303, "text/plain; charset=utf-8", "")
+                        .with_header("Location", "/")
+                        .with_header(
+                            "Set-Cookie",
+                            format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"),
+                        ),
+                );
+            }
+        }
+        return Some(Response::new(
+            401,
+            "text/plain; charset=utf-8",
+            "This dashboard needs its token: open /?token=<dashboard.token from config.json>\n",
+        ));
+    }
+    Some(
+        Response::error(401, "missing or wrong dashboard token")
+            .with_header("WWW-Authenticate", "Bearer"),
+    )
+}
+
+/// Compares without stopping at the first difference, so timing says nothing about the token.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}

@@ -1,0 +1,482 @@
+//! Notifications to `notify.webhook_url` (Discord, Slack or plain JSON): an upload done, an
+//! upload failed for good, Frame.io needs a login, the tunnel down for more than five minutes.
+//!
+//! Two threads: `notify` follows the hub and decides what is worth saying (`Notices`, pure and
+//! unit-tested); `notify-send` posts, with retries. Between them a small bounded queue: when the
+//! webhook is slow or down, notices beyond it are dropped with a warning, never waited for, so
+//! the pipeline cannot be slowed by a chat service.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, TrySendError};
+use serde_json::{json, Value};
+
+use crate::config::{NotifyConfig, NotifyFormat};
+use crate::dashboard::model::rfc3339;
+use crate::events::{ComponentState, Event, Hub};
+use crate::frameio::AuthState;
+use crate::ledger::{Job, JobState};
+
+/// The tunnel must be down this long before anyone is told.
+pub const TUNNEL_DOWN_AFTER: Duration = Duration::from_secs(5 * 60);
+/// Hub events waiting for the notifier.
+const HUB_QUEUE: usize = 4096;
+/// Notices waiting to be sent.
+const QUEUE: usize = 64;
+/// Tries per notice, with 1 s, 2 s, 4 s… between them.
+const ATTEMPTS: u32 = 4;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Something worth telling a person.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Notice {
+    UploadDone {
+        job: Job,
+        /// From the start of the last attempt to done, when known.
+        took: Option<Duration>,
+    },
+    UploadFailed {
+        job: Job,
+    },
+    NeedsLogin {
+        detail: String,
+    },
+    TunnelDown {
+        since: SystemTime,
+        detail: String,
+    },
+}
+
+/// Decides which events become notices.
+pub struct Notices {
+    tunnel_down_after: Duration,
+    /// When each job's current attempt started.
+    started: HashMap<u64, Instant>,
+    tunnel_down: Option<(Instant, SystemTime, String)>,
+    tunnel_told: bool,
+    auth_down: bool,
+}
+
+impl Notices {
+    pub fn new(tunnel_down_after: Duration) -> Notices {
+        Notices {
+            tunnel_down_after,
+            started: HashMap::new(),
+            tunnel_down: None,
+            tunnel_told: false,
+            auth_down: false,
+        }
+    }
+
+    pub fn on_event(&mut self, event: &Event, now: Instant) -> Option<Notice> {
+        match event {
+            Event::JobChanged(job) => match job.state {
+                JobState::Uploading => {
+                    self.started.insert(job.id, now);
+                    None
+                }
+                JobState::Done => Some(Notice::UploadDone {
+                    job: job.clone(),
+                    took: self.started.remove(&job.id).map(|t| now - t),
+                }),
+                JobState::Failed => {
+                    self.started.remove(&job.id);
+                    Some(Notice::UploadFailed { job: job.clone() })
+                }
+                s if s.is_final() => {
+                    self.started.remove(&job.id);
+                    None
+                }
+                _ => None,
+            },
+            Event::AuthChanged(state) => {
+                let down = matches!(state, AuthState::NeedsLogin { .. });
+                let notice = match state {
+                    AuthState::NeedsLogin { reason } if !self.auth_down => {
+                        Some(Notice::NeedsLogin {
+                            detail: reason.clone(),
+                        })
+                    }
+                    _ => None,
+                };
+                self.auth_down = down;
+                notice
+            }
+            Event::Component {
+                name: "tunnel",
+                state,
+                detail,
+            } => {
+                match state {
+                    ComponentState::Up | ComponentState::Off => {
+                        self.tunnel_down = None;
+                        self.tunnel_told = false;
+                    }
+                    _ => match &mut self.tunnel_down {
+                        Some((_, _, d)) => *d = detail.clone(),
+                        None => {
+                            self.tunnel_down = Some((now, SystemTime::now(), detail.clone()));
+                        }
+                    },
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Called now and then: the tunnel-down notice once it has been down long enough.
+    pub fn on_tick(&mut self, now: Instant) -> Option<Notice> {
+        let (since, wall, detail) = self.tunnel_down.as_ref()?;
+        if self.tunnel_told || now.duration_since(*since) < self.tunnel_down_after {
+            return None;
+        }
+        self.tunnel_told = true;
+        Some(Notice::TunnelDown {
+            since: *wall,
+            detail: detail.clone(),
+        })
+    }
+}
+
+impl Notice {
+    fn kind(&self) -> &'static str {
+        match self {
+            Notice::UploadDone { .. } => "upload_done",
+            Notice::UploadFailed { .. } => "upload_failed",
+            Notice::NeedsLogin { .. } => "needs_login",
+            Notice::TunnelDown { .. } => "tunnel_down",
+        }
+    }
+
+    /// One line for a person.
+    pub fn text(&self) -> String {
+        match self {
+            Notice::UploadDone { job, took } => {
+                let mut t = format!(
+                    "Uploaded {} ({}) to {}",
+                    job.name(),
+                    human_size(job.size),
+                    folder_name(job)
+                );
+                if let Some(d) = took {
+                    t.push_str(&format!(" in {}", human_duration(*d)));
+                }
+                if let Some(url) = &job.view_url {
+                    t.push_str(&format!(": {url}"));
+                }
+                t
+            }
+            Notice::UploadFailed { job } => format!(
+                "Upload of {} failed for good after {} attempts: {}",
+                job.name(),
+                job.attempts,
+                job.reason.as_deref().unwrap_or("unknown error")
+            ),
+            Notice::NeedsLogin { .. } => {
+                "postflow needs a Frame.io login: uploads wait until someone clicks \
+                 \"Connect Frame.io\" on the status page"
+                    .to_string()
+            }
+            Notice::TunnelDown { detail, .. } => format!(
+                "The Cloudflare tunnel has been down for more than 5 minutes ({detail}); \
+                 uploads fall back to local upload or wait"
+            ),
+        }
+    }
+
+    /// The machine-readable fields (the `json` format, and the Discord embed's fields).
+    pub fn fields(&self) -> Value {
+        let mut v = json!({ "event": self.kind(), "text": self.text() });
+        match self {
+            Notice::UploadDone { job, took } => {
+                v["name"] = json!(job.name());
+                v["path"] = json!(job.path);
+                v["folder"] = json!(folder_name(job));
+                v["size"] = json!(job.size);
+                v["link"] = json!(job.view_url);
+                v["time"] = json!(rfc3339(ms_to_time(job.updated_ms)));
+                v["seconds"] = json!(took.map(|d| d.as_secs_f64()));
+                v["job"] = json!(job.id);
+            }
+            Notice::UploadFailed { job } => {
+                v["name"] = json!(job.name());
+                v["path"] = json!(job.path);
+                v["folder"] = json!(folder_name(job));
+                v["size"] = json!(job.size);
+                v["attempts"] = json!(job.attempts);
+                v["error"] = json!(job.reason);
+                v["time"] = json!(rfc3339(ms_to_time(job.updated_ms)));
+                v["job"] = json!(job.id);
+            }
+            Notice::NeedsLogin { detail } => {
+                v["detail"] = json!(detail);
+                v["time"] = json!(rfc3339(SystemTime::now()));
+            }
+            Notice::TunnelDown { since, detail } => {
+                v["detail"] = json!(detail);
+                v["since"] = json!(rfc3339(*since));
+            }
+        }
+        v
+    }
+
+    /// The webhook body in `format`.
+    pub fn payload(&self, format: NotifyFormat) -> Value {
+        match format {
+            NotifyFormat::Json => self.fields(),
+            NotifyFormat::Slack => json!({ "text": slack_escape(&self.text()) }),
+            NotifyFormat::Discord => {
+                let f = self.fields();
+                let mut fields = Vec::new();
+                for (key, label) in [
+                    ("name", "File"),
+                    ("folder", "Folder"),
+                    ("size", "Size"),
+                    ("seconds", "Time"),
+                    ("link", "Frame.io"),
+                    ("error", "Error"),
+                ] {
+                    let value = match (&f[key], key) {
+                        (Value::Null, _) => continue,
+                        (Value::Number(n), "size") => human_size(n.as_u64().unwrap_or(0)),
+                        (Value::Number(n), "seconds") => {
+                            human_duration(Duration::from_secs_f64(n.as_f64().unwrap_or(0.0)))
+                        }
+                        (Value::String(s), _) => s.clone(),
+                        (other, _) => other.to_string(),
+                    };
+                    fields.push(json!({ "name": label, "value": value, "inline": key != "link" && key != "error" }));
+                }
+                json!({
+                    "username": "postflow",
+                    "content": self.text(),
+                    // File names are user data: never let them ping @everyone.
+                    "allowed_mentions": { "parse": [] },
+                    "embeds": [{ "title": self.kind(), "fields": fields }],
+                })
+            }
+        }
+    }
+}
+
+fn folder_name(job: &Job) -> String {
+    if job.folder.is_empty() {
+        "the project root".into()
+    } else {
+        job.folder.clone()
+    }
+}
+
+fn ms_to_time(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// Slack treats `&`, `<` and `>` as markup.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s < 60 {
+        format!("{s} s")
+    } else if s < 3600 {
+        format!("{} min {} s", s / 60, s % 60)
+    } else {
+        format!("{} h {} min", s / 3600, s % 3600 / 60)
+    }
+}
+
+/// The `notify` thread: follows the hub, queues notices for `run_sender`.
+pub fn run_notifier(mut notices: Notices, hub: Hub, out: Sender<Notice>, stop: Receiver<()>) {
+    let tick = Duration::from_secs(5).min(notices.tunnel_down_after);
+    let mut events = hub.subscribe(HUB_QUEUE);
+    loop {
+        let notice = select! {
+            recv(events) -> ev => match ev {
+                Ok(ev) => notices.on_event(&ev, Instant::now()),
+                // The hub dropped us after a burst bigger than our inbox (a first scan of a
+                // big folder): follow again; the missed events were not worth a message.
+                Err(_) => {
+                    log::warn!("notify: fell behind the event hub; following again");
+                    events = hub.subscribe(HUB_QUEUE);
+                    None
+                }
+            },
+            recv(stop) -> _ => break,
+            default(tick) => notices.on_tick(Instant::now()),
+        };
+        if let Some(n) = notice {
+            if let Err(TrySendError::Full(n)) = out.try_send(n) {
+                log::warn!("notify: webhook is behind; dropped notice: {}", n.text());
+            }
+        }
+    }
+}
+
+/// The `notify-send` thread: posts each notice, retrying transport errors, 429 and 5xx.
+pub fn run_sender(
+    url: String,
+    format: NotifyFormat,
+    notices: Receiver<Notice>,
+    stop: Receiver<()>,
+) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(TIMEOUT))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    loop {
+        let notice = select! {
+            recv(notices) -> n => match n { Ok(n) => n, Err(_) => break },
+            recv(stop) -> _ => break,
+        };
+        let body = notice.payload(format).to_string();
+        let mut delay = Duration::from_secs(1);
+        for attempt in 1..=ATTEMPTS {
+            let result = agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .send(body.as_str());
+            let retry = match result {
+                Ok(r) if r.status().is_success() => break,
+                Ok(r) => {
+                    let s = r.status().as_u16();
+                    log::warn!("notify: webhook answered {s} to a {} notice", notice.kind());
+                    s == 429 || s >= 500
+                }
+                Err(e) => {
+                    log::warn!("notify: webhook unreachable: {e}");
+                    true
+                }
+            };
+            if !retry || attempt == ATTEMPTS {
+                break;
+            }
+            match stop.recv_timeout(delay) {
+                Err(RecvTimeoutError::Timeout) => delay *= 2,
+                _ => return,
+            }
+        }
+    }
+}
+
+/// Starts nothing without a `webhook_url`; otherwise the bounded queue between the two loops.
+pub fn channel(config: &NotifyConfig) -> Option<(String, Sender<Notice>, Receiver<Notice>)> {
+    let url = config.webhook_url.clone()?;
+    let (tx, rx) = bounded(QUEUE);
+    Some((url, tx, rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(state: JobState) -> Job {
+        Job {
+            id: 3,
+            path: "SQ01/<i>@everyone.mov".into(),
+            size: 2_500_000_000,
+            mtime_ns: 0,
+            state,
+            folder: "SQ01/UNDLM_010".into(),
+            attempts: 2,
+            next_attempt_ms: None,
+            reason: Some("Frame.io said: bad".into()),
+            file_id: Some("f".into()),
+            view_url: Some("https://next.frame.io/view/f".into()),
+            created_ms: 0,
+            updated_ms: 1_714_566_896_000,
+        }
+    }
+
+    #[test]
+    fn done_carries_the_upload_time() {
+        let mut n = Notices::new(TUNNEL_DOWN_AFTER);
+        let t0 = Instant::now();
+        assert!(n
+            .on_event(&Event::JobChanged(job(JobState::Uploading)), t0)
+            .is_none());
+        let notice = n
+            .on_event(
+                &Event::JobChanged(job(JobState::Done)),
+                t0 + Duration::from_secs(42),
+            )
+            .unwrap();
+        let f = notice.fields();
+        assert_eq!(f["event"], "upload_done");
+        assert_eq!(f["seconds"], 42.0);
+        assert_eq!(f["time"], "2024-05-01T12:34:56.000Z");
+        assert!(notice.text().contains("2.5 GB"), "{}", notice.text());
+    }
+
+    #[test]
+    fn needs_login_is_said_once_per_logout() {
+        let mut n = Notices::new(TUNNEL_DOWN_AFTER);
+        let needs = Event::AuthChanged(AuthState::NeedsLogin {
+            reason: "refresh token refused".into(),
+        });
+        let connected = Event::AuthChanged(AuthState::Connected);
+        let t = Instant::now();
+        assert!(n.on_event(&needs, t).is_some());
+        assert!(n.on_event(&needs, t).is_none());
+        assert!(n.on_event(&connected, t).is_none());
+        assert!(n.on_event(&needs, t).is_some());
+    }
+
+    #[test]
+    fn the_tunnel_must_stay_down_for_the_whole_delay() {
+        let mut n = Notices::new(Duration::from_secs(300));
+        let tunnel = |state| Event::Component {
+            name: "tunnel",
+            state,
+            detail: "restarting".into(),
+        };
+        let t = Instant::now();
+        n.on_event(&tunnel(ComponentState::Down), t);
+        assert!(n.on_tick(t + Duration::from_secs(299)).is_none());
+        n.on_event(&tunnel(ComponentState::Up), t + Duration::from_secs(299));
+        assert!(n.on_tick(t + Duration::from_secs(400)).is_none());
+        n.on_event(&tunnel(ComponentState::Down), t + Duration::from_secs(400));
+        assert!(n.on_tick(t + Duration::from_secs(701)).is_some());
+        assert!(n.on_tick(t + Duration::from_secs(800)).is_none(), "once");
+    }
+
+    #[test]
+    fn payloads_escape_what_chat_services_would_interpret() {
+        let notice = Notice::UploadDone {
+            job: job(JobState::Done),
+            took: None,
+        };
+        let slack = notice.payload(NotifyFormat::Slack);
+        assert!(slack["text"]
+            .as_str()
+            .unwrap()
+            .contains("&lt;i&gt;@everyone.mov"));
+        let discord = notice.payload(NotifyFormat::Discord);
+        assert_eq!(discord["allowed_mentions"]["parse"], json!([]));
+        assert_eq!(
+            discord["embeds"][0]["fields"][0]["value"],
+            "<i>@everyone.mov"
+        );
+    }
+}
