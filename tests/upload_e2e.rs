@@ -263,7 +263,8 @@ fn local_uploads_arrive_once_with_the_right_bytes_and_the_layout_template() {
         rig.sim.fetches().iter().all(|f| f.file_id.is_empty()),
         "local mode is never pulled"
     );
-    for put in rig.sim.s3_puts() {
+    let puts = rig.sim.s3_puts();
+    for put in &puts {
         let header = |n: &str| {
             put.headers
                 .iter()
@@ -272,7 +273,21 @@ fn local_uploads_arrive_once_with_the_right_bytes_and_the_layout_template() {
         };
         assert_eq!(header("x-amz-acl").as_deref(), Some("private"));
         assert_eq!(header("transfer-encoding"), None);
-        assert_eq!(put.status, 200);
+        assert!(header("content-type").is_some_and(|t| t != "application/octet-stream"));
+    }
+    // A part may have been sent twice (a stalled PUT is abandoned after 30 s and retried on
+    // its own); what matters is that the last PUT of every part succeeded.
+    let mut last: BTreeMap<(String, u32), u16> = BTreeMap::new();
+    for put in &puts {
+        last.insert((put.file_id.clone(), put.part_number), put.status);
+    }
+    let failed: Vec<_> = puts.iter().filter(|p| p.status != 200).collect();
+    assert!(
+        last.values().all(|&status| status == 200),
+        "a part never went through: {failed:?}"
+    );
+    if !failed.is_empty() {
+        eprintln!("parts sent again after a failed PUT: {failed:?}");
     }
     assert_eq!(
         rig.sim.create_count("Dailies", "SQ01", "folder"),
