@@ -12,7 +12,7 @@ use crossbeam_channel::{bounded, select, unbounded, Receiver, RecvTimeoutError, 
 
 use crate::config::{Config, ConfigError, TunnelMode};
 use crate::dashboard::{self, Dashboard};
-use crate::events::{self, Event, Hub};
+use crate::events::{self, ComponentState, Event, Hub};
 use crate::frameio::api::{Account, Api, RetryPolicy};
 use crate::frameio::auth::{code_from_paste, Auth, AuthState};
 use crate::ledger::{Job, Ledger};
@@ -239,6 +239,11 @@ pub fn run(config: Config) -> ExitCode {
         }
     };
     log::info!("file server listening on {}", server.local_addr());
+    hub.publish(Event::Component {
+        name: "server",
+        state: ComponentState::Up,
+        detail: format!("listening on {}", server.local_addr()),
+    });
     // The tunnel publishes the file server; the uploader reads the public URL from the same
     // handle (None while the tunnel is down or off).
     let tunnel_url = TunnelHandle::default();
@@ -465,6 +470,8 @@ fn forward_serve_events(events: Receiver<ServeEvent>, hub: Hub, stop: Receiver<(
     loop {
         select! {
             recv(events) -> ev => match ev {
+                // The tunnel's probe link is not a job: nothing to show.
+                Ok(ServeEvent::Transfer { job: PROBE_JOB, .. }) => {}
                 Ok(ServeEvent::Transfer { job, covered, total, bytes_per_sec }) => {
                     hub.publish(Event::Transfer { job, covered, total, bytes_per_sec });
                 }
