@@ -23,6 +23,7 @@ pub mod queue;
 pub mod range;
 pub mod serve;
 pub mod statedir;
+pub mod timefmt;
 pub mod tunnel;
 pub mod upload;
 pub mod watch;

@@ -50,7 +50,6 @@
 //! it), request bodies, HTTP/2, TLS (cloudflared terminates it).
 #![forbid(unsafe_code)]
 
-mod date;
 pub(crate) mod http;
 
 use std::collections::HashMap;
@@ -67,6 +66,7 @@ use crossbeam_channel::Sender;
 use crate::links::LinkState;
 pub use crate::links::{Link, LinkActivity, Links};
 use crate::range::{self, RangeRequest};
+use crate::timefmt;
 
 /// Bytes read from the file and written to the socket per step of a body: large reads
 /// suit high-latency network mounts.
@@ -352,7 +352,7 @@ fn refuse(mut stream: TcpStream) {
     let response = format!(
         "{}Date: {}\r\nRetry-After: {RETRY_AFTER_SECS}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nCache-Control: private, no-store\r\nConnection: close\r\n\r\n{body}",
         http::status_line(503),
-        date::format(std::time::SystemTime::now()),
+        timefmt::http_date(std::time::SystemTime::now()),
         body.len()
     );
     if stream.write_all(response.as_bytes()).is_ok() {
@@ -616,7 +616,7 @@ fn respond(
     push_header(
         &mut out,
         "Date",
-        &date::format(std::time::SystemTime::now()),
+        &timefmt::http_date(std::time::SystemTime::now()),
     );
     push_header(&mut out, "Accept-Ranges", "bytes");
     push_header(&mut out, "Cache-Control", "private, no-store");
@@ -662,7 +662,7 @@ fn write_simple(mut stream: &TcpStream, status: u16, body: &str, is_head: bool) 
     push_header(
         &mut out,
         "Date",
-        &date::format(std::time::SystemTime::now()),
+        &timefmt::http_date(std::time::SystemTime::now()),
     );
     push_header(&mut out, "Content-Type", "text/plain; charset=utf-8");
     push_header(&mut out, "Content-Length", &body.len().to_string());
@@ -697,7 +697,7 @@ impl Validators {
                 since_epoch.as_secs(),
                 since_epoch.subsec_nanos()
             ),
-            last_modified: date::format(link.mtime),
+            last_modified: timefmt::http_date(link.mtime),
             mtime_secs: since_epoch.as_secs(),
         }
     }
@@ -708,7 +708,7 @@ impl Validators {
         match if_range {
             None => true,
             Some(v) if v.starts_with('"') || v.starts_with("W/") => v == self.etag,
-            Some(v) => date::parse(v) == Some(self.mtime_secs),
+            Some(v) => timefmt::parse_http_date(v) == Some(self.mtime_secs),
         }
     }
 }
