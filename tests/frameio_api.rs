@@ -83,12 +83,11 @@ fn a_rotated_refresh_token_is_saved_and_the_spent_one_is_refused() {
     assert_ne!(third.as_str(), Some(second.as_str()));
 }
 
-/// The issue asks for 60 s; 20 s proves the same thing: with a 3 s lifetime that is more than
-/// six whole token lifetimes, each ending in either a proactive refresh (at half the lifetime)
-/// or a 401 on a token that expired in flight, from three threads at once, and every call
-/// must still succeed. Longer only repeats the same cycle.
+/// Sixty seconds of 3 s tokens: twenty whole token lifetimes, each ending in either a
+/// proactive refresh (at half the lifetime) or a 401 on a token that expired in flight, from
+/// three threads at once; every call must still succeed.
 #[test]
-fn three_second_tokens_over_twenty_seconds_of_calls_never_surface_a_401() {
+fn three_second_tokens_over_sixty_seconds_of_calls_never_surface_a_401() {
     let sb = Sandbox::new("fio-short-tokens");
     let sim = start_sim(|o| o.faults.access_token_lifetime_secs = 3);
     let config = load(&sb, &config_for(&sb, &sim));
@@ -97,7 +96,7 @@ fn three_second_tokens_over_twenty_seconds_of_calls_never_surface_a_401() {
     let root = sim.root_folder_id();
     let file_id = sim.add_file(&root, "A001.mov", 100);
     let account = sim.account_id();
-    let end = Instant::now() + Duration::from_secs(20);
+    let end = Instant::now() + Duration::from_secs(60);
     let threads: Vec<_> = (0..3)
         .map(|i| {
             let (api, account, file_id) = (api.clone(), account.clone(), file_id.clone());
@@ -124,10 +123,10 @@ fn three_second_tokens_over_twenty_seconds_of_calls_never_surface_a_401() {
         .iter()
         .filter(|t| t.kind == "access" && t.grant == "refresh_token")
         .count();
-    assert!(calls > 100, "only {calls} calls in 20 s");
+    assert!(calls > 300, "only {calls} calls in 60 s");
     assert!(
-        refreshes >= 6,
-        "only {refreshes} refreshes in 20 s of 3 s tokens"
+        refreshes >= 18,
+        "only {refreshes} refreshes in 60 s of 3 s tokens"
     );
 }
 
