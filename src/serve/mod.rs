@@ -6,8 +6,9 @@
 //!
 //! # Why not tiny_http here
 //!
-//! The rest of postflow uses tiny_http, but this listener faces the internet and tiny_http
-//! 0.12 cannot bound what a client holds:
+//! The design card named tiny_http for postflow's listeners, but this one faces the internet
+//! and tiny_http 0.12 cannot bound what a client holds (the dashboard has its own reasons,
+//! in `dashboard::http`; postflow therefore does not depend on tiny_http at all):
 //!
 //! - It never sets socket timeouts, and accepted sockets are not reachable before it starts
 //!   reading them, so a client that connects and sends nothing (or one header byte a
