@@ -13,10 +13,11 @@ use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, Try
 use serde_json::{json, Value};
 
 use crate::config::{NotifyConfig, NotifyFormat};
-use crate::dashboard::model::rfc3339;
 use crate::events::{ComponentState, Event, Hub};
 use crate::frameio::AuthState;
 use crate::ledger::{Job, JobState};
+use crate::queue::human_size;
+use crate::timefmt::rfc3339;
 
 /// The tunnel must be down this long before anyone is told.
 pub const TUNNEL_DOWN_AFTER: Duration = Duration::from_secs(5 * 60);
@@ -278,21 +279,6 @@ fn slack_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }
 
 fn human_duration(d: Duration) -> String {
