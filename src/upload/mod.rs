@@ -63,15 +63,20 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The contract's timings; `POSTFLOW_STALL_SECS` shortens the stall timeout for tests and
-    /// for people debugging a tunnel (not a config key on purpose: 5 minutes is right).
+    /// The contract's timings. Two environment variables, for tests and for people debugging
+    /// a tunnel (not config keys on purpose: the defaults are right for Frame.io):
+    /// `POSTFLOW_STALL_SECS` shortens the 5-minute stall timeout; `POSTFLOW_POLL_MS` sets the
+    /// first status poll interval (2 s), which then grows to ten times that (at most 30 s).
     pub fn timings(mut self) -> Settings {
+        let env = |key: &str| std::env::var(key).ok().and_then(|s| s.parse::<u64>().ok());
         self.poll_min = Duration::from_secs(2);
         self.poll_max = Duration::from_secs(30);
-        self.stall = std::env::var("POSTFLOW_STALL_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .map_or(Duration::from_secs(300), Duration::from_secs);
+        if let Some(ms) = env("POSTFLOW_POLL_MS") {
+            self.poll_min = Duration::from_millis(ms.max(1));
+            self.poll_max = (self.poll_min * 10).min(self.poll_max);
+        }
+        self.stall =
+            env("POSTFLOW_STALL_SECS").map_or(Duration::from_secs(300), Duration::from_secs);
         self
     }
 }
