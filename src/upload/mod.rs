@@ -568,11 +568,14 @@ fn local_inner(
             });
             let plan = LocalPlan {
                 file_id: created.file.id.clone(),
+                // Part URLs are signed for a Content-Type. With no media type returned, the
+                // one Frame.io's own SDK sends is octet-stream; a type guessed from the
+                // extension would not match the signature (S3: SignatureDoesNotMatch).
                 media_type: created
                     .file
                     .media_type
                     .clone()
-                    .unwrap_or_else(|| media_type_for(job.name()).to_string()),
+                    .unwrap_or_else(|| NO_MEDIA_TYPE.to_string()),
                 parts: created
                     .upload_urls
                     .iter()
@@ -666,23 +669,8 @@ fn local_inner(
     })
 }
 
-/// The media type to send when Frame.io returned none (by extension).
-pub fn media_type_for(name: &str) -> &'static str {
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-    match ext.as_deref() {
-        Some("mov") => "video/quicktime",
-        Some("mp4") | Some("m4v") => "video/mp4",
-        Some("mxf") => "application/mxf",
-        Some("wav") => "audio/wav",
-        Some("aif") | Some("aiff") => "audio/aiff",
-        Some("zip") => "application/zip",
-        Some("pdf") => "application/pdf",
-        Some("png") => "image/png",
-        Some("jpg") | Some("jpeg") => "image/jpeg",
-        Some("exr") => "image/x-exr",
-        _ => "application/octet-stream",
-    }
-}
+/// The part Content-Type when Frame.io returned no `media_type` (reference: the SDK's fallback).
+const NO_MEDIA_TYPE: &str = "application/octet-stream";
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -797,13 +785,6 @@ mod tests {
             choose_mode(UploadMode::Remote, None, 10),
             Mode::WaitForTunnel
         ));
-    }
-
-    #[test]
-    fn media_types_by_extension() {
-        assert_eq!(media_type_for("A.MOV"), "video/quicktime");
-        assert_eq!(media_type_for("a.mxf"), "application/mxf");
-        assert_eq!(media_type_for("noext"), "application/octet-stream");
     }
 
     #[test]
