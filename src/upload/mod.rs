@@ -37,7 +37,8 @@ use sidecar::{LocalPlan, Sidecar};
 
 /// Frame.io's limit for remote uploads (reference: "Size limit 50 GB").
 pub const REMOTE_LIMIT: u64 = 50 * 1000 * 1000 * 1000;
-/// Presigned part URLs live 24 h; resume only with a comfortable margin left.
+/// Presigned part URLs live 24 h; resume only with a comfortable margin left. (When the URLs
+/// say when they expire, that is used instead: see `urls_expire_at`.)
 const PART_URL_LIFE: Duration = Duration::from_secs(23 * 3600);
 /// How many times one attempt redoes a remote pull (Frame.io failed or dropped it, the public
 /// URL changed) before handing the job back to the queue's backoff.
@@ -390,7 +391,12 @@ fn adopt(up: &Uploader, job: &Job, file_id: &str) -> Result<Outcome, ApiError> {
 /// A saved local-upload plan this job can go on with.
 fn resumable(up: &Uploader, job: &Job) -> Option<(LocalPlan, Vec<usize>)> {
     let (plan, done) = up.sidecar.load(job.id)?;
-    let fresh = now_secs().saturating_sub(plan.issued_at) < PART_URL_LIFE.as_secs();
+    let now = now_secs();
+    let fresh = match urls_expire_at(&plan.parts) {
+        // Keep a twenty-fourth of their life in hand (1 h of 24 h) to send what is missing.
+        Some((expires_at, life)) => now + life / 24 < expires_at,
+        None => now.saturating_sub(plan.issued_at) < PART_URL_LIFE.as_secs(),
+    };
     let same = Some(&plan.file_id) == job.file_id.as_ref()
         && plan.size == job.size
         && plan.mtime_ns == job.mtime_ns;
@@ -669,6 +675,38 @@ fn local_inner(
     })
 }
 
+/// When the first of the presigned URLs expires, and how long they lived (unix seconds,
+/// seconds), from their SigV4 query (`X-Amz-Date=20250626T201433Z&X-Amz-Expires=86400`).
+fn urls_expire_at(parts: &[Part]) -> Option<(u64, u64)> {
+    parts
+        .iter()
+        .map(|p| {
+            let query = p.url.split_once('?')?.1;
+            let param = |name: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            };
+            let date = param("X-Amz-Date")?;
+            let life: u64 = param("X-Amz-Expires")?.parse().ok()?;
+            // 20250626T201433Z -> 2025-06-26T20:14:33Z
+            let rfc3339 = format!(
+                "{}-{}-{}T{}:{}:{}Z",
+                date.get(0..4)?,
+                date.get(4..6)?,
+                date.get(6..8)?,
+                date.get(9..11)?,
+                date.get(11..13)?,
+                date.get(13..15)?
+            );
+            let signed = parse_rfc3339_ms(&rfc3339)? / 1000;
+            Some((signed + life, life))
+        })
+        .collect::<Option<Vec<_>>>()?
+        .into_iter()
+        .min()
+}
+
 /// The part Content-Type when Frame.io returned no `media_type` (reference: the SDK's fallback).
 const NO_MEDIA_TYPE: &str = "application/octet-stream";
 
@@ -785,6 +823,31 @@ mod tests {
             choose_mode(UploadMode::Remote, None, 10),
             Mode::WaitForTunnel
         ));
+    }
+
+    #[test]
+    fn part_urls_say_when_they_expire() {
+        let part = |date: &str, expires: &str| Part {
+            url: format!(
+                "https://s3/parts/f/part_1?x-amz-meta-part_number=1&X-Amz-Date={date}\
+                 &X-Amz-Expires={expires}&X-Amz-Signature=abc"
+            ),
+            size: 1,
+        };
+        let parts = [
+            part("20250626T201433Z", "86400"),
+            part("20250626T201432Z", "86400"),
+        ];
+        assert_eq!(
+            urls_expire_at(&parts),
+            Some((1_750_968_872 + 86_400, 86_400))
+        );
+        let unsigned = Part {
+            url: "https://s3/parts/f/part_1".into(),
+            size: 1,
+        };
+        assert_eq!(urls_expire_at(&[unsigned]), None);
+        assert_eq!(urls_expire_at(&[part("junk", "10")]), None);
     }
 
     #[test]
