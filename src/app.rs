@@ -2,7 +2,7 @@
 //! person what is ready and what is not.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -15,7 +15,7 @@ use crate::dashboard::{self, Dashboard};
 use crate::events::{self, ComponentState, Event, Hub};
 use crate::frameio::api::{Account, Api, RetryPolicy};
 use crate::frameio::auth::{code_from_paste, Auth, AuthState};
-use crate::ledger::{Job, Ledger};
+use crate::ledger::{Job, JobState, Ledger};
 use crate::links::Links;
 use crate::logtail;
 use crate::notify;
@@ -133,235 +133,329 @@ impl Threads {
 
 /// `postflow run`: the pipeline, until Ctrl-C or SIGTERM.
 pub fn run(config: Config) -> ExitCode {
-    if let Err(e) = config.require_for_run() {
-        return print_config_error(&e);
-    }
-    init_logging(&config);
-    abort_on_panic();
-    for w in &config.warnings {
-        log::warn!("{w}");
-    }
-
-    // Before anything else: a signal must never find us without a handler, even while we
-    // take the lock (tests and watchdogs signal as soon as the lock names us).
-    let (signal_tx, signal_rx) = bounded::<()>(1);
-    if let Err(e) = ctrlc::set_handler(move || {
-        let _ = signal_tx.try_send(());
-    }) {
-        log::error!("cannot install the signal handler: {e}");
-        return ExitCode::from(EXIT_FAILURE);
-    }
-
-    let state = match StateDir::lock(&config.state_dir) {
-        Ok(s) => s,
-        Err(LockError::AlreadyRunning(pid)) => {
+    let pipeline = match Pipeline::start(&config, Scope::Everything) {
+        Ok(p) => p,
+        Err(NotStarted::AlreadyRunning(e)) => {
             // Not an error: cron starts us every minute and this is the normal answer.
-            println!("{}", LockError::AlreadyRunning(pid));
+            println!("{e}");
             return ExitCode::from(EXIT_OK);
         }
-        Err(e) => {
-            log::error!("{e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(NotStarted::Exit(code)) => return code,
     };
-    let (ledger, report) = match Ledger::open(&state.ledger_path()) {
-        Ok(l) => l,
-        Err(e) => {
-            log::error!("ledger {}: {e}", state.ledger_path().display());
-            return ExitCode::from(EXIT_FAILURE);
-        }
+    let code = match pipeline.wait(Duration::from_secs(3600), || None) {
+        Stop::Signal | Stop::Finished(_) => EXIT_OK,
+        Stop::ThreadDied => EXIT_FAILURE,
     };
-    if report.dropped_bytes > 0 || report.damaged > 0 {
-        log::warn!(
-            "ledger: recovered after an unclean stop ({} torn bytes dropped, {} damaged records skipped)",
-            report.dropped_bytes,
-            report.damaged
-        );
-    }
-    log::info!(
-        "postflow {} watching {} ({} jobs in the ledger, state in {})",
-        env!("CARGO_PKG_VERSION"),
-        config.watch.root.display(),
-        report.jobs,
-        state.path().display()
-    );
+    pipeline.shut_down(code)
+}
 
-    // Closing `stop_tx` (by dropping it) tells every thread to stop: a closed channel wakes
-    // every receiver at once.
-    let (stop_tx, stop_rx) = bounded::<()>(0);
-    let (hub, hub_inbox) = Hub::new();
-    logtail::attach(hub.clone());
-    let (queue_tx, queue_rx) = unbounded::<QueueMsg>();
-    let state = Arc::new(state);
-    let dead_threads = Arc::new(Mutex::new(Vec::new()));
+/// Which jobs a pipeline uploads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// `run`: every job.
+    Everything,
+    /// A one-off `upload`: only the jobs enqueued by hand; the watcher still records what it
+    /// sees (so the ledger stays true), and a later `run` uploads it.
+    Enqueued,
+}
 
-    // Upload workers take jobs from here (rendezvous: see queue.rs). Until they exist nobody
-    // receives, so the queue hands out nothing; the receiver lives until shutdown.
-    let (jobs_tx, jobs_rx) = bounded::<Job>(0);
-    let watch_start = watch::StartState::from_ledger(&ledger);
+/// Why `Pipeline::wait` returned.
+enum Stop {
+    /// Ctrl-C or SIGTERM.
+    Signal,
+    /// A thread ended on its own (a bug): exit non-zero so a watchdog restarts us.
+    ThreadDied,
+    /// The caller's condition holds; exit with this code.
+    Finished(u8),
+}
 
-    let auth = Auth::new(&config.frameio, state.path(), Some(hub.clone()));
-    let api = Api::new(&config.frameio, auth.clone());
-    let dash = Dashboard::bind(
-        &config.dashboard,
-        dashboard::Deps {
-            hub: hub.clone(),
-            queue: queue_tx.clone(),
-            state_dir: Arc::clone(&state),
-            dead_threads: Arc::clone(&dead_threads),
-            login: Some(Arc::new(dashboard::login::AuthLogin::new(auth.clone()))),
-        },
-    );
-    let dash = match dash {
-        Ok(d) => d,
-        Err(e) => {
-            log::error!("dashboard.listen {}: {e}", config.dashboard.listen);
-            logtail::detach();
-            return ExitCode::from(EXIT_FAILURE);
+/// Why `Pipeline::start` returned without a pipeline.
+enum NotStarted {
+    /// Another instance owns the state dir.
+    AlreadyRunning(LockError),
+    /// Already reported; exit with this code.
+    Exit(ExitCode),
+}
+
+/// The running threads of `run` (or of a one-off `upload`) and what it takes to stop them.
+struct Pipeline {
+    threads: Threads,
+    signal_rx: Receiver<()>,
+    /// Dropping it tells every thread to stop: a closed channel wakes every receiver at once.
+    stop_tx: Sender<()>,
+    queue_tx: Sender<QueueMsg>,
+    server: FileServer,
+    state: Arc<StateDir>,
+    dead_threads: Arc<Mutex<Vec<&'static str>>>,
+}
+
+impl Pipeline {
+    /// Takes the state dir's lock and starts every thread: hub, dashboard, queue, watcher,
+    /// tunnel, notifier, upload workers.
+    fn start(config: &Config, scope: Scope) -> Result<Pipeline, NotStarted> {
+        let exit = |code: u8| NotStarted::Exit(ExitCode::from(code));
+        if let Err(e) = config.require_for_run() {
+            return Err(NotStarted::Exit(print_config_error(&e)));
         }
-    };
-    // The file server's events: progress goes to whoever displays it; serving never waits on
-    // this channel (a full channel drops progress samples, never bytes).
-    let (serve_tx, serve_rx) = bounded::<ServeEvent>(1024);
-    let server = match FileServer::start(
-        ServeOptions {
-            listen: config.serve.listen,
-            link_ttl: config.serve.link_ttl,
-            max_connections: config.serve.max_connections,
-            ..ServeOptions::default()
-        },
-        serve_tx,
-    ) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("serve.listen {}: cannot listen: {e}", config.serve.listen);
-            return ExitCode::from(EXIT_FAILURE);
+        init_logging(config);
+        abort_on_panic();
+        for w in &config.warnings {
+            log::warn!("{w}");
         }
-    };
-    log::info!("file server listening on {}", server.local_addr());
-    hub.publish(Event::Component {
-        name: "server",
-        state: ComponentState::Up,
-        detail: format!("listening on {}", server.local_addr()),
-    });
-    // The tunnel publishes the file server; the uploader reads the public URL from the same
-    // handle (None while the tunnel is down or off).
-    let tunnel_url = TunnelHandle::default();
-    let public_url: PublicUrl = {
-        let handle = tunnel_url.clone();
-        Arc::new(move || handle.current_url())
-    };
-    let uploader = Arc::new(Uploader::new(
-        api,
-        server.links(),
-        public_url,
-        UploadSettings {
-            account_id: config.frameio.account_id.clone(),
-            project_id: config.frameio.project_id.clone(),
-            mode: config.frameio.upload,
-            watch_root: config.watch.root.clone(),
-            state_dir: state.path().to_path_buf(),
-            parallel_parts: config.upload.parallel_parts,
-            poll_min: Duration::ZERO,
-            poll_max: Duration::ZERO,
-            stall: Duration::ZERO,
-        }
-        .timings(),
-        queue_tx.clone(),
-        stop_rx.clone(),
-    ));
 
-    let mut threads = Threads::new();
-    threads.spawn("hub", move || events::run_hub(hub_inbox));
-    {
-        let (server, follower) = dash.into_loops();
-        let stop = stop_rx.clone();
-        threads.spawn("dashboard", move || server.run(stop));
-        let stop = stop_rx.clone();
-        threads.spawn("dashboard-events", move || follower.run(stop));
-    }
-    {
-        let (stop, hub) = (stop_rx.clone(), hub.clone());
-        let settings = QueueSettings::from_config(&config);
-        threads.spawn("queue", move || {
-            queue::run_queue(ledger, queue_rx, stop, hub, settings, jobs_tx)
-        });
-    }
-    {
-        let (stop, hub, queue) = (stop_rx.clone(), hub.clone(), queue_tx.clone());
-        let watch_config = config.watch.clone();
-        threads.spawn("watcher", move || {
-            watch::run_watcher(watch_config, watch_start, queue, stop, hub)
-        });
-    }
-    {
-        let supervisor = tunnel::Supervisor {
-            tunnel: config.tunnel.clone(),
-            origin: tunnel_origin(server.local_addr()),
-            state_dir: state.path().to_path_buf(),
-            hub: hub.clone(),
-            handle: tunnel_url,
-            probe: probe_source(server.links(), state.path()),
-            timing: tunnel::Timing::from_env(),
-        };
-        let stop = stop_rx.clone();
-        threads.spawn("tunnel", move || tunnel::run_tunnel(supervisor, stop));
-    }
-    if let Some((url, notices_tx, notices_rx)) = notify::channel(&config.notify) {
-        let (stop, hub) = (stop_rx.clone(), hub.clone());
-        threads.spawn("notify", move || {
-            let notices = notify::Notices::new(notify::TUNNEL_DOWN_AFTER);
-            notify::run_notifier(notices, hub, notices_tx, stop)
-        });
-        let (stop, format) = (stop_rx.clone(), config.notify.format);
-        threads.spawn("notify-send", move || {
-            notify::run_sender(url, format, notices_rx, stop)
-        });
-    }
-    {
-        let (stop, hub) = (stop_rx.clone(), hub.clone());
-        threads.spawn("serve-events", move || {
-            forward_serve_events(serve_rx, hub, stop)
-        });
-    }
-    for i in 1..=config.upload.concurrency {
-        let (up, jobs) = (Arc::clone(&uploader), jobs_rx.clone());
-        // Thread names must be 'static and unique; a handful of small leaks at start is fine.
-        let name: &'static str = Box::leak(format!("upload-{i}").into_boxed_str());
-        threads.spawn(name, move || upload::run_worker(up, jobs));
-    }
-    drop(jobs_rx);
-    // The workers own the uploader now. Its Frame.io client holds a hub handle, and the hub
-    // thread ends only when every handle is gone, so main must not keep one.
-    drop(uploader);
-    {
-        let (stop, queue) = (stop_rx.clone(), queue_tx.clone());
-        threads.spawn("auth-watch", move || watch_auth(auth, queue, stop));
-    }
-    drop(hub);
-
-    let code = select! {
-        recv(signal_rx) -> _ => {
-            log::info!("stopping (signal received)");
-            EXIT_OK
+        // Before anything else: a signal must never find us without a handler, even while we
+        // take the lock (tests and watchdogs signal as soon as the lock names us).
+        let (signal_tx, signal_rx) = bounded::<()>(1);
+        if let Err(e) = ctrlc::set_handler(move || {
+            let _ = signal_tx.try_send(());
+        }) {
+            log::error!("cannot install the signal handler: {e}");
+            return Err(exit(EXIT_FAILURE));
         }
-        recv(threads.exited_rx) -> name => {
-            let name = name.unwrap_or("?");
-            if let Ok(mut dead) = dead_threads.lock() {
-                dead.push(name);
+
+        let state = match StateDir::lock(&config.state_dir) {
+            Ok(s) => s,
+            Err(e @ LockError::AlreadyRunning(_)) => return Err(NotStarted::AlreadyRunning(e)),
+            Err(e) => {
+                log::error!("{e}");
+                return Err(exit(EXIT_FAILURE));
             }
-            log::error!("the {name} thread stopped unexpectedly; exiting so a watchdog restarts postflow");
-            EXIT_FAILURE
+        };
+        let (ledger, report) = match Ledger::open(&state.ledger_path()) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("ledger {}: {e}", state.ledger_path().display());
+                return Err(exit(EXIT_FAILURE));
+            }
+        };
+        if report.dropped_bytes > 0 || report.damaged > 0 {
+            log::warn!(
+                "ledger: recovered after an unclean stop ({} torn bytes dropped, {} damaged records skipped)",
+                report.dropped_bytes,
+                report.damaged
+            );
         }
-    };
-    drop(stop_tx);
-    drop(queue_tx);
-    logtail::detach();
-    threads.join_all(Instant::now() + SHUTDOWN_DEADLINE);
-    server.stop();
-    log::info!("stopped");
-    drop(state);
-    ExitCode::from(code)
+        log::info!(
+            "postflow {} {} {} ({} jobs in the ledger, state in {})",
+            env!("CARGO_PKG_VERSION"),
+            match scope {
+                Scope::Everything => "watching",
+                Scope::Enqueued => "uploading files by hand from",
+            },
+            config.watch.root.display(),
+            report.jobs,
+            state.path().display()
+        );
+
+        let (stop_tx, stop_rx) = bounded::<()>(0);
+        let (hub, hub_inbox) = Hub::new();
+        logtail::attach(hub.clone());
+        let (queue_tx, queue_rx) = unbounded::<QueueMsg>();
+        let state = Arc::new(state);
+        let dead_threads = Arc::new(Mutex::new(Vec::new()));
+
+        // Upload workers take jobs from here (rendezvous: see queue.rs). Until they exist nobody
+        // receives, so the queue hands out nothing; the receiver lives until shutdown.
+        let (jobs_tx, jobs_rx) = bounded::<Job>(0);
+        let watch_start = watch::StartState::from_ledger(&ledger);
+
+        let auth = Auth::new(&config.frameio, state.path(), Some(hub.clone()));
+        let api = Api::new(&config.frameio, auth.clone());
+        let dash = Dashboard::bind(
+            &config.dashboard,
+            dashboard::Deps {
+                hub: hub.clone(),
+                queue: queue_tx.clone(),
+                state_dir: Arc::clone(&state),
+                dead_threads: Arc::clone(&dead_threads),
+                login: Some(Arc::new(dashboard::login::AuthLogin::new(auth.clone()))),
+            },
+        );
+        let dash = match dash {
+            Ok(d) => d,
+            Err(e) => {
+                log::error!("dashboard.listen {}: {e}", config.dashboard.listen);
+                logtail::detach();
+                return Err(exit(EXIT_FAILURE));
+            }
+        };
+        // The file server's events: progress goes to whoever displays it; serving never waits
+        // on this channel (a full channel drops progress samples, never bytes).
+        let (serve_tx, serve_rx) = bounded::<ServeEvent>(1024);
+        let server = match FileServer::start(
+            ServeOptions {
+                listen: config.serve.listen,
+                link_ttl: config.serve.link_ttl,
+                max_connections: config.serve.max_connections,
+                ..ServeOptions::default()
+            },
+            serve_tx,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("serve.listen {}: cannot listen: {e}", config.serve.listen);
+                return Err(exit(EXIT_FAILURE));
+            }
+        };
+        log::info!("file server listening on {}", server.local_addr());
+        hub.publish(Event::Component {
+            name: "server",
+            state: ComponentState::Up,
+            detail: format!("listening on {}", server.local_addr()),
+        });
+        // The tunnel publishes the file server; the uploader reads the public URL from the same
+        // handle (None while the tunnel is down or off).
+        let tunnel_url = TunnelHandle::default();
+        let public_url: PublicUrl = {
+            let handle = tunnel_url.clone();
+            Arc::new(move || handle.current_url())
+        };
+        let uploader = Arc::new(Uploader::new(
+            api,
+            server.links(),
+            public_url,
+            UploadSettings {
+                account_id: config.frameio.account_id.clone(),
+                project_id: config.frameio.project_id.clone(),
+                mode: config.frameio.upload,
+                watch_root: config.watch.root.clone(),
+                state_dir: state.path().to_path_buf(),
+                parallel_parts: config.upload.parallel_parts,
+                poll_min: Duration::ZERO,
+                poll_max: Duration::ZERO,
+                stall: Duration::ZERO,
+            }
+            .timings(),
+            queue_tx.clone(),
+            stop_rx.clone(),
+        ));
+
+        let mut threads = Threads::new();
+        threads.spawn("hub", move || events::run_hub(hub_inbox));
+        {
+            let (server, follower) = dash.into_loops();
+            let stop = stop_rx.clone();
+            threads.spawn("dashboard", move || server.run(stop));
+            let stop = stop_rx.clone();
+            threads.spawn("dashboard-events", move || follower.run(stop));
+        }
+        {
+            let (stop, hub) = (stop_rx.clone(), hub.clone());
+            let mut settings = QueueSettings::from_config(config);
+            settings.only_enqueued = scope == Scope::Enqueued;
+            threads.spawn("queue", move || {
+                queue::run_queue(ledger, queue_rx, stop, hub, settings, jobs_tx)
+            });
+        }
+        {
+            let (stop, hub, queue) = (stop_rx.clone(), hub.clone(), queue_tx.clone());
+            let watch_config = config.watch.clone();
+            threads.spawn("watcher", move || {
+                watch::run_watcher(watch_config, watch_start, queue, stop, hub)
+            });
+        }
+        {
+            let supervisor = tunnel::Supervisor {
+                tunnel: config.tunnel.clone(),
+                origin: tunnel_origin(server.local_addr()),
+                state_dir: state.path().to_path_buf(),
+                hub: hub.clone(),
+                handle: tunnel_url,
+                probe: probe_source(server.links(), state.path()),
+                timing: tunnel::Timing::from_env(),
+            };
+            let stop = stop_rx.clone();
+            threads.spawn("tunnel", move || tunnel::run_tunnel(supervisor, stop));
+        }
+        if let Some((url, notices_tx, notices_rx)) = notify::channel(&config.notify) {
+            let (stop, hub) = (stop_rx.clone(), hub.clone());
+            threads.spawn("notify", move || {
+                let notices = notify::Notices::new(notify::TUNNEL_DOWN_AFTER);
+                notify::run_notifier(notices, hub, notices_tx, stop)
+            });
+            let (stop, format) = (stop_rx.clone(), config.notify.format);
+            threads.spawn("notify-send", move || {
+                notify::run_sender(url, format, notices_rx, stop)
+            });
+        }
+        {
+            let (stop, hub) = (stop_rx.clone(), hub.clone());
+            threads.spawn("serve-events", move || {
+                forward_serve_events(serve_rx, hub, stop)
+            });
+        }
+        for i in 1..=config.upload.concurrency {
+            let (up, jobs) = (Arc::clone(&uploader), jobs_rx.clone());
+            // Thread names must be 'static and unique; a handful of small leaks at start is fine.
+            let name: &'static str = Box::leak(format!("upload-{i}").into_boxed_str());
+            threads.spawn(name, move || upload::run_worker(up, jobs));
+        }
+        drop(jobs_rx);
+        // The workers own the uploader now. Its Frame.io client holds a hub handle, and the hub
+        // thread ends only when every handle is gone, so main must not keep one.
+        drop(uploader);
+        {
+            let (stop, queue) = (stop_rx.clone(), queue_tx.clone());
+            threads.spawn("auth-watch", move || watch_auth(auth, queue, stop));
+        }
+        drop(hub);
+        Ok(Pipeline {
+            threads,
+            signal_rx,
+            stop_tx,
+            queue_tx,
+            server,
+            state,
+            dead_threads,
+        })
+    }
+
+    /// Waits for a signal, a thread's death, or `finished()` (asked every `tick`) to return an
+    /// exit code.
+    fn wait(&self, tick: Duration, mut finished: impl FnMut() -> Option<u8>) -> Stop {
+        loop {
+            select! {
+                recv(self.signal_rx) -> _ => {
+                    log::info!("stopping (signal received)");
+                    return Stop::Signal;
+                }
+                recv(self.threads.exited_rx) -> name => {
+                    let name = name.unwrap_or("?");
+                    if let Ok(mut dead) = self.dead_threads.lock() {
+                        dead.push(name);
+                    }
+                    log::error!("the {name} thread stopped unexpectedly; exiting so a watchdog restarts postflow");
+                    return Stop::ThreadDied;
+                }
+                default(tick) => {
+                    if let Some(code) = finished() {
+                        return Stop::Finished(code);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops every thread in order, flushes the ledger (the queue does on its way out) and
+    /// releases the lock.
+    fn shut_down(self, code: u8) -> ExitCode {
+        let Pipeline {
+            threads,
+            stop_tx,
+            queue_tx,
+            server,
+            state,
+            ..
+        } = self;
+        drop(stop_tx);
+        drop(queue_tx);
+        logtail::detach();
+        threads.join_all(Instant::now() + SHUTDOWN_DEADLINE);
+        server.stop();
+        log::info!("stopped");
+        drop(state);
+        ExitCode::from(code)
+    }
 }
 
 /// Where the tunnel forwards to: the file server's bound address. `POSTFLOW_TEST_TUNNEL_ORIGIN`
@@ -412,9 +506,9 @@ fn probe_source(links: Links, state_dir: &Path) -> ProbeSource {
 
 /// The job id probe links are registered under (real jobs start at 1).
 pub const PROBE_JOB: u64 = 0;
-/// `postflow status`: asks the running instance's `/api/status` and prints a short summary.
-pub fn status(config: &Config) -> ExitCode {
-    // An instance listening on every address is reachable on loopback.
+/// Where the running instance's dashboard answers: `dashboard.listen`, on loopback when it
+/// listens on every address.
+fn dashboard_addr(config: &Config) -> SocketAddr {
     let mut addr = config.dashboard.listen;
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr {
@@ -422,12 +516,23 @@ pub fn status(config: &Config) -> ExitCode {
             std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
-    let url = format!("http://{addr}/api/status");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    addr
+}
+
+/// The client of `status` and `upload` for the running instance's API.
+fn api_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(10)))
         .http_status_as_error(false)
         .build()
-        .into();
+        .into()
+}
+
+/// `postflow status`: asks the running instance's `/api/status` and prints a short summary.
+pub fn status(config: &Config) -> ExitCode {
+    let addr = dashboard_addr(config);
+    let url = format!("http://{addr}/api/status");
+    let agent = api_agent();
     let mut req = agent.get(&url);
     if let Some(token) = &config.dashboard.token {
         req = req.header("Authorization", &format!("Bearer {token}"));
@@ -463,6 +568,208 @@ pub fn status(config: &Config) -> ExitCode {
     }
     print!("{}", dashboard::summary(&body, &format!("http://{addr}")));
     ExitCode::from(EXIT_OK)
+}
+
+/// `postflow upload CONFIG PATH…`: queues files inside `watch.root` now. A running instance
+/// is asked through its API (`POST /api/jobs`) and the command returns at once; when none
+/// runs, this process runs the pipeline for just these files and exits when each is done,
+/// failed or skipped. A path that is not a file inside the root refuses the whole command
+/// (exit 2) before anything is queued.
+pub fn upload(config: Config, paths: &[PathBuf]) -> ExitCode {
+    let files = match files_inside_root(&config, paths) {
+        Ok(f) => f,
+        Err(message) => {
+            eprintln!("postflow upload: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match enqueue_in_running_instance(&config, &files) {
+        Asked::Answered(code) => code,
+        Asked::NotRunning => upload_one_off(&config, files),
+    }
+}
+
+/// Each path made absolute (relative ones are relative to the current directory, as in any
+/// command), canonical, a file, and inside `watch.root`; else what is wrong with the first
+/// one that is not.
+fn files_inside_root(config: &Config, paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let root = &config.watch.root;
+    let canonical_root =
+        std::fs::canonicalize(root).map_err(|e| format!("watch.root {}: {e}", root.display()))?;
+    let mut files = Vec::with_capacity(paths.len());
+    for path in paths {
+        let file = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if !file.starts_with(&canonical_root) {
+            return Err(format!(
+                "{} is outside watch.root ({}): only files inside it can be uploaded; nothing \
+                 was queued",
+                path.display(),
+                root.display()
+            ));
+        }
+        if !file.is_file() {
+            return Err(format!(
+                "{} is not a file; nothing was queued",
+                path.display()
+            ));
+        }
+        files.push(file);
+    }
+    Ok(files)
+}
+
+enum Asked {
+    /// The instance answered (or failed in a way worth reporting): exit with this.
+    Answered(ExitCode),
+    /// Nothing listens on `dashboard.listen`.
+    NotRunning,
+}
+
+fn enqueue_in_running_instance(config: &Config, files: &[PathBuf]) -> Asked {
+    let addr = dashboard_addr(config);
+    if addr.port() == 0 {
+        // A dashboard on a random port cannot be found: no instance can be asked.
+        return Asked::NotRunning;
+    }
+    let url = format!("http://{addr}/api/jobs");
+    let paths: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let agent = api_agent();
+    let mut req = agent.post(&url).header("Content-Type", "application/json");
+    if let Some(token) = &config.dashboard.token {
+        req = req.header("Authorization", &format!("Bearer {token}"));
+    }
+    let fail = |message: String| {
+        eprintln!("postflow upload: {message}");
+        Asked::Answered(ExitCode::from(EXIT_FAILURE))
+    };
+    let mut resp = match req.send(serde_json::json!({ "paths": paths }).to_string()) {
+        Ok(r) => r,
+        Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Asked::NotRunning
+        }
+        Err(e) => return fail(format!("{url}: {e}")),
+    };
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let Some(results) = body["results"].as_array().filter(|_| status == 200) else {
+        return fail(format!(
+            "{url} answered {status}: {}",
+            body["error"].as_str().unwrap_or(text.trim())
+        ));
+    };
+    let mut all_ok = true;
+    for r in results {
+        let path = r["path"].as_str().unwrap_or("?");
+        match r["id"].as_u64() {
+            Some(id) => {
+                println!("queued {path} (job {id}) in the running postflow at http://{addr}")
+            }
+            None => {
+                all_ok = false;
+                println!("not queued {path}: {}", r["error"].as_str().unwrap_or("?"));
+            }
+        }
+    }
+    Asked::Answered(ExitCode::from(if all_ok { EXIT_OK } else { EXIT_FAILURE }))
+}
+
+/// How long to wait for the queue's answer in a one-off upload (it answers in milliseconds
+/// unless the disk hangs).
+const QUEUE_ANSWER: Duration = Duration::from_secs(30);
+
+/// No instance runs: run the pipeline until the files are done, failed or skipped.
+fn upload_one_off(config: &Config, files: Vec<PathBuf>) -> ExitCode {
+    let pipeline = match Pipeline::start(config, Scope::Enqueued) {
+        Ok(p) => p,
+        Err(NotStarted::AlreadyRunning(e)) => {
+            eprintln!(
+                "postflow upload: postflow is {e} but its dashboard does not answer on \
+                 http://{}; try again when it does",
+                dashboard_addr(config)
+            );
+            return ExitCode::from(EXIT_FAILURE);
+        }
+        Err(NotStarted::Exit(code)) => return code,
+    };
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let (reply_tx, reply_rx) = bounded(1);
+    let _ = pipeline.queue_tx.send(QueueMsg::Enqueue {
+        paths: files,
+        reply: reply_tx,
+    });
+    let mut ids = Vec::new();
+    let mut code = EXIT_OK;
+    match reply_rx.recv_timeout(QUEUE_ANSWER) {
+        Ok(results) => {
+            for (name, result) in names.iter().zip(results) {
+                match result {
+                    Ok(id) => ids.push(id),
+                    Err(e) => {
+                        println!("not queued {name}: {e}");
+                        code = EXIT_FAILURE;
+                    }
+                }
+            }
+        }
+        Err(_) => {
+            log::error!("the queue did not answer");
+            return pipeline.shut_down(EXIT_FAILURE);
+        }
+    }
+    let queue = pipeline.queue_tx.clone();
+    let finished = || -> Option<u8> {
+        let (tx, rx) = bounded(1);
+        queue.send(QueueMsg::Stats(tx)).ok()?;
+        if rx.recv_timeout(QUEUE_ANSWER).ok()?.waiting_for_auth {
+            println!(
+                "Frame.io sign-in is needed: run `postflow auth {}`, then upload again",
+                config.path.display()
+            );
+            return Some(EXIT_FAILURE);
+        }
+        let (tx, rx) = bounded(1);
+        queue.send(QueueMsg::Jobs(tx)).ok()?;
+        let jobs = rx.recv_timeout(QUEUE_ANSWER).ok()?;
+        let ours: Vec<&Job> = jobs.iter().filter(|j| ids.contains(&j.id)).collect();
+        let ended = |j: &&Job| {
+            matches!(
+                j.state,
+                JobState::Done | JobState::Failed | JobState::Skipped
+            )
+        };
+        if !ours.iter().all(ended) {
+            return None;
+        }
+        let mut code = EXIT_OK;
+        for job in ours {
+            if job.state == JobState::Done {
+                println!(
+                    "uploaded {}{}",
+                    job.path,
+                    job.view_url
+                        .as_deref()
+                        .map(|u| format!(": {u}"))
+                        .unwrap_or_default()
+                );
+            } else {
+                code = EXIT_FAILURE;
+                println!(
+                    "not uploaded {} ({}): {}",
+                    job.path,
+                    job.state.as_str(),
+                    job.reason.as_deref().unwrap_or("")
+                );
+            }
+        }
+        Some(code)
+    };
+    let ended = match pipeline.wait(Duration::from_millis(500), finished) {
+        Stop::Finished(code) => code,
+        // Interrupted: the jobs stay in the ledger, and the next `run` finishes them.
+        Stop::Signal | Stop::ThreadDied => EXIT_FAILURE,
+    };
+    pipeline.shut_down(code.max(ended))
 }
 
 /// Passes the file server's progress to the hub (the page's progress bars, `/metrics`).

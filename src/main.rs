@@ -18,6 +18,11 @@ Usage:
   postflow check CONFIG      check the config, the Frame.io connection and the machine;
                              exit 0 only if all pass
   postflow status CONFIG     print the running instance's summary (exit 1 if none runs)
+  postflow upload CONFIG PATH...
+                             upload these files (inside watch.root) now: the running
+                             instance queues them; when none runs, uploads them itself
+                             and exits when they are done (exit 1 if one is not); a path
+                             outside watch.root refuses the command (exit 2)
   postflow --version         print the version
   postflow --help            print this help
 
@@ -30,6 +35,7 @@ enum Command {
     Check(PathBuf),
     Status(PathBuf),
     Auth(PathBuf),
+    Upload(PathBuf, Vec<PathBuf>),
     Version,
     Help,
 }
@@ -56,6 +62,17 @@ fn parse_args(args: &[OsString]) -> Result<Command, String> {
         ["check", ..] => one_config("check", &args[1..]).map(Command::Check),
         ["status", ..] => one_config("status", &args[1..]).map(Command::Status),
         ["auth", ..] => one_config("auth", &args[1..]).map(Command::Auth),
+        ["upload", ..] => match &args[1..] {
+            [config, paths @ ..] if !paths.is_empty() => Ok(Command::Upload(
+                PathBuf::from(config),
+                paths.iter().map(PathBuf::from).collect(),
+            )),
+            _ => Err(
+                "`upload` needs a config file and files: postflow upload config.json \
+                      clip.mov…"
+                    .into(),
+            ),
+        },
         [flag, ..] if flag.starts_with('-') => Err(format!("unknown option {flag:?}")),
         [_] => Ok(Command::Run(PathBuf::from(&args[0]))),
         [word, ..] => Err(format!("unknown command {word:?}")),
@@ -96,6 +113,10 @@ fn main() -> ExitCode {
             Ok(config) => app::auth(config),
             Err(code) => code,
         },
+        Command::Upload(path, files) => match app::load_config(&path) {
+            Ok(config) => app::upload(config, &files),
+            Err(code) => code,
+        },
     }
 }
 
@@ -127,6 +148,13 @@ mod tests {
         assert!(parse(&["auth"])
             .unwrap_err()
             .contains("postflow auth config.json"));
+        assert_eq!(
+            parse(&["upload", "c.json", "a.mov", "b/c.mxf"]),
+            Ok(Command::Upload(
+                "c.json".into(),
+                vec!["a.mov".into(), "b/c.mxf".into()]
+            ))
+        );
     }
 
     #[test]
@@ -150,6 +178,9 @@ mod tests {
             .unwrap_err()
             .contains("unknown option"));
         assert!(parse(&["upload", "c.json"])
+            .unwrap_err()
+            .contains("postflow upload config.json clip.mov"));
+        assert!(parse(&["frobnicate", "c.json"])
             .unwrap_err()
             .contains("unknown command"));
     }

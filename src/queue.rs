@@ -29,7 +29,8 @@
 //!   `Permanent` fails the job now; `FileChanged` skips it (the watcher's new job takes over).
 //! - **Control** (dashboard, `postflow upload`): `Jobs`, `Stats`, `Retry`, `RetryFailed`,
 //!   `Pause`, `Resume`, `Enqueue`. Pause stops handing out jobs; jobs already out finish;
-//!   nothing is lost.
+//!   nothing is lost. A one-off `postflow upload` (no instance running) runs the queue with
+//!   [`QueueSettings::only_enqueued`]: only the jobs it enqueued are handed out.
 //!
 //! On start, jobs a crash left in `uploading` or `processing` go back to `queued`, keeping
 //! their `file_id` and attempt count: the upload worker sees the `file_id` and adopts or
@@ -171,6 +172,9 @@ pub struct QueueSettings {
     pub max_attempts: u32,
     pub base_delay: Duration,
     pub max_delay: Duration,
+    /// A one-off `postflow upload`: hand out only the jobs enqueued by hand (`Enqueue`); the
+    /// watcher's jobs are recorded and left for the next `run`.
+    pub only_enqueued: bool,
 }
 
 impl QueueSettings {
@@ -182,6 +186,7 @@ impl QueueSettings {
             max_attempts: config.upload.max_attempts.max(1),
             base_delay: BASE_DELAY,
             max_delay: config.upload.max_delay,
+            only_enqueued: false,
         }
     }
 }
@@ -280,6 +285,8 @@ pub struct Queue {
     paused: bool,
     auth_held: bool,
     watched_files: Option<usize>,
+    /// With `only_enqueued`: the jobs that may be handed out (those enqueued by hand).
+    only: Option<HashSet<u64>>,
     rng: u64,
 }
 
@@ -296,6 +303,7 @@ impl Queue {
         let seed = std::collections::hash_map::RandomState::new()
             .build_hasher()
             .finish();
+        let only = settings.only_enqueued.then(HashSet::new);
         let mut queue = Queue {
             ledger,
             settings,
@@ -310,6 +318,7 @@ impl Queue {
             paused: false,
             auth_held: false,
             watched_files: None,
+            only,
             rng: seed | 1,
         };
         let mut interrupted = Vec::new();
@@ -394,7 +403,10 @@ impl Queue {
         if self.paused || self.auth_held || self.out.len() >= self.settings.concurrency {
             return None;
         }
-        let &(_, id) = self.ready.first()?;
+        let &(_, id) = match &self.only {
+            Some(only) => self.ready.iter().find(|(_, id)| only.contains(id))?,
+            None => self.ready.first()?,
+        };
         self.ledger.get(id).cloned()
     }
 
@@ -659,6 +671,9 @@ impl Queue {
         if !self.commit(batch.jobs.into_values().collect(), now) {
             let err = "cannot write the ledger (see the log)".to_string();
             return results.into_iter().map(|_| Err(err.clone())).collect();
+        }
+        if let Some(only) = &mut self.only {
+            only.extend(results.iter().flatten());
         }
         results
     }
@@ -952,6 +967,13 @@ pub fn human_size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(human_size(999), "999 B");
+        assert_eq!(human_size(1_234_567), "1.2 MB");
+        assert_eq!(human_size(52_000_000_000), "52.0 GB");
+    }
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     struct TempDir(PathBuf);
@@ -986,6 +1008,7 @@ mod tests {
             max_attempts,
             base_delay: BASE_DELAY,
             max_delay: Duration::from_secs(60),
+            only_enqueued: false,
         }
     }
 
@@ -1313,5 +1336,27 @@ mod tests {
         let j = job(&q, id);
         assert_eq!((j.path.as_str(), j.state), ("sub/a.mov", JobState::Queued));
         assert_eq!(j.folder, "sub");
+    }
+
+    #[test]
+    fn a_one_off_upload_hands_out_only_what_was_enqueued_by_hand() {
+        let dir = TempDir::new();
+        let root = dir.0.join("watch");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("by-hand.mov"), b"data").unwrap();
+        let (ledger, _) = Ledger::open(&dir.0.join("jobs")).unwrap();
+        let (hub, _) = Hub::new();
+        let mut settings = settings(&root, 2, 10);
+        settings.only_enqueued = true;
+        let mut q = Queue::new(ledger, settings, hub, T0);
+        let seen = stable(&mut q, "seen-by-the-watcher.mov", T0);
+        assert_eq!(q.next_job(T0), None, "the watcher's job waits for `run`");
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let paths = vec![PathBuf::from("by-hand.mov")];
+        q.handle(QueueMsg::Enqueue { paths, reply: tx }, T0 + 1);
+        let by_hand = *rx.recv().unwrap()[0].as_ref().unwrap();
+        assert_eq!(take(&mut q, T0 + 1), Some(by_hand));
+        assert_eq!(q.next_job(T0 + 1), None);
+        assert_eq!(job(&q, seen).state, JobState::Queued, "recorded, not lost");
     }
 }

@@ -30,14 +30,17 @@ use crate::config::UploadMode;
 use crate::frameio::api::{Api, ApiError, Child, File as FioFile, UploadStatus};
 use crate::ledger::Job;
 use crate::links::Links;
+use crate::queue::human_size;
 use crate::queue::{AttemptUpdate, FailureKind, QueueMsg};
+use crate::timefmt::parse_rfc3339_ms;
 use folders::FolderCache;
 use parts::{put_parts, s3_agent, Part, PartError, PartPlan};
 use sidecar::{LocalPlan, Sidecar};
 
 /// Frame.io's limit for remote uploads (reference: "Size limit 50 GB").
 pub const REMOTE_LIMIT: u64 = 50 * 1000 * 1000 * 1000;
-/// Presigned part URLs live 24 h; resume only with a comfortable margin left.
+/// Presigned part URLs live 24 h; resume only with a comfortable margin left. (When the URLs
+/// say when they expire, that is used instead: see `urls_expire_at`.)
 const PART_URL_LIFE: Duration = Duration::from_secs(23 * 3600);
 /// How many times one attempt redoes a remote pull (Frame.io failed or dropped it, the public
 /// URL changed) before handing the job back to the queue's backoff.
@@ -63,15 +66,20 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The contract's timings; `POSTFLOW_STALL_SECS` shortens the stall timeout for tests and
-    /// for people debugging a tunnel (not a config key on purpose: 5 minutes is right).
+    /// The contract's timings. Two environment variables, for tests and for people debugging
+    /// a tunnel (not config keys on purpose: the defaults are right for Frame.io):
+    /// `POSTFLOW_STALL_SECS` shortens the 5-minute stall timeout; `POSTFLOW_POLL_MS` sets the
+    /// first status poll interval (2 s), which then grows to ten times that (at most 30 s).
     pub fn timings(mut self) -> Settings {
+        let env = |key: &str| std::env::var(key).ok().and_then(|s| s.parse::<u64>().ok());
         self.poll_min = Duration::from_secs(2);
         self.poll_max = Duration::from_secs(30);
-        self.stall = std::env::var("POSTFLOW_STALL_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .map_or(Duration::from_secs(300), Duration::from_secs);
+        if let Some(ms) = env("POSTFLOW_POLL_MS") {
+            self.poll_min = Duration::from_millis(ms.max(1));
+            self.poll_max = (self.poll_min * 10).min(self.poll_max);
+        }
+        self.stall =
+            env("POSTFLOW_STALL_SECS").map_or(Duration::from_secs(300), Duration::from_secs);
         self
     }
 }
@@ -385,7 +393,12 @@ fn adopt(up: &Uploader, job: &Job, file_id: &str) -> Result<Outcome, ApiError> {
 /// A saved local-upload plan this job can go on with.
 fn resumable(up: &Uploader, job: &Job) -> Option<(LocalPlan, Vec<usize>)> {
     let (plan, done) = up.sidecar.load(job.id)?;
-    let fresh = now_secs().saturating_sub(plan.issued_at) < PART_URL_LIFE.as_secs();
+    let now = now_secs();
+    let fresh = match urls_expire_at(&plan.parts) {
+        // Keep a twenty-fourth of their life in hand (1 h of 24 h) to send what is missing.
+        Some((expires_at, life)) => now + life / 24 < expires_at,
+        None => now.saturating_sub(plan.issued_at) < PART_URL_LIFE.as_secs(),
+    };
     let same = Some(&plan.file_id) == job.file_id.as_ref()
         && plan.size == job.size
         && plan.mtime_ns == job.mtime_ns;
@@ -563,11 +576,14 @@ fn local_inner(
             });
             let plan = LocalPlan {
                 file_id: created.file.id.clone(),
+                // Part URLs are signed for a Content-Type. With no media type returned, the
+                // one Frame.io's own SDK sends is octet-stream; a type guessed from the
+                // extension would not match the signature (S3: SignatureDoesNotMatch).
                 media_type: created
                     .file
                     .media_type
                     .clone()
-                    .unwrap_or_else(|| media_type_for(job.name()).to_string()),
+                    .unwrap_or_else(|| NO_MEDIA_TYPE.to_string()),
                 parts: created
                     .upload_urls
                     .iter()
@@ -661,23 +677,40 @@ fn local_inner(
     })
 }
 
-/// The media type to send when Frame.io returned none (by extension).
-pub fn media_type_for(name: &str) -> &'static str {
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-    match ext.as_deref() {
-        Some("mov") => "video/quicktime",
-        Some("mp4") | Some("m4v") => "video/mp4",
-        Some("mxf") => "application/mxf",
-        Some("wav") => "audio/wav",
-        Some("aif") | Some("aiff") => "audio/aiff",
-        Some("zip") => "application/zip",
-        Some("pdf") => "application/pdf",
-        Some("png") => "image/png",
-        Some("jpg") | Some("jpeg") => "image/jpeg",
-        Some("exr") => "image/x-exr",
-        _ => "application/octet-stream",
-    }
+/// When the first of the presigned URLs expires, and how long they lived (unix seconds,
+/// seconds), from their SigV4 query (`X-Amz-Date=20250626T201433Z&X-Amz-Expires=86400`).
+fn urls_expire_at(parts: &[Part]) -> Option<(u64, u64)> {
+    parts
+        .iter()
+        .map(|p| {
+            let query = p.url.split_once('?')?.1;
+            let param = |name: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            };
+            let date = param("X-Amz-Date")?;
+            let life: u64 = param("X-Amz-Expires")?.parse().ok()?;
+            // 20250626T201433Z -> 2025-06-26T20:14:33Z
+            let rfc3339 = format!(
+                "{}-{}-{}T{}:{}:{}Z",
+                date.get(0..4)?,
+                date.get(4..6)?,
+                date.get(6..8)?,
+                date.get(9..11)?,
+                date.get(11..13)?,
+                date.get(13..15)?
+            );
+            let signed = parse_rfc3339_ms(&rfc3339)? / 1000;
+            Some((signed + life, life))
+        })
+        .collect::<Option<Vec<_>>>()?
+        .into_iter()
+        .min()
 }
+
+/// The part Content-Type when Frame.io returned no `media_type` (reference: the SDK's fallback).
+const NO_MEDIA_TYPE: &str = "application/octet-stream";
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -685,89 +718,9 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// `1.2 GB` style sizes for log lines.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
-/// Parses Frame.io's timestamps (`2025-06-26T20:14:33.796116Z`, or with a `+hh:mm` offset)
-/// to unix milliseconds.
-pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &s[19..];
-    let mut millis = 0i64;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        let ms_digits: String = frac[..digits]
-            .chars()
-            .chain("000".chars())
-            .take(3)
-            .collect();
-        millis = ms_digits.parse().ok()?;
-        rest = &frac[digits..];
-    }
-    let offset_secs = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && matches!(&rest[..1], "+" | "-") => {
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (rest[1..3].parse::<i64>().ok()? * 3600 + rest[4..6].parse::<i64>().ok()? * 60)
-        }
-        _ => return None,
-    };
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset_secs;
-    u64::try_from(secs * 1000 + millis).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn frameio_timestamps_parse_to_unix_ms() {
-        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_rfc3339_ms("2025-06-26T20:14:33.796116Z"),
-            Some(1_750_968_873_796)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2025-06-26T22:14:33+02:00"),
-            Some(1_750_968_873_000)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2024-02-29T12:00:00.5Z"),
-            Some(1_709_208_000_500)
-        );
-        assert_eq!(parse_rfc3339_ms("yesterday"), None);
-        assert_eq!(parse_rfc3339_ms("2025-13-01T00:00:00Z"), None);
-    }
 
     #[test]
     fn auto_goes_remote_only_with_a_tunnel_and_under_the_limit() {
@@ -795,16 +748,27 @@ mod tests {
     }
 
     #[test]
-    fn media_types_by_extension() {
-        assert_eq!(media_type_for("A.MOV"), "video/quicktime");
-        assert_eq!(media_type_for("a.mxf"), "application/mxf");
-        assert_eq!(media_type_for("noext"), "application/octet-stream");
-    }
-
-    #[test]
-    fn sizes_read_like_people_write_them() {
-        assert_eq!(human_size(999), "999 B");
-        assert_eq!(human_size(1_234_567), "1.2 MB");
-        assert_eq!(human_size(52_000_000_000), "52.0 GB");
+    fn part_urls_say_when_they_expire() {
+        let part = |date: &str, expires: &str| Part {
+            url: format!(
+                "https://s3/parts/f/part_1?x-amz-meta-part_number=1&X-Amz-Date={date}\
+                 &X-Amz-Expires={expires}&X-Amz-Signature=abc"
+            ),
+            size: 1,
+        };
+        let parts = [
+            part("20250626T201433Z", "86400"),
+            part("20250626T201432Z", "86400"),
+        ];
+        assert_eq!(
+            urls_expire_at(&parts),
+            Some((1_750_968_872 + 86_400, 86_400))
+        );
+        let unsigned = Part {
+            url: "https://s3/parts/f/part_1".into(),
+            size: 1,
+        };
+        assert_eq!(urls_expire_at(&[unsigned]), None);
+        assert_eq!(urls_expire_at(&[part("junk", "10")]), None);
     }
 }

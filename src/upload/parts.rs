@@ -2,8 +2,8 @@
 //!
 //! Every part is streamed from the file (never read whole into memory) with an exact
 //! `Content-Length` (never chunked: S3 answers 411 to chunked bodies), the `Content-Type`
-//! Frame.io returned as `media_type` (the same for every part, it is part of the signature)
-//! and `x-amz-acl: private` (also signed). Presigned URLs carry their authorisation in the
+//! Frame.io returned as `media_type`, or `application/octet-stream` when it returned none (the
+//! same for every part, it is part of the signature) and `x-amz-acl: private` (also signed). Presigned URLs carry their authorisation in the
 //! query string: no `Authorization` header, and the URL itself is a secret (never logged).
 //! Parts go up `parallel` at a time; a failed part is retried on its own.
 

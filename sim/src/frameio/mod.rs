@@ -37,6 +37,7 @@ use state::{FileData, NodeKind, State};
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -49,6 +50,7 @@ pub struct FrameIo {
     shared: Arc<Shared>,
     server: Arc<tiny_http::Server>,
     acceptor: Option<JoinHandle<()>>,
+    kicker: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
 }
 
 /// Tokens minted by [`FrameIo::login_tokens`].
@@ -194,11 +196,20 @@ impl FrameIo {
                 .name("frameio-sim-accept".into())
                 .spawn(move || accept_loop(&server, &shared))?
         };
+        let kicker = {
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = Arc::clone(&stop);
+            let thread = std::thread::Builder::new()
+                .name("frameio-sim-kick".into())
+                .spawn(move || kick_connection_pool(addr, &flag))?;
+            (stop, thread)
+        };
         log::info!("frameio-sim listening on {}", shared.base_url);
         Ok(FrameIo {
             shared,
             server,
             acceptor: Some(acceptor),
+            kicker: Some(kicker),
         })
     }
 
@@ -429,10 +440,33 @@ impl FrameIo {
 
 impl Drop for FrameIo {
     fn drop(&mut self) {
+        if let Some((stop, thread)) = self.kicker.take() {
+            stop.store(true, Ordering::SeqCst);
+            let _ = thread.join();
+        }
         self.server.unblock();
         if let Some(h) = self.acceptor.take() {
             let _ = h.join();
         }
+    }
+}
+
+/// Works around a lost wakeup in tiny_http 0.12's connection pool (`util::TaskPool::spawn`):
+/// a new connection is queued instead of given a thread when the pool counts a worker as
+/// waiting that another new connection has already claimed (its count drops only after it
+/// takes the lock back). The queued connection then waits until some worker finishes its
+/// current connection, and with keep-alive clients that can be never: a client sees its
+/// request go unanswered until it gives up (postflow abandons a part PUT after 30 s). Every
+/// connection accepted later wakes a worker, which takes the oldest queued connection first;
+/// so an empty connection (closed at once, no request: nothing is counted or logged) every
+/// 50 ms bounds the wait to about that.
+fn kick_connection_pool(mut addr: std::net::SocketAddr, stop: &AtomicBool) {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+        let _ = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1));
     }
 }
 
