@@ -184,3 +184,48 @@ fn a_file_deleted_mid_upload_leaves_nothing_in_frameio() {
         );
     }
 }
+
+/// Regression (found by the kill -9 test): a crash while `remote_upload` was in flight left a
+/// Frame.io file that never learned its size (Frame.io could not reach the dead file server)
+/// and was not recognised as our leftover, because the search wanted the same size. The next
+/// attempt must delete it, whatever size it shows, and the file must end up there once.
+#[test]
+fn an_incomplete_leftover_whose_size_frameio_never_learned_is_deleted() {
+    let mut rig = Rig::new("up-leftover", "local", |_| {});
+    rig.with_dashboard();
+    rig.env("POSTFLOW_POLL_MS", "200");
+    // What the crashed attempt left: a pull of a source nobody answers any more.
+    let token = rig.sim.login_tokens().access_token;
+    let url = format!(
+        "{}/v4/accounts/{}/folders/{}/files/remote_upload",
+        rig.sim.base_url(),
+        rig.sim.account_id(),
+        rig.sim.root_folder_id()
+    );
+    let body =
+        json!({"data": {"name": "take_3.wav", "source_url": "http://127.0.0.1:9/f/x/take_3.wav"}});
+    let created = ureq::post(&url)
+        .header("authorization", &format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .send(&body.to_string())
+        .expect("remote_upload");
+    assert_eq!(created.status().as_u16(), 202);
+    let leftover = rig.sim.files();
+    assert_eq!(leftover.len(), 1);
+    assert_ne!(
+        leftover[0].size, 700_000,
+        "the leftover does not know the real size"
+    );
+
+    let mut expected = BTreeMap::new();
+    expected.insert("take_3.wav".to_string(), rig.make("take_3.wav", 700_000, 7));
+    let child = rig.start();
+    rig.wait_done(1, Duration::from_secs(60));
+    stop(&rig, child);
+    rig.assert_exactly(&expected);
+    assert!(
+        rig.incomplete_files().is_empty(),
+        "{:?}",
+        rig.incomplete_files()
+    );
+}

@@ -357,14 +357,11 @@ fn adopt_or_clean(up: &Uploader, job: &Job, folder_id: &str) -> Result<Option<Ou
     let not_before_ms = job.created_ms.saturating_sub(60_000);
     for child in up.api.folder_children(up.account(), folder_id)? {
         let Child::File(f) = child else { continue };
-        if f.name != job.name()
-            || f.file_size != Some(job.size)
-            || Some(&f.id) == job.file_id.as_ref()
-        {
+        if f.name != job.name() || Some(&f.id) == job.file_id.as_ref() {
             continue;
         }
         // Created after the job (give or take clock skew): ours. An older file with the same
-        // name and size is a previous version of this file, not this job's upload.
+        // name is a previous version of this file, not this job's upload.
         if f.created_at
             .as_deref()
             .and_then(parse_rfc3339_ms)
@@ -372,11 +369,17 @@ fn adopt_or_clean(up: &Uploader, job: &Job, folder_id: &str) -> Result<Option<Ou
         {
             continue;
         }
-        if up.api.file_status(up.account(), &f.id)?.upload_complete {
+        let complete = up.api.file_status(up.account(), &f.id)?.upload_complete;
+        if complete && f.file_size == Some(job.size) {
             log::info!("{}: already in Frame.io, adopting it", job.name());
             return adopt(up, job, &f.id).map(Some);
         }
-        up.discard(&f.id, "incomplete leftover of an interrupted upload");
+        // An incomplete one is our leftover whatever size it shows: a request cut short by a
+        // crash can leave a file whose size Frame.io never learned (it could not reach us).
+        // A complete one of another size is another version, not ours to touch.
+        if !complete {
+            up.discard(&f.id, "incomplete leftover of an interrupted upload");
+        }
     }
     Ok(None)
 }

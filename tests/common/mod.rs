@@ -106,9 +106,13 @@ impl Sandbox {
     }
 }
 
+/// Removed at the end, unless `KEEP_SANDBOX` is set: then a failed test's log, ledger and
+/// state stay under target/tmp for a person to read.
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("KEEP_SANDBOX").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
