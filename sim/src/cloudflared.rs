@@ -638,10 +638,12 @@ impl Tunnel {
             f.push(("protocol", protocol.to_string()));
             self.log.infof("Registered tunnel connection", &f);
             self.registered += 1;
-            self.shared.ready_connections.fetch_add(1, Ordering::SeqCst);
+            // The public name resolves (registry file written) before /ready says 200, so a
+            // client that trusts /ready can use the URL at once.
             if idx == 0 {
                 self.on_first_registration();
             }
+            self.shared.ready_connections.fetch_add(1, Ordering::SeqCst);
         }
         if self.named && self.hostname.is_some() && self.shared.origin.is_some() {
             self.log.infof(
