@@ -1,7 +1,12 @@
 # postflow: common tasks. `make test` is what CI runs (through .ci/run).
 CARGO ?= cargo
 
-.PHONY: build release test test-browser lint run clean bench
+.PHONY: build release test test-browser lint run clean bench demo soak soak-ci
+
+# Everything on this machine: the Frame.io simulator, the cloudflared stand-in and postflow,
+# with generated media dropped into demo/inbox. Prints the dashboard URL; Ctrl-C stops it.
+demo:
+	CARGO=$(CARGO) scripts/demo.sh
 
 build:
 	$(CARGO) build --workspace
