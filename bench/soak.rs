@@ -64,7 +64,10 @@ fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        let num = |v: String| v.parse::<f64>().map_err(|_| format!("{flag}: not a number"));
+        let num = |v: String| {
+            v.parse::<f64>()
+                .map_err(|_| format!("{flag}: not a number"))
+        };
         match flag.as_str() {
             "--files" => a.files = num(value()?)? as usize,
             "--max-mb" => a.max_size = (num(value()?)? * 1048576.0) as u64,
@@ -209,12 +212,20 @@ fn sample(pid: u32) -> Option<(u64, u64, usize)> {
 fn alive(pid: u32) -> bool {
     // Zombies count as gone.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
         .unwrap_or(false)
 }
 
 fn sigterm(pid: u32) {
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
 }
 
 fn mb(bytes: u64) -> String {
@@ -455,7 +466,10 @@ fn soak(args: &Args) -> Result<bool, String> {
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log);
         if crash {
-            cmd.env("FAKE_CLOUDFLARED_MODE", format!("crash-after={CRASH_AFTER}"));
+            cmd.env(
+                "FAKE_CLOUDFLARED_MODE",
+                format!("crash-after={CRASH_AFTER}"),
+            );
         } else {
             cmd.env_remove("FAKE_CLOUDFLARED_MODE");
         }
@@ -555,7 +569,9 @@ fn soak(args: &Args) -> Result<bool, String> {
                 .unwrap_or_default()
                 .matches("tunnel down: cloudflared exited")
                 .count();
-            let counts = queue_stats().map_or("-".into(), |q| format!("{} in_flight {}", q["counts"], q["in_flight"]));
+            let counts = queue_stats().map_or("-".into(), |q| {
+                format!("{} in_flight {}", q["counts"], q["in_flight"])
+            });
             eprintln!(
                 "soak: {:>5.0} s  dropped {n_dropped}/{}, arrived {arrived}, kill -9 {kills}, \
                  tunnel crashes {crashes}, postflow pid {}, its queue {counts}",
@@ -569,8 +585,7 @@ fn soak(args: &Args) -> Result<bool, String> {
 
         // Done: everything dropped and in Frame.io, all kills made, and postflow's own
         // queue says every job is done.
-        if done_at.is_none() && n_dropped == args.files && arrived == args.files && kills == KILLS
-        {
+        if done_at.is_none() && n_dropped == args.files && arrived == args.files && kills == KILLS {
             let settled = owner.is_some()
                 && queue_stats().is_some_and(|q| {
                     let c = &q["counts"];
@@ -760,7 +775,9 @@ fn soak(args: &Args) -> Result<bool, String> {
         .collect();
     std::thread::sleep(Duration::from_millis(500));
     for pid in cf_pids.iter().filter(|p| alive(**p)) {
-        problems.push(format!("fake-cloudflared (pid {pid}) still running; stopping it"));
+        problems.push(format!(
+            "fake-cloudflared (pid {pid}) still running; stopping it"
+        ));
         sigterm(*pid);
     }
     let ledger = std::fs::metadata(state.join("jobs")).map_or(0, |m| m.len());
