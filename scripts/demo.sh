@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# `make demo`: postflow end to end on this machine, with no Adobe account and no Cloudflare.
+#
+# Builds the debug binaries, starts the Frame.io simulator (frameio-sim) and postflow with the
+# cloudflared stand-in (fake-cloudflared) as its quick tunnel, all on loopback; creates
+# demo/inbox, writes demo/config.json from scripts/demo.config.json (the layout template sends
+# SQ01_UNDLM_00412_v001.mov to SQ01/UNDLM_00412), signs in through the simulator, drops a few
+# generated media files (one .mov written slowly, so the page shows a file waiting to settle)
+# and prints the dashboard URL. Ctrl-C stops what this script started, by pid, and nothing else.
+#
+# Environment: DEMO_DASHBOARD_PORT (8080), DEMO_SERVE_PORT (8081), DEMO_SIM_PORT (9090): a busy
+# port is replaced by a free one. DEMO_SECONDS=N stops the demo by itself after N seconds and
+# exits non-zero unless every dropped file arrived once (used to check the demo unattended).
+set -euo pipefail
+# Every background job is started with job control on (`set -m`, then off again), which gives
+# it a process group of its own: the terminal's Ctrl-C reaches this script only, and the
+# script stops each job in order, by pid.
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+DEMO="$ROOT/demo"
+CARGO="${CARGO:-cargo}"
+BIN="$ROOT/target/debug"
+
+SIM_PID="" POSTFLOW_PID="" WRITER_PID="" WATCHER_PID=""
+say() { printf '\033[1mdemo:\033[0m %s\n' "$*"; }
+
+stop_pid() { # name pid [group]: SIGTERM to the pid (or to its own process group), then wait
+    local name=$1 pid=$2
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+    if [ -n "${3:-}" ]; then kill -TERM -- "-$pid" 2>/dev/null || true; else kill -TERM "$pid" 2>/dev/null || true; fi
+    for _ in $(seq 1 200); do
+        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+        sleep 0.1
+    done
+    say "$name ($pid) did not stop in 20 s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+CLEANED=""
+cleanup() {
+    [ -n "$CLEANED" ] && return
+    CLEANED=1
+    trap - INT TERM EXIT
+    echo
+    say "stopping"
+    # These two are shell loops: their process group holds the loop and its `sleep`.
+    stop_pid "the slow writer" "$WRITER_PID" group
+    stop_pid "the arrival watcher" "$WATCHER_PID" group
+    # postflow stops its cloudflared stand-in itself (SIGTERM, grace period), then exits.
+    stop_pid postflow "$POSTFLOW_PID"
+    stop_pid frameio-sim "$SIM_PID"
+    say "stopped. Logs and files stay in demo/ (postflow.log, sim.log, inbox/)."
+}
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pick_port() { # preferred port -> that port if free, else a free one
+    local p=$1
+    while port_busy "$p"; do p=$((20000 + RANDOM % 40000)); done
+    echo "$p"
+}
+
+# ---------------------------------------------------------------- build
+say "building (debug profile: cargo build --workspace --bins)"
+"$CARGO" build --quiet --workspace --bins
+
+# ---------------------------------------------------------------- fresh demo folder
+mkdir -p "$DEMO"
+rm -rf "$DEMO/inbox" "$DEMO/postflow-state" "$DEMO/registry" "$DEMO"/*.log "$DEMO/sim.out"
+mkdir -p "$DEMO/inbox" "$DEMO/registry"
+
+SIM_PORT=$(pick_port "${DEMO_SIM_PORT:-9090}")
+DASHBOARD_PORT=$(pick_port "${DEMO_DASHBOARD_PORT:-8080}")
+SERVE_PORT=$(pick_port "${DEMO_SERVE_PORT:-8081}")
+[ "$SERVE_PORT" != "$DASHBOARD_PORT" ] || SERVE_PORT=$(pick_port $((DASHBOARD_PORT + 1)))
+
+# ---------------------------------------------------------------- the simulated Frame.io
+# --fetch alternate: its fetcher pulls through the tunnel with plain GETs and Range requests
+# in turn, like Frame.io does.
+set -m
+"$BIN/frameio-sim" --listen "127.0.0.1:$SIM_PORT" --registry "$DEMO/registry" \
+    --fetch alternate >"$DEMO/sim.out" 2>"$DEMO/sim.log" &
+SIM_PID=$!
+set +m
+for _ in $(seq 1 100); do
+    grep -qx ready "$DEMO/sim.out" 2>/dev/null && break
+    kill -0 "$SIM_PID" 2>/dev/null || { cat "$DEMO/sim.log"; say "frameio-sim did not start"; exit 1; }
+    sleep 0.1
+done
+grep -qx ready "$DEMO/sim.out" || { say "frameio-sim did not say ready"; exit 1; }
+setting() { sed -n "s/^$1=//p" "$DEMO/sim.out"; }
+SIM_URL=$(setting base_url)
+say "frameio-sim (pid $SIM_PID) at $SIM_URL"
+
+# ---------------------------------------------------------------- config and sign-in
+sed -e "s|@CLIENT_ID@|$(setting client_id)|" \
+    -e "s|@CLIENT_SECRET@|$(setting client_secret)|" \
+    -e "s|@REDIRECT_URI@|$(setting redirect_uri)|" \
+    -e "s|@ACCOUNT_ID@|$(setting account_id)|" \
+    -e "s|@PROJECT_ID@|$(setting project_id)|" \
+    -e "s|@SIM_URL@|$SIM_URL|g" \
+    -e "s|@SERVE_PORT@|$SERVE_PORT|" \
+    -e "s|@DASHBOARD_PORT@|$DASHBOARD_PORT|" \
+    -e "s|@CLOUDFLARED@|$BIN/fake-cloudflared|" \
+    "$ROOT/scripts/demo.config.json" >"$DEMO/config.json"
+chmod 600 "$DEMO/config.json"
+
+# What `postflow auth` would save after a browser sign-in, minted by the simulator's IMS.
+LOGIN=$(curl -sf -X POST "$SIM_URL/_sim/login")
+field() { printf '%s' "$LOGIN" | sed -n "s/.*\"$1\":\"\\{0,1\\}\\([^\",}]*\\).*/\\1/p"; }
+mkdir -p "$DEMO/postflow-state"
+( umask 077
+  printf '{"access_token":"%s","refresh_token":"%s","expires_at":%s}\n' \
+      "$(field access_token)" "$(field refresh_token)" $(( $(date +%s) + $(field expires_in) )) \
+      >"$DEMO/postflow-state/tokens.json" )
+
+# ---------------------------------------------------------------- postflow
+# SIM_TUNNEL_REGISTRY: the stand-in writes its public name there and the simulator's fetcher
+# resolves https://<words>.trycloudflare.com through it, as Frame.io reaches a real tunnel.
+set -m
+SIM_TUNNEL_REGISTRY="$DEMO/registry" "$BIN/postflow" run "$DEMO/config.json" 2>"$DEMO/postflow.log" &
+POSTFLOW_PID=$!
+set +m
+DASH="http://127.0.0.1:$DASHBOARD_PORT"
+for _ in $(seq 1 100); do
+    curl -sf "$DASH/health" >/dev/null 2>&1 && break
+    kill -0 "$POSTFLOW_PID" 2>/dev/null || { cat "$DEMO/postflow.log"; say "postflow did not start"; exit 1; }
+    sleep 0.1
+done
+say "postflow (pid $POSTFLOW_PID) is running; its log: demo/postflow.log"
+
+# ---------------------------------------------------------------- media
+be32() { printf '\\x%02x\\x%02x\\x%02x\\x%02x' $(($1 >> 24 & 255)) $(($1 >> 16 & 255)) $(($1 >> 8 & 255)) $(($1 & 255)); }
+# QuickTime header for a file of $1 bytes: ftyp, moov, and the mdat header that runs to the end.
+mov_head() {
+    printf "$(be32 20)ftypqt  \\x00\\x00\\x00\\x00qt  $(be32 24)moov"
+    head -c 16 /dev/urandom
+    printf "$(be32 $(($1 - 44)))mdat"
+}
+# A finished file appears at once (written under a temporary name, then renamed, as renders do).
+drop() { # relative path, size in bytes
+    local path="$DEMO/inbox/$1" size=$2
+    mkdir -p "$(dirname "$path")"
+    case "$path" in
+        *.mov|*.mp4) { mov_head "$size"; head -c $((size - 52)) /dev/urandom; } >"$path.partial" ;;
+        *) head -c "$size" /dev/urandom >"$path.partial" ;;
+    esac
+    mv "$path.partial" "$path"
+}
+# A .mov written in place over about 40 s: the page shows it waiting until it settles.
+slow_mov() { # relative path, MiB
+    local path="$DEMO/inbox/$1" mib=$2
+    mov_head $((mib * 1048576)) >"$path"
+    head -c $((1048576 - 52)) /dev/urandom >>"$path"
+    for _ in $(seq 2 "$mib"); do
+        sleep 2
+        head -c 1048576 /dev/urandom >>"$path"
+    done
+}
+
+EXPECTED=(
+    SQ01/UNDLM_00412/SQ01_UNDLM_00412_v001.mov
+    SQ01/UNDLM_00413/SQ01_UNDLM_00413_v002.mov
+    SQ02/UNDLM_00001/SQ02_UNDLM_00001_v001.mp4
+    audio/SQ01_mix_v003.wav
+    notes/edit_notes.pdf
+    SQ01/UNDLM_00414/SQ01_UNDLM_00414_v001.mov
+)
+drop SQ01_UNDLM_00412_v001.mov $((8 * 1048576))
+drop SQ01_UNDLM_00413_v002.mov $((40 * 1048576))
+drop SQ02_UNDLM_00001_v001.mp4 $((3 * 1048576))
+drop audio/SQ01_mix_v003.wav $((2 * 1048576))
+drop notes/edit_notes.pdf 48000
+set -m
+slow_mov SQ01_UNDLM_00414_v001.mov 20 &
+WRITER_PID=$!
+set +m
+
+# Prints each file as it arrives in the simulated Frame.io (from the simulator's /_sim/paths).
+watch_arrivals() {
+    local seen=" "
+    while sleep 1; do
+        local paths
+        # {"<path>":{"complete":1,"copies":1,"sha256":"…","size":123},…}: complete copies only
+        paths=$(curl -sf "$SIM_URL/_sim/paths" | grep -oE '"[^"]+":\{[^}]*\}' | grep -E '"complete":[1-9]' || true)
+        while IFS= read -r entry; do
+            [ -n "$entry" ] || continue
+            local p=${entry%%\":\{*}; p=${p#\"}
+            case "$seen" in *" $p "*) continue ;; esac
+            seen="$seen$p "
+            local size; size=$(printf "%s" "$entry" | sed -E 's/.*"size":([0-9]+).*/\1/')
+            say "arrived in Frame.io: $p ($size bytes)"
+        done <<<"$paths"
+    done
+}
+set -m
+watch_arrivals &
+WATCHER_PID=$!
+set +m
+
+say "dropped 5 files into demo/inbox and started writing SQ01_UNDLM_00414_v001.mov slowly"
+echo
+say "open the status page: $DASH"
+say "what the simulated Frame.io holds: $SIM_URL/_sim/paths"
+say "press Ctrl-C to stop"
+echo
+
+if [ -n "${DEMO_SECONDS:-}" ]; then
+    end=$(( $(date +%s) + DEMO_SECONDS ))
+    while [ "$(date +%s)" -lt "$end" ] && kill -0 "$POSTFLOW_PID" 2>/dev/null; do sleep 1; done
+    paths=$(curl -sf "$SIM_URL/_sim/paths")
+    missing=0
+    for p in "${EXPECTED[@]}"; do
+        printf '%s' "$paths" | grep -oE '"[^"]+":\{[^}]*\}' | grep -F "\"$p\":{" | grep -qE '"complete":1,' \
+            || { say "missing: $p"; missing=1; }
+    done
+    printf '%s' "$paths" | grep -qE '"copies":([02-9]|[1-9][0-9])' && { say "a file arrived twice"; missing=1; }
+    cleanup
+    [ "$missing" = 0 ] && say "all ${#EXPECTED[@]} files arrived once" || exit 1
+    exit 0
+fi
+
+# Until Ctrl-C; if postflow stops by itself, say so and end the demo.
+while kill -0 "$POSTFLOW_PID" 2>/dev/null; do sleep 1; done
+say "postflow exited; the end of its log:"
+tail -n 20 "$DEMO/postflow.log"
+exit 1
