@@ -229,3 +229,59 @@ fn an_incomplete_leftover_whose_size_frameio_never_learned_is_deleted() {
         rig.incomplete_files()
     );
 }
+
+/// Regression (found by the soak): a local upload cut short by `kill -9` while the tunnel was
+/// down was left behind in Frame.io when the restart found the tunnel up and pulled the file
+/// remotely instead. The half-sent upload must be resumed locally; one copy, nothing left over.
+#[test]
+fn a_local_upload_cut_short_resumes_locally_even_when_the_tunnel_is_back() {
+    let mut rig = Rig::new("up-resume-mode", "auto", |o| {
+        o.faults.part_size = 1 << 20;
+        o.faults.single_part_below = 1 << 20;
+    });
+    rig.with_dashboard();
+    rig.env("POSTFLOW_POLL_MS", "200");
+    let tunnel_up = rig.config["tunnel"].clone();
+    rig.config["tunnel"] = json!({ "mode": "off" });
+    rig.config["upload"]["parallel_parts"] = json!(1);
+    let mut expected = BTreeMap::new();
+    expected.insert(
+        "long_take.mov".to_string(),
+        rig.make("long_take.mov", 300 << 20, 11),
+    );
+
+    // First run: no tunnel, so auto sends it in parts; killed once some parts are recorded.
+    let child = rig.start();
+    let uploads = rig.sandbox.state_dir().join("uploads");
+    common::wait_until(Duration::from_secs(60), "a finished part", || {
+        std::fs::read_dir(&uploads).is_ok_and(|dir| {
+            dir.flatten().any(|e| {
+                e.path().extension().is_some_and(|x| x == "done")
+                    && std::fs::metadata(e.path()).is_ok_and(|m| m.len() > 0)
+            })
+        })
+    });
+    kill9(child);
+    assert!(
+        rig.sim.files().iter().all(|f| !f.upload_complete),
+        "killed before the upload finished"
+    );
+
+    // Second run: the tunnel is up now; the upload must go on where it stopped.
+    rig.config["tunnel"] = tunnel_up;
+    let child = rig.start();
+    rig.wait_done(1, Duration::from_secs(120));
+    let log = stop(&rig, child);
+    rig.assert_exactly(&expected);
+    assert!(
+        rig.incomplete_files().is_empty(),
+        "{:?}",
+        rig.incomplete_files()
+    );
+    assert!(log.contains("long_take.mov: resuming"), "{log}");
+    assert_eq!(
+        rig.sim.request_count("remote_upload", None),
+        0,
+        "never pulled remotely"
+    );
+}

@@ -264,7 +264,13 @@ fn run_attempt(up: &Uploader, job: &Job, started: Instant) -> Outcome {
         Err(e) => return classify(e).map_or(Outcome::Stopped, Outcome::Failed),
     }
     let public = (up.public_url)();
-    let mode = choose_mode(up.settings.mode, public.as_deref(), job.size);
+    // A local upload cut short goes on locally whatever the tunnel does now: a remote pull
+    // instead would leave the half-sent file behind in Frame.io.
+    let mode = if up.settings.mode != UploadMode::Remote && resumable(up, job).is_some() {
+        Mode::Local
+    } else {
+        choose_mode(up.settings.mode, public.as_deref(), job.size)
+    };
     let mode_name = match mode {
         Mode::Remote(_) => "remote",
         Mode::Local => "local",
@@ -347,7 +353,10 @@ fn adopt_or_clean(up: &Uploader, job: &Job, folder_id: &str) -> Result<Option<Ou
     if let Some(file_id) = &job.file_id {
         match up.api.file_status(up.account(), file_id) {
             Ok(s) if s.upload_complete => return adopt(up, job, file_id).map(Some),
-            Ok(_) if resumable(up, job).is_some() => return Ok(None),
+            // Resumed below, in local mode (unless the user now wants remote only).
+            Ok(_) if up.settings.mode != UploadMode::Remote && resumable(up, job).is_some() => {
+                return Ok(None)
+            }
             Ok(_) => up.discard(file_id, "unfinished upload from an earlier attempt"),
             Err(e) if e.status() == Some(404) => {}
             Err(e) => return Err(e),
