@@ -514,6 +514,10 @@ impl Queue {
             Target::Waiting(reason) => {
                 job.state = JobState::Waiting;
                 job.reason = Some(reason);
+                // Shown on the page while it settles: where it will go.
+                if let Destination::Folder(f) = self.settings.layout.destination(&job.path) {
+                    job.folder = f;
+                }
             }
             Target::Queued => self.make_queued(&mut job),
         }
@@ -1234,6 +1238,26 @@ mod tests {
         assert_eq!(j.file_id.as_deref(), Some("f-1"));
         assert_eq!(j.attempts, 1);
         assert_eq!(q.next_job(T0).map(|j| j.id), Some(id));
+    }
+
+    #[test]
+    fn a_waiting_job_already_shows_its_destination_folder() {
+        let dir = TempDir::new();
+        let mut q = queue(&dir, 2, 10);
+        q.handle(
+            QueueMsg::FilesSeen(vec![FileNews::Waiting {
+                file: file("SQ01/render.mov", 7),
+                reason: "size changing".into(),
+            }]),
+            T0,
+        );
+        let id = q.by_path["SQ01/render.mov"];
+        assert_eq!(job(&q, id).state, JobState::Waiting);
+        assert_eq!(
+            job(&q, id).folder,
+            "SQ01",
+            "the page shows where it will go"
+        );
     }
 
     #[test]
