@@ -71,8 +71,7 @@ impl Glob {
 
     /// True when the whole `name` matches (case-insensitive).
     pub fn matches(&self, name: &str) -> bool {
-        let name: Vec<char> = name.chars().flat_map(char::to_lowercase).collect();
-        match_tokens(&self.tokens, &name)
+        match_tokens(&self.tokens, &lowered(name))
     }
 }
 
@@ -80,6 +79,10 @@ impl fmt::Debug for Glob {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Glob({:?})", self.source)
     }
+}
+
+fn lowered(name: &str) -> Vec<char> {
+    name.chars().flat_map(char::to_lowercase).collect()
 }
 
 /// Parses `[...]` starting at `start` (the `[`); returns the token and the index after `]`.
@@ -162,7 +165,9 @@ impl GlobSet {
     }
 
     pub fn matches(&self, name: &str) -> bool {
-        self.globs.iter().any(|g| g.matches(name))
+        // Lower-cased once for the whole set: a rescan asks this of every file name.
+        let name = lowered(name);
+        self.globs.iter().any(|g| match_tokens(&g.tokens, &name))
     }
 
     pub fn patterns(&self) -> impl Iterator<Item = &str> {
