@@ -23,6 +23,8 @@ pub mod queue;
 pub mod range;
 pub mod serve;
 pub mod statedir;
+#[cfg(test)]
+mod testutil;
 pub mod timefmt;
 pub mod tunnel;
 pub mod upload;
