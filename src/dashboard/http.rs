@@ -180,8 +180,11 @@ impl Response {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
         head.push_str("\r\n");
-        out.write_all(head.as_bytes())?;
-        out.write_all(&self.body)?;
+        // One write: a client that reads only the first segment (tungstenite does, for a
+        // refused upgrade) still gets the body, and small answers go out in one packet.
+        let mut all = head.into_bytes();
+        all.extend_from_slice(&self.body);
+        out.write_all(&all)?;
         out.flush()
     }
 }
