@@ -126,9 +126,19 @@ pub(crate) fn handle(
         }
     }
 
+    let forced = {
+        let mut f = shared.faults();
+        let applies = f.error_5xx_only.is_empty() || f.error_5xx_only.iter().any(|e| e == endpoint);
+        let hit = applies && f.error_5xx_next > 0;
+        if hit {
+            f.error_5xx_next -= 1;
+        }
+        hit
+    };
     let injected = {
         let mut st = shared.lock();
-        (faults.error_5xx_fraction > 0.0 && st.rng.next_f64() < faults.error_5xx_fraction)
+        (forced
+            || (faults.error_5xx_fraction > 0.0 && st.rng.next_f64() < faults.error_5xx_fraction))
             .then(|| [500u16, 502, 503][(st.rng.next_u64() % 3) as usize])
     };
     let mutating = meta.method == "POST" || meta.method == "DELETE";

@@ -80,6 +80,13 @@ pub struct Faults {
     /// When true, an injected 5xx on a POST/DELETE is sent *after* the call took effect (a
     /// gateway error on a request that went through), the hard case for exactly-once.
     pub error_5xx_after_commit: bool,
+    /// The next N authorised `/v4` requests that pass the rate limit get a 500/502/503
+    /// (decrements), whatever `error_5xx_fraction` says. With `error_5xx_only` set, only
+    /// requests to those endpoints count. Deterministic, unlike the fraction.
+    pub error_5xx_next: u32,
+    /// Endpoint names (as in the counters: `remote_upload`, `create_folder`, `file_status`,
+    /// …) that `error_5xx_next` applies to; empty means every endpoint.
+    pub error_5xx_only: Vec<String>,
     /// The next N authorised `/v4` requests get 429 (decrements).
     pub burst_429: u32,
     /// Hint carried by 429 answers.
@@ -127,6 +134,8 @@ impl Default for Faults {
         Faults {
             error_5xx_fraction: 0.0,
             error_5xx_after_commit: false,
+            error_5xx_next: 0,
+            error_5xx_only: Vec::new(),
             burst_429: 0,
             retry_hint: RetryHint::RetryAfter,
             rate_limits: true,
