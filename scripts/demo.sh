@@ -22,7 +22,12 @@ CARGO="${CARGO:-cargo}"
 BIN="$ROOT/target/debug"
 
 SIM_PID="" POSTFLOW_PID="" WRITER_PID="" WATCHER_PID=""
-say() { printf '\033[1mdemo:\033[0m %s\n' "$*"; }
+# Bold "demo:" on a terminal, plain text when the output is a file or a pipe.
+if [ -t 1 ]; then
+  say() { printf '\033[1mdemo:\033[0m %s\n' "$*"; }
+else
+  say() { printf 'demo: %s\n' "$*"; }
+fi
 
 stop_pid() { # name pid [group]: SIGTERM to the pid (or to its own process group), then wait
     local name=$1 pid=$2
