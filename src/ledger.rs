@@ -1,14 +1,17 @@
 //! The job ledger: the durable record of every job and its state, in `<state_dir>/jobs`.
 //!
 //! Format: an append-only journal, one record per line, `<crc32 hex> <job json>\n`; each record
-//! is the whole job as it is after a change, so replay is "last record per id wins". Writes go
-//! out in one `write` call per batch followed by `fsync`, so after a crash at any instant the
-//! file is a sequence of whole records followed by at most one torn record.
+//! is the whole job as it is after a change, so replay is "last record per id wins". A batch of
+//! several records is preceded by a header line `#<count>\n` and counts only when all of its
+//! records are there: a batch is all or nothing (the first start's baseline, say, is never
+//! half recorded). Writes go out in one `write` call per batch followed by `fsync`, so after a
+//! crash at any instant the file is a sequence of whole batches followed by at most one torn
+//! one.
 //!
-//! Opening reads records until the end; a torn tail (no newline, bad checksum, bad JSON) is cut
-//! off and the journal continues from the last whole record. A damaged record in the middle
-//! (which a crash cannot produce, but a disk can) is skipped with a warning rather than making
-//! the program refuse to start. When the journal holds many superseded records it is compacted:
+//! Opening reads records until the end; a torn tail (no newline, bad checksum, bad JSON, a batch
+//! short of records) is cut off and the journal continues from the last whole batch. A damaged
+//! record in the middle (which a crash cannot produce, but a disk can) is skipped with a warning
+//! rather than making the program refuse to start. When the journal holds many superseded records it is compacted:
 //! the current jobs are written to `jobs.tmp`, fsynced, and renamed over `jobs` (atomic on the
 //! same file system); a crash during compaction leaves either the old or the new journal.
 
@@ -154,8 +157,11 @@ impl Ledger {
         let mut offset = 0u64;
         let mut reader = BufReader::with_capacity(1 << 16, &mut file);
         let mut line = Vec::new();
-        // Damaged lines after the last whole record are part of the tail, not damage.
-        let mut damaged_in_tail = 0;
+        // The unit being read: one record, or a batch announced by its header.
+        let mut unit = Unit::default();
+        // Units with damaged records: applied (minus the damage) only once a whole unit
+        // follows them; at the end of the file they are the torn tail, not damage.
+        let mut held: Vec<Unit> = Vec::new();
         loop {
             line.clear();
             let n = reader.read_until(b'\n', &mut line)?;
@@ -166,18 +172,34 @@ impl Ledger {
             if line.last() != Some(&b'\n') {
                 break; // torn tail
             }
-            match decode(&line[..line.len() - 1]) {
-                Some(job) => {
-                    jobs.insert(job.id, job);
-                    report.records += 1;
-                    good_end = offset;
-                    damaged_in_tail = 0;
+            let body = &line[..line.len() - 1];
+            if unit.expected == 0 {
+                if let Some(count) = batch_header(body) {
+                    unit.expected = count;
+                    continue;
                 }
-                None => {
-                    report.damaged += 1;
-                    damaged_in_tail += 1;
+                unit.expected = 1;
+            }
+            match decode(body) {
+                Some(job) => unit.jobs.push(job),
+                None => unit.damaged += 1,
+            }
+            if unit.jobs.len() + unit.damaged < unit.expected {
+                continue;
+            }
+            let done = std::mem::take(&mut unit);
+            if done.damaged > 0 {
+                held.push(done);
+                continue;
+            }
+            for earlier in held.drain(..).chain([done]) {
+                report.records += earlier.jobs.len();
+                report.damaged += earlier.damaged;
+                for job in earlier.jobs {
+                    jobs.insert(job.id, job);
                 }
             }
+            good_end = offset;
         }
         drop(reader);
         let file_len = file.seek(SeekFrom::End(0))?;
@@ -185,7 +207,6 @@ impl Ledger {
             // Everything after the last whole record is a torn write (or damage at the end,
             // which we cannot tell apart): cut it so new records start on a clean line.
             report.dropped_bytes = file_len - good_end;
-            report.damaged -= damaged_in_tail;
             file.set_len(good_end)?;
             file.sync_all()?;
         }
@@ -231,7 +252,10 @@ impl Ledger {
         if jobs.is_empty() {
             return Ok(());
         }
-        let mut buf = Vec::with_capacity(jobs.len() * 256);
+        let mut buf = Vec::with_capacity(jobs.len() * 256 + 16);
+        if jobs.len() > 1 {
+            writeln!(buf, "#{}", jobs.len())?;
+        }
         for job in jobs {
             encode(job, &mut buf)?;
         }
@@ -303,6 +327,24 @@ fn sync_dir(path: &Path) {
             let _ = d.sync_all();
         }
     }
+}
+
+/// Records read for one unit of the journal (a single record or a batch).
+#[derive(Default)]
+struct Unit {
+    /// How many records the unit holds (0: not started).
+    expected: usize,
+    jobs: Vec<Job>,
+    damaged: usize,
+}
+
+/// The count of a batch header line `#<count>` (at least 2; a record line starts with hex).
+fn batch_header(line: &[u8]) -> Option<usize> {
+    let digits = std::str::from_utf8(line.strip_prefix(b"#")?).ok()?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|&n| n >= 2)
 }
 
 fn encode(job: &Job, out: &mut Vec<u8>) -> io::Result<()> {
@@ -420,30 +462,46 @@ mod tests {
         records.iter().map(|j| (j.id, j.clone())).collect()
     }
 
+    /// `history()` as the queue writes it: single records and batches.
+    fn units() -> Vec<Vec<Job>> {
+        let hist = history();
+        let mut units = vec![hist[0..3].to_vec()];
+        units.extend(hist[3..6].iter().map(|j| vec![j.clone()]));
+        units.push(hist[6..9].to_vec());
+        units.push(hist[9..11].to_vec());
+        units.push(vec![hist[11].clone()]);
+        units
+    }
+
     #[test]
     fn a_journal_torn_at_any_byte_reopens_as_a_consistent_prefix() {
         let dir = TempDir::new();
         let path = dir.0.join("jobs");
-        let hist = history();
+        let units = units();
         let (mut l, _) = Ledger::open(&path).unwrap();
         let mut boundaries = vec![0u64];
-        for j in &hist {
-            l.write(std::slice::from_ref(j)).unwrap();
+        for unit in &units {
+            l.write(unit).unwrap();
             boundaries.push(std::fs::metadata(&path).unwrap().len());
         }
         drop(l);
         let full = std::fs::read(&path).unwrap();
-        // Every offset inside the last four records, and a sample before that.
+        // Every offset inside the last four units (batches among them), and a sample before.
         let start = boundaries[boundaries.len() - 5] as usize;
         let offsets = (0..start).step_by(7).chain(start..=full.len());
         for cut in offsets {
             let torn = dir.0.join("torn");
             std::fs::write(&torn, &full[..cut]).unwrap();
             let whole = boundaries.iter().filter(|&&b| b as usize <= cut).count() - 1;
+            let applied: Vec<Job> = units[..whole].concat();
             let (mut l, report) = Ledger::open(&torn)
                 .unwrap_or_else(|e| panic!("refused to open when cut at {cut}: {e}"));
-            assert_eq!(l.jobs(), &expected_after(&hist[..whole]), "cut at {cut}");
-            assert_eq!(report.records, whole);
+            assert_eq!(
+                l.jobs(),
+                &expected_after(&applied),
+                "cut at {cut}: whole batches only"
+            );
+            assert_eq!(report.records, applied.len());
             assert_eq!(
                 report.damaged, 0,
                 "a torn tail is not damage (cut at {cut})"
@@ -457,8 +515,63 @@ mod tests {
             let (l, report) = Ledger::open(&torn).unwrap();
             assert_eq!(report.dropped_bytes, 0);
             assert_eq!(l.get(next.id), Some(&next), "cut at {cut}");
-            assert_eq!(l.jobs().len(), expected_after(&hist[..whole]).len() + 1);
+            assert_eq!(l.jobs().len(), expected_after(&applied).len() + 1);
         }
+    }
+
+    #[test]
+    fn a_batch_cut_anywhere_leaves_none_of_its_records() {
+        // The first start's baseline: many new jobs in one batch.
+        let dir = TempDir::new();
+        let path = dir.0.join("jobs");
+        let (mut l, _) = Ledger::open(&path).unwrap();
+        let baseline: Vec<Job> = (1..=50).map(|id| job(id, JobState::Skipped)).collect();
+        l.write(&baseline).unwrap();
+        drop(l);
+        let full = std::fs::read(&path).unwrap();
+        assert!(full.starts_with(b"#50\n"));
+        for cut in 0..full.len() {
+            let torn = dir.0.join("torn");
+            std::fs::write(&torn, &full[..cut]).unwrap();
+            let (l, report) = Ledger::open(&torn).unwrap();
+            assert!(l.jobs().is_empty(), "cut at {cut}: {} jobs", l.jobs().len());
+            assert_eq!(report.dropped_bytes, cut as u64);
+        }
+        let (l, report) = Ledger::open(&path).unwrap();
+        assert_eq!(l.jobs().len(), 50);
+        assert_eq!(report.records, 50);
+    }
+
+    #[test]
+    fn damage_inside_a_batch_skips_that_record_only() {
+        let dir = TempDir::new();
+        let path = dir.0.join("jobs");
+        let (mut l, _) = Ledger::open(&path).unwrap();
+        l.write(&[job(1, JobState::Queued), job(2, JobState::Queued)])
+            .unwrap();
+        l.write(&[job(3, JobState::Queued)]).unwrap();
+        drop(l);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // The second line is the first record of the batch (after its header).
+        let header_end = bytes.iter().position(|&b| b == b'\n').unwrap();
+        bytes[header_end + 20] ^= 0x20;
+        std::fs::write(&path, &bytes).unwrap();
+        let (l, report) = Ledger::open(&path).unwrap();
+        assert_eq!(report.damaged, 1);
+        assert_eq!(l.jobs().keys().copied().collect::<Vec<_>>(), vec![2, 3]);
+
+        // The same damage at the very end of the journal is a torn tail: cut, not counted.
+        let (mut l, _) = Ledger::open(&dir.0.join("tail")).unwrap();
+        l.write(&[job(1, JobState::Queued), job(2, JobState::Queued)])
+            .unwrap();
+        drop(l);
+        let mut bytes = std::fs::read(dir.0.join("tail")).unwrap();
+        bytes[header_end + 20] ^= 0x20;
+        std::fs::write(dir.0.join("tail"), &bytes).unwrap();
+        let (l, report) = Ledger::open(&dir.0.join("tail")).unwrap();
+        assert_eq!(report.damaged, 0);
+        assert!(l.jobs().is_empty());
+        assert_eq!(report.dropped_bytes, bytes.len() as u64);
     }
 
     #[test]
