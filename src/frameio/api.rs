@@ -436,8 +436,15 @@ impl Api {
                         SystemTime::now(),
                         self.policy.max_rate_wait,
                     );
-                    log::info!(
-                        "Frame.io {} {path}: rate limited, waiting {} ms",
+                    // One line per call at INFO; a storm's further waits only at DEBUG.
+                    let level = if limited == 1 {
+                        log::Level::Info
+                    } else {
+                        log::Level::Debug
+                    };
+                    log::log!(
+                        level,
+                        "Frame.io {} {path}: rate limited (429 #{limited}), waiting {} ms",
                         method.as_str(),
                         wait.as_millis()
                     );
