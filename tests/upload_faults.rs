@@ -81,31 +81,29 @@ fn server_errors_even_after_commit_and_429_bursts_still_give_one_copy_each() {
         rig.sim.set_faults(|f| f.error_5xx_fraction = 0.0);
         stop(&rig, child);
         rig.assert_exactly(&expected);
-        let served = |status: u16| -> u64 {
-            let suffix = format!(" {status}");
-            rig.sim
-                .counters()
+        let counters = rig.sim.counters();
+        // Requests served, summed over the counters ("<endpoint> <status>") that match.
+        let served = |matches: &dyn Fn(&str) -> bool| -> u64 {
+            counters
                 .iter()
-                .filter(|(k, _)| k.ends_with(&suffix))
+                .filter(|(k, _)| matches(k))
                 .map(|(_, n)| *n)
                 .sum()
         };
-        let counters = rig.sim.counters();
         assert_eq!(
             rig.sim.faults().error_5xx_next,
             0,
             "{mode}: the forced errors were all served: {counters:?}"
         );
-        let post_5xx: u64 = counters
-            .iter()
-            .filter(|(k, _)| k.starts_with(&format!("{mode}_upload 5")))
-            .map(|(_, n)| *n)
-            .sum();
+        let upload_5xx = format!("{mode}_upload 5");
         assert!(
-            post_5xx > 0,
+            served(&|k| k.starts_with(&upload_5xx)) > 0,
             "{mode}: an upload request got a 5xx: {counters:?}"
         );
-        assert!(served(429) > 0, "{mode}: no 429 was served: {counters:?}");
+        assert!(
+            served(&|k| k.ends_with(" 429")) > 0,
+            "{mode}: no 429 was served: {counters:?}"
+        );
         assert!(rig.incomplete_files().is_empty(), "{mode}: leftovers");
     }
 }

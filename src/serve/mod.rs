@@ -615,13 +615,7 @@ fn respond(
         head.method,
         link.job
     );
-    let mut out = String::with_capacity(512);
-    out.push_str(http::status_line(status));
-    push_header(
-        &mut out,
-        "Date",
-        &timefmt::http_date(std::time::SystemTime::now()),
-    );
+    let mut out = response_head(status, 512);
     push_header(&mut out, "Accept-Ranges", "bytes");
     push_header(&mut out, "Cache-Control", "private, no-store");
     push_header(&mut out, "Content-Type", content_type(&link.name));
@@ -651,6 +645,18 @@ fn respond(
     Ok(keep_alive)
 }
 
+/// The status line and `Date`, in a buffer with room for `capacity` bytes of head.
+fn response_head(status: u16, capacity: usize) -> String {
+    let mut out = String::with_capacity(capacity);
+    out.push_str(http::status_line(status));
+    push_header(
+        &mut out,
+        "Date",
+        &timefmt::http_date(std::time::SystemTime::now()),
+    );
+    out
+}
+
 fn push_header(out: &mut String, name: &str, value: &str) {
     out.push_str(name);
     out.push_str(": ");
@@ -661,13 +667,7 @@ fn push_header(out: &mut String, name: &str, value: &str) {
 /// Writes a small complete response (error pages). It always closes the connection, so
 /// every 404 is the same bytes whatever was asked.
 fn write_simple(mut stream: &TcpStream, status: u16, body: &str, is_head: bool) -> io::Result<()> {
-    let mut out = String::with_capacity(256);
-    out.push_str(http::status_line(status));
-    push_header(
-        &mut out,
-        "Date",
-        &timefmt::http_date(std::time::SystemTime::now()),
-    );
+    let mut out = response_head(status, 256);
     push_header(&mut out, "Content-Type", "text/plain; charset=utf-8");
     push_header(&mut out, "Content-Length", &body.len().to_string());
     push_header(&mut out, "Cache-Control", "private, no-store");

@@ -2,7 +2,7 @@
 //! endpoint.
 
 use super::ims::check_bearer;
-use super::options::{Faults, RetryHint};
+use super::options::{take_one, Faults, RetryHint};
 use super::ratelimit::{self, Verdict};
 use super::state::{FileData, Node, NodeKind, State, UploadMode};
 use super::{fetch, s3, Meta, Reply, Shared};
@@ -97,12 +97,7 @@ pub(crate) fn handle(
         );
     };
 
-    let burst = {
-        let mut f = shared.faults();
-        let hit = f.burst_429 > 0;
-        f.burst_429 = f.burst_429.saturating_sub(1);
-        hit
-    };
+    let burst = take_one(&mut shared.faults().burst_429);
     let verdict = if burst {
         let mut v = ratelimit::untouched(endpoint);
         v.allowed = false;
@@ -129,11 +124,7 @@ pub(crate) fn handle(
     let forced = {
         let mut f = shared.faults();
         let applies = f.error_5xx_only.is_empty() || f.error_5xx_only.iter().any(|e| e == endpoint);
-        let hit = applies && f.error_5xx_next > 0;
-        if hit {
-            f.error_5xx_next -= 1;
-        }
-        hit
+        applies && take_one(&mut f.error_5xx_next)
     };
     let injected = {
         let mut st = shared.lock();

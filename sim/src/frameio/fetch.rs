@@ -3,7 +3,7 @@
 //! Memory stays bounded whatever the size: bytes go to a staging file at their offsets, then
 //! the file is hashed streaming. Every HTTP request made is recorded for tests.
 
-use super::options::FetchMode;
+use super::options::{take_one, FetchMode};
 use super::s3::hash_file;
 use super::state::{FetchRecord, NodeKind};
 use super::Shared;
@@ -162,11 +162,9 @@ enum Plan {
 pub(crate) fn start(shared: Arc<Shared>, file_id: String, source_url: String) {
     let (plan, delay, parallelism, limit) = {
         let mut f = shared.faults();
-        let plan = if f.drop_fetches > 0 {
-            f.drop_fetches -= 1;
+        let plan = if take_one(&mut f.drop_fetches) {
             Plan::Drop
-        } else if f.fail_fetches > 0 {
-            f.fail_fetches -= 1;
+        } else if take_one(&mut f.fail_fetches) {
             Plan::Fail
         } else {
             Plan::Fetch(f.fetch_mode)

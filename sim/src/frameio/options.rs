@@ -129,6 +129,13 @@ pub struct Faults {
     pub transcode_delay_ms: u64,
 }
 
+/// Uses up one of the next-N faults in `counter`: whether there was one left.
+pub(crate) fn take_one(counter: &mut u32) -> bool {
+    let hit = *counter > 0;
+    *counter = counter.saturating_sub(1);
+    hit
+}
+
 impl Default for Faults {
     fn default() -> Faults {
         Faults {
