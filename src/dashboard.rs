@@ -245,7 +245,7 @@ pub fn summary(status: &Value, url: &str) -> String {
         out.push_str(&format!(
             "  {} {pct}% of {} at {:.1} MB/s\n",
             t["name"].as_str().unwrap_or("?"),
-            crate::queue::human_size(total),
+            crate::human::size(total),
             t["bytes_per_sec"].as_f64().unwrap_or(0.0) / 1e6
         ));
     }

@@ -6,13 +6,14 @@
 // `deny`, not `forbid`: `process` alone may call kill(2), which std does not offer.
 #![deny(unsafe_code)]
 
-pub mod app;
+pub mod cmd;
 pub mod config;
 pub mod container;
 pub mod dashboard;
 pub mod events;
 pub mod frameio;
 pub mod glob;
+pub mod human;
 pub mod layout;
 pub mod ledger;
 pub mod links;

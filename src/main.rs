@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use postflow::app;
+use postflow::cmd;
 
 const USAGE: &str = "\
 postflow: watches a folder and gets every finished export into Frame.io, exactly once.
@@ -85,7 +85,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("postflow: {e}\nTry `postflow --help`.");
-            return ExitCode::from(app::EXIT_USAGE);
+            return ExitCode::from(cmd::EXIT_USAGE);
         }
     };
     match command {
@@ -97,24 +97,24 @@ fn main() -> ExitCode {
             println!("postflow {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Run(path) => match app::load_config(&path) {
-            Ok(config) => app::run(config),
+        Command::Run(path) => match cmd::load_config(&path) {
+            Ok(config) => cmd::run(config),
             Err(code) => code,
         },
-        Command::Check(path) => match app::load_config(&path) {
-            Ok(config) => app::check(config),
+        Command::Check(path) => match cmd::load_config(&path) {
+            Ok(config) => cmd::check(config),
             Err(code) => code,
         },
-        Command::Status(path) => match app::load_config(&path) {
-            Ok(config) => app::status(&config),
+        Command::Status(path) => match cmd::load_config(&path) {
+            Ok(config) => cmd::status(&config),
             Err(code) => code,
         },
-        Command::Auth(path) => match app::load_config(&path) {
-            Ok(config) => app::auth(config),
+        Command::Auth(path) => match cmd::load_config(&path) {
+            Ok(config) => cmd::auth(config),
             Err(code) => code,
         },
-        Command::Upload(path, files) => match app::load_config(&path) {
-            Ok(config) => app::upload(config, &files),
+        Command::Upload(path, files) => match cmd::load_config(&path) {
+            Ok(config) => cmd::upload(config, &files),
             Err(code) => code,
         },
     }

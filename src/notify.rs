@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 use crate::config::{NotifyConfig, NotifyFormat};
 use crate::events::{ComponentState, Event, Hub};
 use crate::frameio::AuthState;
+use crate::human;
 use crate::ledger::{Job, JobState};
-use crate::queue::human_size;
 use crate::timefmt::rfc3339;
 
 /// The tunnel must be down this long before anyone is told.
@@ -158,11 +158,11 @@ impl Notice {
                 let mut t = format!(
                     "Uploaded {} ({}) to {}",
                     job.name(),
-                    human_size(job.size),
+                    human::size(job.size),
                     folder_name(job)
                 );
                 if let Some(d) = took {
-                    t.push_str(&format!(" in {}", human_duration(*d)));
+                    t.push_str(&format!(" in {}", human::duration(*d)));
                 }
                 if let Some(url) = &job.view_url {
                     t.push_str(&format!(": {url}"));
@@ -241,9 +241,9 @@ impl Notice {
                 ] {
                     let value = match (&f[key], key) {
                         (Value::Null, _) => continue,
-                        (Value::Number(n), "size") => human_size(n.as_u64().unwrap_or(0)),
+                        (Value::Number(n), "size") => human::size(n.as_u64().unwrap_or(0)),
                         (Value::Number(n), "seconds") => {
-                            human_duration(Duration::from_secs_f64(n.as_f64().unwrap_or(0.0)))
+                            human::duration(Duration::from_secs_f64(n.as_f64().unwrap_or(0.0)))
                         }
                         (Value::String(s), _) => s.clone(),
                         (other, _) => other.to_string(),
@@ -279,17 +279,6 @@ fn slack_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    if s < 60 {
-        format!("{s} s")
-    } else if s < 3600 {
-        format!("{} min {} s", s / 60, s % 60)
-    } else {
-        format!("{} h {} min", s / 3600, s % 3600 / 60)
-    }
 }
 
 /// The `notify` thread: follows the hub, queues notices for `run_sender`.

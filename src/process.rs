@@ -7,6 +7,7 @@
 //! single `kill(2)` call, which has no memory-safety preconditions.
 #![allow(unsafe_code)]
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -216,4 +217,27 @@ mod tests {
         assert!(!terminate(u32::MAX));
         assert!(!is_running(u32::MAX));
     }
+}
+
+/// Finds an executable: a path as given, or a bare name on PATH.
+pub fn find_program(program: &Path) -> Option<PathBuf> {
+    let is_exec = |p: &Path| p.is_file() && is_executable(p);
+    if program.components().count() > 1 || program.is_absolute() {
+        return is_exec(program).then(|| program.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| is_exec(p))
+}
+
+#[cfg(unix)]
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(not(unix))]
+fn is_executable(_p: &Path) -> bool {
+    true
 }

@@ -868,7 +868,7 @@ impl Queue {
                 log::info!(
                     "queued {} ({}) for {}",
                     job.path,
-                    human_size(job.size),
+                    crate::human::size(job.size),
                     if job.folder.is_empty() {
                         "the project root".to_string()
                     } else {
@@ -952,32 +952,10 @@ pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
     }
 }
 
-/// "1.2 MB" style, for log lines.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn sizes_read_like_people_write_them() {
-        assert_eq!(human_size(999), "999 B");
-        assert_eq!(human_size(1_234_567), "1.2 MB");
-        assert_eq!(human_size(52_000_000_000), "52.0 GB");
-    }
     use crate::testutil::TempDir;
 
     const T0: u64 = 1_700_000_000_000;

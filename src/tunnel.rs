@@ -46,10 +46,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{never, select, unbounded, Receiver, RecvTimeoutError, Sender};
 
-use crate::app::find_program;
 use crate::config::{TunnelConfig, TunnelMode};
 use crate::events::{ComponentState, Event, Hub};
 use crate::process;
+use crate::process::find_program;
 
 pub use http::ProbeLink;
 pub use http::TEST_RESOLVE_ENV;

@@ -28,9 +28,9 @@ use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
 
 use crate::config::UploadMode;
 use crate::frameio::api::{Api, ApiError, Child, File as FioFile, UploadStatus};
+use crate::human;
 use crate::ledger::Job;
 use crate::links::Links;
-use crate::queue::human_size;
 use crate::queue::{AttemptUpdate, FailureKind, QueueMsg};
 use crate::timefmt::parse_rfc3339_ms;
 use folders::FolderCache;
@@ -285,7 +285,7 @@ fn run_attempt(up: &Uploader, job: &Job, started: Instant) -> Outcome {
     log::info!(
         "upload start: {} ({}, {mode_name}) to Frame.io /{}",
         job.name(),
-        human_size(job.size),
+        human::size(job.size),
         job.folder
     );
     up.report(AttemptUpdate::Started {

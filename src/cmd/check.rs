@@ -1,0 +1,239 @@
+//! `postflow check`.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::{missing_credential, CHECK_RETRY, EXIT_FAILURE, EXIT_OK};
+use crate::config::{Config, TunnelMode};
+use crate::frameio::api::{Account, Api};
+use crate::frameio::auth::Auth;
+use crate::human;
+use crate::process::find_program;
+
+/// One line of the `check` checklist, with indented lines under it (ids to choose from).
+struct Check {
+    ok: bool,
+    what: String,
+    more: Vec<String>,
+}
+
+impl Check {
+    fn pass(what: impl Into<String>) -> Check {
+        Check {
+            ok: true,
+            what: what.into(),
+            more: Vec::new(),
+        }
+    }
+
+    fn fail(what: impl Into<String>) -> Check {
+        Check {
+            ok: false,
+            what: what.into(),
+            more: Vec::new(),
+        }
+    }
+
+    fn with(mut self, more: Vec<String>) -> Check {
+        self.more = more;
+        self
+    }
+}
+
+/// `postflow check`: what can be verified from here, one line each; exit 0 only if all pass.
+pub fn check(config: Config) -> ExitCode {
+    let mut lines = vec![Check::pass(format!(
+        "config {} is valid",
+        config.path.display()
+    ))];
+    for w in &config.warnings {
+        lines.push(Check::fail(w.clone()));
+    }
+    lines.push(match config.require_for_run() {
+        Ok(()) => Check::pass("Frame.io client and project ids are set"),
+        Err(e) => Check::fail(format!("{}: {}", e.key, e.message)),
+    });
+    lines.push(match std::fs::read_dir(&config.watch.root) {
+        Ok(entries) => Check::pass(format!(
+            "watch.root {} is readable ({} entries)",
+            config.watch.root.display(),
+            entries.count()
+        )),
+        Err(e) => Check::fail(format!("watch.root {}: {e}", config.watch.root.display())),
+    });
+    lines.push(check_state_dir(&config.state_dir));
+    lines.extend(check_frameio(&config));
+    if matches!(config.tunnel.mode, TunnelMode::Quick | TunnelMode::Named) {
+        lines.push(match find_program(&config.tunnel.cloudflared) {
+            Some(p) => Check::pass(format!("cloudflared found at {}", p.display())),
+            None => Check::fail(format!(
+                "cloudflared not found (tunnel.cloudflared = {:?}); install it from \
+                 Cloudflare's packages, or set tunnel.mode to \"off\" to upload without a tunnel",
+                config.tunnel.cloudflared.display().to_string()
+            )),
+        });
+    }
+    let mut all_ok = true;
+    for line in &lines {
+        all_ok &= line.ok;
+        println!(
+            "{} {}",
+            if line.ok { "[ok]  " } else { "[FAIL]" },
+            line.what
+        );
+        for more in &line.more {
+            println!("         {more}");
+        }
+    }
+    ExitCode::from(if all_ok { EXIT_OK } else { EXIT_FAILURE })
+}
+
+fn check_state_dir(path: &Path) -> Check {
+    let probe = path.join(".check-probe");
+    let result = std::fs::create_dir_all(path)
+        .and_then(|()| std::fs::write(&probe, b"ok"))
+        .and_then(|()| std::fs::remove_file(&probe));
+    match result {
+        Ok(()) => Check::pass(format!("state_dir {} is writable", path.display())),
+        Err(e) => Check::fail(format!("state_dir {}: {e}", path.display())),
+    }
+}
+
+/// Tokens, `/v4/me`, the account, the project and its root folder. When an id is missing
+/// or wrong, lists what the user can see so the right one can be copied into config.json.
+fn check_frameio(config: &Config) -> Vec<Check> {
+    let f = &config.frameio;
+    let mut lines = Vec::new();
+    if let Some(key) = missing_credential(config) {
+        lines.push(Check::fail(format!(
+            "Frame.io not checked: {key} is not set (README, \"Set-up with Adobe\")"
+        )));
+        return lines;
+    }
+    let auth = Auth::new(f, &config.state_dir, None);
+    let tokens = auth.tokens_path().to_path_buf();
+    if !tokens.exists() {
+        lines.push(Check::fail(format!(
+            "no Frame.io tokens in {}: run `postflow auth {}` to sign in",
+            tokens.display(),
+            config.path.display()
+        )));
+        return lines;
+    }
+    let before = auth.expires_in();
+    if let Err(e) = auth.access_token() {
+        lines.push(Check::fail(format!("Frame.io tokens: {e}")));
+        return lines;
+    }
+    let after = auth.expires_in().unwrap_or_default();
+    let refreshed = before.is_none_or(|b| after > b + Duration::from_secs(1));
+    lines.push(Check::pass(format!(
+        "Frame.io tokens in {} {} (access token valid for {})",
+        tokens.display(),
+        if refreshed {
+            "were refreshed"
+        } else {
+            "are fresh"
+        },
+        human::duration(after)
+    )));
+    let api = Api::new(f, auth).with_retry(CHECK_RETRY);
+    match api.me() {
+        Ok(me) => lines.push(Check::pass(format!(
+            "Frame.io /v4/me works: signed in as {}",
+            me.display()
+        ))),
+        Err(e) => {
+            lines.push(Check::fail(e.to_string()));
+            return lines;
+        }
+    }
+    let accounts = match api.accounts() {
+        Ok(a) => a,
+        Err(e) => {
+            lines.push(Check::fail(e.to_string()));
+            return lines;
+        }
+    };
+    let account = accounts.iter().find(|a| a.id == f.account_id);
+    let Some(account) = account else {
+        let what = if f.account_id.is_empty() {
+            "frameio.account_id is not set; the accounts, workspaces and projects you can see:"
+                .to_string()
+        } else {
+            format!(
+                "frameio.account_id {:?} is not one of your accounts; those you can see:",
+                f.account_id
+            )
+        };
+        lines.push(Check::fail(what).with(visible_projects(&api, &accounts)));
+        return lines;
+    };
+    lines.push(Check::pass(format!(
+        "Frame.io account {} ({}) found",
+        account.id,
+        account.display_name.as_deref().unwrap_or("no name")
+    )));
+    let project = if f.project_id.is_empty() {
+        Err("frameio.project_id is not set".to_string())
+    } else {
+        api.project(&account.id, &f.project_id)
+            .map_err(|e| format!("frameio.project_id {:?}: {e}", f.project_id))
+    };
+    let project = match project {
+        Ok(p) => p,
+        Err(what) => {
+            let what = format!("{what}; the projects you can see in this account:");
+            let list = visible_projects(&api, std::slice::from_ref(account));
+            lines.push(Check::fail(what).with(list));
+            return lines;
+        }
+    };
+    lines.push(Check::pass(format!(
+        "Frame.io project {} ({}) found",
+        project.id, project.name
+    )));
+    lines.push(match api.folder(&account.id, &project.root_folder_id) {
+        Ok(_) => Check::pass(format!(
+            "the project's root folder {} is reachable",
+            project.root_folder_id
+        )),
+        Err(e) => Check::fail(format!("the project's root folder: {e}")),
+    });
+    lines
+}
+
+/// `account ID "name"` / `workspace …` / `project …` lines, indented as a tree.
+fn visible_projects(api: &Api, accounts: &[Account]) -> Vec<String> {
+    let mut out = Vec::new();
+    if accounts.is_empty() {
+        out.push("(no accounts: is this Adobe ID a member of a Frame.io V4 account?)".into());
+    }
+    for a in accounts {
+        out.push(format!(
+            "account {} {:?}   -> frameio.account_id",
+            a.id,
+            a.display_name.as_deref().unwrap_or("")
+        ));
+        let workspaces = match api.workspaces(&a.id) {
+            Ok(w) => w,
+            Err(e) => {
+                out.push(format!("  (cannot list workspaces: {e})"));
+                continue;
+            }
+        };
+        for w in workspaces {
+            out.push(format!("  workspace {} {:?}", w.id, w.name));
+            match api.projects(&a.id, &w.id) {
+                Ok(projects) => {
+                    out.extend(projects.into_iter().map(|p| {
+                        format!("    project {} {:?}   -> frameio.project_id", p.id, p.name)
+                    }))
+                }
+                Err(e) => out.push(format!("    (cannot list projects: {e})")),
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,487 @@
+//! The running threads of `run` (and of a one-off `upload`): started in order, watched, and
+//! taken down in order.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, select, unbounded, Receiver, RecvTimeoutError, Sender};
+
+use super::{abort_on_panic, init_logging, print_config_error, EXIT_FAILURE};
+use crate::config::Config;
+use crate::dashboard::{self, Dashboard};
+use crate::events::{self, ComponentState, Event, Hub};
+use crate::frameio::api::Api;
+use crate::frameio::auth::{Auth, AuthState};
+use crate::ledger::{Job, Ledger};
+use crate::links::Links;
+use crate::logtail;
+use crate::notify;
+use crate::queue::{self, QueueMsg, QueueSettings};
+use crate::serve::{FileServer, ServeEvent, ServeOptions};
+use crate::statedir::{LockError, StateDir};
+use crate::tunnel::{self, ProbeLink, ProbeSource, TunnelHandle};
+use crate::upload::{self, PublicUrl, Settings as UploadSettings, Uploader};
+use crate::watch;
+
+/// How long shutdown may take before we give up on a stuck thread and exit anyway. Nothing is
+/// lost by exiting: every ledger write is already on disk.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Started threads, each reporting on `exited` when it ends, however it ends.
+struct Threads {
+    running: Vec<(&'static str, JoinHandle<()>)>,
+    exited_tx: Sender<&'static str>,
+    exited_rx: Receiver<&'static str>,
+}
+
+struct ExitNotice(&'static str, Sender<&'static str>);
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.1.send(self.0);
+    }
+}
+
+impl Threads {
+    fn new() -> Threads {
+        let (exited_tx, exited_rx) = unbounded();
+        Threads {
+            running: Vec::new(),
+            exited_tx,
+            exited_rx,
+        }
+    }
+
+    fn spawn(&mut self, name: &'static str, f: impl FnOnce() + Send + 'static) {
+        let notice = ExitNotice(name, self.exited_tx.clone());
+        let handle = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                let _notice = notice;
+                f();
+            })
+            .unwrap_or_else(|e| panic!("cannot start the {name} thread: {e}"));
+        self.running.push((name, handle));
+    }
+
+    /// Waits for every thread to end, up to the deadline; names the ones that did not.
+    fn join_all(self, deadline: Instant) {
+        let Threads {
+            running, exited_rx, ..
+        } = self;
+        let mut left: Vec<&str> = running.iter().map(|(n, _)| *n).collect();
+        while !left.is_empty() {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match exited_rx.recv_timeout(wait) {
+                Ok(name) => left.retain(|n| *n != name),
+                Err(_) => {
+                    log::warn!(
+                        "shutdown: still waiting for {}; exiting anyway",
+                        left.join(", ")
+                    );
+                    return;
+                }
+            }
+        }
+        for (_, handle) in running {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Which jobs a pipeline uploads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// `run`: every job.
+    Everything,
+    /// A one-off `upload`: only the jobs enqueued by hand; the watcher still records what it
+    /// sees (so the ledger stays true), and a later `run` uploads it.
+    Enqueued,
+}
+
+/// Why `Pipeline::wait` returned.
+pub(super) enum Stop {
+    /// Ctrl-C or SIGTERM.
+    Signal,
+    /// A thread ended on its own (a bug): exit non-zero so a watchdog restarts us.
+    ThreadDied,
+    /// The caller's condition holds; exit with this code.
+    Finished(u8),
+}
+
+/// Why `Pipeline::start` returned without a pipeline.
+pub(super) enum NotStarted {
+    /// Another instance owns the state dir.
+    AlreadyRunning(LockError),
+    /// Already reported; exit with this code.
+    Exit(ExitCode),
+}
+
+/// The running threads of `run` (or of a one-off `upload`) and what it takes to stop them.
+pub(super) struct Pipeline {
+    threads: Threads,
+    signal_rx: Receiver<()>,
+    /// Dropping it tells every thread to stop: a closed channel wakes every receiver at once.
+    stop_tx: Sender<()>,
+    pub(super) queue_tx: Sender<QueueMsg>,
+    server: FileServer,
+    state: Arc<StateDir>,
+    dead_threads: Arc<Mutex<Vec<&'static str>>>,
+}
+
+impl Pipeline {
+    /// Takes the state dir's lock and starts every thread: hub, dashboard, queue, watcher,
+    /// tunnel, notifier, upload workers.
+    pub(super) fn start(config: &Config, scope: Scope) -> Result<Pipeline, NotStarted> {
+        let exit = |code: u8| NotStarted::Exit(ExitCode::from(code));
+        if let Err(e) = config.require_for_run() {
+            return Err(NotStarted::Exit(print_config_error(&e)));
+        }
+        init_logging(config);
+        abort_on_panic();
+        for w in &config.warnings {
+            log::warn!("{w}");
+        }
+
+        // Before anything else: a signal must never find us without a handler, even while we
+        // take the lock (tests and watchdogs signal as soon as the lock names us).
+        let (signal_tx, signal_rx) = bounded::<()>(1);
+        if let Err(e) = ctrlc::set_handler(move || {
+            let _ = signal_tx.try_send(());
+        }) {
+            log::error!("cannot install the signal handler: {e}");
+            return Err(exit(EXIT_FAILURE));
+        }
+
+        let state = match StateDir::lock(&config.state_dir) {
+            Ok(s) => s,
+            Err(e @ LockError::AlreadyRunning(_)) => return Err(NotStarted::AlreadyRunning(e)),
+            Err(e) => {
+                log::error!("{e}");
+                return Err(exit(EXIT_FAILURE));
+            }
+        };
+        let (ledger, report) = match Ledger::open(&state.ledger_path()) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("ledger {}: {e}", state.ledger_path().display());
+                return Err(exit(EXIT_FAILURE));
+            }
+        };
+        if report.dropped_bytes > 0 || report.damaged > 0 {
+            log::warn!(
+                "ledger: recovered after an unclean stop ({} torn bytes dropped, {} damaged records skipped)",
+                report.dropped_bytes,
+                report.damaged
+            );
+        }
+        log::info!(
+            "postflow {} {} {} ({} jobs in the ledger, state in {})",
+            env!("CARGO_PKG_VERSION"),
+            match scope {
+                Scope::Everything => "watching",
+                Scope::Enqueued => "uploading files by hand from",
+            },
+            config.watch.root.display(),
+            report.jobs,
+            state.path().display()
+        );
+
+        let (stop_tx, stop_rx) = bounded::<()>(0);
+        let (hub, hub_inbox) = Hub::new();
+        logtail::attach(hub.clone());
+        let (queue_tx, queue_rx) = unbounded::<QueueMsg>();
+        let state = Arc::new(state);
+        let dead_threads = Arc::new(Mutex::new(Vec::new()));
+
+        // Upload workers take jobs from here (rendezvous: see queue.rs). Until they exist nobody
+        // receives, so the queue hands out nothing; the receiver lives until shutdown.
+        let (jobs_tx, jobs_rx) = bounded::<Job>(0);
+        let watch_start = watch::StartState::from_ledger(&ledger);
+
+        let auth = Auth::new(&config.frameio, state.path(), Some(hub.clone()));
+        let api = Api::new(&config.frameio, auth.clone());
+        let dash = Dashboard::bind(
+            &config.dashboard,
+            dashboard::Deps {
+                hub: hub.clone(),
+                queue: queue_tx.clone(),
+                state_dir: Arc::clone(&state),
+                dead_threads: Arc::clone(&dead_threads),
+                login: Some(Arc::new(dashboard::login::AuthLogin::new(auth.clone()))),
+            },
+        );
+        let dash = match dash {
+            Ok(d) => d,
+            Err(e) => {
+                log::error!("dashboard.listen {}: {e}", config.dashboard.listen);
+                logtail::detach();
+                return Err(exit(EXIT_FAILURE));
+            }
+        };
+        // The file server's events: progress goes to whoever displays it; serving never waits
+        // on this channel (a full channel drops progress samples, never bytes).
+        let (serve_tx, serve_rx) = bounded::<ServeEvent>(1024);
+        let server = match FileServer::start(
+            ServeOptions {
+                listen: config.serve.listen,
+                link_ttl: config.serve.link_ttl,
+                max_connections: config.serve.max_connections,
+                ..ServeOptions::default()
+            },
+            serve_tx,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("serve.listen {}: cannot listen: {e}", config.serve.listen);
+                return Err(exit(EXIT_FAILURE));
+            }
+        };
+        log::info!("file server listening on {}", server.local_addr());
+        hub.publish(Event::Component {
+            name: "server",
+            state: ComponentState::Up,
+            detail: format!("listening on {}", server.local_addr()),
+        });
+        // The tunnel publishes the file server; the uploader reads the public URL from the same
+        // handle (None while the tunnel is down or off).
+        let tunnel_url = TunnelHandle::default();
+        let public_url: PublicUrl = {
+            let handle = tunnel_url.clone();
+            Arc::new(move || handle.current_url())
+        };
+        let uploader = Arc::new(Uploader::new(
+            api,
+            server.links(),
+            public_url,
+            UploadSettings {
+                account_id: config.frameio.account_id.clone(),
+                project_id: config.frameio.project_id.clone(),
+                mode: config.frameio.upload,
+                watch_root: config.watch.root.clone(),
+                state_dir: state.path().to_path_buf(),
+                parallel_parts: config.upload.parallel_parts,
+                poll_min: Duration::ZERO,
+                poll_max: Duration::ZERO,
+                stall: Duration::ZERO,
+            }
+            .timings(),
+            queue_tx.clone(),
+            stop_rx.clone(),
+        ));
+
+        let mut threads = Threads::new();
+        threads.spawn("hub", move || events::run_hub(hub_inbox));
+        {
+            let (server, follower) = dash.into_loops();
+            let stop = stop_rx.clone();
+            threads.spawn("dashboard", move || server.run(stop));
+            let stop = stop_rx.clone();
+            threads.spawn("dashboard-events", move || follower.run(stop));
+        }
+        {
+            let (stop, hub) = (stop_rx.clone(), hub.clone());
+            let mut settings = QueueSettings::from_config(config);
+            settings.only_enqueued = scope == Scope::Enqueued;
+            threads.spawn("queue", move || {
+                queue::run_queue(ledger, queue_rx, stop, hub, settings, jobs_tx)
+            });
+        }
+        {
+            let (stop, hub, queue) = (stop_rx.clone(), hub.clone(), queue_tx.clone());
+            let watch_config = config.watch.clone();
+            threads.spawn("watcher", move || {
+                watch::run_watcher(watch_config, watch_start, queue, stop, hub)
+            });
+        }
+        {
+            let supervisor = tunnel::Supervisor {
+                tunnel: config.tunnel.clone(),
+                origin: tunnel_origin(server.local_addr()),
+                state_dir: state.path().to_path_buf(),
+                hub: hub.clone(),
+                handle: tunnel_url,
+                probe: probe_source(server.links(), state.path()),
+                timing: tunnel::Timing::from_env(),
+            };
+            let stop = stop_rx.clone();
+            threads.spawn("tunnel", move || tunnel::run_tunnel(supervisor, stop));
+        }
+        if let Some((url, notices_tx, notices_rx)) = notify::channel(&config.notify) {
+            let (stop, hub) = (stop_rx.clone(), hub.clone());
+            threads.spawn("notify", move || {
+                let notices = notify::Notices::new(notify::TUNNEL_DOWN_AFTER);
+                notify::run_notifier(notices, hub, notices_tx, stop)
+            });
+            let (stop, format) = (stop_rx.clone(), config.notify.format);
+            threads.spawn("notify-send", move || {
+                notify::run_sender(url, format, notices_rx, stop)
+            });
+        }
+        {
+            let (stop, hub) = (stop_rx.clone(), hub.clone());
+            threads.spawn("serve-events", move || {
+                forward_serve_events(serve_rx, hub, stop)
+            });
+        }
+        for i in 1..=config.upload.concurrency {
+            let (up, jobs) = (Arc::clone(&uploader), jobs_rx.clone());
+            // Thread names must be 'static and unique; a handful of small leaks at start is fine.
+            let name: &'static str = Box::leak(format!("upload-{i}").into_boxed_str());
+            threads.spawn(name, move || upload::run_worker(up, jobs));
+        }
+        drop(jobs_rx);
+        // The workers own the uploader now. Its Frame.io client holds a hub handle, and the hub
+        // thread ends only when every handle is gone, so main must not keep one.
+        drop(uploader);
+        {
+            let (stop, queue) = (stop_rx.clone(), queue_tx.clone());
+            threads.spawn("auth-watch", move || watch_auth(auth, queue, stop));
+        }
+        drop(hub);
+        Ok(Pipeline {
+            threads,
+            signal_rx,
+            stop_tx,
+            queue_tx,
+            server,
+            state,
+            dead_threads,
+        })
+    }
+
+    /// Waits for a signal, a thread's death, or `finished()` (asked every `tick`) to return an
+    /// exit code.
+    pub(super) fn wait(&self, tick: Duration, mut finished: impl FnMut() -> Option<u8>) -> Stop {
+        loop {
+            select! {
+                recv(self.signal_rx) -> _ => {
+                    log::info!("stopping (signal received)");
+                    return Stop::Signal;
+                }
+                recv(self.threads.exited_rx) -> name => {
+                    let name = name.unwrap_or("?");
+                    if let Ok(mut dead) = self.dead_threads.lock() {
+                        dead.push(name);
+                    }
+                    log::error!("the {name} thread stopped unexpectedly; exiting so a watchdog restarts postflow");
+                    return Stop::ThreadDied;
+                }
+                default(tick) => {
+                    if let Some(code) = finished() {
+                        return Stop::Finished(code);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops every thread in order, flushes the ledger (the queue does on its way out) and
+    /// releases the lock.
+    pub(super) fn shut_down(self, code: u8) -> ExitCode {
+        let Pipeline {
+            threads,
+            stop_tx,
+            queue_tx,
+            server,
+            state,
+            ..
+        } = self;
+        drop(stop_tx);
+        drop(queue_tx);
+        logtail::detach();
+        threads.join_all(Instant::now() + SHUTDOWN_DEADLINE);
+        server.stop();
+        log::info!("stopped");
+        drop(state);
+        ExitCode::from(code)
+    }
+}
+
+/// Where the tunnel forwards to: the file server's bound address. `POSTFLOW_TEST_TUNNEL_ORIGIN`
+/// (test-only, warned about) points it at a stand-in origin so the supervisor's own tests
+/// control what the public name serves.
+fn tunnel_origin(server: SocketAddr) -> SocketAddr {
+    match std::env::var("POSTFLOW_TEST_TUNNEL_ORIGIN") {
+        Ok(v) => match v.parse() {
+            Ok(addr) => {
+                log::warn!(
+                    "POSTFLOW_TEST_TUNNEL_ORIGIN: the tunnel forwards to a test origin {addr}"
+                );
+                addr
+            }
+            Err(_) => server,
+        },
+        Err(_) => server,
+    }
+}
+
+/// What named and external tunnels fetch through their public URL before they count as up:
+/// a link on our own file server to a small file of random content in the state dir, so a
+/// URL that reaches someone else's server (or a stale proxy) can never pass. Each probe gets
+/// a fresh link and revokes the previous one. (Tests may substitute their own probe with
+/// `POSTFLOW_TEST_TUNNEL_PROBE_*`, see `tunnel::probe_from_test_env`.)
+fn probe_source(links: Links, state_dir: &Path) -> ProbeSource {
+    if std::env::var_os("POSTFLOW_TEST_TUNNEL_PROBE_PATH").is_some() {
+        return tunnel::probe_from_test_env();
+    }
+    let file = state_dir.join("probe.txt");
+    let body = format!("postflow probe {}\n", crate::frameio::random_hex(16));
+    if let Err(e) = std::fs::write(&file, &body) {
+        log::warn!("cannot write the tunnel probe {}: {e}", file.display());
+    }
+    let last: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    Arc::new(move || {
+        let link = links.register(PROBE_JOB, &file).ok()?;
+        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = last.replace(link.token.clone()) {
+            links.revoke(&old);
+        }
+        Some(ProbeLink {
+            path: link.url_path,
+            expected: body.clone().into_bytes(),
+        })
+    })
+}
+
+/// The job id probe links are registered under (real jobs start at 1).
+const PROBE_JOB: u64 = 0;
+/// Passes the file server's progress to the hub (the page's progress bars, `/metrics`).
+fn forward_serve_events(events: Receiver<ServeEvent>, hub: Hub, stop: Receiver<()>) {
+    loop {
+        select! {
+            recv(events) -> ev => match ev {
+                // The tunnel's probe link is not a job: nothing to show.
+                Ok(ServeEvent::Transfer { job: PROBE_JOB, .. }) => {}
+                Ok(ServeEvent::Transfer { job, covered, total, bytes_per_sec }) => {
+                    hub.publish(Event::Transfer { job, covered, total, bytes_per_sec });
+                }
+                // Milestones are already in the log; a changed file is the uploader's business.
+                Ok(ServeEvent::Milestone { .. } | ServeEvent::FileChanged { .. }) => {}
+                Err(_) => return,
+            },
+            recv(stop) -> _ => return,
+        }
+    }
+}
+
+/// Tells the queue when Frame.io sign-in comes back (after `postflow auth` or the dashboard's
+/// "Connect Frame.io"), so jobs held for it resume without a restart.
+fn watch_auth(auth: Auth, queue: Sender<QueueMsg>, stop: Receiver<()>) {
+    let mut was_connected = auth.state() == AuthState::Connected;
+    loop {
+        if stop.recv_timeout(Duration::from_secs(2)) != Err(RecvTimeoutError::Timeout) {
+            return;
+        }
+        let connected = auth.state() == AuthState::Connected;
+        if connected && !was_connected {
+            log::info!("Frame.io sign-in is back: resuming uploads");
+            let _ = queue.send(QueueMsg::AuthRestored);
+        }
+        was_connected = connected;
+    }
+}
