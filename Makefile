@@ -1,7 +1,7 @@
 # postflow: common tasks. `make test` is what CI runs (through .ci/run).
 CARGO ?= cargo
 
-.PHONY: build release test test-browser lint run clean bench demo soak soak-ci
+.PHONY: build release dist check-macos test test-browser lint run clean bench demo soak soak-ci
 
 # Everything on this machine: the Frame.io simulator, the cloudflared stand-in and postflow,
 # with generated media dropped into demo/inbox. Prints the dashboard URL; Ctrl-C stops it.
@@ -14,6 +14,18 @@ build:
 release:
 	$(CARGO) build --release
 	@ls -l target/release/postflow
+
+# The release tarball dist/postflow-VERSION-x86_64-linux.tar.gz and its .sha256: a binary
+# that starts on glibc 2.17 or newer (cargo-zigbuild; zig and it come from PyPI into
+# target/dist-tools), checked for its glibc symbol versions and size. Not part of `make test`:
+# a few minutes, and PyPI the first time.
+dist:
+	CARGO=$(CARGO) scripts/dist.sh
+
+# Clippy for x86_64-apple-darwin with zig as the C compiler: the Mac build compiles, nothing
+# more (linking needs Apple's SDK). Same tools as `make dist`.
+check-macos:
+	CARGO=$(CARGO) scripts/dist.sh check-macos
 
 test:
 	$(CARGO) test --workspace
@@ -52,3 +64,4 @@ bench:
 
 clean:
 	$(CARGO) clean
+	rm -rf dist

@@ -23,11 +23,23 @@ Usage:
                              instance queues them; when none runs, uploads them itself
                              and exits when they are done (exit 1 if one is not); a path
                              outside watch.root refuses the command (exit 2)
-  postflow --version         print the version
+  postflow --version         print the version, the commit and the target
   postflow --help            print this help
 
 CONFIG is a JSON file such as the config.json shipped with postflow; see README.md.
 Exit codes: 0 ok (also: already running), 1 runtime failure, 2 bad usage or bad config.";
+
+/// `postflow 0.1.0 (abc1234, x86_64-unknown-linux-gnu)`: enough for a bug report to name the
+/// exact build. build.rs supplies the commit ("unknown" outside a git checkout) and target.
+const VERSION: &str = concat!(
+    "postflow ",
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("POSTFLOW_COMMIT"),
+    ", ",
+    env!("POSTFLOW_TARGET"),
+    ")"
+);
 
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
@@ -94,7 +106,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Version => {
-            println!("postflow {}", env!("CARGO_PKG_VERSION"));
+            println!("{VERSION}");
             ExitCode::SUCCESS
         }
         Command::Run(path) => match cmd::load_config(&path) {

@@ -1,0 +1,144 @@
+//! The release tarball's layout (`scripts/dist.sh package`, the last step of `make dist`): what
+//! a studio unpacks on an ingest machine. The cross-build itself is too slow for the test
+//! suite and needs PyPI; `make dist` checks its binary (glibc symbol versions, size).
+#![cfg(target_os = "linux")] // GNU tar and sha256sum
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::Sandbox;
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Stands in for the release binary: the packager asks it for its version, nothing more.
+fn fake_binary(sandbox: &Sandbox, version_line: &str) -> PathBuf {
+    let path = sandbox.dir.join("postflow-built");
+    std::fs::write(&path, format!("#!/bin/sh\necho '{version_line}'\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn package(sandbox: &Sandbox, binary: &Path, out: &str) -> Output {
+    Command::new(Path::new(REPO).join("scripts/dist.sh"))
+        .args(["package".as_ref(), binary.as_os_str(), out.as_ref()])
+        .current_dir(&sandbox.dir)
+        .output()
+        .unwrap()
+}
+
+fn run(dir: &Path, program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{program} {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_tarball_holds_the_binary_the_readme_the_example_config_the_license_and_contrib() {
+    let sandbox = Sandbox::new("dist-layout");
+    let binary = fake_binary(
+        &sandbox,
+        "postflow 9.8.7 (abc1234, x86_64-unknown-linux-gnu)",
+    );
+    let out = package(&sandbox, &binary, "out");
+    assert!(out.status.success(), "{out:?}");
+    let out_dir = sandbox.dir.join("out");
+    let tarball = out_dir.join("postflow-9.8.7-x86_64-linux.tar.gz");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        tarball.display().to_string(),
+        "the version in the name is the one the binary prints"
+    );
+
+    // The download verifies with the checksum file beside it, as a user would check it.
+    let checked = run(
+        &out_dir,
+        "sha256sum",
+        &["-c", "postflow-9.8.7-x86_64-linux.tar.gz.sha256"],
+    );
+    assert_eq!(checked.trim(), "postflow-9.8.7-x86_64-linux.tar.gz: OK");
+
+    // One folder, holding exactly what the README's install section promises.
+    let top = "postflow-9.8.7-x86_64-linux";
+    let listed: BTreeSet<String> = run(
+        &out_dir,
+        "tar",
+        &["-tzf", "postflow-9.8.7-x86_64-linux.tar.gz"],
+    )
+    .lines()
+    .map(|l| l.trim_end_matches('/').to_string())
+    .collect();
+    let mut expected: BTreeSet<String> = [
+        "",
+        "/postflow",
+        "/README.md",
+        "/config.json",
+        "/LICENSE",
+        "/contrib",
+    ]
+    .iter()
+    .map(|p| format!("{top}{p}"))
+    .collect();
+    for entry in std::fs::read_dir(Path::new(REPO).join("contrib")).unwrap() {
+        let name = entry.unwrap().file_name();
+        expected.insert(format!("{top}/contrib/{}", name.to_string_lossy()));
+    }
+    assert_eq!(listed, expected);
+
+    // Unpacked, the files are the repository's, and the binary can be run as `./postflow`.
+    run(
+        &out_dir,
+        "tar",
+        &["-xzf", "postflow-9.8.7-x86_64-linux.tar.gz"],
+    );
+    let unpacked = out_dir.join(top);
+    for file in [
+        "README.md",
+        "config.json",
+        "LICENSE",
+        "contrib/postflow.service",
+    ] {
+        assert_eq!(
+            std::fs::read(unpacked.join(file)).unwrap(),
+            std::fs::read(Path::new(REPO).join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    let version = run(&unpacked, "./postflow", &["--version"]);
+    assert_eq!(
+        version.trim(),
+        "postflow 9.8.7 (abc1234, x86_64-unknown-linux-gnu)"
+    );
+
+    // Packaging the same binary again gives the same bytes, so a checksum can be compared.
+    let first = std::fs::read(&tarball).unwrap();
+    let again = package(&sandbox, &binary, "again");
+    assert!(again.status.success(), "{again:?}");
+    let second =
+        std::fs::read(sandbox.dir.join("again/postflow-9.8.7-x86_64-linux.tar.gz")).unwrap();
+    assert!(first == second, "two packagings of one binary differ");
+}
+
+#[test]
+fn a_binary_that_does_not_say_its_version_is_refused() {
+    let sandbox = Sandbox::new("dist-no-version");
+    let binary = fake_binary(&sandbox, "something else");
+    let out = package(&sandbox, &binary, "out");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("does not print `postflow VERSION"),
+        "{stderr}"
+    );
+    assert!(
+        !sandbox.dir.join("out").exists(),
+        "nothing half-made is left"
+    );
+}
