@@ -725,11 +725,11 @@ impl Tunnel {
         if self.mode.edge_unreachable {
             return self.edge_unreachable_loop();
         }
-        for idx in 0..n_conns {
+        for (idx, (ip, _)) in NAMED_EDGES.iter().enumerate().take(n_conns) {
             if self.protocol == "quic" {
                 self.log.infof(
                     "Tunnel connection curve preferences: [X25519MLKEM768 CurveID(65074) CurveP256]",
-                    &Self::conn_fields(idx, NAMED_EDGES[idx].0),
+                    &Self::conn_fields(idx, ip),
                 );
             }
             let delay = if idx == 0 {
@@ -854,8 +854,8 @@ impl Tunnel {
     fn lose_edge(&mut self) {
         self.shared.ready_connections.store(0, Ordering::SeqCst);
         self.shared.edge_lost.store(true, Ordering::SeqCst);
-        for idx in 0..self.registered {
-            let f = Self::conn_fields(idx, NAMED_EDGES[idx].0);
+        for (idx, (ip, _)) in NAMED_EDGES.iter().enumerate().take(self.registered) {
+            let f = Self::conn_fields(idx, ip);
             let with_error = |e: &str| {
                 let mut g = vec![("error", e.to_string())];
                 g.extend(f.clone());

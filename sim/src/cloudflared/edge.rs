@@ -198,10 +198,7 @@ fn serve_caller(client: TcpStream, shared: &Shared) {
             return;
         };
         shared.total_requests.fetch_add(1, Ordering::SeqCst);
-        let keep_alive = match proxy(&head, &mut reader, &mut out, shared) {
-            Ok(k) => k,
-            Err(_) => false,
-        };
+        let keep_alive = proxy(&head, &mut reader, &mut out, shared).unwrap_or_default();
         if !keep_alive {
             let _ = out.shutdown(Shutdown::Both);
             return;
