@@ -136,11 +136,6 @@ impl TunnelHandle {
         self.state.read().map(|p| p.clone()).unwrap_or(Public::Down)
     }
 
-    /// The public base URL (no trailing `/`) while the tunnel is up; None otherwise.
-    pub fn current_url(&self) -> Option<String> {
-        self.public().url().map(str::to_string)
-    }
-
     fn set(&self, public: Public) {
         if let Ok(mut p) = self.state.write() {
             *p = public;
@@ -1156,7 +1151,11 @@ mod tests {
         drop(stop_tx);
         thread.join().unwrap();
         hub_thread.join().unwrap();
-        assert_eq!(handle.current_url(), None, "the URL is withdrawn on stop");
+        assert_eq!(
+            handle.public(),
+            Public::Down,
+            "the URL is withdrawn on stop"
+        );
         events.iter().map(|e| (*e).clone()).collect()
     }
 
@@ -1169,7 +1168,7 @@ mod tests {
         let url = format!("http://{}", answer_with(b"ours"));
         let sup = supervisor(TunnelMode::External, Some(url.clone()), dummy_hub());
         let expected = url.clone();
-        let events = events_of(sup, move |h| h.current_url().as_deref() == Some(&expected));
+        let events = events_of(sup, move |h| h.public() == Public::Up(expected.clone()));
         let summary: Vec<String> = events
             .iter()
             .map(|e| match e {
@@ -1215,7 +1214,7 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(handle.current_url(), None);
+        assert_eq!(handle.public(), Public::Down);
         drop(stop_tx);
         thread.join().unwrap();
         hub_thread.join().unwrap();
