@@ -520,13 +520,7 @@ fn remote(
         // same URL, here; a new URL (cloudflared restarted) means the attempt starts over.
         match tunnel_for_pull(up, job)? {
             Some(now) if now == public => {}
-            Some(_) => {
-                return Err(fail(
-                    FailureKind::Retry,
-                    format!("{reason}; the tunnel's public URL changed"),
-                )
-                .into())
-            }
+            Some(_) => return Err(fail(FailureKind::Retry, reason).into()),
             None => {
                 return Err(RemoteError::NoTunnel(format!(
                     "{reason}, and the tunnel is not up"
