@@ -116,6 +116,28 @@ pub enum TunnelMode {
     Off,
 }
 
+/// cloudflared's transport to Cloudflare's edge (`tunnel.protocol`, passed as `--protocol`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TunnelProtocol {
+    /// cloudflared's own choice: QUIC, falling back to HTTP/2 when QUIC fails.
+    Auto,
+    /// QUIC over UDP 7844.
+    Quic,
+    /// HTTP/2 over TCP 7844: for networks that block UDP.
+    Http2,
+}
+
+impl TunnelProtocol {
+    /// The `--protocol` value; None for `auto` (cloudflared's default, on every version).
+    pub fn flag(self) -> Option<&'static str> {
+        match self {
+            TunnelProtocol::Auto => None,
+            TunnelProtocol::Quic => Some("quic"),
+            TunnelProtocol::Http2 => Some("http2"),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct TunnelConfig {
     pub mode: TunnelMode,
@@ -124,6 +146,7 @@ pub struct TunnelConfig {
     /// Without a trailing `/`.
     pub public_url: Option<String>,
     pub token_file: Option<PathBuf>,
+    pub protocol: TunnelProtocol,
 }
 
 #[derive(Clone)]
@@ -662,6 +685,15 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
         .string("token_file")?
         .filter(|p| !p.is_empty())
         .map(|p| resolve(base, &p));
+    let protocol = t.choice(
+        "protocol",
+        TunnelProtocol::Auto,
+        &[
+            ("auto", TunnelProtocol::Auto),
+            ("quic", TunnelProtocol::Quic),
+            ("http2", TunnelProtocol::Http2),
+        ],
+    )?;
     match mode {
         TunnelMode::Named | TunnelMode::External if public_url.is_none() => {
             let m = if mode == TunnelMode::Named {
@@ -696,6 +728,7 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
         cloudflared,
         public_url,
         token_file,
+        protocol,
     };
     t.finish()?;
 
@@ -974,6 +1007,19 @@ mod tests {
             load(v).unwrap().tunnel.public_url.as_deref(),
             Some("https://files.example.com")
         );
+    }
+
+    #[test]
+    fn tunnel_protocol_is_cloudflareds_choice_unless_set() {
+        assert_eq!(
+            load(minimal()).unwrap().tunnel.protocol,
+            TunnelProtocol::Auto
+        );
+        let c = load(with(minimal(), "tunnel", "protocol", json!("http2"))).unwrap();
+        assert_eq!(c.tunnel.protocol.flag(), Some("http2"));
+        let (key, msg) = err_of(with(minimal(), "tunnel", "protocol", json!("udp")));
+        assert_eq!(key, "tunnel.protocol");
+        assert!(msg.contains("\"auto\", \"quic\", \"http2\""), "{msg}");
     }
 
     #[test]

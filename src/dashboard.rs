@@ -123,7 +123,7 @@ impl Ctx {
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "started": model::rfc3339(self.started),
-            "components": m.components_json(),
+            "components": m.components_json(SystemTime::now()),
             "queue": stats_json(stats.as_ref().ok()),
             "jobs": recent,
             "transfers": m.transfers_json(),
@@ -152,7 +152,7 @@ impl Ctx {
             .components
             .values()
             .any(|c| matches!(c.state, ComponentState::Degraded | ComponentState::Down));
-        let mut components = m.components_json();
+        let mut components = m.components_json(SystemTime::now());
         drop(m);
         if let Value::Object(c) = &mut components {
             c.insert(
@@ -200,11 +200,15 @@ pub fn summary(status: &Value, url: &str) -> String {
     );
     if let Some(components) = status["components"].as_object() {
         for (name, c) in components {
-            out.push_str(&format!(
-                "  {name:<10} {:<9} {}\n",
-                c["state"].as_str().unwrap_or("?"),
-                c["detail"].as_str().unwrap_or("")
-            ));
+            let state = c["state"].as_str().unwrap_or("?");
+            let detail = c["detail"].as_str().unwrap_or("");
+            match (state, c["for_ms"].as_u64()) {
+                ("reconnecting", Some(ms)) => out.push_str(&format!(
+                    "  {name:<10} {state} for {}: {detail}\n",
+                    crate::human::duration(Duration::from_millis(ms))
+                )),
+                _ => out.push_str(&format!("  {name:<10} {state:<9} {detail}\n")),
+            }
         }
     }
     let q = &status["queue"];

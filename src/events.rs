@@ -18,7 +18,8 @@ pub enum Event {
     JobChanged(Job),
     /// A part of the program changed state. Names and what their states mean:
     /// `watcher` (detail: root and file count), `server` (the public file server), `tunnel`
-    /// (detail: the public URL; `down` while it restarts, `off` with `tunnel.mode` off),
+    /// (detail: the public URL; `reconnecting` while cloudflared reconnects by itself with
+    /// the same URL, `down` while it restarts, `off` with `tunnel.mode` off),
     /// `queue` (`up` = running, `off` = paused by a person). Frame.io sign-in has its own
     /// event, `AuthChanged`; the dashboard shows it as the `auth` component.
     Component {
@@ -52,7 +53,8 @@ pub enum Event {
     /// The tunnel is up: `url` (a public base URL, no trailing `/`) reaches the file server.
     /// A new URL replaces the previous one; remote uploads on an older URL must be redone.
     TunnelUp { url: String },
-    /// The URL of the last `TunnelUp` no longer works (or postflow is stopping).
+    /// The URL of the last `TunnelUp` no longer works (or postflow is stopping). Not sent
+    /// while cloudflared reconnects: that keeps the URL.
     TunnelDown { reason: String },
 }
 
@@ -60,6 +62,8 @@ pub enum Event {
 pub enum ComponentState {
     Starting,
     Up,
+    /// Alive and getting back by itself (the tunnel: cloudflared reconnecting to the edge).
+    Reconnecting,
     Degraded,
     Down,
     Off,
@@ -70,6 +74,7 @@ impl ComponentState {
         match self {
             ComponentState::Starting => "starting",
             ComponentState::Up => "up",
+            ComponentState::Reconnecting => "reconnecting",
             ComponentState::Degraded => "degraded",
             ComponentState::Down => "down",
             ComponentState::Off => "off",

@@ -3,7 +3,9 @@
 //! One thread, `run_tunnel`, owns it. Per `tunnel.mode`:
 //!
 //! - `quick`: runs `cloudflared tunnel --no-autoupdate --config <state>/cloudflared.yml
-//!   --metrics 127.0.0.1:<free port> --grace-period 10s --url http://127.0.0.1:<serve port>`.
+//!   --metrics 127.0.0.1:<free port> --grace-period 10s [--protocol quic|http2]
+//!   --url http://127.0.0.1:<serve port>` (`--protocol` only when `tunnel.protocol` is not
+//!   `auto`: without it cloudflared makes its own choice, QUIC falling back to HTTP/2).
 //!   The hostname comes from the metrics server's `/quicktunnel`, or from the
 //!   `https://….trycloudflare.com` line on stderr; the tunnel is up when `/ready` says 200.
 //! - `named`: runs `cloudflared tunnel … run --token-file <tunnel.token_file>` (the token never
@@ -12,15 +14,31 @@
 //! - `external`: no child; the user's own proxy at `tunnel.public_url`, probed the same way.
 //! - `off`: nothing, ever. Uploads go local.
 //!
+//! The child's environment is postflow's without anything cloudflared would read as a setting
+//! (`TUNNEL*`, `CLOUDFLARED*`, `NO_AUTOUPDATE`, `NO_TLS_VERIFY`) and without postflow's own
+//! (`POSTFLOW_*`: secrets, test knobs): everything it needs is on its command line. A stray
+//! `TUNNEL_LOGFILE` or `TUNNEL_TRANSPORT_PROTOCOL` from an operator's shell would otherwise
+//! move its log or change its transport. The names withheld are logged at DEBUG.
+//!
 //! Supervision: stderr is drained on its own thread (each line at DEBUG, target
 //! `postflow::tunnel::cloudflared`; the last 50 kept for error reports), so a log flood can
 //! never block cloudflared or us. A start not ready within 60 s is stopped. Restarts follow
-//! [`backoff`]: 5 s doubling to 5 min, at once after an update exit (code 11). While up,
-//! `/ready` is polled; two misses in a row take the URL back until it recovers.
+//! [`backoff`]: 5 s doubling to 5 min, at once after an update exit (code 11).
 //!
-//! What others see: the URL in [`TunnelHandle`] (only while up, and only a public URL), and
-//! on the hub `Component { name: "tunnel", state: starting | up | down | off, detail }` plus
-//! `TunnelUp { url }` / `TunnelDown { reason }` when the URL appears or is withdrawn.
+//! Reconnects are cloudflared's own business. It keeps a quick tunnel's hostname across
+//! them; only a restart gets a new one and breaks every pull in flight. So once up, the
+//! connection state comes from its stderr as it happens (`output::Line::{Registered, Lost,
+//! Retrying}`), with `/ready` polled as well (two misses in a row count as a loss, for a
+//! child that went quiet). A loss makes the tunnel `reconnecting`: the URL is kept but not
+//! offered for new pulls, and cloudflared is left alone until it registers again or the
+//! patience runs out (see [`Timing::patience`]). Only an exit, or the patience running
+//! out, means a restart.
+//!
+//! What others see: [`TunnelHandle::public`] (`Up(url)`, `Reconnecting { url, since }`, or
+//! `Down`; only ever a public URL), and on the hub `Component { name: "tunnel", state:
+//! starting | up | reconnecting | down | off, detail }` plus `TunnelUp { url }` /
+//! `TunnelDown { reason }` when the URL appears or is withdrawn for good (a reconnect keeps
+//! it).
 //!
 //! Stopping: SIGTERM, up to the grace period (10 s) plus 5 s for cloudflared to finish
 //! in-flight requests, then SIGKILL. cloudflared runs in its own process group, so a Ctrl-C
@@ -36,7 +54,7 @@ mod backoff;
 mod http;
 mod output;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -48,6 +66,7 @@ use crossbeam_channel::{never, select, unbounded, Receiver, RecvTimeoutError, Se
 
 use crate::config::{TunnelConfig, TunnelMode};
 use crate::events::{ComponentState, Event, Hub};
+use crate::human;
 use crate::process;
 use crate::process::find_program;
 
@@ -75,21 +94,51 @@ const TAIL_LINES: usize = 50;
 /// Longest stderr line kept whole; longer ones are split.
 const MAX_LINE: u64 = 16 * 1024;
 
-/// The current public URL, for the uploader. Cheap to clone; all clones see the same URL.
-#[derive(Clone, Debug, Default)]
+/// What the uploader may do with the tunnel right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Public {
+    /// Up: Frame.io can pull from this base URL (no trailing `/`).
+    Up(String),
+    /// cloudflared is alive and reconnecting to Cloudflare's edge since `since`; it comes
+    /// back with this same URL. No new pull should start meanwhile.
+    Reconnecting { url: String, since: Instant },
+    /// No public URL: starting, restarting, down or off.
+    Down,
+}
+
+impl Public {
+    /// The URL while up, None otherwise.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            Public::Up(url) => Some(url),
+            _ => None,
+        }
+    }
+}
+
+/// The tunnel's state, for the uploader. Cheap to clone; all clones see the same state.
+#[derive(Clone, Debug)]
 pub struct TunnelHandle {
-    url: Arc<RwLock<Option<String>>>,
+    state: Arc<RwLock<Public>>,
+}
+
+impl Default for TunnelHandle {
+    fn default() -> TunnelHandle {
+        TunnelHandle {
+            state: Arc::new(RwLock::new(Public::Down)),
+        }
+    }
 }
 
 impl TunnelHandle {
-    /// The public base URL (no trailing `/`) while the tunnel is up; None otherwise.
-    pub fn current_url(&self) -> Option<String> {
-        self.url.read().map(|u| u.clone()).unwrap_or(None)
+    /// What the tunnel offers now.
+    pub fn public(&self) -> Public {
+        self.state.read().map(|p| p.clone()).unwrap_or(Public::Down)
     }
 
-    fn set(&self, url: Option<String>) {
-        if let Ok(mut u) = self.url.write() {
-            *u = url;
+    fn set(&self, public: Public) {
+        if let Ok(mut p) = self.state.write() {
+            *p = public;
         }
     }
 }
@@ -137,7 +186,17 @@ pub struct Timing {
     pub watch_every: Duration,
     /// How often to probe an `external` URL that works.
     pub recheck_every: Duration,
+    /// How long a live cloudflared may stay without an edge connection before it is
+    /// restarted. Five minutes: its reconnect backoff doubles from 1 s to about a minute a
+    /// try (measured over HTTP/2: back after 4.5 to 59 s; after a refused re-registration,
+    /// 23 to 83 s), so this lets it try several times at its longest wait. Restarting
+    /// sooner throws away a quick tunnel's hostname and every pull in flight with it. A
+    /// `Retrying connection in up to N` line extends it to N + [`RETRY_MARGIN`] when later.
+    pub patience: Duration,
 }
+
+/// After cloudflared's announced retry, time for the connection itself.
+const RETRY_MARGIN: Duration = Duration::from_secs(15);
 
 impl Timing {
     pub fn production() -> Timing {
@@ -149,18 +208,21 @@ impl Timing {
             poll_every: Duration::from_millis(250),
             watch_every: Duration::from_secs(2),
             recheck_every: Duration::from_secs(60),
+            patience: Duration::from_secs(300),
         }
     }
 
     /// Production values, except for these test-only variables (milliseconds):
     /// `POSTFLOW_TEST_TUNNEL_READY_MS`, `POSTFLOW_TEST_TUNNEL_BACKOFF_MS`,
-    /// `POSTFLOW_TEST_TUNNEL_BACKOFF_MAX_MS`. A warning is logged when any is set.
+    /// `POSTFLOW_TEST_TUNNEL_BACKOFF_MAX_MS`, `POSTFLOW_TEST_TUNNEL_PATIENCE_MS`. A warning is
+    /// logged when any is set.
     pub fn from_env() -> Timing {
         let mut t = Timing::production();
         for (name, field) in [
             ("POSTFLOW_TEST_TUNNEL_READY_MS", &mut t.ready_deadline),
             ("POSTFLOW_TEST_TUNNEL_BACKOFF_MS", &mut t.backoff_first),
             ("POSTFLOW_TEST_TUNNEL_BACKOFF_MAX_MS", &mut t.backoff_max),
+            ("POSTFLOW_TEST_TUNNEL_PATIENCE_MS", &mut t.patience),
         ] {
             if let Some(ms) = std::env::var(name).ok().and_then(|v| v.parse().ok()) {
                 log::warn!("{name}={ms}: test-only tunnel timing in effect");
@@ -212,6 +274,66 @@ enum Outcome {
     GaveUp(String),
 }
 
+/// Where a running cloudflared is.
+enum Phase {
+    /// Not up yet: the URL, `/ready` (and the probe) must all be there by `deadline`.
+    Starting {
+        deadline: Instant,
+    },
+    Up,
+    /// Alive without an edge connection since `since`; restarted at `give_up` unless back.
+    /// `ready_streak`: `/ready` polls in a row that said 200.
+    Reconnecting {
+        since: Instant,
+        give_up: Instant,
+        ready_streak: u32,
+    },
+    /// It logged its graceful shutdown (a signal from someone else) and is about to exit.
+    ShuttingDown {
+        deadline: Instant,
+    },
+}
+
+/// cloudflared's edge connections as its stderr tells them.
+#[derive(Default)]
+struct EdgeLog {
+    /// Connections registered and not lost since (a quick tunnel has one, a named four).
+    connected: BTreeSet<u8>,
+    /// When the last connection went, and cloudflared's words for it; cleared by a
+    /// registration.
+    lost: Option<(Instant, String)>,
+    /// The latest moment cloudflared said it would try again by.
+    retry_until: Option<Instant>,
+}
+
+impl EdgeLog {
+    /// Takes in a line; true if it was about the edge connection.
+    fn take(&mut self, line: Line, now: Instant) -> bool {
+        match line {
+            Line::Registered(i) => {
+                self.connected.insert(i);
+                self.lost = None;
+                self.retry_until = None;
+            }
+            Line::Lost(i, why) => self.lose(i, why, now),
+            Line::Retrying(i, wait) => {
+                let until = now + wait;
+                self.retry_until = Some(self.retry_until.map_or(until, |t| t.max(until)));
+                self.lose(i, format!("retrying within {}", human::duration(wait)), now);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn lose(&mut self, i: u8, why: String, now: Instant) {
+        self.connected.remove(&i);
+        if self.connected.is_empty() && self.lost.is_none() {
+            self.lost = Some((now, why));
+        }
+    }
+}
+
 struct State {
     sup: Supervisor,
     http: Http,
@@ -258,10 +380,37 @@ impl State {
 
     fn set_up(&mut self, url: &str) {
         log::info!("tunnel up: {url}");
-        self.sup.handle.set(Some(url.to_string()));
+        self.sup.handle.set(Public::Up(url.to_string()));
         self.published = Some(url.to_string());
         self.publish(ComponentState::Up, url);
         self.sup.hub.publish(Event::TunnelUp { url: url.into() });
+    }
+
+    /// Back after a reconnect: the same URL, so no `TunnelUp` (nothing was withdrawn).
+    fn set_back(&mut self, url: &str, after: Duration) {
+        log::info!(
+            "tunnel up: {url} (cloudflared reconnected after {})",
+            seconds(after)
+        );
+        self.sup.handle.set(Public::Up(url.to_string()));
+        self.publish(ComponentState::Up, url);
+    }
+
+    /// Alive but without an edge connection: the URL is kept, new pulls wait.
+    fn set_reconnecting(&mut self, url: &str, since: Instant, why: &str) {
+        log::warn!(
+            "tunnel reconnecting: cloudflared lost its connection to Cloudflare ({why}); \
+             it reconnects by itself and keeps {url}, so it is left alone for up to {}",
+            human::duration(self.sup.timing.patience)
+        );
+        self.sup.handle.set(Public::Reconnecting {
+            url: url.to_string(),
+            since,
+        });
+        self.publish(
+            ComponentState::Reconnecting,
+            format!("{url}: cloudflared is reconnecting ({why})"),
+        );
     }
 
     fn set_down(&mut self, reason: &str) {
@@ -271,8 +420,8 @@ impl State {
     }
 
     fn withdraw(&mut self, reason: &str) {
+        self.sup.handle.set(Public::Down);
         if self.published.take().is_some() {
-            self.sup.handle.set(None);
             self.sup.hub.publish(Event::TunnelDown {
                 reason: reason.into(),
             });
@@ -394,6 +543,9 @@ impl State {
             .arg(metrics.to_string())
             .arg("--grace-period")
             .arg(format!("{}s", GRACE_PERIOD.as_secs()));
+        if let Some(protocol) = self.sup.tunnel.protocol.flag() {
+            cmd.arg("--protocol").arg(protocol);
+        }
         match self.sup.tunnel.mode {
             TunnelMode::Named => {
                 let token = self
@@ -409,6 +561,21 @@ impl State {
                 cmd.arg("--url")
                     .arg(format!("http://{}", self.origin_host_port()));
             }
+        }
+        let mut withheld: Vec<String> = std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .filter(|name| withheld_from_cloudflared(name))
+            .collect();
+        withheld.sort();
+        for name in &withheld {
+            cmd.env_remove(name);
+        }
+        if !withheld.is_empty() {
+            log::debug!(
+                "cloudflared's environment: withheld {} (it takes its settings from its \
+                 command line only)",
+                withheld.join(", ")
+            );
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -540,7 +707,8 @@ impl State {
     }
 
     /// Watches a running cloudflared: waits for its URL and readiness (and the probe, for a
-    /// named tunnel), publishes it, then keeps asking `/ready`.
+    /// named tunnel), publishes it, then follows its edge connection until it exits, postflow
+    /// stops, or it stays without a connection past the patience.
     fn watch(
         &mut self,
         child: &mut Child,
@@ -556,16 +724,18 @@ impl State {
         } else {
             self.sup.tunnel.public_url.clone()
         };
-        let mut up = false;
+        let mut phase = Phase::Starting {
+            deadline: Instant::now() + self.sup.timing.ready_deadline,
+        };
+        let mut edge = EdgeLog::default();
         let mut misses = 0;
-        let mut deadline = Instant::now() + self.sup.timing.ready_deadline;
         let mut waiting_for = String::from("cloudflared's metrics server");
         loop {
-            let tick = if up {
-                self.sup.timing.watch_every
-            } else {
-                self.sup.timing.poll_every
+            let tick = match phase {
+                Phase::Up => self.sup.timing.watch_every,
+                _ => self.sup.timing.poll_every,
             };
+            let mut heard = false;
             select! {
                 recv(stop) -> _ => return Outcome::Stop,
                 recv(news) -> line => match line {
@@ -575,7 +745,21 @@ impl State {
                         }
                     }
                     Ok(Line::RateLimited) => *rate_limited = true,
-                    Ok(Line::Other) => {}
+                    Ok(Line::ShuttingDown) => {
+                        if !matches!(phase, Phase::ShuttingDown { .. }) {
+                            // Its exit says "tunnel down" with the reason; its shutdown's ERR
+                            // lines that come first are not a lost connection.
+                            let why = "cloudflared is shutting down: it was sent a signal, \
+                                       not by postflow";
+                            log::info!("{why}");
+                            self.withdraw(why);
+                            self.publish(ComponentState::Down, why);
+                            phase = Phase::ShuttingDown {
+                                deadline: Instant::now() + GRACE_PERIOD + GRACE_MARGIN,
+                            };
+                        }
+                    }
+                    Ok(line) => heard = edge.take(line, Instant::now()),
                     // stderr closed: the process is ending; `try_wait` will tell.
                     Err(_) => news = never(),
                 },
@@ -586,57 +770,127 @@ impl State {
                 Ok(None) => {}
                 Err(e) => return Outcome::GaveUp(format!("cannot watch cloudflared: {e}")),
             }
-            if up {
-                match self.http.ready(metrics) {
-                    Readiness::Ready => misses = 0,
-                    other => {
-                        misses += 1;
-                        if misses >= 2 {
-                            up = false;
-                            deadline = Instant::now() + self.sup.timing.ready_deadline;
-                            let reason = format!(
-                                "cloudflared lost its connection to Cloudflare ({})",
-                                describe_readiness(&other)
-                            );
-                            self.set_down(&reason);
+            let now = Instant::now();
+            match &mut phase {
+                Phase::ShuttingDown { deadline } => {
+                    if now >= *deadline {
+                        return Outcome::GaveUp(
+                            "cloudflared did not finish its shutdown within its grace period"
+                                .into(),
+                        );
+                    }
+                }
+                Phase::Up => {
+                    let Some(u) = url.clone() else { continue };
+                    if let Some((since, why)) = edge.lost.clone() {
+                        phase = self.reconnecting(&u, since, &why, &edge);
+                        continue;
+                    }
+                    // Lines change the state through `edge`; `/ready` is asked on the clock,
+                    // for a cloudflared that went quiet.
+                    if heard {
+                        continue;
+                    }
+                    match self.http.ready(metrics) {
+                        Readiness::Ready => misses = 0,
+                        other => {
+                            misses += 1;
+                            if misses >= 2 {
+                                let why = format!("/ready: {}", describe_readiness(&other));
+                                phase = self.reconnecting(&u, now, &why, &edge);
+                            }
                         }
                     }
                 }
-                continue;
-            }
-            if Instant::now() >= deadline {
-                return Outcome::GaveUp(format!(
-                    "cloudflared was not ready within {:?} (waiting for {waiting_for})",
-                    self.sup.timing.ready_deadline
-                ));
-            }
-            if url.is_none() {
-                url = self.http.quick_url(metrics);
-            }
-            match self.http.ready(metrics) {
-                Readiness::Ready => {}
-                other => {
-                    waiting_for = format!("/ready: {}", describe_readiness(&other));
-                    continue;
+                Phase::Reconnecting {
+                    since,
+                    give_up,
+                    ready_streak,
+                } => {
+                    if let Some(retry) = edge.retry_until {
+                        *give_up = (*give_up).max(retry + RETRY_MARGIN);
+                    }
+                    if now >= *give_up {
+                        return Outcome::GaveUp(format!(
+                            "cloudflared did not reconnect within {} of losing its connection",
+                            human::duration(now.duration_since(*since))
+                        ));
+                    }
+                    match self.http.ready(metrics) {
+                        Readiness::Ready => *ready_streak += 1,
+                        _ => *ready_streak = 0,
+                    }
+                    // Back: `/ready` says so and stderr does not contradict it (after a loss
+                    // line a registration line must follow, since `/ready` lags a loss by up
+                    // to 20 ms). A `/ready` that stays 200 for three polls wins anyway, for a
+                    // cloudflared whose registration line cannot be read.
+                    if *ready_streak > 0 && (edge.lost.is_none() || *ready_streak >= 3) {
+                        let after = now.duration_since(*since);
+                        edge.lost = None;
+                        edge.retry_until = None;
+                        misses = 0;
+                        if let Some(u) = url.clone() {
+                            self.set_back(&u, after);
+                        }
+                        phase = Phase::Up;
+                    }
+                }
+                Phase::Starting { deadline } => {
+                    if now >= *deadline {
+                        return Outcome::GaveUp(format!(
+                            "cloudflared was not ready within {:?} (waiting for {waiting_for})",
+                            self.sup.timing.ready_deadline
+                        ));
+                    }
+                    if url.is_none() {
+                        url = self.http.quick_url(metrics);
+                    }
+                    match self.http.ready(metrics) {
+                        Readiness::Ready => {}
+                        other => {
+                            waiting_for = format!("/ready: {}", describe_readiness(&other));
+                            continue;
+                        }
+                    }
+                    let Some(u) = url.clone() else {
+                        waiting_for = "the quick tunnel's hostname".into();
+                        continue;
+                    };
+                    if !output::is_public_url(&u) {
+                        return Outcome::GaveUp(format!(
+                            "cloudflared reported {u}, which is not public"
+                        ));
+                    }
+                    if !quick {
+                        if let Err(e) = self.probe(&u) {
+                            waiting_for = e;
+                            continue;
+                        }
+                    }
+                    // What stderr said while starting (dial failures, retries) is history now;
+                    // the registrations it made stand.
+                    edge.lost = None;
+                    edge.retry_until = None;
+                    misses = 0;
+                    first_up.get_or_insert_with(Instant::now);
+                    self.set_up(&u);
+                    phase = Phase::Up;
                 }
             }
-            let Some(u) = url.clone() else {
-                waiting_for = "the quick tunnel's hostname".into();
-                continue;
-            };
-            if !output::is_public_url(&u) {
-                return Outcome::GaveUp(format!("cloudflared reported {u}, which is not public"));
-            }
-            if !quick {
-                if let Err(e) = self.probe(&u) {
-                    waiting_for = e;
-                    continue;
-                }
-            }
-            up = true;
-            misses = 0;
-            first_up.get_or_insert_with(Instant::now);
-            self.set_up(&u);
+        }
+    }
+
+    /// Enters `reconnecting`: publishes it and sets the patience.
+    fn reconnecting(&mut self, url: &str, since: Instant, why: &str, edge: &EdgeLog) -> Phase {
+        self.set_reconnecting(url, since, why);
+        let mut give_up = since + self.sup.timing.patience;
+        if let Some(retry) = edge.retry_until {
+            give_up = give_up.max(retry + RETRY_MARGIN);
+        }
+        Phase::Reconnecting {
+            since,
+            give_up,
+            ready_streak: 0,
         }
     }
 
@@ -667,6 +921,72 @@ impl State {
         }
         let _ = std::fs::remove_file(&pid_path);
     }
+}
+
+/// `cloudflared --version` (`cloudflared version 2026.8.2 (built …)` on stdout): the version,
+/// for `postflow check`. Run with the same clean environment as the tunnel, for 10 s at most.
+pub fn version(program: &Path) -> Result<String, String> {
+    let mut cmd = Command::new(program);
+    cmd.arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(withheld_from_cloudflared) {
+            cmd.env_remove(name);
+        }
+    }
+    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+    let mut stdout = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.take(4096).read_to_end(&mut out);
+        }
+        out
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("`--version` did not answer within 10 s".into());
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    let out = reader.join().unwrap_or_default();
+    let text = String::from_utf8_lossy(&out);
+    let line = text.lines().next().unwrap_or("").trim();
+    if !status.success() {
+        return Err(format!("`--version` failed ({status})"));
+    }
+    match line
+        .split_whitespace()
+        .skip_while(|w| *w != "version")
+        .nth(1)
+    {
+        Some(v) => Ok(v.to_string()),
+        None if line.is_empty() => Err("`--version` printed nothing".into()),
+        None => Ok(shorten(line, 80)),
+    }
+}
+
+/// Environment variables cloudflared must not see: what it binds its flags to (`TUNNEL*`,
+/// `NO_AUTOUPDATE`, `NO_TLS_VERIFY`; `cmd/cloudflared/tunnel/cmd.go`), anything else named for
+/// it, and postflow's own. Case-insensitive, as Windows' environment is.
+fn withheld_from_cloudflared(name: &str) -> bool {
+    let name = name.to_ascii_uppercase();
+    ["TUNNEL", "CLOUDFLARED", "POSTFLOW_"]
+        .iter()
+        .any(|p| name.starts_with(p))
+        || name == "NO_AUTOUPDATE"
+        || name == "NO_TLS_VERIFY"
 }
 
 /// Reads cloudflared's stderr to the end: every line at DEBUG, the notable ones to the
@@ -730,6 +1050,15 @@ fn describe_readiness(r: &Readiness) -> String {
     }
 }
 
+/// `4.6 s` under a minute (reconnects are usually that short), else `human::duration`.
+fn seconds(d: Duration) -> String {
+    if d < Duration::from_secs(60) {
+        format!("{:.1} s", d.as_secs_f64())
+    } else {
+        human::duration(d)
+    }
+}
+
 fn shorten(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &s[..i]),
@@ -788,6 +1117,7 @@ mod tests {
                 cloudflared: PathBuf::from("cloudflared"),
                 public_url,
                 token_file: None,
+                protocol: crate::config::TunnelProtocol::Auto,
             },
             origin: "127.0.0.1:9".parse().unwrap(),
             state_dir: dir,
@@ -821,7 +1151,11 @@ mod tests {
         drop(stop_tx);
         thread.join().unwrap();
         hub_thread.join().unwrap();
-        assert_eq!(handle.current_url(), None, "the URL is withdrawn on stop");
+        assert_eq!(
+            handle.public(),
+            Public::Down,
+            "the URL is withdrawn on stop"
+        );
         events.iter().map(|e| (*e).clone()).collect()
     }
 
@@ -834,7 +1168,7 @@ mod tests {
         let url = format!("http://{}", answer_with(b"ours"));
         let sup = supervisor(TunnelMode::External, Some(url.clone()), dummy_hub());
         let expected = url.clone();
-        let events = events_of(sup, move |h| h.current_url().as_deref() == Some(&expected));
+        let events = events_of(sup, move |h| h.public() == Public::Up(expected.clone()));
         let summary: Vec<String> = events
             .iter()
             .map(|e| match e {
@@ -880,7 +1214,7 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(handle.current_url(), None);
+        assert_eq!(handle.public(), Public::Down);
         drop(stop_tx);
         thread.join().unwrap();
         hub_thread.join().unwrap();

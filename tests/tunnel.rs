@@ -206,7 +206,7 @@ impl Run {
     /// Waits for the n-th `tunnel up: URL` line and returns the URL.
     fn wait_for_url(&self, n: usize) -> String {
         let line = self.wait_for_nth(n, "tunnel up: ", T);
-        line.split("tunnel up: ").nth(1).unwrap().trim().to_string()
+        url_of(&line)
     }
 
     /// SIGTERM, then waits for the exit; returns the status and how long it took.
@@ -255,6 +255,12 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The URL of a `tunnel up: URL …` line.
+fn url_of(line: &str) -> String {
+    let rest = line.split("tunnel up: ").nth(1).unwrap();
+    rest.split_whitespace().next().unwrap().to_string()
 }
 
 /// The value following `flag` in an argv.
@@ -558,17 +564,19 @@ fn a_crash_after_coming_up_takes_the_url_back_and_brings_a_new_one() {
 }
 
 #[test]
-fn a_tunnel_that_stops_answering_is_reported_down_and_comes_back_with_the_same_url() {
+fn a_tunnel_that_stops_answering_is_reconnecting_and_comes_back_with_the_same_url() {
     let f = Fixture::new("tunnel-frozen");
     let run = f.run(&f.quick_config(), &[]);
     let url = run.wait_for_url(1);
     let pid = f.starts()[0].0;
-    signal(pid, "STOP"); // its /ready stops answering, as when the edge connection is lost
-    let down = run.wait_for("tunnel down: ");
-    assert!(down.contains("cloudflared lost its connection"), "{down}");
+    // Frozen, it says nothing and its /ready stops answering: only the polls can tell.
+    signal(pid, "STOP");
+    let lost = run.wait_for("tunnel reconnecting: ");
+    assert!(lost.contains("/ready: no answer"), "{lost}");
     signal(pid, "CONT");
     assert_eq!(run.wait_for_url(2), url);
     assert_eq!(f.starts().len(), 1, "it recovered without a restart");
+    assert_eq!(run.count("tunnel down"), 0, "{}", run.text());
 }
 
 #[test]
@@ -580,10 +588,211 @@ fn a_cloudflared_stopped_by_hand_is_brought_back() {
     );
     run.wait_for_url(1);
     signal(f.starts()[0].0, "TERM");
+    run.wait_for("cloudflared is shutting down: it was sent a signal, not by postflow");
     let down = run.wait_for("tunnel down: ");
     assert!(down.contains("stopped by itself"), "{down}");
     run.wait_for_url(2);
     assert_eq!(f.starts().len(), 2);
+    // Its shutdown's `ERR Connection terminated` is not a connection lost.
+    assert_eq!(run.count("tunnel reconnecting"), 0, "{}", run.text());
+    assert_eq!(run.count("tunnel down: "), 1, "{}", run.text());
+}
+
+// ------------------------------------------------------------------ the edge drops
+
+/// Scaled time, honestly: the stand-in runs its clock at a tenth
+/// (`FAKE_CLOUDFLARED_TIME_SCALE=0.1`), and so does postflow (start deadline 6 s for 60 s,
+/// patience 30 s for 5 min). A "45 s" drop takes 4.5 s.
+const TENTH: &[(&str, &str)] = &[
+    ("FAKE_CLOUDFLARED_TIME_SCALE", "0.1"),
+    ("POSTFLOW_TEST_TUNNEL_READY_MS", "6000"),
+    ("POSTFLOW_TEST_TUNNEL_PATIENCE_MS", "30000"),
+];
+
+/// The `/api/status` of a run whose config has `dashboard.listen` on `port`.
+fn api_status(port: u16) -> Value {
+    let addr = format!("127.0.0.1:{port}");
+    let (status, _, body) = get(&addr, &addr, "/api/status", None);
+    assert!(status.contains(" 200 "), "{status}");
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[test]
+fn a_45_s_edge_drop_does_not_restart_cloudflared_and_the_url_stays() {
+    let f = Fixture::new("tunnel-drop-45");
+    let dashboard = free_port();
+    let mut config = f.sandbox.base_config();
+    config["serve"]["listen"] = "127.0.0.1:0".into();
+    config["dashboard"]["listen"] = format!("127.0.0.1:{dashboard}").into();
+    config["tunnel"] = json!({ "mode": "quick", "cloudflared": fake_cloudflared() });
+    let config = f.sandbox.write_config(&config);
+    let env: Vec<(&str, &str)> = [("FAKE_CLOUDFLARED_RECONNECT", "45")]
+        .iter()
+        .chain(TENTH)
+        .copied()
+        .collect();
+    let run = f.run(&config, &env);
+    let url = run.wait_for_url(1);
+    let pid = f.starts()[0].0;
+
+    signal(pid, "USR1"); // the edge drops the connection
+                         // Known at once, from cloudflared's own line, not from a /ready poll seconds later.
+    let lost = run.wait_for("tunnel reconnecting: ");
+    assert!(
+        lost.contains("failed to accept incoming stream requests"),
+        "{lost}"
+    );
+    assert!(lost.contains(&url), "{lost}");
+    let tunnel = wait_for_state(dashboard, "reconnecting");
+    assert!(
+        tunnel["detail"].as_str().unwrap().contains(&url),
+        "{tunnel}"
+    );
+    assert!(tunnel["since_ms"].as_u64().unwrap() > 0);
+    std::thread::sleep(Duration::from_secs(1));
+    let tunnel = api_status(dashboard)["components"]["tunnel"].clone();
+    assert_eq!(tunnel["state"], "reconnecting", "{tunnel}");
+    assert!(tunnel["for_ms"].as_u64().unwrap() >= 1000, "{tunnel}");
+
+    let back = run.wait_for_nth(2, "tunnel up: ", T);
+    assert_eq!(url_of(&back), url);
+    assert!(back.contains("cloudflared reconnected after"), "{back}");
+    assert_eq!(
+        wait_for_state(dashboard, "up")["detail"].as_str(),
+        Some(url.as_str())
+    );
+    assert_eq!(f.starts().len(), 1, "cloudflared was never restarted");
+    assert_eq!(run.count("tunnel down"), 0, "{}", run.text());
+    // The URL still leads here.
+    let host = url.strip_prefix("https://").unwrap();
+    let (status, _, body) = get(&f.edge_for(&url), host, PROBE_PATH, None);
+    assert!(status.contains(" 200 "), "{status}");
+    assert_eq!(body, PROBE_BODY.as_bytes());
+}
+
+/// Polls `/api/status` until the tunnel is in `state`; returns its component.
+fn wait_for_state(dashboard: u16, state: &str) -> Value {
+    let mut last = Value::Null;
+    let start = Instant::now();
+    while start.elapsed() < T {
+        last = api_status(dashboard)["components"]["tunnel"].clone();
+        if last["state"] == state {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the tunnel never became {state}: {last}");
+}
+
+#[test]
+fn over_http2_a_drop_of_up_to_a_minute_is_waited_out_too() {
+    let f = Fixture::new("tunnel-drop-http2");
+    let config = f.config(json!({
+        "mode": "quick",
+        "cloudflared": fake_cloudflared(),
+        "protocol": "http2",
+    }));
+    // HTTP/2's reconnect: cloudflared's random backoff of 4.5 to 59 s, here at a tenth.
+    let env: Vec<(&str, &str)> = [
+        ("FAKE_CLOUDFLARED_RECONNECT", "http2"),
+        ("RUST_LOG", "info,postflow::tunnel=debug"),
+    ]
+    .iter()
+    .chain(TENTH)
+    .copied()
+    .collect();
+    let mut run = f.run(&config, &env);
+    let url = run.wait_for_url(1);
+    let (pid, argv) = f.starts()[0].clone();
+    assert_eq!(arg_after(&argv, "--protocol"), Some("http2"), "{argv:?}");
+    signal(pid, "USR1");
+    let lost = run.wait_for("tunnel reconnecting: ");
+    assert!(lost.contains("Lost connection with the edge"), "{lost}");
+    assert_eq!(
+        url_of(&run.wait_for_nth(2, "tunnel up: ", Duration::from_secs(60))),
+        url
+    );
+    assert_eq!(f.starts().len(), 1);
+    assert_eq!(
+        run.count("Registered tunnel connection connIndex=0"),
+        2,
+        "{}",
+        run.text()
+    );
+    assert!(run.text().contains("protocol=http2"));
+    assert!(run.stop().0.success());
+}
+
+#[test]
+fn a_cloudflared_that_does_not_reconnect_within_the_patience_is_restarted() {
+    let f = Fixture::new("tunnel-patience");
+    let run = f.run(
+        &f.quick_config(),
+        &[
+            ("FAKE_CLOUDFLARED_RECONNECT", "never"),
+            ("POSTFLOW_TEST_TUNNEL_PATIENCE_MS", "2000"),
+            ("POSTFLOW_TEST_TUNNEL_BACKOFF_MS", "200"),
+        ],
+    );
+    let first = run.wait_for_url(1);
+    let pid = f.starts()[0].0;
+    signal(pid, "USR1");
+    run.wait_for("tunnel reconnecting: ");
+    let down = run.wait_for("tunnel down: ");
+    assert!(
+        down.contains("cloudflared did not reconnect within 2 s of losing its connection"),
+        "{down}"
+    );
+    let second = run.wait_for_url(2);
+    assert_ne!(second, first, "a restart gets a new hostname");
+    assert_eq!(f.starts().len(), 2);
+    assert!(!is_alive(pid), "the stuck cloudflared was stopped");
+}
+
+// ------------------------------------------------------------------ the child's environment
+
+#[test]
+fn tunnel_variables_in_postflows_environment_change_nothing() {
+    let f = Fixture::new("tunnel-env");
+    let secret = "s3cr3t-0a9f";
+    let mut run = f.run(
+        &f.quick_config(),
+        &[
+            // What an operator who also runs cloudflared for something else may have set.
+            ("TUNNEL_LOGFILE", "cf.log"),
+            ("TUNNEL_TRANSPORT_PROTOCOL", "http2"),
+            ("TUNNEL_LOGLEVEL", "error"),
+            ("CLOUDFLARED_HOME", "/nowhere"),
+            ("NO_TLS_VERIFY", "true"),
+            ("POSTFLOW_CLIENT_SECRET", secret),
+            ("RUST_LOG", "info,postflow::tunnel=debug"),
+        ],
+    );
+    let url = run.wait_for_url(1);
+    // Its log stayed on the stderr postflow reads, at INFO, and its transport is its own
+    // choice (QUIC).
+    let registered = run.wait_for("Registered tunnel connection");
+    assert!(registered.ends_with(" protocol=quic"), "{registered}");
+    assert!(
+        !f.sandbox.dir.join("cf.log").exists(),
+        "cloudflared wrote a log file"
+    );
+    let withheld = run.wait_for("cloudflared's environment: withheld ");
+    for name in [
+        "CLOUDFLARED_HOME",
+        "NO_TLS_VERIFY",
+        "POSTFLOW_CLIENT_SECRET",
+        "TUNNEL_LOGFILE",
+        "TUNNEL_LOGLEVEL",
+        "TUNNEL_TRANSPORT_PROTOCOL",
+    ] {
+        assert!(withheld.contains(name), "{withheld}");
+    }
+    assert!(!withheld.contains("cf.log") && !withheld.contains(secret));
+    assert!(!run.text().contains(secret), "a secret reached the log");
+    f.edge_for(&url);
+    assert!(run.stop().0.success());
+    assert!(!f.sandbox.dir.join("cf.log").exists());
 }
 
 #[test]
@@ -615,6 +824,8 @@ fn a_log_flood_stalls_nothing() {
     assert_eq!(body, PROBE_BODY.as_bytes());
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(run.count("tunnel down"), 0, "{}", run.text());
+    // Its "Request failed" ERR lines are about requests, not the connection.
+    assert_eq!(run.count("tunnel reconnecting"), 0, "{}", run.text());
     // A stderr nobody reads would block cloudflared's logging, and with it its graceful
     // shutdown: postflow would have to wait out the grace period and kill it.
     let (status, took) = run.stop();
@@ -643,6 +854,45 @@ fn a_missing_cloudflared_is_one_clear_error_not_a_crash_loop() {
 }
 
 // ------------------------------------------------------------------ stopping and leftovers
+
+#[test]
+fn a_clean_cloudflared_shutdown_and_its_err_lines_are_not_a_failure() {
+    let f = Fixture::new("tunnel-clean-stop");
+    let mut run = f.run(
+        &f.quick_config(),
+        &[("RUST_LOG", "info,postflow::tunnel=debug")],
+    );
+    run.wait_for_url(1);
+    let (status, _) = run.stop();
+    assert_eq!(status.code(), Some(0));
+    let lines = run.lines();
+    let stopping = lines
+        .iter()
+        .position(|l| l.contains("stopping (signal received)"))
+        .unwrap();
+    let after = &lines[stopping..];
+    // cloudflared said ERR, as the real one does on a clean shutdown ...
+    for err in [
+        " ERR Connection terminated connIndex=0",
+        " ERR no more connections active and exiting",
+    ] {
+        assert!(
+            after
+                .iter()
+                .any(|l| l.contains(err) && l.contains(" DEBUG ")),
+            "{err} not seen (at DEBUG):\n{}",
+            run.text()
+        );
+    }
+    // ... and postflow reported nothing wrong.
+    let alarming: Vec<&String> = after
+        .iter()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(alarming.is_empty(), "{alarming:#?}");
+    assert!(run.text().contains("cloudflared stopped (exit status: 0)"));
+    assert_eq!(run.count("tunnel reconnecting"), 0);
+}
 
 #[test]
 fn sigterm_to_postflow_stops_cloudflared_within_its_grace_period() {

@@ -376,12 +376,15 @@ fn quick_tunnel_prints_box_serves_metrics_and_stops_on_sigterm() {
     let st = f.wait_exit(Duration::from_secs(5));
     assert_eq!(st.code(), Some(0));
     let lines = f.lines();
-    let tail: Vec<&str> = lines.iter().rev().take(4).rev().map(|l| &l[21..]).collect();
+    let tail: Vec<&str> = lines.iter().rev().take(6).rev().map(|l| &l[21..]).collect();
+    // As measured: a clean shutdown logs two ERR lines.
     assert_eq!(
         tail,
         [
             "INF Initiating graceful shutdown due to signal terminated ...",
             "INF Unregistered tunnel connection connIndex=0 event=0 ip=198.41.200.63",
+            "ERR Connection terminated connIndex=0",
+            "ERR no more connections active and exiting",
             "INF Tunnel server stopped",
             "INF Metrics server stopped",
         ]
@@ -995,4 +998,435 @@ fn starts_log_counts_restarts() {
             "{line}"
         );
     }
+}
+
+// ---------------------------------------------------------------- measured on the real binary
+
+/// The edge port the registry names for `host`.
+fn edge_port(reg: &Path, host: &str) -> u16 {
+    std::fs::read_to_string(reg.join(host)).unwrap().trim()[10..]
+        .parse()
+        .unwrap()
+}
+
+/// Undoes `Transfer-Encoding: chunked`.
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..eol]).unwrap(), 16).unwrap();
+        raw = &raw[eol + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[..size]);
+        assert_eq!(&raw[size..size + 2], b"\r\n");
+        raw = &raw[size + 2..];
+    }
+}
+
+impl Fake {
+    fn wait_count(&self, needle: &str, n: usize) {
+        let end = Instant::now() + T;
+        while self.count(needle) < n {
+            assert!(
+                Instant::now() < end,
+                "fewer than {n} lines containing {needle:?} in:\n{}",
+                self.lines().join("\n")
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The console lines without their timestamps.
+    fn bodies(&self) -> Vec<String> {
+        self.lines()
+            .iter()
+            .filter(|l| is_console_line(l))
+            .map(|l| l[21..].to_string())
+            .collect()
+    }
+}
+
+/// An origin like the file server: HTTP/1.1 keep-alive, exact `Content-Length`, ranges.
+/// Counts the TCP connections it accepted and records every request head. `/gzip` answers
+/// gzip-encoded bytes when the request accepts gzip (what an origin must never do for a file).
+struct KeepAliveOrigin {
+    port: u16,
+    body: Arc<Vec<u8>>,
+    heads: Arc<Mutex<Vec<String>>>,
+    accepted: Arc<AtomicUsize>,
+}
+
+fn keepalive_origin() -> KeepAliveOrigin {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let body: Arc<Vec<u8>> = Arc::new((0..200_000u32).map(|i| (i * 13 % 251) as u8).collect());
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (b2, h2, a2) = (body.clone(), heads.clone(), accepted.clone());
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            a2.fetch_add(1, Ordering::SeqCst);
+            let (b, h) = (b2.clone(), h2.clone());
+            thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                loop {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push_str(&line);
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    h.lock().unwrap().push(head.clone());
+                    let mut words = head.split_whitespace();
+                    let (method, path) = (words.next().unwrap(), words.next().unwrap());
+                    let gzip = path == "/gzip"
+                        && header(&head, "accept-encoding").is_some_and(|v| v.contains("gzip"));
+                    let range = header(&head, "range").and_then(|v| {
+                        let (a, z) = v.strip_prefix("bytes=")?.split_once('-')?;
+                        Some((a.parse::<usize>().ok()?, z.parse::<usize>().ok()?))
+                    });
+                    let (status, extra, payload) = if gzip {
+                        let mut enc = flate2::write::GzEncoder::new(
+                            Vec::new(),
+                            flate2::Compression::default(),
+                        );
+                        enc.write_all(&b).unwrap();
+                        (
+                            "200 OK",
+                            "Content-Encoding: gzip\r\n".to_string(),
+                            enc.finish().unwrap(),
+                        )
+                    } else if let Some((a, z)) = range {
+                        (
+                            "206 Partial Content",
+                            format!("Content-Range: bytes {a}-{z}/{}\r\n", b.len()),
+                            b[a..=z].to_vec(),
+                        )
+                    } else {
+                        ("200 OK", String::new(), b.to_vec())
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nAccept-Ranges: bytes\r\n\r\n",
+                        payload.len()
+                    );
+                    if s.write_all(resp.as_bytes()).is_err() {
+                        return;
+                    }
+                    if method != "HEAD" && s.write_all(&payload).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    KeepAliveOrigin {
+        port,
+        body,
+        heads,
+        accepted,
+    }
+}
+
+#[test]
+fn the_metrics_port_opens_late_then_ready_says_503_until_registered() {
+    let t0 = Instant::now();
+    let f = Fake::quick(
+        free_port(),
+        &[],
+        &[("FAKE_CLOUDFLARED_READY_DELAY_MS", "1000")],
+    );
+    let end = t0 + T;
+    while TcpStream::connect(("127.0.0.1", f.metrics)).is_err() {
+        assert!(Instant::now() < end, "metrics port never opened");
+        thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        t0.elapsed() >= Duration::from_millis(60),
+        "measured: the metrics port refuses connections for about 60 ms"
+    );
+    let (s, body) = f.get("/ready");
+    assert_eq!(s, 503);
+    let id = f.wait_line("Generated Connector ID: ");
+    let id = id.rsplit(' ').next().unwrap();
+    assert_eq!(
+        body,
+        format!("{{\"status\":503,\"readyConnections\":0,\"connectorId\":\"{id}\"}}")
+    );
+    // A quick tunnel has one connection and QUIC unless told, as its settings show.
+    let settings = f.wait_line("Settings: map[");
+    assert!(
+        settings.contains("ha-connections:1") && settings.contains("protocol:quic"),
+        "{settings}"
+    );
+    f.wait_ready();
+}
+
+#[test]
+fn the_origin_sees_what_cloudflared_adds_and_one_kept_alive_connection() {
+    let o = keepalive_origin();
+    let reg = temp_dir("headers");
+    let f = Fake::quick(
+        o.port,
+        &[],
+        &[
+            ("SIM_TUNNEL_REGISTRY", reg.to_str().unwrap()),
+            ("FAKE_CLOUDFLARED_READY_DELAY_MS", "0"),
+        ],
+    );
+    let host = url_in(&f.wait_line("trycloudflare.com  "));
+    f.wait_ready();
+    let edge = edge_port(&reg, &host);
+    let connector = f.wait_line("Generated Connector ID: ");
+    let connector = connector.rsplit(' ').next().unwrap();
+
+    // Three callers, one after another, each on its own connection (and each saying
+    // `Connection: close`).
+    let (s, head, body) = http_get(edge, "/f/a", &[]).unwrap();
+    assert_eq!(s, 200);
+    assert!(body == *o.body);
+    assert_eq!(header(&head, "content-length"), Some("200000".into()));
+    let (s, _, body) = http_get(edge, "/f/a", &[("Range", "bytes=0-99")]).unwrap();
+    assert_eq!((s, body.as_slice()), (206, &o.body[..100]));
+    let (s, _, _) = http_get(edge, "/f/a", &[("Accept-Encoding", "identity")]).unwrap();
+    assert_eq!(s, 200);
+
+    let heads = o.heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 3, "{heads:?}");
+    for h in &heads {
+        assert_eq!(
+            header(h, "cf-warp-tag-id").as_deref(),
+            Some(connector),
+            "{h}"
+        );
+        assert_eq!(
+            header(h, "connection").as_deref(),
+            Some("keep-alive"),
+            "{h}"
+        );
+        assert_eq!(
+            header(h, "host").as_deref(),
+            Some("example.trycloudflare.com")
+        );
+    }
+    // Go asks for gzip only when the caller said nothing about encodings or ranges.
+    assert_eq!(
+        header(&heads[0], "accept-encoding").as_deref(),
+        Some("gzip")
+    );
+    assert_eq!(header(&heads[1], "accept-encoding"), None);
+    assert_eq!(
+        header(&heads[2], "accept-encoding").as_deref(),
+        Some("identity")
+    );
+    assert_eq!(
+        o.accepted.load(Ordering::SeqCst),
+        1,
+        "cloudflared reuses one kept-alive origin connection"
+    );
+}
+
+#[test]
+fn a_gzip_answer_to_the_gzip_cloudflared_asked_for_is_decompressed_on_the_way_back() {
+    let o = keepalive_origin();
+    let reg = temp_dir("gzip");
+    let f = Fake::quick(
+        o.port,
+        &[],
+        &[
+            ("SIM_TUNNEL_REGISTRY", reg.to_str().unwrap()),
+            ("FAKE_CLOUDFLARED_READY_DELAY_MS", "0"),
+        ],
+    );
+    let host = url_in(&f.wait_line("trycloudflare.com  "));
+    f.wait_ready();
+    let edge = edge_port(&reg, &host);
+
+    let (s, head, raw) = http_get(edge, "/gzip", &[]).unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(header(&head, "content-encoding"), None, "{head}");
+    assert_eq!(header(&head, "content-length"), None, "{head}");
+    assert_eq!(
+        header(&head, "transfer-encoding").as_deref(),
+        Some("chunked")
+    );
+    assert!(dechunk(&raw) == *o.body, "decompressed bytes differ");
+
+    // A caller that asked for gzip itself gets it as the origin sent it.
+    let (s, head, raw) = http_get(edge, "/gzip", &[("Accept-Encoding", "gzip")]).unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(header(&head, "content-encoding").as_deref(), Some("gzip"));
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(raw.as_slice())
+        .read_to_end(&mut plain)
+        .unwrap();
+    assert!(plain == *o.body);
+}
+
+#[test]
+fn an_edge_drop_cuts_what_is_in_flight_answers_530_and_comes_back_with_the_same_hostname() {
+    let o = origin();
+    let reg = temp_dir("drop");
+    let f = Fake::quick(
+        o.port,
+        &[],
+        &[
+            ("SIM_TUNNEL_REGISTRY", reg.to_str().unwrap()),
+            ("FAKE_CLOUDFLARED_READY_DELAY_MS", "0"),
+            // 1 MB at 200 kB/s: five seconds of transfer to cut into.
+            ("FAKE_CLOUDFLARED_RATE", "200000"),
+            ("FAKE_CLOUDFLARED_RECONNECT", "3"),
+        ],
+    );
+    let host = url_in(&f.wait_line("trycloudflare.com  "));
+    f.wait_ready();
+    let edge = edge_port(&reg, &host);
+    let registered = std::fs::read_to_string(reg.join(&host)).unwrap();
+    let download = thread::spawn(move || http_get(edge, "/f/big", &[]));
+    thread::sleep(Duration::from_millis(500));
+
+    f.signal(libc::SIGUSR1);
+    let lost = f.wait_line("failed to accept incoming stream requests");
+    assert!(
+        lost.ends_with(" ERR failed to accept incoming stream requests error=\"failed to accept QUIC stream: Application error 0x0 (remote)\" connIndex=0 event=0 ip=198.41.200.63"),
+        "{lost}"
+    );
+    let (s, body) = f.get("/ready");
+    assert_eq!(s, 503, "{body}");
+    assert!(body.starts_with("{\"status\":503,\"readyConnections\":0,"));
+    let (s, _, body) = http_get(edge, "/f/x", &[]).unwrap();
+    assert_eq!((s, body.as_slice()), (530, &b"error code: 1033"[..]));
+    // None: cut before a whole head came back.
+    if let Some((_, _, body)) = download.join().unwrap() {
+        assert!(body.len() < o.body.len(), "the transfer was not cut");
+    }
+    assert_eq!(
+        std::fs::read_to_string(reg.join(&host)).unwrap(),
+        registered,
+        "the hostname stays registered through a drop"
+    );
+
+    f.wait_count("Registered tunnel connection", 2);
+    f.wait_ready();
+    let (s, _, body) = http_get(edge, "/f/x", &[("Range", "bytes=10-19")]).unwrap();
+    assert_eq!((s, body.as_slice()), (206, &o.body[10..20]));
+    assert_eq!(
+        f.get("/quicktunnel").1,
+        format!("{{\"hostname\":\"{host}\"}}")
+    );
+    assert_eq!(
+        f.count("Lost connection with the edge"),
+        0,
+        "that is HTTP/2's line"
+    );
+}
+
+#[test]
+fn over_http2_a_drop_logs_what_the_real_one_logs_and_the_reconnect_only_registers() {
+    let f = Fake::quick(
+        free_port(),
+        &["--protocol", "http2"],
+        &[
+            ("FAKE_CLOUDFLARED_READY_DELAY_MS", "0"),
+            ("FAKE_CLOUDFLARED_RECONNECT", "0.5"),
+        ],
+    );
+    f.wait_ready();
+    f.signal(libc::SIGUSR1);
+    f.wait_count("Registered tunnel connection", 2);
+    let lines = f.bodies();
+    let lost = lines
+        .iter()
+        .position(|l| l.starts_with("INF Lost connection with the edge"))
+        .unwrap();
+    assert_eq!(
+        lines[lost..lost + 5],
+        [
+            "INF Lost connection with the edge connIndex=0",
+            "WRN Serve tunnel error error=\"connection with edge closed\" connIndex=0 event=0 ip=198.41.200.63",
+            "INF Retrying connection in up to 1s connIndex=0 event=0 ip=198.41.200.63",
+            "ERR failed to serve incoming request error=\"Error shutting down control stream: context canceled\"",
+            "ERR Connection terminated error=\"connection with edge closed\" connIndex=0",
+        ]
+    );
+    // Nothing is logged while it waits; then only the new registration.
+    assert!(
+        lines[lost + 5].starts_with("INF Registered tunnel connection connIndex=0 connection=")
+            && lines[lost + 5].ends_with(" protocol=http2"),
+        "{}",
+        lines[lost + 5]
+    );
+    f.wait_ready();
+}
+
+#[test]
+fn a_refused_reregistration_is_logged_and_the_tunnel_comes_back_later() {
+    let f = Fake::quick(
+        free_port(),
+        &[],
+        &[
+            ("FAKE_CLOUDFLARED_READY_DELAY_MS", "0"),
+            ("FAKE_CLOUDFLARED_RECONNECT", "refused"),
+            // 23 to 83 s measured; 0.46 to 1.66 s here.
+            ("FAKE_CLOUDFLARED_TIME_SCALE", "0.02"),
+        ],
+    );
+    f.wait_ready();
+    f.signal(libc::SIGUSR1);
+    let refused = f.wait_line("Register tunnel error from server side");
+    assert!(
+        refused.contains(" ERR Register tunnel error from server side error=\""),
+        "{refused}"
+    );
+    f.wait_count("Registered tunnel connection", 2);
+    f.wait_ready();
+}
+
+#[test]
+fn a_refused_first_registration_exits_1() {
+    let (f, st) = run_to_exit(&[
+        ("FAKE_CLOUDFLARED_MODE", "registration-refused"),
+        ("FAKE_CLOUDFLARED_READY_DELAY_MS", "0"),
+    ]);
+    assert_eq!(st.code(), Some(1));
+    f.wait_line(" ERR Register tunnel error from server side error=");
+    f.wait_line(" ERR initial tunnel connection failed error=");
+    assert_eq!(f.count("Registered tunnel connection"), 0);
+}
+
+#[test]
+fn a_tunnel_logfile_from_the_environment_is_honoured_as_the_real_one_does() {
+    // Why postflow gives cloudflared a clean environment: these change what it does.
+    let dir = temp_dir("logfile");
+    let file = dir.join("cf.log");
+    let f = Fake::quick(
+        free_port(),
+        &[],
+        &[
+            ("FAKE_CLOUDFLARED_READY_DELAY_MS", "0"),
+            ("TUNNEL_LOGFILE", file.to_str().unwrap()),
+            ("TUNNEL_TRANSPORT_PROTOCOL", "http2"),
+        ],
+    );
+    f.wait_ready();
+    let reg = f.wait_line("Registered tunnel connection");
+    assert!(reg.ends_with(" protocol=http2"), "{reg}");
+    let json = std::fs::read_to_string(&file).unwrap();
+    let registered = json
+        .lines()
+        .find(|l| l.contains("\"message\":\"Registered tunnel connection\""))
+        .unwrap_or_else(|| panic!("{json}"));
+    let v: serde_json::Value = serde_json::from_str(registered).unwrap();
+    assert_eq!(v["level"], "info");
+    assert_eq!(v["protocol"], "http2");
 }

@@ -10,6 +10,7 @@ use crate::frameio::api::{Account, Api};
 use crate::frameio::auth::Auth;
 use crate::human;
 use crate::process::find_program;
+use crate::tunnel;
 
 /// One line of the `check` checklist, with indented lines under it (ids to choose from).
 struct Check {
@@ -66,7 +67,10 @@ pub fn check(config: Config) -> ExitCode {
     lines.extend(check_frameio(&config));
     if matches!(config.tunnel.mode, TunnelMode::Quick | TunnelMode::Named) {
         lines.push(match find_program(&config.tunnel.cloudflared) {
-            Some(p) => Check::pass(format!("cloudflared found at {}", p.display())),
+            Some(p) => match tunnel::version(&p) {
+                Ok(v) => Check::pass(format!("cloudflared {v} found at {}", p.display())),
+                Err(e) => Check::fail(format!("cloudflared at {} does not run: {e}", p.display())),
+            },
             None => Check::fail(format!(
                 "cloudflared not found (tunnel.cloudflared = {:?}); install it from \
                  Cloudflare's packages, or set tunnel.mode to \"off\" to upload without a tunnel",

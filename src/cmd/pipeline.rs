@@ -247,12 +247,12 @@ impl Pipeline {
             state: ComponentState::Up,
             detail: format!("listening on {}", server.local_addr()),
         });
-        // The tunnel publishes the file server; the uploader reads the public URL from the same
-        // handle (None while the tunnel is down or off).
+        // The tunnel publishes the file server; the uploader reads its state from the same
+        // handle (up with a URL, reconnecting, or down/off).
         let tunnel_url = TunnelHandle::default();
         let public_url: PublicUrl = {
             let handle = tunnel_url.clone();
-            Arc::new(move || handle.current_url())
+            Arc::new(move || handle.public())
         };
         let uploader = Arc::new(Uploader::new(
             api,

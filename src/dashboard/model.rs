@@ -98,7 +98,7 @@ impl Model {
                     detail: detail.clone(),
                     since_ms,
                 };
-                let data = component_json(name, &c);
+                let data = component_json(name, &c, wall);
                 self.components.insert(name, c);
                 Some(("component", data))
             }
@@ -172,11 +172,12 @@ impl Model {
             .collect()
     }
 
-    pub fn components_json(&self) -> Value {
+    /// Every component as of `wall` (its `for_ms` counts to then).
+    pub fn components_json(&self, wall: SystemTime) -> Value {
         Value::Object(
             self.components
                 .iter()
-                .map(|(name, c)| (name.to_string(), component_json(name, c)))
+                .map(|(name, c)| (name.to_string(), component_json(name, c, wall)))
                 .collect(),
         )
     }
@@ -186,12 +187,15 @@ impl Model {
     }
 }
 
-fn component_json(name: &str, c: &Component) -> Value {
+/// `since_ms` is when it entered its state (unix ms); `for_ms` how long ago that was at
+/// `wall`, so a viewer can count on (`reconnecting for 12 s`) with its own clock.
+fn component_json(name: &str, c: &Component, wall: SystemTime) -> Value {
     json!({
         "name": name,
         "state": c.state.as_str(),
         "detail": c.detail,
         "since_ms": c.since_ms,
+        "for_ms": unix_ms(wall).saturating_sub(c.since_ms),
     })
 }
 
@@ -289,6 +293,36 @@ mod tests {
         assert_eq!(r.len(), RECENT_FINISHED + 1);
         assert_eq!(r[0].id, 150);
         assert!(r.iter().any(|j| j.id == 500));
+    }
+
+    #[test]
+    fn a_reconnecting_tunnel_says_since_when_and_for_how_long() {
+        let mut m = Model::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let tunnel = |state| Event::Component {
+            name: "tunnel",
+            state,
+            detail: "https://a-b-c.trycloudflare.com".into(),
+        };
+        m.apply(&tunnel(ComponentState::Up), Instant::now(), t0);
+        let (_, pushed) = m
+            .apply(
+                &tunnel(ComponentState::Reconnecting),
+                Instant::now(),
+                t0 + Duration::from_secs(5),
+            )
+            .unwrap();
+        assert_eq!(pushed["state"], "reconnecting");
+        assert_eq!(pushed["for_ms"], 0);
+        // Still reconnecting: the start of the state stays where it was.
+        m.apply(
+            &tunnel(ComponentState::Reconnecting),
+            Instant::now(),
+            t0 + Duration::from_secs(9),
+        );
+        let all = m.components_json(t0 + Duration::from_secs(17));
+        assert_eq!(all["tunnel"]["since_ms"], 1_005_000);
+        assert_eq!(all["tunnel"]["for_ms"], 12_000);
     }
 
     #[test]

@@ -33,6 +33,7 @@ use crate::ledger::Job;
 use crate::links::Links;
 use crate::queue::{AttemptUpdate, FailureKind, QueueMsg};
 use crate::timefmt::parse_rfc3339_ms;
+use crate::tunnel::Public;
 use folders::FolderCache;
 use parts::{put_parts, s3_agent, Part, PartError, PartPlan};
 use sidecar::{LocalPlan, Sidecar};
@@ -42,12 +43,17 @@ pub const REMOTE_LIMIT: u64 = 50 * 1000 * 1000 * 1000;
 /// Presigned part URLs live 24 h; resume only with a comfortable margin left. (When the URLs
 /// say when they expire, that is used instead: see `urls_expire_at`.)
 const PART_URL_LIFE: Duration = Duration::from_secs(23 * 3600);
+/// How long a job in `auto` waits for a reconnecting tunnel before it goes local instead. QUIC
+/// comes back within 2 s (measured); an HTTP/2 reconnect can take a minute, and a local
+/// upload costs the same uplink as a pull, so waiting longer gains nothing.
+const LOCAL_AFTER: Duration = Duration::from_secs(10);
 /// How many times one attempt redoes a remote pull (Frame.io failed or dropped it, the public
 /// URL changed) before handing the job back to the queue's backoff.
 const MAX_REDOS: u32 = 3;
 
-/// The current public base URL of the file server (None while the tunnel is down or off).
-pub type PublicUrl = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+/// What the tunnel offers the file server now: up with a URL, reconnecting (same URL, no new
+/// pull meanwhile), or down/off.
+pub type PublicUrl = Arc<dyn Fn() -> Public + Send + Sync>;
 
 /// Everything an attempt needs to know besides the job.
 #[derive(Clone, Debug)]
@@ -263,12 +269,18 @@ fn run_attempt(up: &Uploader, job: &Job, started: Instant) -> Outcome {
         Ok(None) => {}
         Err(e) => return classify(e).map_or(Outcome::Stopped, Outcome::Failed),
     }
-    let public = (up.public_url)();
     // A local upload cut short goes on locally whatever the tunnel does now: a remote pull
     // instead would leave the half-sent file behind in Frame.io.
     let mode = if up.settings.mode != UploadMode::Remote && resumable(up, job).is_some() {
         Mode::Local
     } else {
+        let public = match (up.settings.mode, job.size > REMOTE_LIMIT) {
+            (UploadMode::Local, _) | (UploadMode::Auto, true) => None,
+            _ => match tunnel_for_pull(up, job) {
+                Ok(url) => url,
+                Err(Stopped) => return Outcome::Stopped,
+            },
+        };
         choose_mode(up.settings.mode, public.as_deref(), job.size)
     };
     let mode_name = match mode {
@@ -303,6 +315,11 @@ fn run_attempt(up: &Uploader, job: &Job, started: Instant) -> Outcome {
                 "Frame.io refuses remote uploads this large; set frameio.upload to \"auto\" or \"local\"",
             )
             .into(),
+            Err(RemoteError::NoTunnel(reason)) if up.settings.mode == UploadMode::Auto => {
+                log::info!("{}: {reason}; sending it ourselves", job.name());
+                local(up, job, &path, &folder_id, started)
+            }
+            Err(RemoteError::NoTunnel(reason)) => fail(FailureKind::Retry, reason).into(),
             Err(RemoteError::Outcome(o)) => o,
             Ok(o) => o,
         },
@@ -420,6 +437,8 @@ fn resumable(up: &Uploader, job: &Job) -> Option<(LocalPlan, Vec<usize>)> {
 enum RemoteError {
     /// Frame.io will not pull a file this large.
     OverLimit,
+    /// A pull must be redone and the tunnel cannot carry it now (why).
+    NoTunnel(String),
     Outcome(Outcome),
 }
 
@@ -497,12 +516,51 @@ fn remote(
         if redos > MAX_REDOS {
             return Err(fail(FailureKind::Retry, reason).into());
         }
-        // A new public URL (or none: the tunnel went down) decides the next pull.
-        match (up.public_url)() {
+        // The next pull goes out only through a tunnel that is up: after a reconnect on the
+        // same URL, here; a new URL (cloudflared restarted) means the attempt starts over.
+        match tunnel_for_pull(up, job)? {
             Some(now) if now == public => {}
-            _ => return Err(fail(FailureKind::Retry, reason).into()),
+            Some(_) => return Err(fail(FailureKind::Retry, reason).into()),
+            None => {
+                return Err(RemoteError::NoTunnel(format!(
+                    "{reason}, and the tunnel is not up"
+                )))
+            }
         }
         log::info!("{}: redoing the remote upload ({reason})", job.name());
+    }
+}
+
+/// The URL a pull may use now. While cloudflared reconnects no pull starts: in `remote` mode
+/// the job waits until the tunnel is back (or down: cloudflared restarts after its
+/// patience); in `auto` it waits until the reconnect has lasted [`LOCAL_AFTER`], then gets
+/// None and goes local. None at once while the tunnel is down or off.
+fn tunnel_for_pull(up: &Uploader, job: &Job) -> Result<Option<String>, Stopped> {
+    let mut told = false;
+    loop {
+        match (up.public_url)() {
+            Public::Up(url) => return Ok(Some(url)),
+            Public::Down => return Ok(None),
+            Public::Reconnecting { since, .. } => {
+                let auto = up.settings.mode == UploadMode::Auto;
+                if auto && since.elapsed() >= LOCAL_AFTER {
+                    return Ok(None);
+                }
+                if !told {
+                    log::info!(
+                        "{}: the tunnel is reconnecting; waiting for it before Frame.io pulls{}",
+                        job.name(),
+                        if auto {
+                            " (or sending it ourselves if it takes long)"
+                        } else {
+                            ""
+                        }
+                    );
+                    told = true;
+                }
+                up.sleep(Duration::from_millis(250))?;
+            }
+        }
     }
 }
 
@@ -516,18 +574,32 @@ fn watch_remote(
 ) -> Result<Watch, RemoteError> {
     let requested = Instant::now();
     let mut interval = up.settings.poll_min;
+    // Whether the tunnel lost its edge connection during this pull (it keeps the URL).
+    let mut dropped = false;
     loop {
         up.sleep(interval)?;
         interval = (interval * 3 / 2).min(up.settings.poll_max);
         check_unchanged(path, job)?;
-        if (up.public_url)().as_deref() != Some(public) {
-            return Ok(Watch::Redo("the tunnel's public URL changed".into()));
+        match (up.public_url)() {
+            Public::Up(url) if url == public => {}
+            // A reconnect keeps the URL: the pull may have survived (it may not have started
+            // yet); if it was cut, Frame.io says so and it is redone once the tunnel is back.
+            Public::Reconnecting { url, .. } if url == public => dropped = true,
+            _ => return Ok(Watch::Redo("the tunnel's public URL changed".into())),
         }
         match up.api.status_at(status_path) {
             Ok(UploadStatus {
                 upload_complete: true,
                 ..
             }) => return Ok(Watch::Complete),
+            Ok(UploadStatus {
+                upload_failed: true,
+                ..
+            }) if dropped => {
+                return Ok(Watch::Redo(
+                    "the pull was cut when the tunnel lost its connection".into(),
+                ))
+            }
             Ok(UploadStatus {
                 upload_failed: true,
                 ..

@@ -30,6 +30,7 @@ pub struct Args {
     pub token_file: Option<String>,
     pub tunnel_ref: Option<String>,
     pub pidfile: Option<String>,
+    pub logfile: Option<String>,
     /// Explicitly set flags, for the `Settings: map[...]` line.
     pub settings: BTreeMap<String, String>,
 }
@@ -252,6 +253,7 @@ pub fn parse(argv: &[String]) -> Result<Args, CliError> {
         token_file: get("token-file", "TUNNEL_TOKEN_FILE"),
         tunnel_ref: rest.into_iter().next(),
         pidfile: get("pidfile", "TUNNEL_PIDFILE"),
+        logfile: get("logfile", "TUNNEL_LOGFILE"),
         settings,
     })
 }
@@ -270,6 +272,7 @@ fn bare(command: Command) -> Args {
         token_file: None,
         tunnel_ref: None,
         pidfile: None,
+        logfile: None,
         settings: BTreeMap::new(),
     }
 }

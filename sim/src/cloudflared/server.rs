@@ -1,17 +1,17 @@
-//! The two listeners: the metrics server (`/ready`, `/quicktunnel`,
-//! `/healthcheck`, `/metrics`, `/config`) and the local "edge" that forwards
-//! raw TCP to the origin.
+//! The metrics server (`/ready`, `/quicktunnel`, `/healthcheck`, `/metrics`,
+//! `/config`) and the state it shares with the edge ([`super::edge`]) and the
+//! supervisor loop.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::text::{http_date, now_unix, Level, Logger};
-use super::EDGE_IP;
+use super::edge::Idle;
+use super::text::{http_date, now_unix, Logger};
 
 /// State shared by the listeners and the supervisor loop.
 pub struct Shared {
@@ -29,23 +29,24 @@ pub struct Shared {
     pub ready_connections: AtomicUsize,
     pub shutting_down: AtomicBool,
     pub stop_edge: AtomicBool,
+    /// The edge connection is lost: requests for the hostname get 530 until it is back.
+    pub edge_lost: AtomicBool,
+    /// Requests proxied (counted per request, as cloudflared's metric does).
     pub total_requests: AtomicU64,
-    pub idle: Duration,
-    start: Instant,
-    next_conn_id: AtomicU64,
-    conns: Mutex<HashMap<u64, Arc<Conn>>>,
-}
-
-/// One forwarded connection.
-pub struct Conn {
-    client: TcpStream,
-    origin: TcpStream,
-    /// Milliseconds since `Shared::start` of the last byte moved.
-    last_ms: AtomicU64,
-    /// 0 nothing yet, 1 last bytes went client→origin, 2 origin→client.
-    last_dir: AtomicU8,
-    /// Writes in progress (a blocked write means a transfer is under way).
-    writing: AtomicU8,
+    /// New TCP connections made to the origin (keep-alive reuse shows as fewer of these).
+    pub origin_dials: AtomicU64,
+    /// Requests whose response has not been delivered yet.
+    pub(super) in_flight: AtomicUsize,
+    /// Every open socket of the edge (callers' and origin's), so a drop or the end of
+    /// the process can cut them all.
+    sockets: Mutex<HashMap<u64, TcpStream>>,
+    next_socket: AtomicU64,
+    /// Origin connections kept alive between requests.
+    pub(super) idle: Mutex<Vec<Idle>>,
+    /// Bytes per second through the edge, all transfers together (0: unlimited).
+    rate: u64,
+    /// When the paced link is free again.
+    next_free: Mutex<Instant>,
 }
 
 impl Shared {
@@ -58,7 +59,7 @@ impl Shared {
         quicktunnel_404: bool,
         origin_url: Option<String>,
         config_json: String,
-        idle: Duration,
+        rate: u64,
     ) -> Shared {
         Shared {
             log,
@@ -72,16 +73,16 @@ impl Shared {
             ready_connections: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             stop_edge: AtomicBool::new(false),
+            edge_lost: AtomicBool::new(false),
             total_requests: AtomicU64::new(0),
-            idle,
-            start: Instant::now(),
-            next_conn_id: AtomicU64::new(1),
-            conns: Mutex::new(HashMap::new()),
+            origin_dials: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            sockets: Mutex::new(HashMap::new()),
+            next_socket: AtomicU64::new(1),
+            idle: Mutex::new(Vec::new()),
+            rate,
+            next_free: Mutex::new(Instant::now()),
         }
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
     }
 
     /// Connections reported as ready by `/ready` (0 once shutting down).
@@ -93,29 +94,48 @@ impl Shared {
         }
     }
 
-    /// Forwarded connections that look busy: a request went up and no
-    /// response bytes came back yet, or bytes moved within `idle`.
+    /// Requests being proxied right now.
     pub fn in_flight(&self) -> usize {
-        let now = self.now_ms();
-        let idle = self.idle.as_millis() as u64;
-        let conns = self.conns.lock().unwrap();
-        conns
-            .values()
-            .filter(|c| match c.last_dir.load(Ordering::SeqCst) {
-                _ if c.writing.load(Ordering::SeqCst) > 0 => true,
-                0 => false,
-                1 => true,
-                _ => now.saturating_sub(c.last_ms.load(Ordering::SeqCst)) < idle,
-            })
-            .count()
+        self.in_flight.load(Ordering::SeqCst)
     }
 
-    /// Cuts every forwarded connection.
+    /// Remembers an open socket until the returned id is forgotten.
+    pub(super) fn track(&self, stream: &TcpStream) -> Option<u64> {
+        let clone = stream.try_clone().ok()?;
+        let id = self.next_socket.fetch_add(1, Ordering::SeqCst);
+        self.sockets.lock().unwrap().insert(id, clone);
+        Some(id)
+    }
+
+    pub(super) fn forget(&self, id: Option<u64>) {
+        if let Some(id) = id {
+            self.sockets.lock().unwrap().remove(&id);
+        }
+    }
+
+    /// Cuts every socket of the edge, in flight or idle: what callers and the origin
+    /// see when the edge connection drops or the process ends.
     pub fn close_all(&self) {
-        let conns = self.conns.lock().unwrap();
-        for c in conns.values() {
-            let _ = c.client.shutdown(Shutdown::Both);
-            let _ = c.origin.shutdown(Shutdown::Both);
+        for s in self.sockets.lock().unwrap().values() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        self.idle.lock().unwrap().clear();
+    }
+
+    /// Waits until `n` more bytes may go through the edge (no wait when unlimited).
+    pub(super) fn pace(&self, n: usize) {
+        if self.rate == 0 {
+            return;
+        }
+        let slot = Duration::from_secs_f64(n as f64 / self.rate as f64);
+        let until = {
+            let mut next = self.next_free.lock().unwrap();
+            *next = (*next).max(Instant::now()) + slot;
+            *next
+        };
+        let now = Instant::now();
+        if until > now {
+            thread::sleep(until - now);
         }
     }
 }
@@ -137,7 +157,7 @@ fn read_head(stream: &mut TcpStream, limit: usize) -> Vec<u8> {
     buf
 }
 
-fn http_response(status: u16, reason: &str, body: &str, head_only: bool) -> Vec<u8> {
+pub(super) fn http_response(status: u16, reason: &str, body: &str, head_only: bool) -> Vec<u8> {
     let mut out = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nDate: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         http_date(now_unix()),
@@ -227,179 +247,4 @@ fn prometheus(shared: &Shared) -> String {
         ));
     }
     s
-}
-
-// ---------------------------------------------------------------- edge
-
-/// Accepts on the edge listener until `stop_edge` is set (wake it with
-/// [`wake_edge`]); then the listener is dropped, so new connections are refused.
-pub fn spawn_edge(listener: TcpListener, shared: Arc<Shared>) -> thread::JoinHandle<()> {
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            if shared.stop_edge.load(Ordering::SeqCst) {
-                break;
-            }
-            let Ok(stream) = stream else { continue };
-            let shared = shared.clone();
-            thread::spawn(move || handle_edge(stream, shared));
-        }
-    })
-}
-
-/// Unblocks the edge accept loop after `stop_edge` was set.
-pub fn wake_edge(addr: SocketAddr) {
-    let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(500));
-}
-
-fn go_dial_error(addr: &str, e: &std::io::Error) -> String {
-    use std::io::ErrorKind::*;
-    let what = match e.kind() {
-        ConnectionRefused => "connect: connection refused".to_string(),
-        TimedOut | WouldBlock => "i/o timeout".to_string(),
-        _ => e.to_string(),
-    };
-    format!("dial tcp {addr}: {what}")
-}
-
-fn dial(addr: &str) -> std::io::Result<TcpStream> {
-    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no such host");
-    for sa in addr.to_socket_addrs()? {
-        match TcpStream::connect_timeout(&sa, Duration::from_secs(10)) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
-fn handle_edge(mut client: TcpStream, shared: Arc<Shared>) {
-    if shared.stop_edge.load(Ordering::SeqCst) {
-        return;
-    }
-    shared.total_requests.fetch_add(1, Ordering::SeqCst);
-    let _ = client.set_nodelay(true);
-    let Some(addr) = shared.origin.clone() else {
-        // Named tunnel without an origin: the catch-all `http_status:404`.
-        let _ = client.set_read_timeout(Some(Duration::from_secs(2)));
-        let head = read_head(&mut client, 16 * 1024);
-        let head_only = head.starts_with(b"HEAD ");
-        let _ = client.write_all(&http_response(404, "Not Found", "", head_only));
-        return;
-    };
-    let origin = match dial(&addr) {
-        Ok(o) => o,
-        Err(e) => return origin_down(client, &shared, &addr, &e),
-    };
-    let _ = origin.set_nodelay(true);
-    let (Ok(client2), Ok(origin2)) = (client.try_clone(), origin.try_clone()) else {
-        return;
-    };
-    let (Ok(client3), Ok(origin3)) = (client.try_clone(), origin.try_clone()) else {
-        return;
-    };
-    let id = shared.next_conn_id.fetch_add(1, Ordering::SeqCst);
-    let conn = Arc::new(Conn {
-        client: client3,
-        origin: origin3,
-        last_ms: AtomicU64::new(shared.now_ms()),
-        last_dir: AtomicU8::new(0),
-        writing: AtomicU8::new(0),
-    });
-    shared.conns.lock().unwrap().insert(id, conn.clone());
-
-    let up = {
-        let conn = conn.clone();
-        let shared = shared.clone();
-        thread::spawn(move || pump(client2, origin2, 1, &conn, &shared))
-    };
-    pump(origin, client, 2, &conn, &shared);
-    let _ = up.join();
-    shared.conns.lock().unwrap().remove(&id);
-}
-
-fn pump(mut from: TcpStream, mut to: TcpStream, dir: u8, conn: &Conn, shared: &Shared) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) => {
-                let _ = to.shutdown(Shutdown::Write);
-                return;
-            }
-            Ok(n) => {
-                conn.last_ms.store(shared.now_ms(), Ordering::SeqCst);
-                conn.last_dir.store(dir, Ordering::SeqCst);
-                conn.writing.fetch_add(1, Ordering::SeqCst);
-                let ok = to.write_all(&buf[..n]).is_ok();
-                conn.writing.fetch_sub(1, Ordering::SeqCst);
-                conn.last_ms.store(shared.now_ms(), Ordering::SeqCst);
-                if !ok {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        }
-    }
-    let _ = from.shutdown(Shutdown::Both);
-    let _ = to.shutdown(Shutdown::Both);
-}
-
-fn origin_down(mut client: TcpStream, shared: &Shared, addr: &str, e: &std::io::Error) {
-    let _ = client.set_read_timeout(Some(Duration::from_secs(2)));
-    let head = read_head(&mut client, 16 * 1024);
-    let text = String::from_utf8_lossy(&head);
-    let path = text
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("/")
-        .to_string();
-    let host = text
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("host").then(|| v.trim().to_string())
-        })
-        .or_else(|| shared.public_hostname.clone())
-        .unwrap_or_default();
-    let err = format!(
-        "Unable to reach the origin service. The service may be down or it may not be responding to traffic from cloudflared: {}",
-        go_dial_error(addr, e)
-    );
-    let dest = format!("https://{host}{path}");
-    let origin_service = shared.origin_url.clone().unwrap_or_default();
-    shared.log.log(
-        Level::Error,
-        "",
-        &[
-            ("error", err.clone()),
-            ("connIndex", "0".into()),
-            ("dest", dest.clone()),
-            ("event", "0".into()),
-            ("ip", EDGE_IP.into()),
-            ("originService", origin_service),
-            ("type", "http".into()),
-        ],
-    );
-    shared.log.log(
-        Level::Error,
-        "Request failed",
-        &[
-            ("error", err),
-            ("connIndex", "0".into()),
-            ("dest", dest),
-            ("event", "0".into()),
-            ("ip", EDGE_IP.into()),
-            ("type", "http".into()),
-        ],
-    );
-    let head_only = head.starts_with(b"HEAD ");
-    let _ = client.write_all(&http_response(
-        502,
-        "Bad Gateway",
-        "error code: 502\n",
-        head_only,
-    ));
-    let _ = client.flush();
-    let _ = client.shutdown(Shutdown::Write);
 }

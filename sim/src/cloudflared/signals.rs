@@ -1,10 +1,20 @@
 //! SIGTERM/SIGINT handling the way cloudflared does it: the first signal
 //! starts a graceful shutdown and restores the default action (Go's
 //! `signal.Stop`), so a second signal kills the process at once.
+//!
+//! SIGUSR1 is the stand-in's own: "the edge drops the connection now" (the real
+//! binary has no such signal; this is how a person or a test cuts the tunnel
+//! mid-transfer without touching the network).
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
+static DROPS: AtomicU32 = AtomicU32::new(0);
+
+#[cfg(unix)]
+extern "C" fn on_usr1(_sig: libc::c_int) {
+    DROPS.fetch_add(1, Ordering::SeqCst);
+}
 
 #[cfg(unix)]
 extern "C" fn on_signal(sig: libc::c_int) {
@@ -27,7 +37,18 @@ pub fn install() {
         libc::sigemptyset(&mut sa.sa_mask);
         libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
         libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+        let usr1 = on_usr1 as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = usr1;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
     }
+}
+
+/// Takes the SIGUSR1s received since the last call: whether there was any.
+pub fn take_drop_request() -> bool {
+    DROPS.swap(0, Ordering::SeqCst) > 0
 }
 
 /// The first signal received, if any (raw number).

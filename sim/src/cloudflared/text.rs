@@ -2,9 +2,11 @@
 //! lines, the `asciiBox` tables, Go durations, RFC 3339 timestamps, random ids.
 
 use std::collections::hash_map::RandomState;
+use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// zerolog levels as the console writer abbreviates them.
@@ -308,6 +310,40 @@ pub fn write_stderr_line(line: &str) {
     }
 }
 
+/// `--logfile` (or `TUNNEL_LOGFILE`): every line also goes there, as the raw zerolog JSON the
+/// real file writer gets (reference §1).
+static LOG_FILE: OnceLock<Mutex<File>> = OnceLock::new();
+
+/// Opens (appends to) the `--logfile`; an error is what cloudflared would report.
+pub fn set_log_file(path: &str) -> std::io::Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let _ = LOG_FILE.set(Mutex::new(f));
+    Ok(())
+}
+
+/// One zerolog JSON line: `{"level":"info","time":"…","message":"…","k":"v"}`.
+pub fn json_line(unix_secs: u64, level: Level, msg: &str, fields: &[(&str, String)]) -> String {
+    let name = match level {
+        Level::Debug => "debug",
+        Level::Info => "info",
+        Level::Warn => "warn",
+        Level::Error => "error",
+        Level::Fatal => "fatal",
+    };
+    let mut line = format!(
+        "{{\"level\":\"{name}\",\"time\":\"{}\"",
+        rfc3339_utc(unix_secs)
+    );
+    for (k, v) in fields {
+        line.push_str(&format!(",{}:{}", super::json_str(k), super::json_str(v)));
+    }
+    line.push_str(&format!(",\"message\":{}}}", super::json_str(msg)));
+    line
+}
+
 /// Console logger with a minimum level.
 #[derive(Clone, Copy, Debug)]
 pub struct Logger {
@@ -316,8 +352,15 @@ pub struct Logger {
 
 impl Logger {
     pub fn log(&self, level: Level, msg: &str, fields: &[(&str, String)]) {
-        if level >= self.min {
-            write_stderr_line(&format_line(now_unix(), level, msg, fields));
+        if level < self.min {
+            return;
+        }
+        let now = now_unix();
+        write_stderr_line(&format_line(now, level, msg, fields));
+        if let Some(file) = LOG_FILE.get() {
+            if let Ok(mut f) = file.lock() {
+                let _ = writeln!(f, "{}", json_line(now, level, msg, fields));
+            }
         }
     }
     pub fn info(&self, msg: &str) {
@@ -357,6 +400,12 @@ impl Rng {
 
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
+    }
+
+    /// A duration drawn uniformly from `[low, high]`.
+    pub fn between(&mut self, low: Duration, high: Duration) -> Duration {
+        let span = high.saturating_sub(low).as_millis() as u64;
+        low + Duration::from_millis(self.next_u64() % (span + 1))
     }
 
     /// Lower-case hyphenated version-4 UUID.
