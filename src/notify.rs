@@ -381,6 +381,7 @@ mod tests {
             view_url: Some("https://next.frame.io/view/f".into()),
             created_ms: 0,
             updated_ms: 1_714_566_896_000,
+            stack: None,
         }
     }
 

@@ -585,6 +585,7 @@ impl Queue {
             view_url: None,
             created_ms: now,
             updated_ms: now,
+            stack: None,
         }
     }
 

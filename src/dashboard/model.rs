@@ -246,6 +246,7 @@ mod tests {
             view_url: None,
             created_ms: 0,
             updated_ms,
+            stack: None,
         }
     }
 
