@@ -104,9 +104,9 @@ pub struct Job {
     pub created_ms: u64,
     pub updated_ms: u64,
     /// A version of an item (`layout.stack_versions`) once its upload is `done`: stacking it
-    /// on the other versions in Frame.io.
+    /// on the other versions in Frame.io. (Boxed: most jobs have none, and jobs travel by value.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stack: Option<Stacking>,
+    pub stack: Option<Box<Stacking>>,
 }
 
 /// Where stacking a version stands. A step after the upload: whatever happens to it, the
