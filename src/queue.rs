@@ -877,13 +877,21 @@ impl Queue {
             );
             return;
         };
-        if update.stacking.state != StackState::Pending {
+        if !update.neighbour && update.stacking.state != StackState::Pending {
             self.stacks.finished(update.id);
         }
-        if job.state != JobState::Done || job.stack.as_deref() == Some(&update.stacking) {
+        let stacking = match (update.neighbour, job.stack.as_deref()) {
+            (false, _) => update.stacking,
+            (true, Some(current)) => match stack::neighbours_changed(current, &update.stacking) {
+                Some(s) => s,
+                None => return,
+            },
+            (true, None) => return,
+        };
+        if job.state != JobState::Done || job.stack.as_deref() == Some(&stacking) {
             return;
         }
-        job.stack = Some(Box::new(update.stacking));
+        job.stack = Some(Box::new(stacking));
         job.updated_ms = now;
         self.commit(vec![job], now);
     }

@@ -52,6 +52,28 @@ pub struct Known {
 pub struct StackUpdate {
     pub id: u64,
     pub stacking: Stacking,
+    /// Not the job being stacked but another version in the same stack, whose neighbours
+    /// changed (a version joined around it): see [`neighbours_changed`].
+    pub neighbour: bool,
+}
+
+/// The record of a version whose stack gained a version (`update`, a `neighbour` update):
+/// its stack and neighbours, keeping a note on its order. `None`: leave the record alone (a
+/// version still to be stacked does its own step).
+pub fn neighbours_changed(current: &Stacking, update: &Stacking) -> Option<Stacking> {
+    let detail = match current.state {
+        StackState::Pending => return None,
+        StackState::Stacked => current.detail.clone(),
+        StackState::Alone | StackState::Failed => None,
+    };
+    Some(Stacking {
+        state: StackState::Stacked,
+        version: current.version.clone(),
+        stack_id: update.stack_id.clone(),
+        on: update.on.clone(),
+        under: update.under.clone(),
+        detail,
+    })
 }
 
 /// The record a version's job gets when its upload completes; `None` for a file that is not
@@ -475,5 +497,34 @@ mod tests {
         assert_eq!(retried(&s).unwrap().state, StackState::Pending);
         s.state = StackState::Stacked;
         assert!(retried(&s).unwrap_err().contains("stacked"));
+    }
+
+    #[test]
+    fn a_neighbour_update_moves_the_labels_and_keeps_a_note_on_the_order() {
+        let update = Stacking {
+            state: StackState::Stacked,
+            version: "v003".into(),
+            stack_id: Some("s".into()),
+            on: Some("v002".into()),
+            under: None,
+            detail: None,
+        };
+        let mut current = Stacking {
+            on: Some("v001".into()),
+            detail: Some("out of order".into()),
+            ..update.clone()
+        };
+        let merged = neighbours_changed(&current, &update).unwrap();
+        assert_eq!(merged.on.as_deref(), Some("v002"));
+        assert_eq!(merged.detail.as_deref(), Some("out of order"));
+        current.state = StackState::Alone;
+        let merged = neighbours_changed(&current, &update).unwrap();
+        assert_eq!((merged.state, merged.detail), (StackState::Stacked, None));
+        current.state = StackState::Pending;
+        assert_eq!(
+            neighbours_changed(&current, &update),
+            None,
+            "it stacks itself"
+        );
     }
 }

@@ -140,11 +140,17 @@ impl Stacker {
     }
 
     fn report(&self, id: u64, stacking: Stacking) {
+        self.send(StackUpdate {
+            id,
+            stacking,
+            neighbour: false,
+        });
+    }
+
+    fn send(&self, update: StackUpdate) {
         // The queue outlives this thread; a failed send means shutdown, and the ledger
         // already says pending.
-        let _ = self
-            .queue
-            .send(QueueMsg::Stacked(StackUpdate { id, stacking }));
+        let _ = self.queue.send(QueueMsg::Stacked(update));
     }
 
     fn stack(&self, task: &StackTask) {
@@ -245,12 +251,12 @@ impl Stacker {
                         let s = self.create(&folder_id, &group, &me, task)?;
                         let members: Vec<Entry> =
                             group.into_iter().filter(|e| e.file.id != file_id).collect();
-                        self.tell_stacked_siblings(&s, &me, &members, task);
                         (s, members, true)
                     }
                 }
             }
         };
+        self.tell_neighbours(&stack_id, &me, &members);
         let (below, above) = neighbours(&me, &members);
         let note = if created {
             // Created bottom to top in version order: already in place.
@@ -442,14 +448,9 @@ impl Stacker {
         );
     }
 
-    /// Versions postflow uploaded that a create just stacked with J: their jobs say so too.
-    fn tell_stacked_siblings(
-        &self,
-        stack_id: &str,
-        me: &Entry,
-        others: &[Entry],
-        task: &StackTask,
-    ) {
+    /// The other versions postflow uploaded in J's stack: their jobs say where they are now
+    /// (a create stacked them; J landed next to them).
+    fn tell_neighbours(&self, stack_id: &str, me: &Entry, others: &[Entry]) {
         let mut all: Vec<Entry> = others.to_vec();
         all.push(me.clone());
         for sibling in others {
@@ -460,22 +461,18 @@ impl Stacker {
                 .cloned()
                 .collect();
             let (below, above) = neighbours(sibling, &rest);
-            let version = task
-                .known
-                .iter()
-                .find(|k| k.job == job)
-                .map_or_else(|| sibling.label.clone(), |k| k.label.clone());
-            self.report(
-                job,
-                Stacking {
+            self.send(StackUpdate {
+                id: job,
+                stacking: Stacking {
                     state: StackState::Stacked,
-                    version,
+                    version: sibling.label.clone(),
                     stack_id: Some(stack_id.to_string()),
                     on: below.map(|e| e.label.clone()),
                     under: above.map(|e| e.label.clone()),
                     detail: None,
                 },
-            );
+                neighbour: true,
+            });
         }
     }
 
