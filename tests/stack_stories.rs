@@ -134,6 +134,8 @@ fn v001_then_v002_make_one_stack_and_v003_later_is_moved_on_top() {
     let v3 = settled(&rig, &name(3));
     assert_eq!(the_stack(&rig).versions, names(&[1, 2, 3]));
     assert_eq!(v3["stack_summary"], "v003, stacked on v002");
+    let v2 = job(&rig, &name(2)).unwrap();
+    assert_eq!(v2["stack_summary"], "v002, stacked on v001 (below v003)");
     // The Frame.io link opens the new version itself.
     let v3_file = rig.sim.file(v3["file_id"].as_str().unwrap()).unwrap();
     assert_eq!(v3_file.stack_id.as_deref(), Some(stack.id.as_str()));
@@ -257,6 +259,7 @@ fn a_late_lower_version_goes_below_the_higher_one() {
     settled(&rig, &name(3));
     drop_version(&rig, 2, 100_000);
     let v2 = settled(&rig, &name(2));
+    let v3 = job(&rig, &name(3)).unwrap();
     stop(&rig, child);
     assert_eq!(
         the_stack(&rig).versions,
@@ -264,6 +267,10 @@ fn a_late_lower_version_goes_below_the_higher_one() {
         "v003 stays on top"
     );
     assert_eq!(v2["stack_summary"], "v002, stacked on v001 (below v003)");
+    assert_eq!(
+        v3["stack_summary"], "v003, stacked on v002",
+        "its neighbour changed"
+    );
     assert_eq!(rig.sim.request_count("reorder_versions", Some(200)), 1);
 }
 
