@@ -35,6 +35,10 @@ pub struct StackTask {
     /// Other versions of the item that postflow uploaded into the same folder: their Frame.io
     /// file ids say which files are versions even if someone renamed them in Frame.io.
     pub known: Vec<Known>,
+    /// Version numbers of the item still on their way here (queued, uploading, retrying…).
+    /// A new stack leaves out a higher version with one of these below it, so that the
+    /// version on its way can join in order later, without a reorder.
+    pub on_the_way: Vec<u64>,
 }
 
 /// A version postflow uploaded.
@@ -263,10 +267,12 @@ impl Tracker {
                 continue;
             }
             let known = self.known(&item, id, jobs);
+            let on_the_way = self.on_the_way(&item, jobs);
             let task = StackTask {
                 job: job.clone(),
                 version,
                 known,
+                on_the_way,
             };
             if out.send(task).is_err() {
                 // The stacker is gone (shutdown): the ledger still says pending.
@@ -305,6 +311,16 @@ impl Tracker {
         self.layout
             .version(job.name())
             .map_or_else(|| job.name().to_string(), |v| v.label)
+    }
+
+    fn on_the_way(&self, item: &Item, jobs: &BTreeMap<u64, Job>) -> Vec<u64> {
+        self.items.get(item).map_or_else(Vec::new, |versions| {
+            versions
+                .iter()
+                .filter(|(id, _)| jobs.get(id).is_some_and(|j| !j.state.is_final()))
+                .map(|(_, &number)| number)
+                .collect()
+        })
     }
 
     /// The other `done` versions of the item with a Frame.io file id.
@@ -467,6 +483,22 @@ mod tests {
                 label: "v10".into()
             }]
         );
+    }
+
+    #[test]
+    fn the_task_says_which_versions_are_still_on_their_way() {
+        let mut w = World::new();
+        w.record(job(1, "SH010_v001.mov", JobState::Done));
+        w.record(job(2, "SH010_v002.mov", JobState::Uploading));
+        w.record(job(3, "SH010_v003.mov", JobState::Done));
+        let tasks: Vec<StackTask> = {
+            for j in w.tracker.dispatch(&w.jobs) {
+                w.record(j);
+            }
+            w.tasks.try_iter().collect()
+        };
+        assert_eq!(tasks.len(), 1);
+        assert_eq!((tasks[0].job.id, tasks[0].on_the_way.clone()), (1, vec![2]));
     }
 
     #[test]

@@ -173,6 +173,35 @@ fn v001_and_v002_dropped_together_stack_in_order() {
     uploaded_once(&rig, &[1, 2]);
 }
 
+#[test]
+fn three_versions_dropped_together_stack_in_order_even_when_the_middle_one_is_slowest() {
+    let rig = rig("stack-middle-slow", |o| {
+        // v002 has a hundred parts to send; v001 and v003 one each.
+        o.faults.part_size = 256 * 1024;
+        o.faults.single_part_below = 256 * 1024;
+        o.faults.response_delay_ms = 100;
+    });
+    let child = rig.start();
+    drop_version(&rig, 1, 100_000);
+    drop_version(&rig, 2, 26_000_000);
+    drop_version(&rig, 3, 100_000);
+    let v3 = settled(&rig, &name(3));
+    settled(&rig, &name(2));
+    settled(&rig, &name(1));
+    let log = stop(&rig, child);
+    let done_at = |v: u32| log.find(&format!("upload done: {}", name(v))).unwrap();
+    assert!(
+        done_at(3) < done_at(2),
+        "the story needs v003 in before v002\n{log}"
+    );
+    assert_eq!(the_stack(&rig).versions, names(&[1, 2, 3]));
+    assert_eq!(v3["stack_summary"], "v003, stacked on v002");
+    // v003 waited for v002 to land below it: no reorder was needed.
+    assert_eq!(rig.sim.request_count("reorder_versions", None), 0);
+    assert_eq!(rig.sim.request_count("create_version_stack", None), 1);
+    uploaded_once(&rig, &[1, 2, 3]);
+}
+
 /// The shot's folder in the simulator, made by hand (as a person or an earlier tool would).
 fn shot_folder(rig: &Rig) -> String {
     let seq = rig.sim.add_folder(&rig.sim.root_folder_id(), "SQ01");

@@ -247,7 +247,17 @@ impl Stacker {
                         (s.clone(), in_stack(&others, &s), false)
                     }
                     None => {
-                        let group = create_group(&me, &others);
+                        let group = create_group(&me, &others, &task.on_the_way);
+                        if group.len() < 2 {
+                            return Ok(Stacking {
+                                state: StackState::Alone,
+                                detail: Some(
+                                    "the next version is still on its way; it stacks on this one"
+                                        .into(),
+                                ),
+                                ..record
+                            });
+                        }
                         let s = self.create(&folder_id, &group, &me, task)?;
                         let members: Vec<Entry> =
                             group.into_iter().filter(|e| e.file.id != file_id).collect();
@@ -557,9 +567,15 @@ fn target_stack(me: &Entry, others: &[Entry]) -> Option<String> {
 }
 
 /// The files of a new stack, bottom first: J and the bare versions in version order; at most
-/// ten, J and the nearest ones (lower ones first).
-fn create_group(me: &Entry, others: &[Entry]) -> Vec<Entry> {
-    let mut all: Vec<Entry> = others.to_vec();
+/// ten, J and the nearest ones (lower ones first). A higher version with a version still on
+/// its way below it is left out: that one will join in order, and the higher one after it.
+fn create_group(me: &Entry, others: &[Entry], on_the_way: &[u64]) -> Vec<Entry> {
+    let gap_below = |e: &Entry| on_the_way.iter().any(|&n| me.number < n && n < e.number);
+    let mut all: Vec<Entry> = others
+        .iter()
+        .filter(|e| e.number <= me.number || !gap_below(e))
+        .cloned()
+        .collect();
     all.push(me.clone());
     all.sort_by(|a, b| a.rank().cmp(&b.rank()));
     if all.len() > MAX_CREATE {
@@ -619,17 +635,29 @@ mod tests {
     fn a_new_stack_is_in_version_order_and_at_most_ten_around_the_new_file() {
         let me = entry("v3", 3, None);
         let others = [entry("v4", 4, None), entry("v1", 1, None)];
-        assert_eq!(ids(&create_group(&me, &others)), ["v1", "v3", "v4"]);
+        assert_eq!(ids(&create_group(&me, &others, &[])), ["v1", "v3", "v4"]);
         let many: Vec<Entry> = (1..=14)
             .filter(|n| *n != 12)
             .map(|n| entry(&format!("v{n}"), n, None))
             .collect();
-        let group = create_group(&entry("v12", 12, None), &many);
+        let group = create_group(&entry("v12", 12, None), &many, &[]);
         assert_eq!(group.len(), 10);
         assert_eq!(group.first().map(|e| e.number), Some(3));
         assert_eq!(group.last().map(|e| e.number), Some(12), "lower ones first");
-        let group = create_group(&entry("v0", 0, None), &many);
+        let group = create_group(&entry("v0", 0, None), &many, &[]);
         assert_eq!((group[0].number, group[9].number), (0, 9));
+    }
+
+    #[test]
+    fn a_new_stack_leaves_out_what_comes_after_a_version_still_on_its_way() {
+        let me = entry("v1", 1, None);
+        let others = [entry("v3", 3, None), entry("v4", 4, None)];
+        assert_eq!(ids(&create_group(&me, &others, &[2])), ["v1"]);
+        let others = [entry("v3", 3, None), entry("v5", 5, None)];
+        assert_eq!(ids(&create_group(&me, &others, &[4])), ["v1", "v3"]);
+        let me = entry("v3", 3, None);
+        let others = [entry("v1", 1, None), entry("v5", 5, None)];
+        assert_eq!(ids(&create_group(&me, &others, &[2, 4])), ["v1", "v3"]);
     }
 
     #[test]
