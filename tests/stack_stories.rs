@@ -540,3 +540,91 @@ fn the_recovery_search_finds_a_copy_inside_a_stack_and_adopts_it() {
     assert_eq!(rig.sim.files().len(), 2, "no second copy");
     assert_eq!(v2["stack_summary"], "v002, stacked on v001");
 }
+
+/// xorshift64*: the kill moments come from a seed, printed, so a failure can be replayed with
+/// `STACK_KILL_SEED=<seed>`.
+struct Prng(u64);
+
+impl Prng {
+    fn below(&mut self, n: u64) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+#[test]
+fn versions_through_kill_9_and_5xx_end_in_one_stack_per_shot_highest_on_top() {
+    let seed = std::env::var("STACK_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    println!("kill moments from seed {seed} (replay: STACK_KILL_SEED={seed})");
+    let mut rng = Prng(seed);
+    let rig = rig("stack-chaos", |o| {
+        // A tenth of the calls fail, and those that change something fail after doing it.
+        o.faults.error_5xx_fraction = 0.1;
+        o.faults.error_5xx_after_commit = true;
+        o.faults.response_delay_ms = 30;
+    });
+    let shots = ["00412", "00413", "00414"];
+    let file = |shot: &str, v: u32| format!("SQ01_UNDLM_{shot}_v{v:03}.mov");
+    let mut child = rig.start();
+    for v in 1..=3u32 {
+        for (i, shot) in shots.iter().enumerate() {
+            rig.make(
+                &file(shot, v),
+                50_000 + rng.below(400_000),
+                v * 10 + i as u32,
+            );
+        }
+        let moment = Duration::from_millis(800 + rng.below(2000));
+        std::thread::sleep(moment);
+        println!("v{v:03} dropped; kill -9 after {moment:?}");
+        kill9(child);
+        child = rig.start();
+    }
+    // A first version is alone until its next version stacks on it: wait for all nine.
+    let names: Vec<String> = shots
+        .iter()
+        .flat_map(|shot| (1..=3).map(move |v| file(shot, v)))
+        .collect();
+    let start = Instant::now();
+    while !names.iter().all(|n| {
+        job(&rig, n).is_some_and(|j| j["state"] == "done" && j["stack"]["state"] == "stacked")
+    }) {
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "seed {seed}: not all stacked: {:?}\n{}",
+            names
+                .iter()
+                .map(|n| job(&rig, n).map(|j| j["stack_summary"].clone()))
+                .collect::<Vec<_>>(),
+            rig.sandbox.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(&rig, child);
+    let stacks = rig.sim.stacks();
+    assert_eq!(stacks.len(), 3, "one stack per shot: {stacks:?}");
+    for shot in shots {
+        let folder = format!("SQ01/UNDLM_{shot}");
+        let stack = stacks.iter().find(|s| s.folder == folder).unwrap();
+        let want: Vec<String> = (1..=3).map(|v| file(shot, v)).collect();
+        assert_eq!(stack.versions, want, "{folder}, seed {seed}");
+    }
+    let paths = rig.sim.by_path();
+    assert_eq!(paths.len(), 9, "{paths:?}");
+    for (path, entry) in &paths {
+        assert_eq!((entry.copies, entry.complete), (1, 1), "{path}");
+    }
+}
