@@ -26,6 +26,7 @@ fn main() {
             view_url: Some(format!("https://next.frame.io/project/p/view/{id}")),
             created_ms: 1_700_000_000_000,
             updated_ms: 1_700_000_000_000,
+            stack: None,
         })
         .collect();
     ledger.write(&jobs).expect("write");

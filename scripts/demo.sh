@@ -5,8 +5,9 @@
 # cloudflared stand-in (fake-cloudflared) as its quick tunnel, all on loopback; creates
 # demo/inbox, writes demo/config.json from scripts/demo.config.json (the layout template sends
 # SQ01_UNDLM_00412_v001.mov to SQ01/UNDLM_00412), signs in through the simulator, drops a few
-# generated media files (one .mov written slowly, so the page shows a file waiting to settle)
-# and prints the dashboard URL. Ctrl-C stops what this script started, by pid, and nothing else.
+# generated media files (one .mov written slowly, so the page shows a file waiting to settle;
+# a v002 of a shot once its v001 is in, so Frame.io stacks the two) and prints the dashboard
+# URL. Ctrl-C stops what this script started, by pid, and nothing else.
 #
 # Environment: DEMO_DASHBOARD_PORT (8080), DEMO_SERVE_PORT (8081), DEMO_SIM_PORT (9090): a busy
 # port is replaced by a free one. DEMO_SECONDS=N stops the demo by itself after N seconds and
@@ -21,7 +22,7 @@ DEMO="$ROOT/demo"
 CARGO="${CARGO:-cargo}"
 BIN="$ROOT/target/debug"
 
-SIM_PID="" POSTFLOW_PID="" WRITER_PID="" WATCHER_PID=""
+SIM_PID="" POSTFLOW_PID="" WRITER_PID="" WATCHER_PID="" VERSION_PID=""
 # Bold "demo:" on a terminal, plain text when the output is a file or a pipe.
 if [ -t 1 ]; then
   say() { printf '\033[1mdemo:\033[0m %s\n' "$*"; }
@@ -51,6 +52,7 @@ cleanup() {
     say "stopping"
     # These two are shell loops: their process group holds the loop and its `sleep`.
     stop_pid "the slow writer" "$WRITER_PID" group
+    stop_pid "the v002 writer" "$VERSION_PID" group
     stop_pid "the arrival watcher" "$WATCHER_PID" group
     # postflow stops its cloudflared stand-in itself (SIGTERM, grace period), then exits.
     stop_pid postflow "$POSTFLOW_PID"
@@ -168,6 +170,7 @@ slow_mov() { # relative path, MiB
 
 EXPECTED=(
     SQ01/UNDLM_00412/SQ01_UNDLM_00412_v001.mov
+    SQ01/UNDLM_00412/SQ01_UNDLM_00412_v002.mov
     SQ01/UNDLM_00413/SQ01_UNDLM_00413_v002.mov
     SQ02/UNDLM_00001/SQ02_UNDLM_00001_v001.mp4
     audio/SQ01_mix_v003.wav
@@ -184,9 +187,22 @@ slow_mov SQ01_UNDLM_00414_v001.mov 20 &
 WRITER_PID=$!
 set +m
 
-# Prints each file as it arrives in the simulated Frame.io (from the simulator's /_sim/paths).
+# The next version of a shot, once the first is in Frame.io: postflow stacks v002 on v001.
+arrived() { curl -sf "$SIM_URL/_sim/paths" | grep -oE "\"$1\":\{[^}]*\}" | grep -qE '"complete":[1-9]'; }
+next_version() {
+    until arrived SQ01/UNDLM_00412/SQ01_UNDLM_00412_v001.mov; do sleep 1; done
+    say "dropping SQ01_UNDLM_00412_v002.mov, the next version of that shot"
+    drop SQ01_UNDLM_00412_v002.mov $((6 * 1048576))
+}
+set -m
+next_version &
+VERSION_PID=$!
+set +m
+
+# Prints each file as it arrives in the simulated Frame.io (from the simulator's /_sim/paths),
+# and each version stack as it changes (from /_sim/stacks).
 watch_arrivals() {
-    local seen=" "
+    local seen=" " stacks_seen=""
     while sleep 1; do
         local paths
         # {"<path>":{"complete":1,"copies":1,"sha256":"…","size":123},…}: complete copies only
@@ -199,6 +215,19 @@ watch_arrivals() {
             local size; size=$(printf "%s" "$entry" | sed -E 's/.*"size":([0-9]+).*/\1/')
             say "arrived in Frame.io: $p ($size bytes)"
         done <<<"$paths"
+        local stacks
+        # [{…,"folder":"SQ01/UNDLM_00412",…,"versions":["…_v001.mov","…_v002.mov"]},…]: one
+        # object per stack, its versions bottom first
+        stacks=$(curl -sf "$SIM_URL/_sim/stacks" | grep -oE '\{[^}]*\}' || true)
+        if [ -n "$stacks" ] && [ "$stacks" != "$stacks_seen" ]; then
+            stacks_seen=$stacks
+            while IFS= read -r st; do
+                local folder versions
+                folder=$(printf '%s' "$st" | sed -E 's/.*"folder":"([^"]*)".*/\1/')
+                versions=$(printf '%s' "$st" | sed -E 's/.*"versions":\[([^]]*)\].*/\1/; s/"//g')
+                say "version stack in Frame.io: $folder: ${versions//,/ < } (top: ${versions##*,})"
+            done <<<"$stacks"
+        fi
     done
 }
 set -m
@@ -207,6 +236,7 @@ WATCHER_PID=$!
 set +m
 
 say "dropped 5 files into demo/inbox and started writing SQ01_UNDLM_00414_v001.mov slowly"
+say "SQ01_UNDLM_00412_v002.mov follows once its v001 is in Frame.io"
 echo
 say "open the status page: $DASH"
 say "what the simulated Frame.io holds: $SIM_URL/_sim/paths"
@@ -223,8 +253,11 @@ if [ -n "${DEMO_SECONDS:-}" ]; then
             || { say "missing: $p"; missing=1; }
     done
     printf '%s' "$paths" | grep -qE '"copies":([02-9]|[1-9][0-9])' && { say "a file arrived twice"; missing=1; }
+    curl -sf "$SIM_URL/_sim/stacks" \
+        | grep -qF '"versions":["SQ01_UNDLM_00412_v001.mov","SQ01_UNDLM_00412_v002.mov"]' \
+        || { say "v002 is not stacked on v001"; missing=1; }
     cleanup
-    [ "$missing" = 0 ] && say "all ${#EXPECTED[@]} files arrived once" || exit 1
+    [ "$missing" = 0 ] && say "all ${#EXPECTED[@]} files arrived once, v002 stacked on v001" || exit 1
     exit 0
 fi
 

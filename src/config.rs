@@ -91,6 +91,8 @@ pub struct LayoutConfig {
     pub pattern: Option<Template>,
     pub folders: Option<Template>,
     pub mirror_unmatched: bool,
+    /// Stack each new version on the previous one in Frame.io.
+    pub stack_versions: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -280,6 +282,7 @@ impl Config {
             self.layout.mirror_unmatched,
         )
         .expect("frameio.folder was validated at load")
+        .stacking(self.layout.stack_versions)
     }
 }
 
@@ -363,9 +366,13 @@ impl Section {
     }
 
     fn bool_or(&mut self, key: &'static str, default: bool) -> KeyResult<bool> {
+        Ok(self.bool(key)?.unwrap_or(default))
+    }
+
+    fn bool(&mut self, key: &'static str) -> KeyResult<Option<bool>> {
         match self.take(key) {
-            None => Ok(default),
-            Some(Value::Bool(b)) => Ok(b),
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
             Some(other) => key_err(
                 &self.path(key),
                 format!("expected true or false, found {}", describe(&other)),
@@ -634,10 +641,24 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
             );
         }
     }
+    let has_version = pattern
+        .as_ref()
+        .is_some_and(|p| p.placeholders().any(|name| name == crate::layout::VERSION));
+    let stack_versions = match l.bool("stack_versions")? {
+        Some(true) if !has_version => {
+            return key_err(
+                "layout.stack_versions",
+                "needs a layout.pattern with {version} to tell versions apart",
+            )
+        }
+        Some(on) => on,
+        None => has_version,
+    };
     let layout = LayoutConfig {
         pattern,
         folders,
         mirror_unmatched: l.choice("unmatched", false, &[("skip", false), ("mirror", true)])?,
+        stack_versions,
     };
     l.finish()?;
 
@@ -979,6 +1000,26 @@ mod tests {
             err_of(with(minimal(), "layout", "pattern", json!("{a}{b}"))).0,
             "layout.pattern"
         );
+    }
+
+    #[test]
+    fn versions_stack_by_default_only_with_a_version_in_the_pattern() {
+        assert!(!load(minimal()).unwrap().layout.stack_versions);
+        let versioned = with(
+            minimal(),
+            "layout",
+            "pattern",
+            json!("{shot}_v{version}.{ext}"),
+        );
+        assert!(load(versioned.clone()).unwrap().layout.stack_versions);
+        let off = with(versioned, "layout", "stack_versions", json!(false));
+        assert!(!load(off).unwrap().layout.stack_versions);
+        let plain = with(minimal(), "layout", "pattern", json!("{shot}.{ext}"));
+        let (key, msg) = err_of(with(plain, "layout", "stack_versions", json!(true)));
+        assert_eq!(key, "layout.stack_versions");
+        assert!(msg.contains("{version}"), "{msg}");
+        let (key, _) = err_of(with(minimal(), "layout", "stack_versions", json!("yes")));
+        assert_eq!(key, "layout.stack_versions");
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //!   `{seq}/UNDLM_{shot}`.
 //! - otherwise the file's sub-folders under `watch.root` are mirrored.
 //!
+//! With `layout.stack_versions`, the pattern also says which files are versions of one item
+//! ([`Layout::version`]): same folder, every capture but `{version}` equal.
+//!
 //! Template rules: `{name}` captures one or more characters, never `/`; when several splits are
 //! possible the shortest capture wins, left to right (so `{shot}_v{version}` on `A_B_v1` gives
 //! `shot = A_B` only because `_v` first appears there). Literal text matches case-sensitively.
@@ -187,6 +190,22 @@ pub struct Layout {
     pattern: Option<Template>,
     folders: Option<Template>,
     mirror_unmatched: bool,
+    stack_versions: bool,
+}
+
+/// The placeholder that numbers versions.
+pub const VERSION: &str = "version";
+
+/// Which item a file is a version of, and which version (`layout.stack_versions`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    /// Every capture but `{version}` (`{ext}` included), as `key=value` joined by `/` (a
+    /// capture never holds a `/`). Files of one folder with the same item are versions of it.
+    pub item: String,
+    /// `{version}` as a number, so that `v9` < `v10`.
+    pub number: u64,
+    /// As people say it: `v004`.
+    pub label: String,
 }
 
 /// The outcome of mapping one file.
@@ -210,6 +229,36 @@ impl Layout {
             pattern,
             folders,
             mirror_unmatched,
+            stack_versions: false,
+        })
+    }
+
+    /// The same layout with version stacking on or off (config checks that `on` needs a
+    /// pattern with `{version}`).
+    pub fn stacking(self, on: bool) -> Layout {
+        Layout {
+            stack_versions: on,
+            ..self
+        }
+    }
+
+    /// The version a file name is, when stacking is on and the name matches the pattern
+    /// with a whole number as `{version}` (digits only: `004`, not `4a`).
+    pub fn version(&self, name: &str) -> Option<Version> {
+        if !self.stack_versions {
+            return None;
+        }
+        let mut captures = self.pattern.as_ref()?.capture(name)?;
+        let raw = captures.remove(VERSION)?;
+        if !raw.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let number = raw.parse().ok()?;
+        let item: Vec<String> = captures.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        Some(Version {
+            item: item.join("/"),
+            number,
+            label: format!("v{raw}"),
         })
     }
 
@@ -397,6 +446,37 @@ mod tests {
             layout.destination("x/s1_v2.mov"),
             Destination::Folder("In/s1".into())
         );
+    }
+
+    #[test]
+    fn versions_of_one_item_share_every_capture_but_the_version() {
+        let layout = Layout::new(
+            "",
+            Some(t("{seq}_UNDLM_{shot}_v{version}.{ext}")),
+            Some(t("{seq}/UNDLM_{shot}")),
+            false,
+        )
+        .unwrap();
+        assert_eq!(layout.version("SQ01_UNDLM_00412_v003.mov"), None, "off");
+        let layout = layout.stacking(true);
+        let v = |name: &str| layout.version(name);
+        let v3 = v("SQ01_UNDLM_00412_v003.mov").unwrap();
+        assert_eq!((v3.number, v3.label.as_str()), (3, "v003"));
+        assert_eq!(v3.item, "ext=mov/seq=SQ01/shot=00412");
+        assert_eq!(v("SQ01_UNDLM_00412_v010.mov").unwrap().item, v3.item);
+        assert_ne!(
+            v("SQ01_UNDLM_00412_v004.mp4").unwrap().item,
+            v3.item,
+            "ext counts"
+        );
+        assert_ne!(v("SQ01_UNDLM_00413_v004.mov").unwrap().item, v3.item);
+        // Numbers, not text: v9 < v10.
+        assert!(
+            v("SQ01_UNDLM_00412_v9.mov").unwrap().number
+                < v("SQ01_UNDLM_00412_v10.mov").unwrap().number
+        );
+        assert_eq!(v("SQ01_UNDLM_00412_v4a.mov"), None, "not a number");
+        assert_eq!(v("notes.pdf"), None, "no match");
     }
 
     #[test]

@@ -103,6 +103,45 @@ pub struct Job {
     pub view_url: Option<String>,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// A version of an item (`layout.stack_versions`) once its upload is `done`: stacking it
+    /// on the other versions in Frame.io. (Boxed: most jobs have none, and jobs travel by value.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<Box<Stacking>>,
+}
+
+/// Where stacking a version stands. A step after the upload: whatever happens to it, the
+/// job stays `done`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stacking {
+    pub state: StackState,
+    /// This file's version, as people say it (`v004`).
+    pub version: String,
+    /// The Frame.io version stack, as soon as it is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_id: Option<String>,
+    /// The version right below this one in the stack (`v003`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<String>,
+    /// The version right above, when this one arrived late (a lower version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub under: Option<String>,
+    /// `pending`: what it waits for; `failed`: Frame.io's detail; `stacked`: a problem with
+    /// the order, if any; `alone`: why there is nothing to stack on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StackState {
+    /// To be stacked (waiting for an earlier version's upload, or for its turn).
+    Pending,
+    /// In a version stack with the other versions.
+    Stacked,
+    /// No other version of the item in the folder: a plain file.
+    Alone,
+    /// Frame.io refused or kept failing; retryable by hand (only the stacking is retried).
+    Failed,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -415,6 +454,7 @@ mod tests {
             view_url: None,
             created_ms: 1,
             updated_ms: 2,
+            stack: None,
         }
     }
 

@@ -23,6 +23,7 @@ pub mod process;
 pub mod queue;
 pub mod range;
 pub mod serve;
+pub mod stack;
 pub mod statedir;
 #[cfg(test)]
 mod testutil;

@@ -16,7 +16,7 @@ use crate::config::{NotifyConfig, NotifyFormat};
 use crate::events::{ComponentState, Event, Hub};
 use crate::frameio::AuthState;
 use crate::human;
-use crate::ledger::{Job, JobState};
+use crate::ledger::{Job, JobState, StackState};
 use crate::timefmt::rfc3339;
 
 /// The tunnel must be down this long before anyone is told.
@@ -75,6 +75,16 @@ impl Notices {
             Event::JobChanged(job) => match job.state {
                 JobState::Uploading => {
                     self.started.insert(job.id, now);
+                    None
+                }
+                // A version is told about once it is stacked (or could not be), so the
+                // message can say "v004, stacked on v003".
+                JobState::Done
+                    if job
+                        .stack
+                        .as_ref()
+                        .is_some_and(|s| s.state == StackState::Pending) =>
+                {
                     None
                 }
                 JobState::Done => Some(Notice::UploadDone {
@@ -164,6 +174,9 @@ impl Notice {
                 if let Some(d) = took {
                     t.push_str(&format!(" in {}", human::duration(*d)));
                 }
+                if let Some(stacking) = &job.stack {
+                    t.push_str(&format!(" ({})", crate::stack::summary(stacking)));
+                }
                 if let Some(url) = &job.view_url {
                     t.push_str(&format!(": {url}"));
                 }
@@ -200,6 +213,10 @@ impl Notice {
                 v["time"] = json!(rfc3339(ms_to_time(job.updated_ms)));
                 v["seconds"] = json!(took.map(|d| d.as_secs_f64()));
                 v["job"] = json!(job.id);
+                if let Some(stacking) = &job.stack {
+                    v["stack"] = json!(crate::stack::summary(stacking));
+                    v["stack_id"] = json!(stacking.stack_id);
+                }
             }
             Notice::UploadFailed { job } => {
                 v["name"] = json!(job.name());
@@ -237,6 +254,7 @@ impl Notice {
                     ("size", "Size"),
                     ("seconds", "Time"),
                     ("link", "Frame.io"),
+                    ("stack", "Versions"),
                     ("error", "Error"),
                 ] {
                     let value = match (&f[key], key) {
@@ -248,7 +266,8 @@ impl Notice {
                         (Value::String(s), _) => s.clone(),
                         (other, _) => other.to_string(),
                     };
-                    fields.push(json!({ "name": label, "value": value, "inline": key != "link" && key != "error" }));
+                    let inline = !matches!(key, "link" | "error" | "stack");
+                    fields.push(json!({ "name": label, "value": value, "inline": inline }));
                 }
                 json!({
                     "username": "postflow",
@@ -381,6 +400,7 @@ mod tests {
             view_url: Some("https://next.frame.io/view/f".into()),
             created_ms: 0,
             updated_ms: 1_714_566_896_000,
+            stack: None,
         }
     }
 
@@ -402,6 +422,37 @@ mod tests {
         assert_eq!(f["seconds"], 42.0);
         assert_eq!(f["time"], "2024-05-01T12:34:56.000Z");
         assert!(notice.text().contains("2.5 GB"), "{}", notice.text());
+    }
+
+    #[test]
+    fn a_version_is_told_about_once_stacked_and_says_on_what() {
+        let mut n = Notices::new(TUNNEL_DOWN_AFTER);
+        let t0 = Instant::now();
+        n.on_event(&Event::JobChanged(job(JobState::Uploading)), t0);
+        let mut done = job(JobState::Done);
+        done.stack = Some(Box::new(crate::ledger::Stacking {
+            state: StackState::Pending,
+            version: "v004".into(),
+            stack_id: None,
+            on: None,
+            under: None,
+            detail: None,
+        }));
+        assert!(n.on_event(&Event::JobChanged(done.clone()), t0).is_none());
+        let stacking = done.stack.as_mut().unwrap();
+        stacking.state = StackState::Stacked;
+        stacking.on = Some("v003".into());
+        stacking.stack_id = Some("stack-1".into());
+        let notice = n
+            .on_event(&Event::JobChanged(done), t0 + Duration::from_secs(3))
+            .unwrap();
+        assert!(
+            notice.text().contains("(v004, stacked on v003)"),
+            "{}",
+            notice.text()
+        );
+        assert_eq!(notice.fields()["stack_id"], "stack-1");
+        assert_eq!(notice.fields()["seconds"], 3.0);
     }
 
     #[test]

@@ -32,9 +32,15 @@
 //!   nothing is lost. A one-off `postflow upload` (no instance running) runs the queue with
 //!   [`QueueSettings::only_enqueued`]: only the jobs it enqueued are handed out.
 //!
+//! - **Version stacks** (`stack.rs`): a version's job gets its stacking record (`pending`) in
+//!   the write that makes it `done`; the queue hands pending versions to the stacker thread in
+//!   turn ([`crate::stack::Tracker`]) and records what it reports ([`QueueMsg::Stacked`]).
+//!   `RetryStack` retries only a failed stacking.
+//!
 //! On start, jobs a crash left in `uploading` or `processing` go back to `queued`, keeping
 //! their `file_id` and attempt count: the upload worker sees the `file_id` and adopts or
-//! resumes the Frame.io file instead of creating a second one.
+//! resumes the Frame.io file instead of creating a second one. Versions still to be stacked
+//! go to the stacker again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
@@ -46,7 +52,8 @@ use crossbeam_channel::{Receiver, Select, Sender};
 use crate::config::Config;
 use crate::events::{Event, Hub};
 use crate::layout::{Destination, Layout};
-use crate::ledger::{Job, JobState, Ledger};
+use crate::ledger::{Job, JobState, Ledger, StackState};
+use crate::stack::{self, StackTask, StackUpdate, Tracker};
 
 /// The reason of a job recorded as baseline at the very first start.
 pub const BASELINE_REASON: &str = "present at first start (watch.upload_existing is false)";
@@ -110,6 +117,13 @@ pub enum QueueMsg {
     },
     /// From an upload worker.
     Attempt(AttemptUpdate),
+    /// From the stacker: a version's new stacking record.
+    Stacked(StackUpdate),
+    /// A `done` job whose stacking failed: stack it again (the upload is not touched).
+    RetryStack {
+        id: u64,
+        reply: Sender<Result<(), String>>,
+    },
 }
 
 /// What an upload worker reports about the job it holds.
@@ -175,6 +189,9 @@ pub struct QueueSettings {
     /// A one-off `postflow upload`: hand out only the jobs enqueued by hand (`Enqueue`); the
     /// watcher's jobs are recorded and left for the next `run`.
     pub only_enqueued: bool,
+    /// The stacker's inbox (`layout.stack_versions`); `None`: versions are recorded as
+    /// pending and not stacked until a queue with a stacker runs.
+    pub stacker: Option<Sender<StackTask>>,
 }
 
 impl QueueSettings {
@@ -187,6 +204,7 @@ impl QueueSettings {
             base_delay: BASE_DELAY,
             max_delay: config.upload.max_delay,
             only_enqueued: false,
+            stacker: None,
         }
     }
 }
@@ -287,6 +305,8 @@ pub struct Queue {
     watched_files: Option<usize>,
     /// With `only_enqueued`: the jobs that may be handed out (those enqueued by hand).
     only: Option<HashSet<u64>>,
+    /// Versions to stack, and whose turn it is.
+    stacks: Tracker,
     rng: u64,
 }
 
@@ -304,6 +324,7 @@ impl Queue {
             .build_hasher()
             .finish();
         let only = settings.only_enqueued.then(HashSet::new);
+        let stacks = Tracker::new(settings.layout.clone(), settings.stacker.clone());
         let mut queue = Queue {
             ledger,
             settings,
@@ -319,6 +340,7 @@ impl Queue {
             auth_held: false,
             watched_files: None,
             only,
+            stacks,
             rng: seed | 1,
         };
         let mut interrupted = Vec::new();
@@ -343,6 +365,7 @@ impl Queue {
             );
             queue.commit(interrupted, now);
         }
+        queue.dispatch_stacks(now);
         queue
     }
 
@@ -385,6 +408,10 @@ impl Queue {
                 let _ = reply.send(self.enqueue(&paths, now));
             }
             QueueMsg::Attempt(update) => self.attempt(update, now),
+            QueueMsg::Stacked(update) => self.stacked(update, now),
+            QueueMsg::RetryStack { id, reply } => {
+                let _ = reply.send(self.retry_stack(id, now));
+            }
         }
     }
 
@@ -585,6 +612,7 @@ impl Queue {
             view_url: None,
             created_ms: now,
             updated_ms: now,
+            stack: None,
         }
     }
 
@@ -773,6 +801,9 @@ impl Queue {
                 job.file_id = Some(file_id);
                 job.view_url = view_url;
                 job.reason = None;
+                if job.stack.is_none() {
+                    job.stack = stack::after_upload(&self.settings.layout, &job);
+                }
             }
             AttemptUpdate::Failed { error, kind, .. } => {
                 self.out.remove(&id);
@@ -836,6 +867,72 @@ impl Queue {
         }
     }
 
+    // ---- version stacks ----
+
+    fn stacked(&mut self, update: StackUpdate, now: u64) {
+        let Some(mut job) = self.ledger.get(update.id).cloned() else {
+            log::warn!(
+                "the stacker reported on job {}, which does not exist",
+                update.id
+            );
+            return;
+        };
+        if !update.neighbour && update.stacking.state != StackState::Pending {
+            self.stacks.finished(update.id);
+        }
+        let stacking = match (update.neighbour, job.stack.as_deref()) {
+            (false, _) => update.stacking,
+            (true, Some(current)) => match stack::neighbours_changed(current, &update.stacking) {
+                Some(s) => s,
+                None => return,
+            },
+            (true, None) => return,
+        };
+        if job.state != JobState::Done || job.stack.as_deref() == Some(&stacking) {
+            return;
+        }
+        job.stack = Some(Box::new(stacking));
+        job.updated_ms = now;
+        self.commit(vec![job], now);
+    }
+
+    fn retry_stack(&mut self, id: u64, now: u64) -> Result<(), String> {
+        let mut job = self
+            .ledger
+            .get(id)
+            .cloned()
+            .ok_or_else(|| format!("no job {id}"))?;
+        let stacking = job
+            .stack
+            .as_ref()
+            .filter(|_| job.state == JobState::Done)
+            .ok_or_else(|| format!("job {id} is not a version that was uploaded"))?;
+        let again = stack::retried(stacking).map_err(|e| format!("job {id}: {e}"))?;
+        job.stack = Some(Box::new(again));
+        job.updated_ms = now;
+        if self.commit(vec![job], now) {
+            log::info!("job {id}: stacking it again, as asked");
+            Ok(())
+        } else {
+            Err("cannot write the ledger (see the log)".into())
+        }
+    }
+
+    /// Hands the stacker the versions whose turn it is, and records what the others wait for.
+    fn dispatch_stacks(&mut self, now: u64) {
+        let waiting = self.stacks.dispatch(self.ledger.jobs());
+        if !waiting.is_empty() {
+            let waiting = waiting
+                .into_iter()
+                .map(|mut j| {
+                    j.updated_ms = now;
+                    j
+                })
+                .collect();
+            self.commit(waiting, now);
+        }
+    }
+
     /// xorshift64*: jitter needs spread, not secrecy.
     fn random_unit(&mut self) -> f64 {
         let mut x = self.rng;
@@ -878,6 +975,7 @@ impl Queue {
             }
             self.hub.publish(Event::JobChanged(job));
         }
+        self.dispatch_stacks(now);
         true
     }
 
@@ -891,6 +989,7 @@ impl Queue {
     }
 
     fn index(&mut self, job: &Job, now: u64) {
+        self.stacks.observe(job);
         match self.by_path.get_mut(&job.path) {
             Some(latest) => *latest = (*latest).max(job.id),
             None => {
@@ -969,6 +1068,7 @@ mod tests {
             base_delay: BASE_DELAY,
             max_delay: Duration::from_secs(60),
             only_enqueued: false,
+            stacker: None,
         }
     }
 

@@ -94,6 +94,15 @@ fn each_kind_of_bad_config_exits_2_and_names_the_key() {
             "{version}",
         ),
         (
+            "stacking versions without a version in the pattern",
+            |c| {
+                set(c, "layout.pattern", json!("{seq}_{shot}.mov"));
+                set(c, "layout.stack_versions", json!(true));
+            },
+            "layout.stack_versions",
+            "{version}",
+        ),
+        (
             "token rule",
             |c| set(c, "dashboard.listen", json!("0.0.0.0:8080")),
             "dashboard.token",

@@ -110,6 +110,7 @@ fn job(state: JobState) -> Job {
         view_url: Some("https://next.frame.io/project/p/view/f-42".into()),
         created_ms: 1_700_000_000_000,
         updated_ms: 1_700_000_100_000,
+        stack: None,
     }
 }
 

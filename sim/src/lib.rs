@@ -12,5 +12,6 @@ mod util;
 
 pub use frameio::{
     part_sizes, CreateCount, Faults, FetchMode, FetchRecord, FileView, FolderView, FrameIo,
-    Options, PathEntry, RetryHint, S3PutRecord, TokenRecord, Tokens, UploadMode,
+    Options, PathEntry, RetryHint, S3PutRecord, StackKnobs, StackView, TokenRecord, Tokens,
+    UploadMode,
 };

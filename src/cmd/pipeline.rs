@@ -22,6 +22,7 @@ use crate::logtail;
 use crate::notify;
 use crate::queue::{self, QueueMsg, QueueSettings};
 use crate::serve::{FileServer, ServeEvent, ServeOptions};
+use crate::stack::stacker::{run_stacker, Stacker};
 use crate::statedir::{LockError, StateDir};
 use crate::tunnel::{self, ProbeLink, ProbeSource, TunnelHandle};
 use crate::upload::{self, PublicUrl, Settings as UploadSettings, Uploader};
@@ -254,6 +255,18 @@ impl Pipeline {
             let handle = tunnel_url.clone();
             Arc::new(move || handle.public())
         };
+        // Version stacks: their own thread, fed by the queue (see stack.rs).
+        let (stack_tx, stack_rx) = unbounded();
+        let stacker = config.layout.stack_versions.then(|| {
+            Stacker::new(
+                api.clone(),
+                &config.frameio.account_id,
+                &config.frameio.project_id,
+                config.layout(),
+                queue_tx.clone(),
+                stop_rx.clone(),
+            )
+        });
         let uploader = Arc::new(Uploader::new(
             api,
             server.links(),
@@ -287,6 +300,7 @@ impl Pipeline {
             let (stop, hub) = (stop_rx.clone(), hub.clone());
             let mut settings = QueueSettings::from_config(config);
             settings.only_enqueued = scope == Scope::Enqueued;
+            settings.stacker = stacker.is_some().then_some(stack_tx);
             threads.spawn("queue", move || {
                 queue::run_queue(ledger, queue_rx, stop, hub, settings, jobs_tx)
             });
@@ -327,6 +341,9 @@ impl Pipeline {
             threads.spawn("serve-events", move || {
                 forward_serve_events(serve_rx, hub, stop)
             });
+        }
+        if let Some(stacker) = stacker {
+            threads.spawn("stacker", move || run_stacker(stacker, stack_rx));
         }
         for i in 1..=config.upload.concurrency {
             let (up, jobs) = (Arc::clone(&uploader), jobs_rx.clone());

@@ -199,11 +199,18 @@ fn component_json(name: &str, c: &Component, wall: SystemTime) -> Value {
     })
 }
 
-/// A job as the page and the API see it: the ledger's fields plus `name`.
+/// A job as the page and the API see it: the ledger's fields plus `name`, and for a version
+/// `stack_summary`, the line the page and the notifications show ("v004, stacked on v003").
 pub fn job_json(job: &Job) -> Value {
     let mut v = serde_json::to_value(job).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
         m.insert("name".into(), json!(job.name()));
+        if let Some(stacking) = &job.stack {
+            m.insert(
+                "stack_summary".into(),
+                json!(crate::stack::summary(stacking)),
+            );
+        }
     }
     v
 }
@@ -250,6 +257,7 @@ mod tests {
             view_url: None,
             created_ms: 0,
             updated_ms,
+            stack: None,
         }
     }
 

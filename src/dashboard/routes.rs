@@ -76,6 +76,8 @@ pub fn handle(ctx: &Ctx, req: &Request) -> Reply {
         ("POST", ["api", "jobs"]) => enqueue(ctx, req).into(),
         // A failed or skipped job back to queued. <id>: the job id
         ("POST", ["api", "jobs", id, "retry"]) => retry(ctx, id).into(),
+        // A done version whose stacking failed: stack it again (only the stacking).
+        ("POST", ["api", "jobs", id, "retry-stack"]) => retry_stack(ctx, id).into(),
         // Every failed job back to queued; {"retried": n}
         ("POST", ["api", "retry-failed"]) => retry_failed(ctx).into(),
         // No new uploads start (those under way finish); replies the queue stats.
@@ -132,6 +134,18 @@ fn retry(ctx: &Ctx, id: &str) -> Response {
             log::info!("job {id}: retry asked from the dashboard");
             Response::json(200, &json!({ "ok": true, "id": id }))
         }
+        Ok(Err(e)) => Response::error(409, &e),
+        Err(e) => Response::error(503, &e),
+    }
+}
+
+fn retry_stack(ctx: &Ctx, id: &str) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return Response::error(404, "no such job");
+    };
+    match ctx.ask(|reply| QueueMsg::RetryStack { id, reply }) {
+        Ok(Ok(())) => Response::json(200, &json!({ "ok": true, "id": id })),
+        Ok(Err(e)) if e.starts_with("no job") => Response::error(404, &e),
         Ok(Err(e)) => Response::error(409, &e),
         Err(e) => Response::error(503, &e),
     }

@@ -10,9 +10,10 @@
 //!   (Frame.io's buckets are leaky: one request fits again after one window/limit), else 1 s
 //!   doubling; and tries again;
 //! - 5xx, 408, 409 and transport errors: backoff with jitter for a bounded number of tries, then an
-//!   error. Only for calls that are safe to repeat: a POST that may have reached Frame.io is
-//!   not sent twice (it could create a second file or folder); its error says
-//!   [`ApiError::maybe_committed`] and the caller looks before trying again;
+//!   error. Only for calls that are safe to repeat: a POST (or a PATCH such as a move) that may
+//!   have reached Frame.io is not sent twice (it could create a second file, folder or stack,
+//!   or move a file twice); its error says [`ApiError::maybe_committed`] and the caller looks
+//!   before trying again;
 //! - any other status is an [`ApiError::Status`] with the call, the status and Frame.io's
 //!   `errors[0].detail`.
 //!
@@ -195,6 +196,7 @@ impl From<AuthError> for ApiError {
 pub enum Method {
     Get,
     Post,
+    Patch,
     Delete,
 }
 
@@ -203,7 +205,28 @@ impl Method {
         match self {
             Method::Get => "GET",
             Method::Post => "POST",
+            Method::Patch => "PATCH",
             Method::Delete => "DELETE",
+        }
+    }
+}
+
+/// How [`Api::call_with`] sends one request, beyond method, path and body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallOptions {
+    /// Sent again after a 5xx or a broken connection. Reads and deletes are; a POST or a
+    /// PATCH that may have taken effect is not (the caller looks first).
+    pub repeatable: bool,
+    /// Adds `api-version: experimental` (Frame.io's experimental endpoints).
+    pub experimental: bool,
+}
+
+impl CallOptions {
+    /// What `call` uses: GET and DELETE are repeated, POST and PATCH are not.
+    pub fn for_method(method: Method) -> CallOptions {
+        CallOptions {
+            repeatable: matches!(method, Method::Get | Method::Delete),
+            experimental: false,
         }
     }
 }
@@ -219,16 +242,28 @@ pub enum Class {
     Upload,
     /// Delete file: 100/min.
     Delete,
+    /// Create a version stack: 10/min.
+    CreateStack,
+    /// Move a file (into a folder or a version stack): 100/min.
+    Move,
+    /// Reorder a version stack (experimental): 10/min.
+    Reorder,
 }
 
+/// How many classes there are (the pacer keeps one slot per class).
+const CLASSES: usize = 7;
+
 impl Class {
-    /// (one request per interval, burst).
+    /// (one request per interval, burst). The 10-a-minute classes keep half their bucket in
+    /// hand, so a clock a little off never tips them over.
     fn rate(self) -> (Duration, u32) {
         match self {
             Class::Read => (Duration::from_millis(600), 20),
             Class::CreateFolder => (Duration::from_millis(334), 3),
             Class::Upload => (Duration::from_millis(200), 5),
             Class::Delete => (Duration::from_millis(600), 10),
+            Class::CreateStack | Class::Reorder => (Duration::from_secs(6), 5),
+            Class::Move => (Duration::from_millis(600), 10),
         }
     }
 
@@ -240,13 +275,13 @@ impl Class {
 /// Per-class pacing (GCRA, a token bucket in one timestamp per class): at most `burst` at once,
 /// then one per interval. Shared by every clone of an `Api`.
 struct Pacer {
-    next: Mutex<[Instant; 4]>,
+    next: Mutex<[Instant; CLASSES]>,
 }
 
 impl Pacer {
     fn new() -> Pacer {
         Pacer {
-            next: Mutex::new([Instant::now(); 4]),
+            next: Mutex::new([Instant::now(); CLASSES]),
         }
     }
 
@@ -351,15 +386,27 @@ impl Api {
         body: Option<&Value>,
         class: Class,
     ) -> Result<Value, ApiError> {
+        self.call_with(method, path, body, class, CallOptions::for_method(method))
+    }
+
+    /// [`Api::call`] with explicit [`CallOptions`].
+    pub fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        class: Class,
+        options: CallOptions,
+    ) -> Result<Value, ApiError> {
         let url = format!("{}{}", self.base, path);
         let payload = body.map(|b| b.to_string());
-        let repeatable = method != Method::Post;
+        let repeatable = options.repeatable;
         let (mut failures, mut limited, mut unauthorized) = (0u32, 0u32, 0u32);
         loop {
             self.pause(self.pacer.reserve(class))?;
             let token = self.auth.access_token()?;
             let started = Instant::now();
-            let answer = self.send(method, &url, &token, payload.as_deref());
+            let answer = self.send(method, &url, &token, payload.as_deref(), options);
             let took = started.elapsed();
             let answer = match answer {
                 Ok(a) => a,
@@ -486,28 +533,35 @@ impl Api {
         url: &str,
         token: &AccessToken,
         payload: Option<&str>,
+        options: CallOptions,
     ) -> Result<Answer, ureq::Error> {
         let bearer = format!("Bearer {}", token.value());
+        // Stable endpoints send no `api-version` (as the official SDK does).
+        fn head<B>(
+            req: ureq::RequestBuilder<B>,
+            bearer: &str,
+            experimental: bool,
+        ) -> ureq::RequestBuilder<B> {
+            let req = req
+                .header("Authorization", bearer)
+                .header("Accept", "application/json");
+            if experimental {
+                req.header("api-version", "experimental")
+            } else {
+                req
+            }
+        }
+        let x = options.experimental;
+        let body = payload.unwrap_or("{}").as_bytes();
         let mut resp = match method {
-            Method::Get => self
-                .agent
-                .get(url)
-                .header("Authorization", &bearer)
-                .header("Accept", "application/json")
-                .call()?,
-            Method::Delete => self
-                .agent
-                .delete(url)
-                .header("Authorization", &bearer)
-                .header("Accept", "application/json")
-                .call()?,
-            Method::Post => self
-                .agent
-                .post(url)
-                .header("Authorization", &bearer)
-                .header("Accept", "application/json")
+            Method::Get => head(self.agent.get(url), &bearer, x).call()?,
+            Method::Delete => head(self.agent.delete(url), &bearer, x).call()?,
+            Method::Post => head(self.agent.post(url), &bearer, x)
                 .header("Content-Type", "application/json")
-                .send(payload.unwrap_or("{}").as_bytes())?,
+                .send(body)?,
+            Method::Patch => head(self.agent.patch(url), &bearer, x)
+                .header("Content-Type", "application/json")
+                .send(body)?,
         };
         let header = |name: &str| {
             resp.headers()
@@ -785,6 +839,129 @@ impl Api {
         self.get_data(status_path, Class::Upload)
     }
 
+    /// Every file of a folder, the versions inside its version stacks included (a stacked
+    /// file is no child of the folder: the folder lists its stack, and the file's
+    /// `parent_id` is the stack). One listing of the folder, one per stack in it.
+    pub fn folder_files(&self, account_id: &str, folder_id: &str) -> Result<Vec<File>, ApiError> {
+        let mut files = Vec::new();
+        for child in self.folder_children(account_id, folder_id)? {
+            match child {
+                Child::File(f) => files.push(f),
+                Child::VersionStack(stack) => {
+                    files.extend(self.version_stack_children(account_id, &stack.id)?)
+                }
+                Child::Folder(_) | Child::Other { .. } => {}
+            }
+        }
+        Ok(files)
+    }
+
+    /// Stacks files of one folder, `file_ids` from the bottom (oldest) to the top (newest),
+    /// 2 to 10 of them (201). Not repeated after a 5xx; see [`ApiError::maybe_committed`].
+    pub fn create_version_stack(
+        &self,
+        account_id: &str,
+        folder_id: &str,
+        file_ids: &[&str],
+    ) -> Result<VersionStack, ApiError> {
+        let path = format!(
+            "/v4/accounts/{}/folders/{}/version_stacks",
+            seg(account_id),
+            seg(folder_id)
+        );
+        let body = self.call(
+            Method::Post,
+            &path,
+            Some(&json!({"data": {"file_ids": file_ids}})),
+            Class::CreateStack,
+        )?;
+        data_of(Method::Post, &path, body)
+    }
+
+    /// One version stack, with its `head_version`.
+    pub fn version_stack(
+        &self,
+        account_id: &str,
+        stack_id: &str,
+    ) -> Result<VersionStack, ApiError> {
+        self.get_data(
+            &format!(
+                "/v4/accounts/{}/version_stacks/{}",
+                seg(account_id),
+                seg(stack_id)
+            ),
+            Class::Read,
+        )
+    }
+
+    /// The files of a version stack, all pages (in no documented order).
+    pub fn version_stack_children(
+        &self,
+        account_id: &str,
+        stack_id: &str,
+    ) -> Result<Vec<File>, ApiError> {
+        self.list_typed(&format!(
+            "/v4/accounts/{}/version_stacks/{}/children",
+            seg(account_id),
+            seg(stack_id)
+        ))
+    }
+
+    /// Moves a file into a folder or a version stack (`parent_id`). Not repeated after a 5xx:
+    /// look where the file is before moving it again.
+    pub fn move_file(
+        &self,
+        account_id: &str,
+        file_id: &str,
+        parent_id: &str,
+    ) -> Result<File, ApiError> {
+        let path = format!(
+            "/v4/accounts/{}/files/{}/move",
+            seg(account_id),
+            seg(file_id)
+        );
+        let body = self.call(
+            Method::Patch,
+            &path,
+            Some(&json!({"data": {"parent_id": parent_id}})),
+            Class::Move,
+        )?;
+        data_of(Method::Patch, &path, body)
+    }
+
+    /// Puts a version of a stack at `place` (the experimental reorder; the same request twice
+    /// gives the same order, so it is repeated after a 5xx).
+    pub fn reorder_version(
+        &self,
+        account_id: &str,
+        stack_id: &str,
+        file_id: &str,
+        place: &StackPlace,
+    ) -> Result<(), ApiError> {
+        let path = format!(
+            "/v4/accounts/{}/version_stacks/{}/versions",
+            seg(account_id),
+            seg(stack_id)
+        );
+        let data = match place {
+            StackPlace::Top => json!({"target_file_id": file_id, "move_to": "top"}),
+            StackPlace::Below(other) => {
+                json!({"target_file_id": file_id, "move_below_file_id": other})
+            }
+        };
+        self.call_with(
+            Method::Patch,
+            &path,
+            Some(&json!({ "data": data })),
+            Class::Reorder,
+            CallOptions {
+                repeatable: true,
+                experimental: true,
+            },
+        )
+        .map(|_| ())
+    }
+
     /// Deletes a file (204). A file already gone after a retried delete counts as deleted.
     pub fn delete_file(&self, account_id: &str, file_id: &str) -> Result<(), ApiError> {
         let path = format!("/v4/accounts/{}/files/{}", seg(account_id), seg(file_id));
@@ -977,14 +1154,27 @@ pub struct File {
     pub view_url: Option<String>,
 }
 
-/// A version stack in a folder listing, with its newest file when Frame.io includes it.
+/// A version stack, with its newest file when Frame.io includes it (always when shown or
+/// created; a folder listing may leave it out).
 #[derive(Clone, Debug, Deserialize)]
 pub struct VersionStack {
     pub id: String,
     #[serde(default)]
     pub name: String,
+    /// The folder holding the stack.
+    #[serde(default)]
+    pub parent_id: Option<String>,
     #[serde(default)]
     pub head_version: Option<File>,
+}
+
+/// Where [`Api::reorder_version`] puts a version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StackPlace {
+    /// On top: the head, what reviewers see first.
+    Top,
+    /// Right below this file of the stack.
+    Below(String),
 }
 
 /// An entry of a folder listing.

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
 
 use crate::config::UploadMode;
-use crate::frameio::api::{Api, ApiError, Child, File as FioFile, UploadStatus};
+use crate::frameio::api::{Api, ApiError, File as FioFile, UploadStatus};
 use crate::human;
 use crate::ledger::Job;
 use crate::links::Links;
@@ -381,8 +381,8 @@ fn adopt_or_clean(up: &Uploader, job: &Job, folder_id: &str) -> Result<Option<Ou
         up.sidecar.remove(job.id);
     }
     let not_before_ms = job.created_ms.saturating_sub(60_000);
-    for child in up.api.folder_children(up.account(), folder_id)? {
-        let Child::File(f) = child else { continue };
+    // Files inside version stacks too: a stacked file is no child of the folder itself.
+    for f in up.api.folder_files(up.account(), folder_id)? {
         if f.name != job.name() || Some(&f.id) == job.file_id.as_ref() {
             continue;
         }

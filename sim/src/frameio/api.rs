@@ -51,8 +51,19 @@ fn classify(method: &str, segs: &[&str]) -> Result<&'static str, bool> {
         ["accounts", _, "folders", _, "files"] => &[("GET", "list_files")],
         ["accounts", _, "folders", _, "files", "remote_upload"] => &[("POST", "remote_upload")],
         ["accounts", _, "folders", _, "files", "local_upload"] => &[("POST", "local_upload")],
+        ["accounts", _, "folders", _, "version_stacks"] => &[
+            ("GET", "list_version_stacks"),
+            ("POST", "create_version_stack"),
+        ],
         ["accounts", _, "files", _] => &[("GET", "show_file"), ("DELETE", "delete_file")],
         ["accounts", _, "files", _, "status"] => &[("GET", "file_status")],
+        ["accounts", _, "files", _, "move"] => &[("PATCH", "move_file")],
+        ["accounts", _, "version_stacks", _] => &[("GET", "show_version_stack")],
+        ["accounts", _, "version_stacks", _, "children"] => {
+            &[("GET", "list_version_stack_children")]
+        }
+        // Experimental: only with `api-version: experimental` (see `reorder_versions`).
+        ["accounts", _, "version_stacks", _, "versions"] => &[("PATCH", "reorder_versions")],
         _ => return Err(false),
     };
     name.iter()
@@ -132,7 +143,7 @@ pub(crate) fn handle(
             || (faults.error_5xx_fraction > 0.0 && st.rng.next_f64() < faults.error_5xx_fraction))
             .then(|| [500u16, 502, 503][(st.rng.next_u64() % 3) as usize])
     };
-    let mutating = meta.method == "POST" || meta.method == "DELETE";
+    let mutating = matches!(meta.method.as_str(), "POST" | "DELETE" | "PATCH");
     let after_commit = faults.error_5xx_after_commit && mutating;
     if let Some(status) = injected.filter(|_| !after_commit) {
         return (endpoint, with_rate_headers(server_error(status), &verdict));
@@ -195,6 +206,12 @@ fn dispatch(
         "file_status" => file_status(shared, arg(1), arg(3)),
         "delete_file" => delete_node(shared, arg(1), arg(3), false),
         "delete_folder" => delete_node(shared, arg(1), arg(3), true),
+        "create_version_stack" => create_stack(shared, meta, body, arg(1), arg(3), faults),
+        "list_version_stacks" => list_stacks(shared, meta, arg(1), arg(3), faults),
+        "move_file" => move_file(shared, meta, body, arg(1), arg(3), faults),
+        "show_version_stack" => show_stack(shared, arg(1), arg(3), faults),
+        "list_version_stack_children" => list_stack_children(shared, meta, arg(1), arg(3), faults),
+        "reorder_versions" => reorder_versions(shared, meta, body, arg(1), arg(3), faults),
         _ => Err(not_found("route")),
     };
     result.unwrap_or_else(|e| e)
@@ -217,7 +234,7 @@ fn account_json(st: &State, i: usize) -> Value {
             .values()
             .filter_map(|n| match &n.kind {
                 NodeKind::File(f) => Some(f.bytes_received),
-                NodeKind::Folder => None,
+                NodeKind::Folder | NodeKind::Stack(_) => None,
             })
             .sum()
     } else {
@@ -317,10 +334,28 @@ fn file_json(st: &State, n: &Node, f: &FileData, faults: &Faults) -> Value {
     })
 }
 
+/// A version stack (`VersionStackWithIncludes`): asset fields, named after its head, with the
+/// head as `head_version`.
+fn stack_json(st: &State, n: &Node, faults: &Faults) -> Value {
+    let head = st.stack_order(&n.id).last().and_then(|id| st.nodes.get(id));
+    let head_json = head.and_then(|h| match &h.kind {
+        NodeKind::File(f) => Some(file_json(st, h, f, faults)),
+        _ => None,
+    });
+    json!({
+        "id": n.id, "name": head.map_or(n.name.as_str(), |h| h.name.as_str()),
+        "type": "version_stack", "parent_id": n.parent_id, "project_id": st.project.id,
+        "view_url": format!("https://next.frame.io/project/{}/view/{}", st.project.id, n.id),
+        "created_at": iso8601(n.created_at), "updated_at": iso8601(n.updated_at),
+        "head_version": head_json,
+    })
+}
+
 fn node_json(st: &State, n: &Node, faults: &Faults) -> Value {
     match &n.kind {
         NodeKind::Folder => folder_json(st, n),
         NodeKind::File(f) => file_json(st, n, f, faults),
+        NodeKind::Stack(_) => stack_json(st, n, faults),
     }
 }
 
@@ -346,7 +381,7 @@ fn file<'a>(
     match st.nodes.get(file_id) {
         Some(n) => match &n.kind {
             NodeKind::File(f) => Ok((n, f)),
-            NodeKind::Folder => Err(not_found("File")),
+            NodeKind::Folder | NodeKind::Stack(_) => Err(not_found("File")),
         },
         None => Err(not_found("File")),
     }
@@ -719,4 +754,279 @@ fn delete_node(shared: &Shared, account_id: &str, id: &str, is_folder: bool) -> 
         let _ = std::fs::remove_file(p);
     }
     Ok(Reply::empty(204))
+}
+
+fn stack<'a>(st: &'a State, account_id: &str, stack_id: &str) -> Result<&'a Node, Reply> {
+    project_account(st, account_id)?;
+    match st.nodes.get(stack_id) {
+        Some(n) if matches!(n.kind, NodeKind::Stack(_)) => Ok(n),
+        _ => Err(not_found("Version stack")),
+    }
+}
+
+/// Waits `hold_after_commit_ms` after a stack change took effect (the lock is released).
+fn hold(faults: &Faults) {
+    if faults.stacks.hold_after_commit_ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(
+            faults.stacks.hold_after_commit_ms,
+        ));
+    }
+}
+
+/// `data.<field>` as a string, or a 422 naming it.
+fn required_id(data: &Map<String, Value>, field: &str) -> Result<String, Reply> {
+    match data.get(field) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        _ => Err(invalid_field(
+            &format!("{field} is required and must be an id"),
+            &format!("/data/{field}"),
+        )),
+    }
+}
+
+/// `POST …/folders/{folder}/version_stacks` `{"data":{"file_ids":[oldest … newest]}}`: 2 to
+/// 10 distinct files, all directly in that folder (not already stacked). 201 with the stack.
+fn create_stack(
+    shared: &Shared,
+    meta: &Meta,
+    body: &[u8],
+    account_id: &str,
+    folder_id: &str,
+    faults: &Faults,
+) -> ApiResult {
+    let data = data_object(meta, body, &["file_ids"])?;
+    let ids: Vec<String> = match data.get("file_ids") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or_else(|| invalid_field("file_ids must be a list of ids", "/data/file_ids"))?,
+        _ => return Err(invalid_field("file_ids is required", "/data/file_ids")),
+    };
+    if !(2..=10).contains(&ids.len()) {
+        return Err(invalid_field(
+            "Two file IDs are required and up to a maximum of ten",
+            "/data/file_ids",
+        ));
+    }
+    let reply = {
+        let mut st = shared.lock();
+        folder(&st, account_id, folder_id)?;
+        for (i, id) in ids.iter().enumerate() {
+            if ids[..i].contains(id) {
+                return Err(invalid_field(
+                    &format!("File {id} is listed twice"),
+                    "/data/file_ids",
+                ));
+            }
+            let (n, _) = file(&st, account_id, id)
+                .map_err(|_| invalid_field(&format!("File {id} not found"), "/data/file_ids"))?;
+            if n.parent_id.as_deref() != Some(folder_id) {
+                return Err(invalid_field(
+                    &format!("File {id} must exist in the parent directory {folder_id}"),
+                    "/data/file_ids",
+                ));
+            }
+        }
+        let head_name = st.nodes[&ids[ids.len() - 1]].name.clone();
+        let stack_id = st.insert_node(folder_id, &head_name, NodeKind::Stack(ids.clone()), true);
+        let now = SystemTime::now();
+        for id in &ids {
+            if let Some(n) = st.nodes.get_mut(id) {
+                n.parent_id = Some(stack_id.clone());
+                n.updated_at = now;
+            }
+        }
+        let n = &st.nodes[&stack_id];
+        Reply::json(201, &json!({"data": stack_json(&st, n, faults)}))
+    };
+    hold(faults);
+    Ok(reply)
+}
+
+fn list_stacks(
+    shared: &Shared,
+    meta: &Meta,
+    account_id: &str,
+    folder_id: &str,
+    faults: &Faults,
+) -> ApiResult {
+    let st = shared.lock();
+    folder(&st, account_id, folder_id)?;
+    let items = st
+        .children(folder_id)
+        .into_iter()
+        .filter(|n| matches!(n.kind, NodeKind::Stack(_)))
+        .map(|n| (n.seq, stack_json(&st, n, faults)))
+        .collect();
+    page(meta, items)
+}
+
+fn show_stack(shared: &Shared, account_id: &str, stack_id: &str, faults: &Faults) -> ApiResult {
+    let st = shared.lock();
+    let n = stack(&st, account_id, stack_id)?;
+    Ok(Reply::json(
+        200,
+        &json!({"data": stack_json(&st, n, faults)}),
+    ))
+}
+
+/// The versions of a stack, in creation order (the order the third-party probes saw; their
+/// `version_number` was present but null).
+fn list_stack_children(
+    shared: &Shared,
+    meta: &Meta,
+    account_id: &str,
+    stack_id: &str,
+    faults: &Faults,
+) -> ApiResult {
+    let st = shared.lock();
+    stack(&st, account_id, stack_id)?;
+    let items = st
+        .children(stack_id)
+        .into_iter()
+        .map(|n| {
+            let mut v = node_json(&st, n, faults);
+            v["version_number"] = Value::Null;
+            (n.seq, v)
+        })
+        .collect();
+    page(meta, items)
+}
+
+/// `PATCH …/files/{id}/move` `{"data":{"parent_id"}}`: into a folder, or into a version
+/// stack, where it becomes the head (or the bottom, with `moved_in_at_bottom`). A stack left
+/// empty disappears. Moving to where the file already is changes nothing.
+fn move_file(
+    shared: &Shared,
+    meta: &Meta,
+    body: &[u8],
+    account_id: &str,
+    file_id: &str,
+    faults: &Faults,
+) -> ApiResult {
+    let data = data_object(meta, body, &["parent_id"])?;
+    let target = required_id(&data, "parent_id")?;
+    let reply = {
+        let mut st = shared.lock();
+        file(&st, account_id, file_id)?;
+        let into_stack = match st.nodes.get(&target).map(|n| &n.kind) {
+            Some(NodeKind::Folder) => false,
+            Some(NodeKind::Stack(_)) => true,
+            Some(NodeKind::File(_)) => {
+                return Err(invalid_field(
+                    &format!("Entity {target} is not a folder or version stack"),
+                    "/data/parent_id",
+                ))
+            }
+            None => return Err(not_found("Folder or version stack")),
+        };
+        if st.nodes[file_id].parent_id.as_deref() != Some(target.as_str()) {
+            st.unstack(file_id);
+            if into_stack {
+                if let Some(NodeKind::Stack(order)) = st.nodes.get_mut(&target).map(|n| &mut n.kind)
+                {
+                    if faults.stacks.moved_in_at_bottom {
+                        order.insert(0, file_id.to_string());
+                    } else {
+                        order.push(file_id.to_string());
+                    }
+                }
+            }
+            if let Some(n) = st.nodes.get_mut(file_id) {
+                n.parent_id = Some(target.clone());
+                n.updated_at = SystemTime::now();
+            }
+        }
+        let (n, f) = file(&st, account_id, file_id)?;
+        Reply::json(200, &json!({"data": file_json(&st, n, f, faults)}))
+    };
+    hold(faults);
+    Ok(reply)
+}
+
+/// Experimental `PATCH …/version_stacks/{id}/versions` (header `api-version: experimental`)
+/// `{"data":{"target_file_id", "move_to": "top"|"bottom"}}`, or with `move_above_file_id` /
+/// `move_below_file_id` instead of `move_to`. 200 with the versions, bottom first. Without
+/// the header the route does not exist (404), as on the stable API.
+fn reorder_versions(
+    shared: &Shared,
+    meta: &Meta,
+    body: &[u8],
+    account_id: &str,
+    stack_id: &str,
+    faults: &Faults,
+) -> ApiResult {
+    if meta.header("api-version") != Some("experimental") || faults.stacks.reorder_unavailable {
+        return Err(not_found("route"));
+    }
+    let data = data_object(
+        meta,
+        body,
+        &[
+            "target_file_id",
+            "move_to",
+            "move_above_file_id",
+            "move_below_file_id",
+        ],
+    )?;
+    let target = required_id(&data, "target_file_id")?;
+    let places: Vec<&str> = ["move_to", "move_above_file_id", "move_below_file_id"]
+        .into_iter()
+        .filter(|k| data.contains_key(*k))
+        .collect();
+    let [place] = places.as_slice() else {
+        return Err(invalid_field(
+            "exactly one of move_to, move_above_file_id, move_below_file_id is required",
+            "/data",
+        ));
+    };
+    let mut st = shared.lock();
+    stack(&st, account_id, stack_id)?;
+    let mut order = st.stack_order(stack_id).to_vec();
+    let not_in = |id: &str| {
+        invalid_field(
+            &format!("File {id} is not a version of this stack"),
+            "/data",
+        )
+    };
+    if !order.contains(&target) {
+        return Err(not_in(&target));
+    }
+    order.retain(|id| *id != target);
+    let at = match *place {
+        "move_to" => match data.get("move_to").and_then(Value::as_str) {
+            Some("top") => order.len(),
+            Some("bottom") => 0,
+            _ => {
+                return Err(invalid_field(
+                    "move_to must be \"top\" or \"bottom\"",
+                    "/data/move_to",
+                ))
+            }
+        },
+        key => {
+            let other = required_id(&data, key)?;
+            let i = order
+                .iter()
+                .position(|id| *id == other)
+                .ok_or_else(|| not_in(&other))?;
+            if key == "move_above_file_id" {
+                i + 1
+            } else {
+                i
+            }
+        }
+    };
+    order.insert(at, target);
+    if let Some(n) = st.nodes.get_mut(stack_id) {
+        n.kind = NodeKind::Stack(order.clone());
+        n.updated_at = SystemTime::now();
+    }
+    let versions: Vec<Value> = order
+        .iter()
+        .filter_map(|id| st.nodes.get(id))
+        .map(|n| node_json(&st, n, faults))
+        .collect();
+    Ok(Reply::json(200, &json!({"data": versions})))
 }

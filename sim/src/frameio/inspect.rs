@@ -2,7 +2,7 @@
 //! fault knobs for the demo and soak scripts. Not authenticated: the simulator is a test tool.
 
 use super::options::Faults;
-use super::state::{CreateCount, FileView, PathEntry, State};
+use super::state::{CreateCount, FileView, PathEntry, StackView, State};
 use super::{Meta, Reply, Shared};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -39,6 +39,12 @@ pub(crate) fn create_counts(st: &State) -> Vec<CreateCount> {
             count: *count,
         })
         .collect()
+}
+
+pub(crate) fn stacks(st: &State) -> Vec<StackView> {
+    let mut nodes: Vec<_> = st.nodes.values().collect();
+    nodes.sort_by_key(|n| n.seq);
+    nodes.into_iter().filter_map(|n| st.stack_view(n)).collect()
 }
 
 pub(crate) fn counters(st: &State) -> BTreeMap<String, u64> {
@@ -82,6 +88,7 @@ pub(crate) fn state_json(shared: &Shared) -> Value {
         "tree": st.folder_view(&root, &faults),
         "paths": by_path(&files),
         "creates": create_counts(&st),
+        "stacks": stacks(&st),
         "tokens": st.token_log,
         "counters": counters(&st),
         "s3_puts": st.s3_log,
@@ -103,6 +110,7 @@ pub(crate) fn handle(shared: &Shared, meta: &Meta, body: &[u8]) -> (&'static str
         }
         ("GET", "/_sim/paths") => ok(json!(by_path(&files(shared, &faults)))),
         ("GET", "/_sim/creates") => ok(json!(create_counts(&shared.lock()))),
+        ("GET", "/_sim/stacks") => ok(json!(stacks(&shared.lock()))),
         ("GET", "/_sim/tokens") => ok(json!(shared.lock().token_log)),
         ("GET", "/_sim/counters") => ok(json!(counters(&shared.lock()))),
         ("GET", "/_sim/s3") => ok(json!(shared.lock().s3_log)),

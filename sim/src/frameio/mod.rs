@@ -11,7 +11,7 @@
 //! *    /v4/…                Frame.io v4 (see api.rs), Bearer token required
 //! PUT  /s3/parts/{file_id}/part_{n}?X-Amz-…    presigned part upload (see s3.rs)
 //! GET  /_sim/state | /_sim/tree | /_sim/paths | /_sim/creates | /_sim/tokens
-//!      /_sim/counters | /_sim/s3 | /_sim/fetches | /_sim/faults | /_sim/info
+//!      /_sim/counters | /_sim/s3 | /_sim/fetches | /_sim/faults | /_sim/info | /_sim/stacks
 //! POST /_sim/faults         JSON object with any subset of Faults fields
 //! POST /_sim/login          mint a token pair (skip the browser)
 //! POST /_sim/expire-refresh-tokens | /_sim/expire-access-tokens
@@ -26,10 +26,11 @@ mod ratelimit;
 mod s3;
 mod state;
 
-pub use options::{Faults, FetchMode, Options, RetryHint};
+pub use options::{Faults, FetchMode, Options, RetryHint, StackKnobs};
 pub use s3::part_sizes;
 pub use state::{
-    CreateCount, FetchRecord, FileView, FolderView, PathEntry, S3PutRecord, TokenRecord, UploadMode,
+    CreateCount, FetchRecord, FileView, FolderView, PathEntry, S3PutRecord, StackView, TokenRecord,
+    UploadMode,
 };
 
 use crate::util::Prng;
@@ -415,6 +416,35 @@ impl FrameIo {
             staging: None,
         };
         st.insert_node(parent_id, name, NodeKind::File(Box::new(data)), false)
+    }
+
+    /// Every version stack, oldest first.
+    pub fn stacks(&self) -> Vec<StackView> {
+        inspect::stacks(&self.shared.lock())
+    }
+
+    /// Stacks files of one folder by hand, bottom (oldest) first, as a person would in
+    /// Frame.io (no rate limit, not counted as a create call). Panics unless every file is
+    /// directly in `folder_id`.
+    pub fn add_stack(&self, folder_id: &str, file_ids: &[&str]) -> String {
+        let mut st = self.shared.lock();
+        for id in file_ids {
+            assert!(
+                st.nodes.get(*id).and_then(|n| n.parent_id.as_deref()) == Some(folder_id),
+                "add_stack: {id} is not a file directly in {folder_id}"
+            );
+        }
+        let order: Vec<String> = file_ids.iter().map(|s| s.to_string()).collect();
+        let head = st.nodes[*file_ids.last().expect("add_stack: no files")]
+            .name
+            .clone();
+        let stack_id = st.insert_node(folder_id, &head, NodeKind::Stack(order), false);
+        for id in file_ids {
+            if let Some(n) = st.nodes.get_mut(*id) {
+                n.parent_id = Some(stack_id.clone());
+            }
+        }
+        stack_id
     }
 
     /// Polls until the file is complete or failed, or `timeout` passes; returns its last view.

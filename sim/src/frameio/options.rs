@@ -77,7 +77,7 @@ pub enum FetchMode {
 pub struct Faults {
     /// Fraction (0..1) of authorised `/v4` calls answered 500/502/503.
     pub error_5xx_fraction: f64,
-    /// When true, an injected 5xx on a POST/DELETE is sent *after* the call took effect (a
+    /// When true, an injected 5xx on a POST/PATCH/DELETE is sent *after* the call took effect (a
     /// gateway error on a request that went through), the hard case for exactly-once.
     pub error_5xx_after_commit: bool,
     /// The next N authorised `/v4` requests that pass the rate limit get a 500/502/503
@@ -127,6 +127,22 @@ pub struct Faults {
     pub part_url_lifetime_secs: u64,
     /// Time between `uploaded` and `transcoded`.
     pub transcode_delay_ms: u64,
+    /// Version stack behaviour the reference leaves open, and holds for crash tests.
+    pub stacks: StackKnobs,
+}
+
+/// Version stack knobs (`"stacks": {…}` in `POST /_sim/faults`; fields left out are off).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StackKnobs {
+    /// A file moved into a stack lands at the bottom instead of on top (the reference says
+    /// only "most likely top").
+    pub moved_in_at_bottom: bool,
+    /// The experimental reorder answers 404, as on an account without experimental endpoints.
+    pub reorder_unavailable: bool,
+    /// Creating a stack and moving a file take effect, then wait this long before answering
+    /// (a test kills the client in between).
+    pub hold_after_commit_ms: u64,
 }
 
 /// Uses up one of the next-N faults in `counter`: whether there was one left.
@@ -162,6 +178,7 @@ impl Default for Faults {
             single_part_below: 10 * 1024 * 1024,
             part_url_lifetime_secs: 86_400,
             transcode_delay_ms: 500,
+            stacks: StackKnobs::default(),
         }
     }
 }

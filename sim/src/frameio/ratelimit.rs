@@ -8,6 +8,8 @@ use std::time::Instant;
 pub(crate) fn limit_for(endpoint: &str) -> (u32, u64) {
     match endpoint {
         "create_folder" => (3, 1000),
+        "create_version_stack" | "reorder_versions" => (10, 60_000),
+        "list_version_stacks" => (5, 1000),
         "remote_upload" | "local_upload" | "show_file" | "file_status" | "list_files" => (5, 1000),
         "delete_folder" => (60, 60_000),
         _ => (100, 60_000),

@@ -75,6 +75,9 @@ pub(crate) struct FileData {
 pub(crate) enum NodeKind {
     Folder,
     File(Box<FileData>),
+    /// A version stack in a folder. Its files are the nodes whose `parent_id` is the stack;
+    /// this is their order, bottom (oldest) first: the last one is the head.
+    Stack(Vec<String>),
 }
 
 pub(crate) struct Node {
@@ -186,6 +189,21 @@ pub struct FileView {
     pub status: &'static str,
     pub source_url: Option<String>,
     pub created_at: String,
+    /// The version stack holding the file (its `parent_id` then), if any.
+    pub stack_id: Option<String>,
+}
+
+/// A version stack as tests see it.
+#[derive(Clone, Debug, Serialize)]
+pub struct StackView {
+    pub id: String,
+    /// The folder holding the stack, under the project root (`""` for the root).
+    pub folder: String,
+    /// File names, bottom (oldest) first: the last is the head, what reviewers see.
+    pub versions: Vec<String>,
+    /// The same files' ids, in the same order.
+    pub file_ids: Vec<String>,
+    pub created_at: String,
 }
 
 /// A folder and everything under it.
@@ -197,7 +215,9 @@ pub struct FolderView {
     pub path: String,
     pub created_at: String,
     pub folders: Vec<FolderView>,
+    /// Every file of the folder, stacked ones included (see `FileView::stack_id`).
     pub files: Vec<FileView>,
+    pub stacks: Vec<StackView>,
 }
 
 /// What is at one path: duplicates (same path, several files) show as `copies > 1`.
@@ -335,6 +355,42 @@ impl State {
         )
     }
 
+    pub(crate) fn is_stack(&self, id: &str) -> bool {
+        matches!(
+            self.nodes.get(id),
+            Some(Node {
+                kind: NodeKind::Stack(_),
+                ..
+            })
+        )
+    }
+
+    /// A stack's files, bottom first.
+    pub(crate) fn stack_order(&self, stack_id: &str) -> &[String] {
+        match self.nodes.get(stack_id).map(|n| &n.kind) {
+            Some(NodeKind::Stack(order)) => order,
+            _ => &[],
+        }
+    }
+
+    /// Takes a file out of its stack's order (its `parent_id` is the caller's business); a
+    /// stack left empty is removed.
+    pub(crate) fn unstack(&mut self, file_id: &str) {
+        let Some(stack_id) = self.nodes.get(file_id).and_then(|n| n.parent_id.clone()) else {
+            return;
+        };
+        let empty = match self.nodes.get_mut(&stack_id).map(|n| &mut n.kind) {
+            Some(NodeKind::Stack(order)) => {
+                order.retain(|id| id != file_id);
+                order.is_empty()
+            }
+            _ => return,
+        };
+        if empty {
+            self.nodes.remove(&stack_id);
+        }
+    }
+
     /// Children of a folder in creation order.
     pub(crate) fn children(&self, folder_id: &str) -> Vec<&Node> {
         let mut v: Vec<&Node> = self
@@ -346,14 +402,17 @@ impl State {
         v
     }
 
-    /// `"SQ01/UNDLM_00412"` for a folder, `""` for the root.
+    /// `"SQ01/UNDLM_00412"` for a folder, `""` for the root. A version stack is not a level
+    /// of the path: a stacked file's path is its folder's path and its name.
     pub(crate) fn path_of(&self, id: &str) -> String {
         let mut names = Vec::new();
         let mut cur = self.nodes.get(id);
         while let Some(n) = cur {
             match &n.parent_id {
                 Some(p) => {
-                    names.push(n.name.as_str());
+                    if !matches!(n.kind, NodeKind::Stack(_)) {
+                        names.push(n.name.as_str());
+                    }
                     cur = self.nodes.get(p);
                 }
                 None => break,
@@ -376,6 +435,7 @@ impl State {
         let kind_name = match kind {
             NodeKind::Folder => "folder",
             NodeKind::File(_) => "file",
+            NodeKind::Stack(_) => "version_stack",
         };
         if count_create {
             let key = (self.path_of(parent_id), name.to_string(), kind_name);
@@ -398,6 +458,7 @@ impl State {
 
     /// Removes a node and, for a folder, everything under it; returns staging files to delete.
     pub(crate) fn remove_tree(&mut self, id: &str) -> Vec<PathBuf> {
+        self.unstack(id);
         let mut staging = Vec::new();
         let mut stack = vec![id.to_string()];
         while let Some(cur) = stack.pop() {
@@ -424,6 +485,7 @@ impl State {
         };
         let parent_id = node.parent_id.clone().unwrap_or_default();
         let dir = self.path_of(&parent_id);
+        let stack_id = self.is_stack(&parent_id).then(|| parent_id.clone());
         Some(FileView {
             id: node.id.clone(),
             name: node.name.clone(),
@@ -444,6 +506,25 @@ impl State {
             status: file_status(f, faults),
             source_url: f.source_url.clone(),
             created_at: iso8601(node.created_at),
+            stack_id,
+        })
+    }
+
+    pub(crate) fn stack_view(&self, node: &Node) -> Option<StackView> {
+        let NodeKind::Stack(order) = &node.kind else {
+            return None;
+        };
+        let name = |id: &String| {
+            self.nodes
+                .get(id)
+                .map_or_else(String::new, |n| n.name.clone())
+        };
+        Some(StackView {
+            id: node.id.clone(),
+            folder: self.path_of(node.parent_id.as_deref().unwrap_or_default()),
+            versions: order.iter().map(name).collect(),
+            file_ids: order.clone(),
+            created_at: iso8601(node.created_at),
         })
     }
 
@@ -456,11 +537,18 @@ impl State {
             created_at: iso8601(node.created_at),
             folders: Vec::new(),
             files: Vec::new(),
+            stacks: Vec::new(),
         };
         for child in self.children(id) {
             match child.kind {
                 NodeKind::Folder => view.folders.extend(self.folder_view(&child.id, faults)),
                 NodeKind::File(_) => view.files.extend(self.file_view(child, faults)),
+                NodeKind::Stack(_) => {
+                    view.stacks.extend(self.stack_view(child));
+                    for file in self.children(&child.id) {
+                        view.files.extend(self.file_view(file, faults));
+                    }
+                }
             }
         }
         Some(view)

@@ -69,6 +69,24 @@ pub fn post_json(base: &str, token: &str, path: &str, body: &Value) -> Answer {
     )
 }
 
+/// `PATCH` with a JSON body and extra headers (e.g. `api-version: experimental`).
+pub fn patch_json(
+    base: &str,
+    token: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> Answer {
+    let mut req = agent()
+        .patch(format!("{base}{path}"))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Content-Type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    answer(req.send(body.to_string().as_bytes()))
+}
+
 pub fn delete(base: &str, token: &str, path: &str) -> Answer {
     answer(
         agent()
