@@ -13,6 +13,7 @@ pub mod dashboard;
 pub mod events;
 pub mod frameio;
 pub mod glob;
+mod http1;
 pub mod layout;
 pub mod ledger;
 pub mod links;

@@ -373,8 +373,10 @@ struct FakeLogin {
 
 impl FrameioLogin for FakeLogin {
     fn status(&self) -> AuthStatus {
+        let logged_in = !self.completed.lock().unwrap().is_empty();
         AuthStatus {
-            logged_in: !self.completed.lock().unwrap().is_empty(),
+            logged_in,
+            needs_login: (!logged_in).then(|| "no tokens saved yet".into()),
             account: Some("editor@example.com".into()),
             expires_at: Some(4_000_000_000),
         }
