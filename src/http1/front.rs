@@ -517,6 +517,7 @@ impl Stage {
             }
             // Responses are written whole; Nagle would only delay the last segment.
             let _ = stream.set_nodelay(true);
+            self.make_room();
             self.shared.flags.open.fetch_add(1, Ordering::SeqCst);
             let conn = Conn {
                 stream,
@@ -529,7 +530,6 @@ impl Stage {
                 open: Open(Arc::clone(&self.shared.flags)),
             };
             let now = Instant::now();
-            self.make_room();
             self.table.push(Waiting {
                 conn,
                 phase: Phase::Head,
@@ -895,4 +895,170 @@ impl Waker {
     }
 
     fn drain(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::bounded;
+
+    /// Answers "ok"; a request for `/hold` first waits until the test lets it go.
+    struct Gate {
+        hold: Receiver<()>,
+    }
+
+    impl Handler for Gate {
+        fn serve(&self, req: &Request, mut conn: Conn) -> Outcome {
+            if req.path == "/hold" {
+                let _ = self.hold.recv_timeout(Duration::from_secs(30));
+            }
+            if conn.body_pending() && conn.read_body().is_err() {
+                return Outcome::Close(conn);
+            }
+            let keep_alive = req.keep_alive;
+            let bytes = Response::new(200, "text/plain", "ok")
+                .encode(req.is_head(), req.connection_header(keep_alive));
+            match conn.write_all(&bytes) {
+                Ok(()) if keep_alive => Outcome::KeepAlive(conn),
+                _ => Outcome::Close(conn),
+            }
+        }
+
+        fn refusal(&self, status: u16, why: &str) -> Response {
+            Response::new(status, "text/plain", why.to_string())
+        }
+    }
+
+    fn start(workers: usize, max_waiting: usize) -> (Front, SocketAddr, Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (release, hold) = bounded(16);
+        let limits = Limits {
+            name: "test",
+            workers,
+            max_head: 4096,
+            head_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            io_timeout: Duration::from_secs(10),
+            max_waiting,
+            retry_after_secs: 7,
+        };
+        let front = Front::start(listener, limits, Arc::new(Gate { hold })).unwrap();
+        (front, addr, release)
+    }
+
+    /// Sends `raw` (from another thread, so a large body cannot block the test) and reads
+    /// until the server closes.
+    fn exchange(addr: SocketAddr, raw: Vec<u8>) -> io::Result<String> {
+        let mut s = TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut writer = s.try_clone()?;
+        let sending = thread::spawn(move || writer.write_all(&raw));
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)?;
+        let _ = sending.join();
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    const PROMPT: &[u8] = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+
+    #[test]
+    fn more_slow_heads_than_the_stage_holds_do_not_lock_out_a_prompt_client() {
+        let (front, addr, _release) = start(4, 16);
+        let slow: Vec<TcpStream> = (0..40)
+            .map(|_| {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap();
+                s
+            })
+            .collect();
+        let start = Instant::now();
+        while front.open_connections() < 16 {
+            assert!(start.elapsed() < Duration::from_secs(10));
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert!(front.open_connections() <= 16, "the stage holds at most 16");
+        let answer = exchange(addr, PROMPT.to_vec()).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
+        drop(slow);
+    }
+
+    #[test]
+    fn a_request_refused_for_want_of_a_worker_is_read_first_and_gets_its_503() {
+        let (_front, addr, release) = start(1, 64);
+        // One request holds the only worker, one waits in the queue (room for one).
+        let held = thread::spawn(move || {
+            exchange(
+                addr,
+                b"GET /hold HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".to_vec(),
+            )
+        });
+        thread::sleep(Duration::from_millis(300));
+        let queued = thread::spawn(move || exchange(addr, PROMPT.to_vec()));
+        thread::sleep(Duration::from_millis(100));
+        // The third comes with a body bigger than any socket buffer: it is read (drained)
+        // before the connection closes, so the 503 arrives instead of a reset.
+        let mut raw = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n".to_vec();
+        raw.resize(raw.len() + 2_000_000, b'x');
+        let refused = exchange(addr, raw).expect("no reset");
+        assert!(
+            refused.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{refused}"
+        );
+        assert!(refused.contains("\r\nRetry-After: 7\r\n"), "{refused}");
+        assert!(refused.contains("\r\nConnection: close\r\n"), "{refused}");
+        // The queued one waited its second, then was told to come back too.
+        let queued = queued.join().unwrap().unwrap();
+        assert!(queued.starts_with("HTTP/1.1 503"), "{queued}");
+        release.send(()).unwrap();
+        let held = held.join().unwrap().unwrap();
+        assert!(held.starts_with("HTTP/1.1 200"), "{held}");
+        // With the worker free again, the next one is served.
+        assert!(exchange(addr, PROMPT.to_vec())
+            .unwrap()
+            .starts_with("HTTP/1.1 200"));
+    }
+
+    #[test]
+    fn a_head_not_complete_in_time_gets_408_and_stop_closes_everything() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_release, hold) = bounded(1);
+        let limits = Limits {
+            name: "test",
+            workers: 2,
+            max_head: 4096,
+            head_timeout: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(30),
+            io_timeout: Duration::from_secs(10),
+            max_waiting: 64,
+            retry_after_secs: 1,
+        };
+        let mut front = Front::start(listener, limits, Arc::new(Gate { hold })).unwrap();
+        let answer = exchange(addr, b"GET / HTTP/1.1\r\nHost: t\r\n".to_vec()).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{answer}"
+        );
+        let mut idle = TcpStream::connect(addr).unwrap();
+        idle.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        idle.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 256];
+        assert!(
+            idle.read(&mut buf).unwrap() > 0,
+            "answered, then kept alive"
+        );
+        let start = Instant::now();
+        front.stop();
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert_eq!(front.open_connections(), 0);
+        assert!(
+            matches!(idle.read(&mut buf), Ok(0) | Err(_)),
+            "closed on stop"
+        );
+        assert!(TcpStream::connect(addr).is_err(), "no longer listening");
+    }
 }
