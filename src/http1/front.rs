@@ -23,6 +23,9 @@ pub(crate) const STEP: usize = 1024 * 1024;
 /// The longest a worker waits on a socket before looking at the stop flag (and its own
 /// reasons to stop, such as a revoked link).
 const TICK: Duration = Duration::from_millis(200);
+/// When every worker is busy and a request waits, a request whose client has not taken (or
+/// sent) its current step for this long is cut to make room.
+const CUT_AFTER: Duration = Duration::from_secs(5);
 /// An idle worker thread ends after this long.
 const WORKER_IDLE: Duration = Duration::from_secs(30);
 /// After `accept` fails (out of descriptors), the listener rests this long.
@@ -88,6 +91,38 @@ impl std::fmt::Display for Stopping {
 
 impl std::error::Error for Stopping {}
 
+/// Signalled by a wait when the stage cut the request to make room for a waiting one.
+#[derive(Debug)]
+pub(crate) struct Cut;
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("cut: the client was too slow while other requests waited")
+    }
+}
+
+impl std::error::Error for Cut {}
+
+/// What the stage sees of a worker's request, to pick one to cut when others wait.
+#[derive(Default)]
+struct Slot {
+    /// When the step the worker is waiting on the client for began (`None`: not waiting on
+    /// the client at all).
+    step_since: Mutex<Option<Instant>>,
+    /// Set by the stage: give way.
+    cut: AtomicBool,
+}
+
+impl Slot {
+    fn step_since(&self) -> Option<Instant> {
+        *self.step_since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_step(&self, since: Option<Instant>) {
+        *self.step_since.lock().unwrap_or_else(|e| e.into_inner()) = since;
+    }
+}
+
 /// Counters shared by the front and every connection.
 struct Flags {
     stopping: AtomicBool,
@@ -107,6 +142,8 @@ pub(crate) struct Conn {
     expect_continue: bool,
     /// A deadline passed: the client stopped taking or sending bytes. Closed with a reset.
     stalled: bool,
+    /// The worker's slot while a worker serves this connection.
+    slot: Option<Arc<Slot>>,
     open: Open,
 }
 
@@ -147,7 +184,7 @@ impl Conn {
         check: &dyn Fn() -> io::Result<()>,
     ) -> io::Result<()> {
         for step in bytes.chunks(STEP) {
-            let deadline = Instant::now() + self.io_timeout;
+            let deadline = self.begin_step();
             let mut left = step;
             while !left.is_empty() {
                 match (&self.stream).write(left) {
@@ -162,12 +199,24 @@ impl Conn {
                 }
             }
         }
+        self.end_step();
         Ok(())
     }
 
-    /// A deadline for a step starting now.
-    pub fn step_deadline(&self) -> Instant {
-        Instant::now() + self.io_timeout
+    /// Starts a step (up to [`STEP`] bytes for the client to take): returns its deadline.
+    pub fn begin_step(&mut self) -> Instant {
+        let now = Instant::now();
+        if let Some(slot) = &self.slot {
+            slot.set_step(Some(now));
+        }
+        now + self.io_timeout
+    }
+
+    /// The worker waits on the client no more (until the next step).
+    pub fn end_step(&mut self) {
+        if let Some(slot) = &self.slot {
+            slot.set_step(None);
+        }
     }
 
     /// Waits up to a short tick for the socket to take more bytes: `Ok(true)` when it can,
@@ -181,6 +230,14 @@ impl Conn {
     fn time_left(&mut self, deadline: Instant) -> io::Result<Duration> {
         if self.stopping() {
             return Err(io::Error::other(Stopping));
+        }
+        if self
+            .slot
+            .as_ref()
+            .is_some_and(|s| s.cut.load(Ordering::SeqCst))
+        {
+            self.stalled = true;
+            return Err(io::Error::other(Cut));
         }
         let left = deadline
             .checked_duration_since(Instant::now())
@@ -201,7 +258,7 @@ impl Conn {
             self.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
         self.expect_continue = false;
-        let deadline = Instant::now() + self.io_timeout;
+        let deadline = self.begin_step();
         let from_buf = len.min(self.buf.len());
         let mut body: Vec<u8> = self.buf.drain(..from_buf).collect();
         body.resize(len, 0);
@@ -219,6 +276,7 @@ impl Conn {
             }
         }
         self.body_left = 0;
+        self.end_step();
         Ok(body)
     }
 
@@ -258,7 +316,36 @@ struct Pool {
     idle: usize,
     /// Worker threads alive.
     workers: usize,
+    /// One per worker alive.
+    slots: Vec<Arc<Slot>>,
     threads: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    /// With every worker busy, marks as many stalled requests to be cut as there are heads
+    /// waiting (beyond those already being cut), oldest step first.
+    fn cut_stalled(&self, workers: usize, now: Instant) {
+        if self.workers < workers {
+            return;
+        }
+        let waiting = self.queue.len().saturating_sub(self.idle);
+        let cutting = self
+            .slots
+            .iter()
+            .filter(|s| s.cut.load(Ordering::SeqCst))
+            .count();
+        let mut stalled: Vec<(Instant, &Arc<Slot>)> = self
+            .slots
+            .iter()
+            .filter(|s| !s.cut.load(Ordering::SeqCst))
+            .filter_map(|s| Some((s.step_since()?, s)))
+            .filter(|(since, _)| now.saturating_duration_since(*since) >= CUT_AFTER)
+            .collect();
+        stalled.sort_by_key(|(since, _)| *since);
+        for (_, slot) in stalled.into_iter().take(waiting.saturating_sub(cutting)) {
+            slot.cut.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 /// A connection coming back from a worker.
@@ -471,7 +558,8 @@ impl Stage {
             at = at.min(w.deadline);
         }
         if let Some(job) = self.shared.pool().queue.front() {
-            at = at.min(job.since + QUEUE_WAIT);
+            // A stalled request may become the one to cut meanwhile.
+            at = at.min(job.since + QUEUE_WAIT).min(now + TICK);
         }
         if let Some(rest) = self.accept_rest {
             at = at.min(rest);
@@ -527,6 +615,7 @@ impl Stage {
                 body_left: 0,
                 expect_continue: false,
                 stalled: false,
+                slot: None,
                 open: Open(Arc::clone(&self.shared.flags)),
             };
             let now = Instant::now();
@@ -572,7 +661,11 @@ impl Stage {
             // Nothing more is owed to a client that stopped reading.
             Back::Close(conn) if conn.stalled => sys::reset_on_close(&conn.stream),
             Back::Close(conn) => self.linger(conn, now),
-            Back::KeepAlive(conn) => {
+            Back::KeepAlive(mut conn) => {
+                // An idle connection should cost a socket, not a buffer sized for a head.
+                if conn.buf.is_empty() {
+                    conn.buf = Vec::new();
+                }
                 self.make_room();
                 let limits = self.limits();
                 let (phase, deadline) = if conn.buf.is_empty() {
@@ -594,10 +687,12 @@ impl Stage {
         }
     }
 
-    /// Heads that waited `QUEUE_WAIT` for a worker get 503.
+    /// Heads that waited `QUEUE_WAIT` for a worker get 503 (once stalled requests had their
+    /// chance to make room).
     fn refuse_queued_too_long(&mut self, now: Instant) {
         let expired: Vec<Job> = {
             let mut pool = self.shared.pool();
+            pool.cut_stalled(self.limits().workers, now);
             let mut out = Vec::new();
             while pool
                 .queue
@@ -711,6 +806,7 @@ impl Stage {
             return Some(job);
         }
         pool.queue.push_back(job);
+        pool.cut_stalled(limits.workers, Instant::now());
         if pool.queue.len() > pool.idle && pool.workers < limits.workers {
             pool.threads.retain(|t| !t.is_finished());
             let shared = Arc::clone(&self.shared);
@@ -791,12 +887,18 @@ fn drain(conn: &Conn) -> bool {
 /// A worker thread: takes heads from the queue and serves them until idle for
 /// `WORKER_IDLE`, or the front stops.
 fn work(shared: &Shared) {
+    let slot = Arc::new(Slot::default());
+    shared.pool().slots.push(Arc::clone(&slot));
+    let leave = |pool: &mut Pool| {
+        pool.workers -= 1;
+        pool.slots.retain(|s| !Arc::ptr_eq(s, &slot));
+    };
     loop {
         let job = {
             let mut pool = shared.pool();
             loop {
                 if shared.stopping() {
-                    pool.workers -= 1;
+                    leave(&mut pool);
                     return;
                 }
                 if let Some(job) = pool.queue.pop_front() {
@@ -810,28 +912,36 @@ fn work(shared: &Shared) {
                 pool = guard;
                 pool.idle -= 1;
                 if waited.timed_out() && pool.queue.is_empty() {
-                    pool.workers -= 1;
+                    leave(&mut pool);
                     return;
                 }
             }
         };
-        serve(shared, job);
+        slot.cut.store(false, Ordering::SeqCst);
+        serve(shared, job, &slot);
+        slot.set_step(None);
     }
 }
 
 /// Serves a head, then any whole requests already read behind it (pipelining), then gives
 /// the connection back to the stage. The worker is free as soon as this returns.
-fn serve(shared: &Shared, job: Job) {
+fn serve(shared: &Shared, job: Job, slot: &Arc<Slot>) {
     let Job {
         mut req, mut conn, ..
     } = job;
+    conn.slot = Some(Arc::clone(slot));
     loop {
+        slot.set_step(None);
         conn.begin(&req);
         conn = match shared.handler.serve(&req, conn) {
             Outcome::Detached => return,
-            Outcome::Close(conn) => return shared.give_back(Back::Close(conn)),
-            Outcome::KeepAlive(conn) if conn.body_left > 0 => {
+            Outcome::Close(mut conn) => {
+                conn.slot = None;
+                return shared.give_back(Back::Close(conn));
+            }
+            Outcome::KeepAlive(mut conn) if conn.body_left > 0 => {
                 // The body was never read: what follows cannot be told apart from it.
+                conn.slot = None;
                 return shared.give_back(Back::Close(conn));
             }
             Outcome::KeepAlive(conn) => conn,
@@ -842,7 +952,10 @@ fn serve(shared: &Shared, job: Job) {
                 req = next;
             }
             // Partial, or not a request: the stage waits for the rest, or refuses it.
-            _ => return shared.give_back(Back::KeepAlive(conn)),
+            _ => {
+                conn.slot = None;
+                return shared.give_back(Back::KeepAlive(conn));
+            }
         }
     }
 }
@@ -912,6 +1025,15 @@ mod tests {
             if req.path == "/hold" {
                 let _ = self.hold.recv_timeout(Duration::from_secs(30));
             }
+            if req.path == "/big" {
+                let head = b"HTTP/1.1 200 OK\r\nContent-Length: 33554432\r\n\r\n";
+                let ok = conn.write_all(head).is_ok() && conn.write_all(&vec![0; 32 << 20]).is_ok();
+                return if ok {
+                    Outcome::KeepAlive(conn)
+                } else {
+                    Outcome::Close(conn)
+                };
+            }
             if conn.body_pending() && conn.read_body().is_err() {
                 return Outcome::Close(conn);
             }
@@ -930,6 +1052,14 @@ mod tests {
     }
 
     fn start(workers: usize, max_waiting: usize) -> (Front, SocketAddr, Sender<()>) {
+        start_with(workers, max_waiting, Duration::from_secs(10))
+    }
+
+    fn start_with(
+        workers: usize,
+        max_waiting: usize,
+        io_timeout: Duration,
+    ) -> (Front, SocketAddr, Sender<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (release, hold) = bounded(16);
@@ -939,7 +1069,7 @@ mod tests {
             max_head: 4096,
             head_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(30),
-            io_timeout: Duration::from_secs(10),
+            io_timeout,
             max_waiting,
             retry_after_secs: 7,
         };
@@ -1060,5 +1190,35 @@ mod tests {
             "closed on stop"
         );
         assert!(TcpStream::connect(addr).is_err(), "no longer listening");
+    }
+
+    #[test]
+    fn at_the_cap_a_client_stuck_on_its_step_gives_way_to_a_waiting_request() {
+        // One worker, and a long io_timeout: only the cut can free it in time.
+        let (_front, addr, _release) = start_with(1, 64, Duration::from_secs(120));
+        let mut stuck = TcpStream::connect(addr).unwrap();
+        stuck
+            .write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut first = [0u8; 12];
+        stuck
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stuck.read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"HTTP/1.1 200");
+        // It stops reading; after CUT_AFTER it is the one to give way.
+        thread::sleep(CUT_AFTER + Duration::from_secs(1));
+        let answer = exchange(addr, PROMPT.to_vec()).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        // The stuck client was reset, not left to drain megabytes.
+        let mut sink = vec![0u8; 1 << 20];
+        let end = loop {
+            match stuck.read(&mut sink) {
+                Ok(0) => break "closed",
+                Ok(_) => continue,
+                Err(_) => break "reset",
+            }
+        };
+        assert_eq!(end, "reset");
     }
 }

@@ -33,7 +33,10 @@
 //!   its head at once.
 //! - A whole head goes to a worker (at most `workers` at once, threads started on demand).
 //!   When all are busy it waits up to `QUEUE_WAIT`, then the stage answers 503 with
-//!   `Retry-After`; so does it at once when `workers` requests already wait. The refusal
+//!   `Retry-After`; so does it at once when `workers` requests already wait. Meanwhile, a
+//!   request whose client has been stuck on its current step for `CUT_AFTER` (5 s) is cut
+//!   to make room: at the cap, as at the stage, the slowest gives way (a slow-read attack
+//!   cannot lock out everyone else; a transfer that moves is never picked). The refusal
 //!   comes after the head was read, and the connection is drained before it is closed, so
 //!   the client reads the 503 instead of a reset.
 //! - A worker's writes are non-blocking with a deadline: every step of up to 1 MiB must be

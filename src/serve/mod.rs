@@ -230,6 +230,12 @@ pub(crate) fn io_error_level(e: &io::Error) -> (log::Level, &'static str) {
         if inner.is::<http1::front::Stopping>() {
             return (log::Level::Info, "postflow is stopping; transfer cut");
         }
+        if inner.is::<http1::front::Cut>() {
+            return (
+                log::Level::Info,
+                "client too slow while other requests waited; connection closed",
+            );
+        }
     }
     match e.kind() {
         BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof | NotConnected => {
@@ -492,7 +498,7 @@ impl Files {
             still_wanted(link)?;
             if pos == step_end {
                 step_end = end.min(pos + CHUNK as u64);
-                deadline = conn.step_deadline();
+                deadline = conn.begin_step();
             }
             // At most to the end of the step (a usize: CHUNK is).
             let want = (step_end - pos) as usize;
