@@ -514,10 +514,13 @@ impl Stage {
             self.refuse_queued_too_long(now);
             self.expire(now);
 
+            // The rest after a failed accept is over: listen again (and stop waking for it).
+            if self.accept_rest.is_some_and(|t| now >= t) {
+                self.accept_rest = None;
+            }
             set.clear();
             let waker = self.shared.waker.register(&mut set);
-            let listening = self.accept_rest.is_none_or(|t| now >= t);
-            let listener = listening.then(|| set.push(&self.listener));
+            let listener = self.accept_rest.is_none().then(|| set.push(&self.listener));
             let first = self.table.first().map(|w| set.push(w.conn.stream()));
             for w in self.table.iter().skip(1) {
                 set.push(w.conn.stream());
@@ -595,7 +598,6 @@ impl Stage {
                 log::info!("{}: accepting connections again", self.limits().name);
                 self.accept_failing = false;
             }
-            self.accept_rest = None;
             if let Err(e) = stream.set_nonblocking(true) {
                 log::debug!(
                     "{}: cannot set up the connection from {peer}: {e}",
