@@ -53,7 +53,8 @@ soak-ci:
 	$(CARGO) build --workspace --bins --examples
 	$(CARGO) run --example soak -- --files 60
 
-# Benchmarks: serve (ratio to nginx), scan, ledger, idle CPU, startup, binary size.
+# Benchmarks: serve (ratio to nginx), scan, ledger, idle CPU, startup, binary size, and both
+# listeners under slowhttptest/h2load/ab (bench/attack).
 # BENCHMARKS.md records the last figures. Run on a quiet machine.
 bench:
 	$(CARGO) build --release --workspace --bins --examples
@@ -61,6 +62,7 @@ bench:
 	$(CARGO) bench --bench scan
 	bench/serve
 	bench/process.sh
+	bench/attack
 
 clean:
 	$(CARGO) clean

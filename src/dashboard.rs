@@ -1,21 +1,25 @@
 //! The dashboard on `dashboard.listen`: the page, the WebSocket, the REST API, `/health` and
 //! `/metrics`. See DESIGN "Dashboard and API"; the route table is in `routes.rs`.
 //!
-//! Threads: `dashboard` accepts connections and gives each one a short-lived thread (at most
-//! `MAX_CONNECTIONS` at once); `dashboard-events` follows the hub, keeps the status model and
-//! queues pushes for the viewers; each WebSocket viewer has its own thread (`ws.rs`).
-//! Nothing here writes state: the queue owns the jobs and is asked over its channel.
+//! Threads: `dashboard` runs the listener on the HTTP/1.1 front both listeners share
+//! (`crate::http1`: `dashboard-front` reads request heads from every connection at once, at
+//! most 64 `dashboard-conn` workers answer them); `dashboard-events` follows the hub, keeps the
+//! status model and queues pushes for the viewers; each WebSocket viewer has its own thread
+//! (`ws.rs`). Nothing here writes state: the queue owns the jobs and is asked over its channel.
+//!
+//! Every answer carries `Date`; HEAD is answered wherever GET is, and a 405 says what is
+//! `Allow`ed. The `Host`, `Origin` and token checks run as soon as a head is in, before any
+//! body is read: a client without the token never gets a worker to wait for it.
 
-pub mod http;
+mod http;
 pub mod login;
-pub mod metrics;
+mod metrics;
 pub mod model;
-pub mod routes;
-pub mod ws;
+mod routes;
+mod ws;
 
-use std::io::{self, BufReader, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,18 +27,16 @@ use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender};
 use serde_json::{json, Value};
 
 use crate::config::DashboardConfig;
-use crate::events::{ComponentState, Hub};
+use crate::events::{ComponentState, Event, Hub};
+use crate::frameio::AuthState;
+use crate::http1::{Body, Conn, Front, Handler, Outcome, Request, Response};
 use crate::ledger::Job;
 use crate::queue::{QueueMsg, QueueStats};
 use crate::statedir::StateDir;
-use http::{ReadError, Response};
 use model::Model;
+use routes::Reply;
 use ws::{Outgoing, Viewers};
 
-/// Requests being handled at once; more get 503.
-const MAX_CONNECTIONS: usize = 64;
-/// A request must arrive whole within this.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the dashboard waits for the queue to answer.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pending hub events for the dashboard (it never blocks, so this is only a burst buffer).
@@ -54,6 +56,8 @@ pub trait FrameioLogin: Send + Sync {
 pub struct AuthStatus {
     /// Tokens are present and usable (refreshing as needed).
     pub logged_in: bool,
+    /// Why a sign-in is needed, when it is.
+    pub needs_login: Option<String>,
     pub account: Option<String>,
     /// When the access token expires (unix seconds).
     pub expires_at: Option<u64>,
@@ -139,7 +143,8 @@ impl Ctx {
         })
     }
 
-    /// `/health`: 503 only for what a restart can fix.
+    /// `/health`: `degraded` whenever a person is needed (a sign-in, first start included, or
+    /// a component down); 503 only for what a restart can fix.
     pub fn health(&self) -> (u16, Value) {
         let dead = self
             .dead_threads
@@ -147,11 +152,14 @@ impl Ctx {
             .map(|d| d.clone())
             .unwrap_or_default();
         let writable = self.state_dir.is_writable();
+        // Asked, not taken from the model: the token owner is the truth, and its very first
+        // state (no tokens yet) is never an event.
+        let needs_login = self.login.as_ref().is_some_and(|l| !l.status().logged_in);
         let m = self.model();
-        let degraded = m
-            .components
-            .values()
-            .any(|c| matches!(c.state, ComponentState::Degraded | ComponentState::Down));
+        let degraded = needs_login
+            || m.components
+                .values()
+                .any(|c| matches!(c.state, ComponentState::Degraded | ComponentState::Down));
         let mut components = m.components_json(SystemTime::now());
         drop(m);
         if let Value::Object(c) = &mut components {
@@ -270,10 +278,21 @@ impl Dashboard {
         let listener = TcpListener::bind(config.listen)?;
         let listen = listener.local_addr()?;
         let events = deps.hub.subscribe(HUB_QUEUE);
+        let mut model = Model::default();
+        // The token owner's state as of now: it only sends changes, and started before we
+        // subscribed. Any later change comes as an event.
+        if let Some(login) = &deps.login {
+            let now = (Instant::now(), SystemTime::now());
+            model.apply(
+                &Event::AuthChanged(auth_state(&login.status())),
+                now.0,
+                now.1,
+            );
+        }
         let ctx = Arc::new(Ctx {
             listen,
             token: config.token.clone(),
-            model: Mutex::new(Model::default()),
+            model: Mutex::new(model),
             viewers: Arc::new(Viewers::default()),
             queue: deps.queue,
             state_dir: deps.state_dir,
@@ -310,138 +329,119 @@ impl Dashboard {
     }
 }
 
+/// The `AuthState` an `AuthStatus` describes.
+fn auth_state(status: &AuthStatus) -> AuthState {
+    match (&status.needs_login, status.logged_in) {
+        (_, true) => AuthState::Connected,
+        (Some(reason), false) => AuthState::NeedsLogin {
+            reason: reason.clone(),
+        },
+        (None, false) => AuthState::NeedsLogin {
+            reason: "not signed in".into(),
+        },
+    }
+}
+
 pub struct Server {
     listener: TcpListener,
     ctx: Arc<Ctx>,
 }
 
 impl Server {
-    /// Accepts connections until `stop` closes.
+    /// Serves until `stop` closes.
     pub fn run(self, stop: Receiver<()>) {
         let addr = self.ctx.listen;
-        // `accept` blocks; when told to stop, wake it with a connection of our own.
-        let stopping = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stopping);
-        let waker = std::thread::Builder::new()
-            .name("dashboard-stop".into())
-            .spawn(move || {
-                let _ = stop.recv();
-                flag.store(true, Ordering::SeqCst);
-                let _ = TcpStream::connect_timeout(&wake_addr(addr), Duration::from_secs(1));
-            });
-        if let Err(e) = &waker {
-            log::error!("dashboard: cannot start its stop thread: {e}");
-            return;
-        }
-        log::info!("dashboard on http://{addr}");
-        let busy = Arc::new(AtomicUsize::new(0));
-        for conn in self.listener.incoming() {
-            if stopping.load(Ordering::SeqCst) {
-                break;
-            }
-            let stream = match conn {
-                Ok(s) => s,
-                Err(e) => {
-                    log::debug!("dashboard: accept: {e}");
-                    std::thread::sleep(Duration::from_millis(50));
-                    continue;
-                }
-            };
-            if busy.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
-                refuse(stream);
-                continue;
-            }
-            busy.fetch_add(1, Ordering::SeqCst);
-            let (ctx, busy2) = (Arc::clone(&self.ctx), Arc::clone(&busy));
-            let spawned = std::thread::Builder::new()
-                .name("dashboard-conn".into())
-                .spawn(move || {
-                    handle_connection(&ctx, stream);
-                    busy2.fetch_sub(1, Ordering::SeqCst);
-                });
-            if let Err(e) = spawned {
-                busy.fetch_sub(1, Ordering::SeqCst);
-                log::warn!("dashboard: cannot start a connection thread: {e}");
-            }
-        }
-    }
-}
-
-/// Where to connect to reach our own listener (an unspecified address is not connectable).
-fn wake_addr(addr: SocketAddr) -> SocketAddr {
-    let mut a = addr;
-    if a.ip().is_unspecified() {
-        a.set_ip(match a {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    a
-}
-
-fn refuse(mut stream: TcpStream) {
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let _ = Response::error(503, "too many connections")
-        .with_header("Retry-After", "1")
-        .write_to(&mut stream);
-}
-
-fn handle_connection(ctx: &Ctx, stream: TcpStream) {
-    if stream.set_read_timeout(Some(REQUEST_TIMEOUT)).is_err()
-        || stream.set_write_timeout(Some(REQUEST_TIMEOUT)).is_err()
-    {
-        return;
-    }
-    let Ok(read_half) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(read_half);
-    let mut stream = stream;
-    let reply = match http::read_request(&mut reader) {
-        Ok(req) => routes::handle(ctx, &req),
-        Err(ReadError::Gone) => return,
-        Err(ReadError::Bad(why)) => routes::Reply::Http(Response::error(400, why)),
-        Err(ReadError::HeadTooLarge) => {
-            routes::Reply::Http(Response::error(431, "request head too large"))
-        }
-        Err(ReadError::BodyTooLarge) => routes::Reply::Http(Response::error(
-            413,
-            &format!("request body over {} bytes", http::MAX_BODY),
-        )),
-        Err(ReadError::LengthRequired) => {
-            routes::Reply::Http(Response::error(411, "send the body with Content-Length"))
-        }
-    };
-    match reply {
-        routes::Reply::Http(resp) => {
-            if let Err(e) = resp.write_to(&mut stream) {
-                log::debug!("dashboard: reply not sent: {e}");
-            }
-            linger(&mut reader, &stream);
-        }
-        routes::Reply::WebSocket { accept_key, ticket } => {
-            if let Err(e) = ws::accept(&mut stream, &accept_key) {
-                log::debug!("dashboard: WebSocket handshake not sent: {e}");
+        let site = Arc::new(Site { ctx: self.ctx });
+        let mut front = match Front::start(self.listener, http::limits(), site) {
+            Ok(front) => front,
+            Err(e) => {
+                log::error!("dashboard: cannot start serving on {addr}: {e}");
                 return;
             }
-            drop(reader);
+        };
+        log::info!("dashboard on http://{addr}");
+        let _ = stop.recv();
+        front.stop();
+    }
+}
+
+/// The dashboard as the front's handler.
+struct Site {
+    ctx: Arc<Ctx>,
+}
+
+impl Handler for Site {
+    fn serve(&self, req: &Request, mut conn: Conn) -> Outcome {
+        let reply = match routes::check(&self.ctx, req) {
+            Some(refused) => Reply::Http(refused),
+            None => match read_body(req, &mut conn) {
+                Ok(body) => routes::handle(&self.ctx, req, &body),
+                Err(Some(refused)) => Reply::Http(refused),
+                Err(None) => return Outcome::Close(conn),
+            },
+        };
+        match reply {
+            Reply::Http(response) => http::send(conn, req, response),
+            Reply::WebSocket { accept_key, ticket } => {
+                upgrade(&self.ctx, conn, &accept_key, ticket)
+            }
+        }
+    }
+
+    fn refusal(&self, status: u16, why: &str) -> Response {
+        let why = match status {
+            503 => "too many requests at once; try again in a second",
+            _ => why,
+        };
+        http::guarded(http::error(status, why))
+    }
+}
+
+/// The request's body, read after the checks. `Err(Some)` is the answer instead (too large,
+/// chunked); `Err(None)`: the client did not send it in time, nobody to answer.
+fn read_body(req: &Request, conn: &mut Conn) -> Result<Vec<u8>, Option<Response>> {
+    match req.body {
+        Body::None => Ok(Vec::new()),
+        Body::Chunked => Err(Some(http::error(411, "send the body with Content-Length"))),
+        Body::Length(n) if n > http::MAX_BODY as u64 => Err(Some(http::error(
+            413,
+            &format!("request body over {} bytes", http::MAX_BODY),
+        ))),
+        Body::Length(_) => conn.read_body().map_err(|e| {
+            log::debug!("dashboard: body from {} not received: {e}", conn.peer());
+            None
+        }),
+    }
+}
+
+/// Answers 101 and hands the socket to a viewer thread of its own.
+fn upgrade(ctx: &Arc<Ctx>, mut conn: Conn, accept_key: &str, ticket: ws::Ticket) -> Outcome {
+    if let Err(e) = conn.write_all(ws::accept_response(accept_key).as_bytes()) {
+        log::debug!("dashboard: WebSocket handshake not sent: {e}");
+        return Outcome::Close(conn);
+    }
+    let (stream, early) = match conn.detach() {
+        Ok(detached) => detached,
+        Err(e) => {
+            log::debug!("dashboard: viewer socket: {e}");
+            return Outcome::Detached;
+        }
+    };
+    let ctx = Arc::clone(ctx);
+    let spawned = std::thread::Builder::new()
+        .name("dashboard-ws".into())
+        .spawn(move || {
             let snapshot = Outgoing {
                 kind: "snapshot",
                 time: model::rfc3339(SystemTime::now()),
                 data: ctx.status().to_string(),
             };
-            ws::serve_viewer(stream, ticket, snapshot);
-        }
+            ws::serve_viewer(stream, early, ticket, snapshot);
+        });
+    if let Err(e) = spawned {
+        log::warn!("dashboard: cannot start a viewer thread: {e}");
     }
-}
-
-/// Closes gently: after our reply, read (and drop) what the client still sends for a moment.
-/// Closing with unread input makes the kernel send a reset, which can destroy the reply before
-/// the client reads it (a 413 sent before the body was read, for example).
-fn linger(reader: &mut BufReader<TcpStream>, stream: &TcpStream) {
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let _ = io::copy(&mut reader.take(1 << 20), &mut io::sink());
+    Outcome::Detached
 }
 
 /// Follows the hub: keeps the model and feeds the viewers.

@@ -13,6 +13,7 @@ pub mod dashboard;
 pub mod events;
 pub mod frameio;
 pub mod glob;
+pub mod http1;
 pub mod human;
 pub mod layout;
 pub mod ledger;

@@ -201,10 +201,7 @@ impl Links {
             .to_vec();
         let token = new_token()?;
         let token_str = String::from_utf8_lossy(&token).into_owned();
-        let url_path = format!(
-            "/f/{token_str}/{}",
-            crate::serve::http::percent_encode(&name)
-        );
+        let url_path = format!("/f/{token_str}/{}", crate::http1::percent_encode(&name));
         let state = LinkState {
             token,
             job,

@@ -373,8 +373,10 @@ struct FakeLogin {
 
 impl FrameioLogin for FakeLogin {
     fn status(&self) -> AuthStatus {
+        let logged_in = !self.completed.lock().unwrap().is_empty();
         AuthStatus {
-            logged_in: !self.completed.lock().unwrap().is_empty(),
+            logged_in,
+            needs_login: (!logged_in).then(|| "no tokens saved yet".into()),
             account: Some("editor@example.com".into()),
             expires_at: Some(4_000_000_000),
         }
@@ -434,4 +436,39 @@ fn connect_frameio_from_the_page() {
     let m = parse_prometheus(&p.get("/metrics").text());
     assert_eq!(m["postflow_auth_ok"], 1.0);
     assert!(m["postflow_token_expiry_seconds"] > 0.0);
+}
+
+#[test]
+fn health_is_degraded_until_frameio_is_signed_in() {
+    let login = Arc::new(FakeLogin::default());
+    let p = Pipeline::start_with(
+        "api-health-login",
+        Options {
+            login: Some(login.clone()),
+            ..Options::default()
+        },
+    );
+    let h = p.get("/health");
+    assert_eq!(h.status, 200, "a person is needed, not a restart");
+    assert_eq!(h.json()["status"], "degraded");
+    assert_eq!(h.json()["components"]["auth"]["state"], "down");
+    assert!(h.json()["components"]["auth"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("no tokens saved yet"));
+
+    let pasted = json!({ "url": "https://localhost/cb?code=abc&state=s1" }).to_string();
+    assert_eq!(
+        p.request("POST", "/oauth/code", &[], pasted.as_bytes())
+            .status,
+        200
+    );
+    // The token owner announces the change, as frameio::Auth does.
+    p.hub.publish(postflow::events::Event::AuthChanged(
+        postflow::frameio::AuthState::Connected,
+    ));
+    wait_for("ok after the sign-in", || {
+        p.get("/health").json()["status"] == "ok"
+    });
+    assert_eq!(p.get("/health").json()["components"]["auth"]["state"], "up");
 }

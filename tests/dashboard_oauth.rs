@@ -36,6 +36,12 @@ fn a_person_connects_frameio_by_pasting_the_address_the_browser_ended_on() {
     let status = get("/api/status").json();
     assert_eq!(status["auth"]["logged_in"], false, "{status}");
     assert_eq!(status["login_available"], true);
+    // A first start without tokens needs a person: degraded (not 503, a restart would not
+    // help), and the page says why.
+    let health = get("/health");
+    assert_eq!(health.status, 200, "{}", health.text());
+    assert_eq!(health.json()["status"], "degraded", "{}", health.text());
+    assert_eq!(status["components"]["auth"]["state"], "down", "{status}");
 
     let start = get("/oauth/start");
     assert_eq!(start.status, 303);
@@ -57,6 +63,15 @@ fn a_person_connects_frameio_by_pasting_the_address_the_browser_ended_on() {
     let status = get("/api/status").json();
     assert_eq!(status["auth"]["logged_in"], true, "{status}");
     assert!(status["auth"]["expires_at"].as_u64().unwrap() > 1_700_000_000);
+    wait_until(
+        Duration::from_secs(10),
+        "/health ok after the sign-in",
+        || get("/health").json()["status"] == "ok",
+    );
+    assert_eq!(
+        get("/api/status").json()["components"]["auth"]["state"],
+        "up"
+    );
 
     // The same address a second time is refused: its state was used up.
     let again = raw_request(

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use dashboard_support::{Pipeline, Viewer};
+use dashboard_support::{read_reply, Pipeline, Viewer};
 use postflow::events::{ComponentState, Event};
 use postflow::queue::AttemptUpdate;
 use serde_json::Value;
@@ -93,12 +93,13 @@ fn the_seventeenth_viewer_is_refused_and_the_others_carry_on() {
     }
     // By hand rather than through tungstenite: its error carries only the body bytes that
     // happened to arrive with the head, so asserting on it would race the server's writes.
-    let mut refused = String::new();
-    ws_handshake(&p)
-        .read_to_string(&mut refused)
-        .expect("the refusal is read to its end");
-    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
-    assert!(refused.contains("too many viewers"), "{refused}");
+    let refused = read_reply(&mut ws_handshake(&p));
+    assert_eq!(refused.status, 503, "{}", refused.head);
+    assert!(
+        refused.text().contains("too many viewers"),
+        "{}",
+        refused.text()
+    );
     p.hub.publish(Event::Component {
         name: "watcher",
         state: ComponentState::Up,

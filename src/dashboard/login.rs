@@ -39,7 +39,11 @@ impl AuthLogin {
 
 impl FrameioLogin for AuthLogin {
     fn status(&self) -> AuthStatus {
-        let logged_in = self.auth.state() == AuthState::Connected;
+        let needs_login = match self.auth.state() {
+            AuthState::Connected => None,
+            AuthState::NeedsLogin { reason } => Some(reason),
+        };
+        let logged_in = needs_login.is_none();
         let expires_at = self.auth.expires_in().map(|left| {
             (SystemTime::now() + left)
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -47,6 +51,7 @@ impl FrameioLogin for AuthLogin {
         });
         AuthStatus {
             logged_in,
+            needs_login,
             account: None,
             expires_at,
         }

@@ -4,14 +4,14 @@
 use std::fmt::Write;
 use std::time::SystemTime;
 
-use super::http::Response;
+use super::http::{error, Response};
 use super::Ctx;
 use crate::events::ComponentState;
 
-pub fn render(ctx: &Ctx) -> Response {
+pub(crate) fn render(ctx: &Ctx) -> Response {
     let stats = match ctx.stats() {
         Ok(s) => s,
-        Err(e) => return Response::error(503, &e),
+        Err(e) => return error(503, &e),
     };
     let auth = ctx.login.as_ref().map(|l| l.status());
     let m = ctx.model();

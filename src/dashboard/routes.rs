@@ -10,12 +10,12 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use super::http::{Request, Response};
+use super::http::{error, json, Request, Response};
 use super::{metrics, ws, Ctx};
 use crate::events::{ComponentState, Event};
 use crate::queue::QueueMsg;
 
-pub enum Reply {
+pub(crate) enum Reply {
     Http(Response),
     /// Answer 101 with `accept_key` and serve the viewer holding `ticket`.
     WebSocket {
@@ -33,25 +33,110 @@ impl From<Response> for Reply {
 const PAGE: &str = include_str!("../../www/index.html");
 const COOKIE: &str = "postflow_token";
 
-pub fn handle(ctx: &Ctx, req: &Request) -> Reply {
-    let path: Vec<&str> = req.path.split('/').skip(1).collect();
-    let post = req.method == "POST";
-    if req.path != "/health" {
-        if let Err(resp) = check_host(ctx, req) {
-            return resp.into();
-        }
-        if post || req.path == "/ws" {
-            if let Err(resp) = check_origin(ctx, req) {
-                return resp.into();
-            }
-        }
-        if let Some(reply) = check_token(ctx, req) {
-            return reply.into();
+/// Every path the dashboard answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route<'a> {
+    Page,
+    Ws,
+    Health,
+    Status,
+    QueueStats,
+    Jobs,
+    Retry(&'a str),
+    RetryStack(&'a str),
+    RetryFailed,
+    Pause,
+    Resume,
+    Metrics,
+    OauthStart,
+    OauthCallback,
+    OauthCode,
+}
+
+/// The route table. HEAD is answered wherever GET is (the same head, no body).
+fn route<'a>(path: &[&'a str]) -> Option<Route<'a>> {
+    Some(match path {
+        // GET: the page. `?token=T` (only with dashboard.token) sets the login cookie.
+        [""] => Route::Page,
+        // GET: live updates (WebSocket): a `snapshot`, then `job`, `transfer`, `component`, `log`.
+        ["ws"] => Route::Ws,
+        // GET: 200 {"status":"ok"|"degraded","components":{…}}; 503 when a restart would help.
+        ["health"] => Route::Health,
+        // GET: everything the page shows (same data as the WebSocket snapshot).
+        ["api", "status"] => Route::Status,
+        // GET: job counts by state, and whether the queue is paused.
+        ["api", "queue", "stats"] => Route::QueueStats,
+        // GET: jobs, newest first. ?state=<waiting|queued|…|skipped> &limit=<1..1000, default 100>
+        // POST: queue files now (`postflow upload`). Body {"paths": ["…"]}
+        ["api", "jobs"] => Route::Jobs,
+        // POST: a failed or skipped job back to queued. <id>: the job id
+        ["api", "jobs", id, "retry"] => Route::Retry(id),
+        // POST: a done version whose stacking failed: stack it again (only the stacking).
+        ["api", "jobs", id, "retry-stack"] => Route::RetryStack(id),
+        // POST: every failed job back to queued; {"retried": n}
+        ["api", "retry-failed"] => Route::RetryFailed,
+        // POST: no new uploads start (those under way finish); replies the queue stats.
+        ["api", "pause"] => Route::Pause,
+        // POST: uploads start again (also lifts a hold for Frame.io login).
+        ["api", "resume"] => Route::Resume,
+        // GET: Prometheus text format.
+        ["metrics"] => Route::Metrics,
+        // GET: redirects to Adobe IMS with a fresh `state`.
+        ["oauth", "start"] => Route::OauthStart,
+        // GET: IMS redirects here when it can reach the dashboard. ?code=&state=
+        ["oauth", "callback"] => Route::OauthCallback,
+        // POST: the URL the browser ended on after logging in (or the bare code).
+        ["oauth", "code"] => Route::OauthCode,
+        _ => return None,
+    })
+}
+
+impl Route<'_> {
+    /// The `Allow` header of a 405 on this route.
+    fn allow(self) -> &'static str {
+        match self {
+            Route::Jobs => "GET, HEAD, POST",
+            Route::Retry(_)
+            | Route::RetryStack(_)
+            | Route::RetryFailed
+            | Route::Pause
+            | Route::Resume
+            | Route::OauthCode => "POST",
+            _ => "GET, HEAD",
         }
     }
-    match (req.method.as_str(), path.as_slice()) {
-        // The page. `?token=T` (only with dashboard.token) sets the login cookie.
-        ("GET", [""]) => Response::new(200, "text/html; charset=utf-8", PAGE)
+}
+
+/// The checks every request passes on its head alone, before any body is read: `Some` is
+/// the refusal.
+pub(crate) fn check(ctx: &Ctx, req: &Request) -> Option<Response> {
+    if req.path == "/health" {
+        return None;
+    }
+    if let Err(resp) = check_host(ctx, req) {
+        return Some(resp);
+    }
+    if req.method == "POST" || req.path == "/ws" {
+        if let Err(resp) = check_origin(ctx, req) {
+            return Some(resp);
+        }
+    }
+    check_token(ctx, req)
+}
+
+/// Answers a request that passed [`check`], with its body.
+pub(crate) fn handle(ctx: &Ctx, req: &Request, body: &[u8]) -> Reply {
+    let path: Vec<&str> = req.path.split('/').skip(1).collect();
+    let Some(route) = route(&path) else {
+        return error(404, "not found").into();
+    };
+    let method = if req.is_head() {
+        "GET"
+    } else {
+        req.method.as_str()
+    };
+    match (method, route) {
+        ("GET", Route::Page) => Response::new(200, "text/html; charset=utf-8", PAGE)
             .with_header(
                 "Content-Security-Policy",
                 "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
@@ -59,43 +144,27 @@ pub fn handle(ctx: &Ctx, req: &Request) -> Reply {
                  frame-ancestors 'none'",
             )
             .into(),
-        // Live updates (WebSocket): a `snapshot`, then `job`, `transfer`, `component`, `log`.
-        ("GET", ["ws"]) => websocket(ctx, req),
-        // 200 {"status":"ok"|"degraded","components":{…}}; 503 when a restart would help.
-        ("GET", ["health"]) => {
+        ("GET", Route::Ws) => websocket(ctx, req),
+        ("GET", Route::Health) => {
             let (status, body) = ctx.health();
-            Response::json(status, &body).into()
+            json(status, &body).into()
         }
-        // Everything the page shows (same data as the WebSocket snapshot).
-        ("GET", ["api", "status"]) => Response::json(200, &ctx.status()).into(),
-        // Job counts by state, and whether the queue is paused.
-        ("GET", ["api", "queue", "stats"]) => queue_stats(ctx).into(),
-        // Jobs, newest first. ?state=<waiting|queued|…|skipped> &limit=<1..1000, default 100>
-        ("GET", ["api", "jobs"]) => list_jobs(ctx, req).into(),
-        // Queue files now (`postflow upload`). Body {"paths": ["…"]}
-        ("POST", ["api", "jobs"]) => enqueue(ctx, req).into(),
-        // A failed or skipped job back to queued. <id>: the job id
-        ("POST", ["api", "jobs", id, "retry"]) => retry(ctx, id).into(),
-        // A done version whose stacking failed: stack it again (only the stacking).
-        ("POST", ["api", "jobs", id, "retry-stack"]) => retry_stack(ctx, id).into(),
-        // Every failed job back to queued; {"retried": n}
-        ("POST", ["api", "retry-failed"]) => retry_failed(ctx).into(),
-        // No new uploads start (those under way finish); replies the queue stats.
-        ("POST", ["api", "pause"]) => pause(ctx, true).into(),
-        // Uploads start again (also lifts a hold for Frame.io login).
-        ("POST", ["api", "resume"]) => pause(ctx, false).into(),
-        // Prometheus text format.
-        ("GET", ["metrics"]) => metrics::render(ctx).into(),
-        // Redirects to Adobe IMS with a fresh `state`.
-        ("GET", ["oauth", "start"]) => oauth_start(ctx).into(),
-        // IMS redirects here when it can reach the dashboard. ?code=&state=
-        ("GET", ["oauth", "callback"]) => oauth_callback(ctx, req).into(),
-        // Body: the URL the browser ended on after logging in (or the bare code).
-        ("POST", ["oauth", "code"]) => oauth_code(ctx, req).into(),
-        (_, [""] | ["ws" | "health" | "metrics"] | ["api", ..] | ["oauth", ..]) => {
-            Response::error(405, "method not allowed").into()
-        }
-        _ => Response::error(404, "not found").into(),
+        ("GET", Route::Status) => json(200, &ctx.status()).into(),
+        ("GET", Route::QueueStats) => queue_stats(ctx).into(),
+        ("GET", Route::Jobs) => list_jobs(ctx, req).into(),
+        ("POST", Route::Jobs) => enqueue(ctx, body).into(),
+        ("POST", Route::Retry(id)) => retry(ctx, id).into(),
+        ("POST", Route::RetryStack(id)) => retry_stack(ctx, id).into(),
+        ("POST", Route::RetryFailed) => retry_failed(ctx).into(),
+        ("POST", Route::Pause) => pause(ctx, true).into(),
+        ("POST", Route::Resume) => pause(ctx, false).into(),
+        ("GET", Route::Metrics) => metrics::render(ctx).into(),
+        ("GET", Route::OauthStart) => oauth_start(ctx).into(),
+        ("GET", Route::OauthCallback) => oauth_callback(ctx, req).into(),
+        ("POST", Route::OauthCode) => oauth_code(ctx, body).into(),
+        (_, route) => error(405, "method not allowed")
+            .with_header("Allow", route.allow())
+            .into(),
     }
 }
 
@@ -106,7 +175,7 @@ fn websocket(ctx: &Ctx, req: &Request) -> Reply {
     };
     match ctx.viewers.join() {
         Some(ticket) => Reply::WebSocket { accept_key, ticket },
-        None => Response::error(
+        None => error(
             503,
             &format!(
                 "too many viewers: at most {} pages can watch at once",
@@ -120,34 +189,34 @@ fn websocket(ctx: &Ctx, req: &Request) -> Reply {
 
 fn queue_stats(ctx: &Ctx) -> Response {
     match ctx.stats() {
-        Ok(stats) => Response::json(200, &super::stats_json(Some(&stats))),
-        Err(e) => Response::error(503, &e),
+        Ok(stats) => json(200, &super::stats_json(Some(&stats))),
+        Err(e) => error(503, &e),
     }
 }
 
 fn retry(ctx: &Ctx, id: &str) -> Response {
     let Ok(id) = id.parse::<u64>() else {
-        return Response::error(404, "no such job");
+        return error(404, "no such job");
     };
     match ctx.ask(|reply| QueueMsg::Retry { id, reply }) {
         Ok(Ok(())) => {
             log::info!("job {id}: retry asked from the dashboard");
-            Response::json(200, &json!({ "ok": true, "id": id }))
+            json(200, &json!({ "ok": true, "id": id }))
         }
-        Ok(Err(e)) => Response::error(409, &e),
-        Err(e) => Response::error(503, &e),
+        Ok(Err(e)) => error(409, &e),
+        Err(e) => error(503, &e),
     }
 }
 
 fn retry_stack(ctx: &Ctx, id: &str) -> Response {
     let Ok(id) = id.parse::<u64>() else {
-        return Response::error(404, "no such job");
+        return error(404, "no such job");
     };
     match ctx.ask(|reply| QueueMsg::RetryStack { id, reply }) {
-        Ok(Ok(())) => Response::json(200, &json!({ "ok": true, "id": id })),
-        Ok(Err(e)) if e.starts_with("no job") => Response::error(404, &e),
-        Ok(Err(e)) => Response::error(409, &e),
-        Err(e) => Response::error(503, &e),
+        Ok(Ok(())) => json(200, &json!({ "ok": true, "id": id })),
+        Ok(Err(e)) if e.starts_with("no job") => error(404, &e),
+        Ok(Err(e)) => error(409, &e),
+        Err(e) => error(503, &e),
     }
 }
 
@@ -155,9 +224,9 @@ fn retry_failed(ctx: &Ctx) -> Response {
     match ctx.ask(|reply| QueueMsg::RetryFailed { reply }) {
         Ok(n) => {
             log::info!("{n} failed jobs queued again from the dashboard");
-            Response::json(200, &json!({ "ok": true, "retried": n }))
+            json(200, &json!({ "ok": true, "retried": n }))
         }
-        Err(e) => Response::error(503, &e),
+        Err(e) => error(503, &e),
     }
 }
 
@@ -170,7 +239,7 @@ fn pause(ctx: &Ctx, paused: bool) -> Response {
         QueueMsg::Resume
     };
     if ctx.queue.send(msg).is_err() {
-        return Response::error(503, "the queue is not running");
+        return error(503, "the queue is not running");
     }
     match ctx.stats() {
         Ok(stats) => {
@@ -183,21 +252,21 @@ fn pause(ctx: &Ctx, paused: bool) -> Response {
                 },
                 detail: if stats.paused { "paused" } else { "running" }.into(),
             });
-            Response::json(200, &super::stats_json(Some(&stats)))
+            json(200, &super::stats_json(Some(&stats)))
         }
-        Err(e) => Response::error(503, &e),
+        Err(e) => error(503, &e),
     }
 }
 
 /// Body `{"paths": ["/abs/or/relative/to/watch.root", …]}`; one result per path.
-fn enqueue(ctx: &Ctx, req: &Request) -> Response {
-    let paths: Vec<PathBuf> = match serde_json::from_slice::<Value>(&req.body)
+fn enqueue(ctx: &Ctx, body: &[u8]) -> Response {
+    let paths: Vec<PathBuf> = match serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| v.get("paths").cloned())
         .and_then(|p| serde_json::from_value::<Vec<String>>(p).ok())
     {
         Some(p) if !p.is_empty() => p.into_iter().map(PathBuf::from).collect(),
-        _ => return Response::error(400, r#"send {"paths": ["file", …]}"#),
+        _ => return error(400, r#"send {"paths": ["file", …]}"#),
     };
     let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     match ctx.ask(|reply| QueueMsg::Enqueue { paths, reply }) {
@@ -210,9 +279,9 @@ fn enqueue(ctx: &Ctx, req: &Request) -> Response {
                     Err(e) => json!({ "path": path, "error": e }),
                 })
                 .collect();
-            Response::json(200, &json!({ "results": results }))
+            json(200, &json!({ "results": results }))
         }
-        Err(e) => Response::error(503, &e),
+        Err(e) => error(503, &e),
     }
 }
 
@@ -220,24 +289,24 @@ fn list_jobs(ctx: &Ctx, req: &Request) -> Response {
     let state = req.query_param("state").filter(|s| !s.is_empty());
     if let Some(s) = &state {
         if !crate::ledger::JobState::ALL.iter().any(|k| k.as_str() == s) {
-            return Response::error(400, &format!("unknown state {s:?}"));
+            return error(400, &format!("unknown state {s:?}"));
         }
     }
     let limit = match req.query_param("limit").map(|l| l.parse::<usize>()) {
         None => 100,
         Some(Ok(n)) if (1..=1000).contains(&n) => n,
-        Some(_) => return Response::error(400, "limit must be a number from 1 to 1000"),
+        Some(_) => return error(400, "limit must be a number from 1 to 1000"),
     };
     let mut jobs = match ctx.jobs() {
         Ok(j) => j,
-        Err(e) => return Response::error(503, &e),
+        Err(e) => return error(503, &e),
     };
     jobs.retain(|j| state.as_deref().is_none_or(|s| j.state.as_str() == s));
     jobs.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms).then(b.id.cmp(&a.id)));
     let total = jobs.len();
     jobs.truncate(limit);
     let list: Vec<Value> = jobs.iter().map(super::model::job_json).collect();
-    Response::json(200, &json!({ "total": total, "jobs": list }))
+    json(200, &json!({ "total": total, "jobs": list }))
 }
 
 fn oauth_start(ctx: &Ctx) -> Response {
@@ -248,7 +317,7 @@ fn oauth_start(ctx: &Ctx) -> Response {
         Ok(url) => Response::new(303, "text/plain; charset=utf-8", "")
             .with_header("Location", url)
             .with_header("Referrer-Policy", "no-referrer"),
-        Err(e) => Response::error(502, &e),
+        Err(e) => error(502, &e),
     }
 }
 
@@ -267,30 +336,30 @@ fn oauth_callback(ctx: &Ctx, req: &Request) -> Response {
     }
 }
 
-fn oauth_code(ctx: &Ctx, req: &Request) -> Response {
+fn oauth_code(ctx: &Ctx, body: &[u8]) -> Response {
     let Some(login) = &ctx.login else {
         return login_unavailable();
     };
     // The page sends {"url": "..."}; a plain-text body is accepted too (curl).
-    let text = String::from_utf8_lossy(&req.body);
+    let text = String::from_utf8_lossy(body);
     let pasted = serde_json::from_str::<Value>(&text)
         .ok()
         .and_then(|v| v.get("url").and_then(Value::as_str).map(str::to_string))
         .unwrap_or_else(|| text.trim().to_string());
     if pasted.is_empty() {
-        return Response::error(
+        return error(
             400,
             "paste the address your browser ended on after logging in",
         );
     }
     match login.complete(&pasted) {
-        Ok(()) => Response::json(200, &json!({ "ok": true })),
-        Err(e) => Response::error(400, &e),
+        Ok(()) => json(200, &json!({ "ok": true })),
+        Err(e) => error(400, &e),
     }
 }
 
 fn login_unavailable() -> Response {
-    Response::error(
+    error(
         503,
         "Frame.io login is not available from the dashboard in this build; run `postflow auth config.json`",
     )
@@ -316,13 +385,11 @@ fn host_allowed(ctx: &Ctx, host: &str) -> bool {
         || name.trim_start_matches('[').trim_end_matches(']') == ip
 }
 
+/// `authority` is `Host`, or the host of an absolute-form target (RFC 9112 §3.2.2).
 fn check_host(ctx: &Ctx, req: &Request) -> Result<(), Response> {
-    match req.header("host") {
-        Some(h) if host_allowed(ctx, h) => Ok(()),
-        _ => Err(Response::error(
-            403,
-            "the Host header does not name this dashboard",
-        )),
+    match req.authority.as_str() {
+        h if host_allowed(ctx, h) => Ok(()),
+        _ => Err(error(403, "the Host header does not name this dashboard")),
     }
 }
 
@@ -338,10 +405,7 @@ fn check_origin(ctx: &Ctx, req: &Request) -> Result<(), Response> {
     if ok {
         Ok(())
     } else {
-        Err(Response::error(
-            403,
-            "requests from other web pages are refused",
-        ))
+        Err(error(403, "requests from other web pages are refused"))
     }
 }
 
@@ -379,10 +443,7 @@ fn check_token(ctx: &Ctx, req: &Request) -> Option<Response> {
             "This dashboard needs its token: open /?token=<dashboard.token from config.json>\n",
         ));
     }
-    Some(
-        Response::error(401, "missing or wrong dashboard token")
-            .with_header("WWW-Authenticate", "Bearer"),
-    )
+    Some(error(401, "missing or wrong dashboard token").with_header("WWW-Authenticate", "Bearer"))
 }
 
 /// Compares without stopping at the first difference, so timing says nothing about the token.

@@ -8,8 +8,12 @@
 //!
 //! Envelope: `{"id":N,"time":"RFC3339","type":T,"data":{…}}`, `id` counting from 1 per
 //! connection (a gap means a message was lost), first a `snapshot`.
+//!
+//! Closing follows RFC 6455 §5.5.1 and §7.4: a Close from the page is answered with a Close;
+//! a protocol error closes with 1002, a frame over `MAX_INCOMING` with 1009, text that is not
+//! UTF-8 with 1007.
 
-use std::io::{self, ErrorKind};
+use std::io::ErrorKind;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +24,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
-use super::http::{Request, Response};
+use super::http::{error, Request, Response};
 
 /// Viewers at once; the next one gets 503 before the upgrade.
 pub const MAX_VIEWERS: usize = 16;
@@ -116,7 +120,7 @@ impl Viewers {
 }
 
 /// Checks that `req` is a WebSocket handshake; the error is the reply to send instead.
-pub fn check_handshake(req: &Request) -> Result<String, Response> {
+pub(crate) fn check_handshake(req: &Request) -> Result<String, Response> {
     let has_token = |name: &str, want: &str| {
         req.header(name)
             .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(want)))
@@ -125,34 +129,50 @@ pub fn check_handshake(req: &Request) -> Result<String, Response> {
         || !has_token("connection", "upgrade")
         || !has_token("upgrade", "websocket")
     {
-        return Err(Response::error(400, "this is the WebSocket endpoint"));
+        return Err(error(400, "this is the WebSocket endpoint"));
     }
     if req.header("sec-websocket-version") != Some("13") {
-        return Err(Response::error(400, "WebSocket version 13 required")
-            .with_header("Sec-WebSocket-Version", "13"));
+        return Err(
+            error(400, "WebSocket version 13 required").with_header("Sec-WebSocket-Version", "13")
+        );
     }
-    match req.header("sec-websocket-key") {
-        Some(key) if !key.is_empty() => {
+    match req.single("sec-websocket-key") {
+        Ok(Some(key)) if valid_key(key) => {
             Ok(tungstenite::handshake::derive_accept_key(key.as_bytes()))
         }
-        _ => Err(Response::error(400, "missing Sec-WebSocket-Key")),
+        _ => Err(error(
+            400,
+            "Sec-WebSocket-Key must be 16 bytes in base64 (RFC 6455 §4.2.1)",
+        )),
     }
 }
 
-/// Writes the 101 reply on `stream`.
-pub fn accept(stream: &mut TcpStream, accept_key: &str) -> io::Result<()> {
-    use std::io::Write;
-    write!(
-        stream,
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {accept_key}\r\n\r\n"
-    )?;
-    stream.flush()
+/// A base64-encoded 16-byte value: 22 characters, the last of them carrying 2 bits (so one
+/// of `A`, `Q`, `g`, `w`), then `==`.
+fn valid_key(key: &str) -> bool {
+    let b = key.as_bytes();
+    let base64 = |c: &u8| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/';
+    b.len() == 24 && b[..22].iter().all(base64) && b"AQgw".contains(&b[21]) && &b[22..] == b"=="
+}
+
+/// The 101 reply.
+pub(crate) fn accept_response(accept_key: &str) -> String {
+    crate::http1::head(
+        101,
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", accept_key),
+        ],
+        None,
+        None,
+    )
 }
 
 /// The viewer's loop: the snapshot, then whatever the events thread queues, until the viewer
-/// leaves, stops reading, or is dropped.
-pub fn serve_viewer(stream: TcpStream, ticket: Ticket, snapshot: Outgoing) {
+/// leaves, stops reading, or is dropped. `early` holds what the page sent right behind its
+/// handshake.
+pub(crate) fn serve_viewer(stream: TcpStream, early: Vec<u8>, ticket: Ticket, snapshot: Outgoing) {
     if let Err(e) = stream
         .set_read_timeout(Some(POLL))
         .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)))
@@ -163,7 +183,7 @@ pub fn serve_viewer(stream: TcpStream, ticket: Ticket, snapshot: Outgoing) {
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_INCOMING))
         .max_frame_size(Some(MAX_INCOMING));
-    let mut ws = WebSocket::from_raw_socket(stream, Role::Server, Some(config));
+    let mut ws = WebSocket::from_partially_read(stream, early, Role::Server, Some(config));
     let mut next_id = 1u64;
     // Queues one message; `flush` sends what is queued.
     let mut send = |ws: &mut WebSocket<TcpStream>, m: &Outgoing| {
@@ -220,19 +240,43 @@ pub fn serve_viewer(stream: TcpStream, ticket: Ticket, snapshot: Outgoing) {
         // Anything from the page counts as a sign of life; its content is ignored: the page
         // has nothing to say over this socket, and garbage must not hurt.
         match ws.read() {
-            Ok(Message::Close(_)) => break "closed by the viewer".to_string(),
+            Ok(Message::Close(_)) => {
+                // tungstenite has queued the answering Close; this sends it.
+                let _ = ws.flush();
+                break "closed by the viewer".to_string();
+            }
             Ok(_) => last_heard = Instant::now(),
             Err(tungstenite::Error::Io(e))
                 if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
                 break "closed by the viewer".to_string()
             }
-            Err(tungstenite::Error::Protocol(e)) => break format!("protocol error: {e}"),
-            Err(tungstenite::Error::Capacity(e)) => break format!("frame too big: {e}"),
+            Err(tungstenite::Error::Protocol(e)) => {
+                fail(&mut ws, CloseCode::Protocol, "protocol error");
+                break format!("protocol error: {e}");
+            }
+            Err(tungstenite::Error::Capacity(e)) => {
+                fail(&mut ws, CloseCode::Size, "frame too big");
+                break format!("frame too big: {e}");
+            }
+            Err(tungstenite::Error::Utf8(e)) => {
+                fail(&mut ws, CloseCode::Invalid, "text is not UTF-8");
+                break format!("text is not UTF-8: {e}");
+            }
             Err(e) => break format!("{e}"),
         }
     };
     log::debug!("dashboard: viewer disconnected ({reason})");
+}
+
+/// Closes with `code` after an error from the page (RFC 6455 §7.1.7: _Fail the WebSocket
+/// Connection_), best effort: the page may be gone already.
+fn fail(ws: &mut WebSocket<TcpStream>, code: CloseCode, reason: &str) {
+    let _ = ws.close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    let _ = ws.flush();
 }
 
 /// The envelope, built by hand around the already-serialized `data`.
@@ -258,6 +302,21 @@ mod tests {
         assert_eq!(v["id"], 7);
         assert_eq!(v["type"], "job");
         assert_eq!(v["data"]["a"], "<img>");
+    }
+
+    #[test]
+    fn a_key_must_be_16_bytes_of_base64() {
+        assert!(valid_key("dGhlIHNhbXBsZSBub25jZQ=="));
+        for bad in [
+            "short",
+            "",
+            "dGhlIHNhbXBsZSBub25jZQ",
+            "dGhlIHNhbXBsZSBub25jZR==",
+            "dGhlIHNhbXBsZSBub25j*Q==",
+            "dGhlIHNhbXBsZSBub25jZQ===",
+        ] {
+            assert!(!valid_key(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -4,39 +4,24 @@
 //! [`Links`], with single byte ranges (RFC 9110), and nothing else: every other request,
 //! method, path, unknown, expired or revoked token gets the same 404.
 //!
-//! # Why not tiny_http here
+//! The HTTP/1.1 layer is the front both listeners share (`crate::http1`, which also says why
+//! not tiny_http): heads are read without a thread, and every write must make progress.
+//! Here:
 //!
-//! The design card named tiny_http for postflow's listeners, but this one faces the internet
-//! and tiny_http 0.12 cannot bound what a client holds (the dashboard has its own reasons,
-//! in `dashboard::http`; postflow therefore does not depend on tiny_http at all):
-//!
-//! - It never sets socket timeouts, and accepted sockets are not reachable before it starts
-//!   reading them, so a client that connects and sends nothing (or one header byte a
-//!   minute) keeps a thread blocked in `read` forever. Writing the response runs on the
-//!   caller's thread with no write timeout either, so a client that stops reading does the
-//!   same.
-//! - Each connection takes a thread from a pool that grows without limit, before any request
-//!   is seen, so `serve.max_connections` cannot be enforced at accept time.
-//! - Its accept thread logs at ERROR and exits on the first `accept` error (EMFILE under
-//!   load), silently ending the server.
-//! - It picks chunked encoding for bodies of 32 KiB or more unless told otherwise, and also
-//!   whenever the request carries `TE: chunked`; here every response needs an exact
-//!   `Content-Length`.
-//!
-//! GET and HEAD without bodies are a small subset of HTTP/1.1, so this module speaks it
-//! directly on `std::net` ([`http`] holds the pure parsing, tested on its own):
-//!
-//! - One thread per connection, at most `max_connections` of them; connections beyond that
-//!   get 503 with `Retry-After` from a single refusing thread, and are dropped outright if
-//!   even that falls behind.
-//! - A request head must arrive whole within `io_timeout` of the connection going idle
-//!   (a deadline, not a per-read timeout, so trickling bytes does not extend it), and every
-//!   write must make progress within `io_timeout`. Either way the thread ends.
-//! - Bodies go through one buffer per transfer, 1 MiB (large reads suit high-latency
-//!   network mounts) while all transfers' buffers stay under 16 MiB, 128 KiB past that:
-//!   memory is bounded whatever the file sizes and the number of transfers.
-//! - Keep-alive is honoured for HTTP/1.1 (cloudflared reuses connections); any error
-//!   response closes the connection.
+//! - At most `max_connections` requests are served at once, each on a worker thread; idle
+//!   keep-alive connections and clients still sending their head do not count. Beyond that a
+//!   request waits up to a second for a worker, then gets 503 with `Retry-After`.
+//! - A request head must arrive whole within `head_timeout`; every step of up to 1 MiB of a
+//!   response must be taken by the client within `io_timeout`, or the connection is closed.
+//!   Cloudflare's proxy gives an origin 100 s between reads, so the default stays under it.
+//! - Keep-alive for HTTP/1.1 (cloudflared reuses its origin connections; an idle one is kept
+//!   100 s, longer than cloudflared's own 90 s, so cloudflared is the one that closes it and
+//!   never sends a request on a connection we are closing). Any error answer closes the
+//!   connection, so every 404 is the same bytes whatever was asked.
+//! - On Linux the body goes from the page cache to the socket inside the kernel (`sendfile`,
+//!   see `zerocopy`), non-blocking, a step at a time; elsewhere through one buffer per
+//!   transfer, 1 MiB while all transfers' buffers stay under 16 MiB, 128 KiB past that.
+//!   Either way a revoked link stops being served within a fraction of a second.
 //!
 //! `HEAD` answers exactly what `GET` would, Range included (206 and `Content-Range`), so a
 //! probe sees the real answer. RFC 9110 §14.2 defines Range for GET only; a 206 to HEAD is
@@ -48,25 +33,27 @@
 //!
 //! Not handled, on purpose: multipart/byteranges (several ranges get the whole file with
 //! 200), `If-None-Match`/`If-Modified-Since` (the response is `no-store`, nobody caches
-//! it), request bodies, HTTP/2, TLS (cloudflared terminates it).
+//! it), request bodies, query strings (404), HTTP/2, TLS (cloudflared terminates it).
 // `deny`, not `forbid`: `zerocopy` alone calls sendfile(2), which std does not offer.
 #![deny(unsafe_code)]
 
-pub(crate) mod http;
 #[cfg(target_os = "linux")]
 mod zerocopy;
 
-use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
+use std::io;
+#[cfg(not(target_os = "linux"))]
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::AtomicUsize;
+#[cfg(not(target_os = "linux"))]
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use crate::http1::{self, Body, Conn, Front, Handler, Limits, Outcome, Request, Response};
 use crate::links::LinkState;
 pub use crate::links::{Link, LinkActivity, Links};
 use crate::range::{self, RangeRequest};
@@ -74,20 +61,23 @@ use crate::timefmt;
 
 /// Bytes read from the file and written to the socket per step of a body: large reads
 /// suit high-latency network mounts.
-const CHUNK: usize = 1024 * 1024;
+const CHUNK: usize = http1::front::STEP;
 /// The step once `BUFFER_BUDGET` is spent by other transfers.
+#[cfg(not(target_os = "linux"))]
 const SMALL_CHUNK: usize = 128 * 1024;
 /// All transfers' full-size buffers together stay within this.
+#[cfg(not(target_os = "linux"))]
 const BUFFER_BUDGET: usize = 16 * CHUNK;
 /// Transfer events per link are at least this far apart (the last one excepted).
 const TRANSFER_EVENT_EVERY: Duration = Duration::from_millis(500);
 /// Sent with 503: how long a client over the connection cap should wait.
 const RETRY_AFTER_SECS: u32 = 5;
-/// Refused connections waiting for their 503; beyond this they are just closed.
-const REFUSE_QUEUE: usize = 64;
-/// How long a connection is read before an answer that closes it (the 503 from the
-/// refuser) and after it (see `linger_close`), so the client gets to read that answer.
-const REFUSE_TIME: Duration = Duration::from_millis(250);
+/// Longest request head: Range requests from Frame.io and cloudflared are a few hundred bytes.
+const MAX_HEAD: usize = 8 * 1024;
+/// Connections held while they send their head or sit idle between requests.
+const MAX_WAITING: usize = 1024;
+/// How long an idle keep-alive connection is kept: longer than cloudflared's 90 s.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(100);
 
 const NOT_FOUND_BODY: &str = "Not Found\n";
 
@@ -98,11 +88,12 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// `serve.link_ttl_secs`: links stop working this long after registration.
     pub link_ttl: Duration,
-    /// `serve.max_connections`: open connections (each a thread) at once.
+    /// `serve.max_connections`: requests served at once (each on a thread).
     pub max_connections: usize,
-    /// How long a client may take to send a request head, or keep a write from making
-    /// progress, before its connection is closed. Cloudflare's own proxy gives an origin
-    /// 100 s between reads, so the default stays under that.
+    /// How long a client may take to send a whole request head.
+    pub head_timeout: Duration,
+    /// How long a client may keep a step of a response (up to 1 MiB) from being taken
+    /// before its connection is closed.
     pub io_timeout: Duration,
 }
 
@@ -112,6 +103,7 @@ impl Default for ServeOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             link_ttl: Duration::from_secs(86_400),
             max_connections: 64,
+            head_timeout: Duration::from_secs(10),
             io_timeout: Duration::from_secs(60),
         }
     }
@@ -139,28 +131,20 @@ pub enum ServeEvent {
 /// [`FileServer::stop`] or drop.
 pub struct FileServer {
     local_addr: SocketAddr,
-    shared: Arc<Shared>,
-    accept: Option<JoinHandle<()>>,
+    links: Links,
+    front: Front,
 }
 
-struct Shared {
+/// What a request handler needs.
+struct Files {
     links: Links,
     events: Sender<ServeEvent>,
-    max_connections: usize,
-    io_timeout: Duration,
-    stopping: AtomicBool,
-    connections: AtomicUsize,
     /// Bytes of body buffers reserved against `BUFFER_BUDGET`.
+    #[cfg_attr(target_os = "linux", allow(dead_code))]
     buffer_bytes: AtomicUsize,
-    /// A handle on every open connection, so `stop` can shut them down mid-read or write.
-    open: Mutex<HashMap<u64, TcpStream>>,
 }
 
-impl Shared {
-    fn open(&self) -> MutexGuard<'_, HashMap<u64, TcpStream>> {
-        self.open.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
+impl Files {
     fn send(&self, event: ServeEvent) {
         // Full or nobody listening: progress is advisory, serving is not.
         let _ = self.events.try_send(event);
@@ -172,26 +156,27 @@ impl FileServer {
     pub fn start(opts: ServeOptions, events: Sender<ServeEvent>) -> io::Result<FileServer> {
         let listener = TcpListener::bind(opts.listen)?;
         let local_addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            links: Links::new(opts.link_ttl),
+        let links = Links::new(opts.link_ttl);
+        let files = Arc::new(Files {
+            links: links.clone(),
             events,
-            max_connections: opts.max_connections,
-            io_timeout: opts.io_timeout,
-            stopping: AtomicBool::new(false),
-            connections: AtomicUsize::new(0),
             buffer_bytes: AtomicUsize::new(0),
-            open: Mutex::new(HashMap::new()),
         });
-        let accept = {
-            let shared = Arc::clone(&shared);
-            thread::Builder::new()
-                .name("serve-accept".into())
-                .spawn(move || accept_connections(&listener, &shared))?
+        let limits = Limits {
+            name: "serve",
+            workers: opts.max_connections,
+            max_head: MAX_HEAD,
+            head_timeout: opts.head_timeout,
+            idle_timeout: IDLE_TIMEOUT,
+            io_timeout: opts.io_timeout,
+            max_waiting: MAX_WAITING,
+            retry_after_secs: RETRY_AFTER_SECS,
         };
+        let front = Front::start(listener, limits, files)?;
         Ok(FileServer {
             local_addr,
-            shared,
-            accept: Some(accept),
+            links,
+            front,
         })
     }
 
@@ -202,300 +187,35 @@ impl FileServer {
 
     /// The link registry this server serves from.
     pub fn links(&self) -> Links {
-        self.shared.links.clone()
+        self.links.clone()
     }
 
-    /// Connections open right now (transfers and idle keep-alives).
+    /// Connections open right now (transfers, idle keep-alives, heads on their way).
     pub fn connections(&self) -> usize {
-        self.shared.connections.load(Ordering::SeqCst)
+        self.front.open_connections()
     }
 
     /// Stops accepting, closes open connections and joins every thread.
     pub fn stop(mut self) {
-        self.shutdown();
+        self.front.stop();
     }
+}
 
-    fn shutdown(&mut self) {
-        let Some(accept) = self.accept.take() else {
-            return;
-        };
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        // The accept thread is blocked in accept(): wake it with a connection of our own.
-        let mut wake = self.local_addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake {
-                SocketAddr::V4(_) => [127, 0, 0, 1].into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        match TcpStream::connect_timeout(&wake, Duration::from_secs(5)) {
-            Ok(_) => {
-                let _ = accept.join();
+impl Handler for Files {
+    fn serve(&self, req: &Request, mut conn: Conn) -> Outcome {
+        match self.respond(req, &mut conn) {
+            Ok(true) => Outcome::KeepAlive(conn),
+            Ok(false) => Outcome::Close(conn),
+            Err((name, e)) => {
+                log_io_error(&name, &e);
+                Outcome::Close(conn)
             }
-            // Joining would hang; the thread ends with the process.
-            Err(e) => log::warn!("file server: cannot wake the accept thread to stop it: {e}"),
         }
     }
-}
 
-impl Drop for FileServer {
-    fn drop(&mut self) {
-        self.shutdown();
+    fn refusal(&self, status: u16, _why: &str) -> Response {
+        plain_page(status, &format!("{}\n", http1::reason(status)))
     }
-}
-
-/// The accept thread: admits connections up to the cap, hands the rest to the refuser, and
-/// on stop closes and joins everything it started.
-fn accept_connections(listener: &TcpListener, shared: &Arc<Shared>) {
-    let (refuse_tx, refuse_rx) = crossbeam_channel::bounded::<TcpStream>(REFUSE_QUEUE);
-    let refuser = thread::Builder::new()
-        .name("serve-refuse".into())
-        .spawn(move || refuse_rx.iter().for_each(refuse));
-    let mut workers: Vec<JoinHandle<()>> = Vec::new();
-    let mut next_id = 0u64;
-    loop {
-        let accepted = listener.accept();
-        if shared.stopping.load(Ordering::SeqCst) {
-            break;
-        }
-        let (stream, peer) = match accepted {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Out of file descriptors and the like: wait a little and carry on; a
-                // server that stops accepting for good is worse than a slow one.
-                log::warn!("file server: accept failed: {e}");
-                thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-        };
-        workers.retain(|w| !w.is_finished());
-        if shared.connections.load(Ordering::SeqCst) >= shared.max_connections {
-            log::debug!(
-                "file server: refusing {peer}: {} connections open",
-                shared.max_connections
-            );
-            // Full queue: dropping the stream closes it, which is all we can afford.
-            let _ = refuse_tx.try_send(stream);
-            continue;
-        }
-        next_id += 1;
-        let guard = match ConnectionGuard::new(next_id, &stream, shared) {
-            Ok(guard) => guard,
-            Err(e) => {
-                log::warn!("file server: cannot set up connection from {peer}: {e}");
-                continue;
-            }
-        };
-        let conn_shared = Arc::clone(shared);
-        let spawned = thread::Builder::new()
-            .name("serve-conn".into())
-            .spawn(move || {
-                let _guard = guard;
-                serve_connection(stream, peer, &conn_shared);
-            });
-        match spawned {
-            Ok(worker) => workers.push(worker),
-            Err(e) => log::warn!("file server: cannot start a thread for {peer}: {e}"),
-        }
-    }
-    drop(refuse_tx);
-    for stream in shared.open().values() {
-        let _ = stream.shutdown(Shutdown::Both);
-    }
-    for worker in workers {
-        let _ = worker.join();
-    }
-    if let Ok(refuser) = refuser {
-        let _ = refuser.join();
-    }
-}
-
-/// Counts a connection as open from accept until its thread ends (or fails to start).
-struct ConnectionGuard {
-    id: u64,
-    shared: Arc<Shared>,
-}
-
-impl ConnectionGuard {
-    fn new(id: u64, stream: &TcpStream, shared: &Arc<Shared>) -> io::Result<ConnectionGuard> {
-        let handle = stream.try_clone()?;
-        shared.connections.fetch_add(1, Ordering::SeqCst);
-        shared.open().insert(id, handle);
-        Ok(ConnectionGuard {
-            id,
-            shared: Arc::clone(shared),
-        })
-    }
-}
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.shared.open().remove(&self.id);
-        self.shared.connections.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Answers a connection over the cap with 503. Reads what the client sent first (briefly),
-/// so closing does not turn into a reset that loses the response.
-fn refuse(mut stream: TcpStream) {
-    let deadline = Instant::now() + REFUSE_TIME;
-    let _ = stream.set_write_timeout(Some(REFUSE_TIME));
-    let mut buf = [0u8; 2048];
-    let mut seen = Vec::new();
-    while http::head_end(&seen).is_none() && seen.len() < http::MAX_HEAD {
-        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-            break;
-        };
-        let _ = stream.set_read_timeout(Some(left.max(Duration::from_millis(1))));
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => seen.extend_from_slice(&buf[..n]),
-        }
-    }
-    let body = "Service Unavailable\n";
-    let response = format!(
-        "{}Date: {}\r\nRetry-After: {RETRY_AFTER_SECS}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nCache-Control: private, no-store\r\nConnection: close\r\n\r\n{body}",
-        http::status_line(503),
-        timefmt::http_date(std::time::SystemTime::now()),
-        body.len()
-    );
-    if stream.write_all(response.as_bytes()).is_ok() {
-        linger_close(stream);
-    }
-}
-
-/// Why reading a request head stopped.
-enum HeadError {
-    /// The client closed, or the connection failed.
-    Io(io::Error),
-    /// `io_timeout` passed; `partial` if some bytes of a request had arrived.
-    TimedOut {
-        partial: bool,
-    },
-    TooLarge,
-}
-
-/// One connection's thread: requests in order until the client closes, an error response,
-/// or a timeout; then a lingering close.
-fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
-    serve_requests(&stream, peer, shared);
-    linger_close(stream);
-}
-
-/// Closes without losing the last response: closing a socket that still has unread input
-/// (the rest of an oversized head, a pipelined request) makes the kernel send a reset,
-/// and the client may lose the response it has not read yet. So: stop sending, read and
-/// discard for a short while, then close.
-fn linger_close(mut stream: TcpStream) {
-    let _ = stream.shutdown(Shutdown::Write);
-    let deadline = Instant::now() + REFUSE_TIME;
-    let mut buf = [0u8; 4096];
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        if stream
-            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-            .is_err()
-        {
-            break;
-        }
-        match stream.read(&mut buf) {
-            Ok(n) if n > 0 => {}
-            _ => break,
-        }
-    }
-}
-
-fn serve_requests(stream: &TcpStream, peer: SocketAddr, shared: &Shared) {
-    if let Err(e) = stream
-        .set_nodelay(true)
-        .and_then(|()| stream.set_write_timeout(Some(shared.io_timeout)))
-    {
-        log::warn!("file server: cannot configure connection from {peer}: {e}");
-        return;
-    }
-    let mut buf = vec![0u8; http::MAX_HEAD];
-    let mut filled = 0;
-    loop {
-        let head_len = match read_head(stream, &mut buf, &mut filled, shared.io_timeout) {
-            Ok(Some(len)) => len,
-            Ok(None) => return,
-            Err(HeadError::TimedOut { partial }) => {
-                log::debug!("file server: {peer} sent no complete request in time");
-                if partial {
-                    let _ = write_simple(stream, 408, "Request Timeout\n", false);
-                }
-                return;
-            }
-            Err(HeadError::TooLarge) => {
-                let _ = write_simple(stream, 431, "Request Header Fields Too Large\n", false);
-                return;
-            }
-            Err(HeadError::Io(e)) => {
-                log_io_error("", &e);
-                return;
-            }
-        };
-        let keep_alive = match http::parse_head(&buf[..head_len]) {
-            None => {
-                log::debug!("file server: {peer} sent a malformed request");
-                let _ = write_simple(stream, 400, "Bad Request\n", false);
-                return;
-            }
-            Some(head) => match respond(stream, &head, peer, shared) {
-                Ok(keep_alive) => keep_alive,
-                Err((name, e)) => {
-                    log_io_error(&name, &e);
-                    return;
-                }
-            },
-        };
-        if !keep_alive {
-            return;
-        }
-        buf.copy_within(head_len..filled, 0);
-        filled -= head_len;
-    }
-}
-
-/// Reads until `buf[..filled]` holds a whole request head and returns its length;
-/// `Ok(None)` if the client closed cleanly between requests.
-fn read_head(
-    mut stream: &TcpStream,
-    buf: &mut [u8],
-    filled: &mut usize,
-    timeout: Duration,
-) -> Result<Option<usize>, HeadError> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(end) = http::head_end(&buf[..*filled]) {
-            return Ok(Some(end));
-        }
-        if *filled == buf.len() {
-            return Err(HeadError::TooLarge);
-        }
-        let partial = *filled > 0;
-        let left = deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or(HeadError::TimedOut { partial })?;
-        stream.set_read_timeout(Some(left)).map_err(HeadError::Io)?;
-        match stream.read(&mut buf[*filled..]) {
-            Ok(0) if partial => {
-                return Err(HeadError::Io(io::ErrorKind::UnexpectedEof.into()));
-            }
-            Ok(0) => return Ok(None),
-            Ok(n) => *filled += n,
-            Err(e) if is_timeout(&e) => return Err(HeadError::TimedOut { partial }),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(HeadError::Io(e)),
-        }
-    }
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
 }
 
 /// How an I/O error on a client connection is logged. A client going away or stalling is
@@ -503,8 +223,19 @@ fn is_timeout(e: &io::Error) -> bool {
 /// file's name, which a person can act on.
 pub(crate) fn io_error_level(e: &io::Error) -> (log::Level, &'static str) {
     use io::ErrorKind::*;
-    if e.get_ref().is_some_and(|inner| inner.is::<Revoked>()) {
-        return (log::Level::Info, "link revoked; transfer stopped");
+    if let Some(inner) = e.get_ref() {
+        if inner.is::<Revoked>() {
+            return (log::Level::Info, "link revoked; transfer stopped");
+        }
+        if inner.is::<http1::front::Stopping>() {
+            return (log::Level::Info, "postflow is stopping; transfer cut");
+        }
+        if inner.is::<http1::front::Cut>() {
+            return (
+                log::Level::Info,
+                "client too slow while other requests waited; connection closed",
+            );
+        }
     }
     match e.kind() {
         BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof | NotConnected => {
@@ -533,151 +264,140 @@ fn log_io_error(name: &str, e: &io::Error) {
     }
 }
 
-/// Answers one request. `Ok(true)` if the connection may carry another; `Err` carries the
-/// file name for the log.
-fn respond(
-    stream: &TcpStream,
-    head: &http::RequestHead<'_>,
-    peer: SocketAddr,
-    shared: &Shared,
-) -> Result<bool, (String, io::Error)> {
-    let is_head = head.method == "HEAD";
-    let not_found = |why: &str| {
-        log::debug!("file server: {} from {peer}: 404 ({why})", head.method);
-        write_simple(stream, 404, NOT_FOUND_BODY, is_head)
-            .map(|()| false)
-            .map_err(|e| (String::new(), e))
-    };
-    if head.method != "GET" && !is_head {
-        return not_found("method");
+/// Splits `/f/<token>/<name>` into the token and the percent-decoded name. Anything else,
+/// including an empty or extra segment, or a bad escape, is `None` (404).
+fn route(path: &str) -> Option<(&str, Vec<u8>)> {
+    let rest = path.strip_prefix("/f/")?;
+    let (token, name) = rest.split_once('/')?;
+    if name.is_empty() || name.contains(['/', '#']) {
+        return None;
     }
-    // The token and name come from the URL only to find a link; the path served is the
-    // registered one, so nothing in the URL can point anywhere else.
-    let Some((token, name)) = http::route(head.target) else {
-        return not_found("path");
-    };
-    let Some(link) = shared.links.lookup(token) else {
-        return not_found("unknown, expired or revoked link");
-    };
-    if name != link.name {
-        return not_found("name does not match the link");
-    }
-    let display = link.display_name();
-    let fail = |e: io::Error| (display.clone(), e);
-    // Checked before opening too: opening something that is no longer a regular file
-    // (a FIFO put in its place) could block this thread for good.
-    let opened = std::fs::metadata(&link.path).and_then(|meta| {
-        if link.unchanged(&meta) {
-            let file = File::open(&link.path)?;
-            let meta = file.metadata()?;
-            Ok(Some(file).filter(|_| link.unchanged(&meta)))
-        } else {
-            Ok(None)
-        }
-    });
-    let file = match opened {
-        Ok(Some(file)) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            log::info!("{display}: file vanished since its link was made");
-            shared.send(ServeEvent::FileChanged { job: link.job });
-            return not_found("file vanished");
-        }
-        Err(e) => {
-            log::warn!("{display}: cannot read the file: {e}");
-            return write_simple(stream, 500, "Internal Server Error\n", is_head)
-                .map(|()| false)
-                .map_err(fail);
-        }
-        Ok(None) => {
-            log::info!("{display}: file changed since its link was made; answering 410");
-            shared.send(ServeEvent::FileChanged { job: link.job });
-            return write_simple(stream, 410, "Gone\n", is_head)
-                .map(|()| false)
-                .map_err(fail);
-        }
-    };
-
-    let validators = Validators::of(&link);
-    // A repeated Range or If-Range header is as good as a malformed one: ignore the range.
-    let range_header = match (head.single("range"), head.single("if-range")) {
-        (Ok(Some(range)), Ok(if_range)) if validators.if_range_allows(if_range) => Some(range),
-        _ => None,
-    };
-    let decision = range::resolve(range_header, link.size);
-    let keep_alive = head.keep_alive();
-    let (status, start, len) = match decision {
-        RangeRequest::Whole => (200, 0, link.size),
-        RangeRequest::Partial { start, end } => (206, start, end - start + 1),
-        RangeRequest::Unsatisfiable => (416, 0, 0),
-    };
-    log::debug!(
-        "file server: {} job {} {display} from {peer}: {status} bytes {start}+{len}",
-        head.method,
-        link.job
-    );
-    let mut out = response_head(status, 512);
-    push_header(&mut out, "Accept-Ranges", "bytes");
-    push_header(&mut out, "Cache-Control", "private, no-store");
-    push_header(&mut out, "Content-Type", content_type(&link.name));
-    push_header(&mut out, "Content-Length", &len.to_string());
-    match status {
-        206 => push_header(
-            &mut out,
-            "Content-Range",
-            &format!("bytes {start}-{}/{}", start + len - 1, link.size),
-        ),
-        416 => push_header(&mut out, "Content-Range", &format!("bytes */{}", link.size)),
-        _ => {}
-    }
-    push_header(&mut out, "ETag", &validators.etag);
-    push_header(&mut out, "Last-Modified", &validators.last_modified);
-    push_header(&mut out, "X-Content-Type-Options", "nosniff");
-    if !keep_alive {
-        push_header(&mut out, "Connection", "close");
-    }
-    out.push_str("\r\n");
-    let mut writer = stream;
-    writer.write_all(out.as_bytes()).map_err(fail)?;
-    if is_head || status == 416 {
-        return Ok(keep_alive);
-    }
-    send_body(stream, &file, start, len, &link, shared).map_err(fail)?;
-    Ok(keep_alive)
+    Some((token, http1::percent_decode(name)?))
 }
 
-/// The status line and `Date`, in a buffer with room for `capacity` bytes of head.
-fn response_head(status: u16, capacity: usize) -> String {
-    let mut out = String::with_capacity(capacity);
-    out.push_str(http::status_line(status));
-    push_header(
-        &mut out,
-        "Date",
-        &timefmt::http_date(std::time::SystemTime::now()),
-    );
-    out
+impl Files {
+    /// Answers one request. `Ok(true)` if the connection may carry another; `Err` carries the
+    /// file name for the log.
+    fn respond(&self, req: &Request, conn: &mut Conn) -> Result<bool, (String, io::Error)> {
+        let is_head = req.is_head();
+        let peer = conn.peer();
+        let not_found = |conn: &mut Conn, why: &str| {
+            log::debug!("file server: {} from {peer}: 404 ({why})", req.method);
+            write_simple(conn, req, 404, NOT_FOUND_BODY)
+                .map(|()| false)
+                .map_err(|e| (String::new(), e))
+        };
+        if req.method != "GET" && !is_head {
+            return not_found(conn, "method");
+        }
+        // The token and name come from the URL only to find a link; the path served is the
+        // registered one, so nothing in the URL can point anywhere else.
+        let Some((token, name)) = route(&req.path).filter(|_| req.query.is_empty()) else {
+            return not_found(conn, "path");
+        };
+        let Some(link) = self.links.lookup(token) else {
+            return not_found(conn, "unknown, expired or revoked link");
+        };
+        if name != link.name {
+            return not_found(conn, "name does not match the link");
+        }
+        let display = link.display_name();
+        let fail = |e: io::Error| (display.clone(), e);
+        // Checked before opening too: opening something that is no longer a regular file
+        // (a FIFO put in its place) could block this thread for good.
+        let opened = std::fs::metadata(&link.path).and_then(|meta| {
+            if link.unchanged(&meta) {
+                let file = File::open(&link.path)?;
+                let meta = file.metadata()?;
+                Ok(Some(file).filter(|_| link.unchanged(&meta)))
+            } else {
+                Ok(None)
+            }
+        });
+        let file = match opened {
+            Ok(Some(file)) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                log::info!("{display}: file vanished since its link was made");
+                self.send(ServeEvent::FileChanged { job: link.job });
+                return not_found(conn, "file vanished");
+            }
+            Err(e) => {
+                log::warn!("{display}: cannot read the file: {e}");
+                return write_simple(conn, req, 500, "Internal Server Error\n")
+                    .map(|()| false)
+                    .map_err(fail);
+            }
+            Ok(None) => {
+                log::info!("{display}: file changed since its link was made; answering 410");
+                self.send(ServeEvent::FileChanged { job: link.job });
+                return write_simple(conn, req, 410, "Gone\n")
+                    .map(|()| false)
+                    .map_err(fail);
+            }
+        };
+
+        let validators = Validators::of(&link);
+        // A repeated Range or If-Range header is as good as a malformed one: ignore the range.
+        let range_header = match (req.single("range"), req.single("if-range")) {
+            (Ok(Some(range)), Ok(if_range)) if validators.if_range_allows(if_range) => Some(range),
+            _ => None,
+        };
+        let decision = range::resolve(range_header, link.size);
+        // A body we do not read leaves the connection unusable for another request.
+        let keep_alive = req.keep_alive && req.body == Body::None;
+        let (status, start, len) = match decision {
+            RangeRequest::Whole => (200, 0, link.size),
+            RangeRequest::Partial { start, end } => (206, start, end - start + 1),
+            RangeRequest::Unsatisfiable => (416, 0, 0),
+        };
+        log::debug!(
+            "file server: {} job {} {display} from {peer}: {status} bytes {start}+{len}",
+            req.method,
+            link.job
+        );
+        let content_range = match status {
+            206 => Some(format!("bytes {start}-{}/{}", start + len - 1, link.size)),
+            416 => Some(format!("bytes */{}", link.size)),
+            _ => None,
+        };
+        let mut headers = vec![
+            ("Accept-Ranges", "bytes"),
+            ("Cache-Control", "private, no-store"),
+            ("Content-Type", content_type(&link.name)),
+        ];
+        if let Some(range) = &content_range {
+            headers.push(("Content-Range", range));
+        }
+        headers.push(("ETag", &validators.etag));
+        headers.push(("Last-Modified", &validators.last_modified));
+        headers.push(("X-Content-Type-Options", "nosniff"));
+        let head = http1::head(
+            status,
+            &headers,
+            Some(len),
+            req.connection_header(keep_alive),
+        );
+        conn.write_all(head.as_bytes()).map_err(fail)?;
+        if is_head || status == 416 {
+            return Ok(keep_alive);
+        }
+        self.send_body(conn, &file, start, len, &link)
+            .map_err(fail)?;
+        Ok(keep_alive)
+    }
 }
 
-fn push_header(out: &mut String, name: &str, value: &str) {
-    out.push_str(name);
-    out.push_str(": ");
-    out.push_str(value);
-    out.push_str("\r\n");
+/// A small plain-text page (errors).
+fn plain_page(status: u16, body: &str) -> Response {
+    Response::new(status, "text/plain; charset=utf-8", body)
+        .with_header("Cache-Control", "private, no-store")
+        .with_header("X-Content-Type-Options", "nosniff")
 }
 
 /// Writes a small complete response (error pages). It always closes the connection, so
 /// every 404 is the same bytes whatever was asked.
-fn write_simple(mut stream: &TcpStream, status: u16, body: &str, is_head: bool) -> io::Result<()> {
-    let mut out = response_head(status, 256);
-    push_header(&mut out, "Content-Type", "text/plain; charset=utf-8");
-    push_header(&mut out, "Content-Length", &body.len().to_string());
-    push_header(&mut out, "Cache-Control", "private, no-store");
-    push_header(&mut out, "X-Content-Type-Options", "nosniff");
-    push_header(&mut out, "Connection", "close");
-    out.push_str("\r\n");
-    if !is_head {
-        out.push_str(body);
-    }
-    stream.write_all(out.as_bytes())
+fn write_simple(conn: &mut Conn, req: &Request, status: u16, body: &str) -> io::Result<()> {
+    conn.write_all(&plain_page(status, body).encode(req.is_head(), Some("close")))
 }
 
 /// The registered version's validators. Both derive from the registration-time size and
@@ -729,90 +449,113 @@ impl std::fmt::Display for Revoked {
 
 impl std::error::Error for Revoked {}
 
-/// Sends `len` bytes of `file` from `start`, recording progress after each step and stopping
-/// if the link is revoked.
-fn send_body(
-    stream: &TcpStream,
-    file: &File,
-    start: u64,
-    len: u64,
-    link: &LinkState,
-    shared: &Shared,
-) -> io::Result<()> {
-    if len == 0 {
-        record(link, shared, 0, 0);
-        return Ok(());
+fn still_wanted(link: &LinkState) -> io::Result<()> {
+    if link.is_revoked() {
+        Err(io::Error::other(Revoked))
+    } else {
+        Ok(())
     }
+}
+
+impl Files {
+    /// Sends `len` bytes of `file` from `start`, recording progress after each step and
+    /// stopping if the link is revoked.
+    fn send_body(
+        &self,
+        conn: &mut Conn,
+        file: &File,
+        start: u64,
+        len: u64,
+        link: &LinkState,
+    ) -> io::Result<()> {
+        if len == 0 {
+            self.record(link, 0, 0);
+            return Ok(());
+        }
+        #[cfg(target_os = "linux")]
+        return self.send_body_zero_copy(conn, file, start, len, link);
+        #[cfg(not(target_os = "linux"))]
+        self.send_body_buffered(conn, file, start, len, link)
+    }
+
+    /// Linux: the kernel moves the bytes (`sendfile` on the non-blocking socket). Each step
+    /// of `CHUNK` bytes must be taken within `io_timeout`; revocation is looked at after
+    /// every call and every short wait.
     #[cfg(target_os = "linux")]
-    return send_body_zero_copy(stream, file, start, len, link, shared);
+    fn send_body_zero_copy(
+        &self,
+        conn: &mut Conn,
+        file: &File,
+        start: u64,
+        len: u64,
+        link: &LinkState,
+    ) -> io::Result<()> {
+        let mut pos = start;
+        let end = start + len;
+        let mut step_end = pos;
+        let mut deadline = Instant::now();
+        while pos < end {
+            still_wanted(link)?;
+            if pos == step_end {
+                step_end = end.min(pos + CHUNK as u64);
+                deadline = conn.begin_step();
+            }
+            // At most to the end of the step (a usize: CHUNK is).
+            let want = (step_end - pos) as usize;
+            match zerocopy::sendfile(conn.stream(), file, pos, want) {
+                Ok(0) => {
+                    // The file shrank after the check: the promised Content-Length cannot
+                    // be met.
+                    self.send(ServeEvent::FileChanged { job: link.job });
+                    return Err(io::Error::other("file shrank while being served"));
+                }
+                Ok(sent) => {
+                    self.record(link, pos, pos + sent as u64);
+                    pos += sent as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.wait_writable(deadline)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Elsewhere: through one bounded buffer.
     #[cfg(not(target_os = "linux"))]
-    send_body_buffered(stream, file, start, len, link, shared)
-}
-
-/// Linux: the kernel moves the bytes (`sendfile`), a `CHUNK` at a time so progress and
-/// revocation are checked as often as with a buffer.
-#[cfg(target_os = "linux")]
-fn send_body_zero_copy(
-    stream: &TcpStream,
-    file: &File,
-    start: u64,
-    len: u64,
-    link: &LinkState,
-    shared: &Shared,
-) -> io::Result<()> {
-    let mut pos = start;
-    let end = start + len;
-    while pos < end {
-        if link.is_revoked() {
-            return Err(io::Error::other(Revoked));
+    fn send_body_buffered(
+        &self,
+        conn: &mut Conn,
+        mut file: &File,
+        start: u64,
+        len: u64,
+        link: &LinkState,
+    ) -> io::Result<()> {
+        file.seek(SeekFrom::Start(start))?;
+        let mut buffer = BodyBuffer::take(self, len);
+        let buf = buffer.as_mut();
+        let mut pos = start;
+        let end = start + len;
+        while pos < end {
+            still_wanted(link)?;
+            let want = usize::try_from(end - pos).map_or(buf.len(), |left| left.min(buf.len()));
+            let got = read_up_to(file, &mut buf[..want])?;
+            if got < want {
+                // The file shrank after the check: the promised Content-Length cannot be met.
+                self.send(ServeEvent::FileChanged { job: link.job });
+                return Err(io::Error::other("file shrank while being served"));
+            }
+            conn.write_all_checked(&buf[..got], &|| still_wanted(link))?;
+            self.record(link, pos, pos + got as u64);
+            pos += got as u64;
         }
-        let want = usize::try_from(end - pos).map_or(CHUNK, |left| left.min(CHUNK));
-        let sent = zerocopy::sendfile(stream, file, pos, want)?;
-        if sent == 0 {
-            // The file shrank after the check: the promised Content-Length cannot be met.
-            shared.send(ServeEvent::FileChanged { job: link.job });
-            return Err(io::Error::other("file shrank while being served"));
-        }
-        record(link, shared, pos, pos + sent as u64);
-        pos += sent as u64;
+        Ok(())
     }
-    Ok(())
-}
-
-/// Elsewhere: through one bounded buffer.
-#[cfg_attr(target_os = "linux", allow(dead_code))]
-fn send_body_buffered(
-    mut stream: &TcpStream,
-    mut file: &File,
-    start: u64,
-    len: u64,
-    link: &LinkState,
-    shared: &Shared,
-) -> io::Result<()> {
-    file.seek(SeekFrom::Start(start))?;
-    let mut buffer = BodyBuffer::take(shared, len);
-    let buf = buffer.as_mut();
-    let mut pos = start;
-    let end = start + len;
-    while pos < end {
-        if link.is_revoked() {
-            return Err(io::Error::other(Revoked));
-        }
-        let want = usize::try_from(end - pos).map_or(buf.len(), |left| left.min(buf.len()));
-        let got = read_up_to(file, &mut buf[..want])?;
-        if got < want {
-            // The file shrank after the check: the promised Content-Length cannot be met.
-            shared.send(ServeEvent::FileChanged { job: link.job });
-            return Err(io::Error::other("file shrank while being served"));
-        }
-        stream.write_all(&buf[..got])?;
-        record(link, shared, pos, pos + got as u64);
-        pos += got as u64;
-    }
-    Ok(())
 }
 
 /// Fills `buf` unless the file ends first; returns how much was read.
+#[cfg(not(target_os = "linux"))]
 fn read_up_to(mut file: &File, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
@@ -829,15 +572,17 @@ fn read_up_to(mut file: &File, buf: &mut [u8]) -> io::Result<usize> {
 /// A transfer's buffer. `CHUNK` bytes while the server's buffers stay within
 /// `BUFFER_BUDGET`, `SMALL_CHUNK` beyond that, so memory stays bounded however many
 /// transfers run. Used where `sendfile` is not (see `zerocopy`).
+#[cfg(not(target_os = "linux"))]
 struct BodyBuffer<'a> {
     buf: Vec<u8>,
     budget: Option<&'a AtomicUsize>,
 }
 
+#[cfg(not(target_os = "linux"))]
 impl<'a> BodyBuffer<'a> {
-    fn take(shared: &'a Shared, len: u64) -> BodyBuffer<'a> {
+    fn take(files: &'a Files, len: u64) -> BodyBuffer<'a> {
         let wanted = usize::try_from(len).map_or(CHUNK, |len| len.min(CHUNK));
-        let reserved = shared
+        let reserved = files
             .buffer_bytes
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
                 (used + wanted <= BUFFER_BUDGET).then_some(used + wanted)
@@ -850,7 +595,7 @@ impl<'a> BodyBuffer<'a> {
         };
         BodyBuffer {
             buf: vec![0; size],
-            budget: reserved.then_some(&shared.buffer_bytes),
+            budget: reserved.then_some(&files.buffer_bytes),
         }
     }
 
@@ -859,6 +604,7 @@ impl<'a> BodyBuffer<'a> {
     }
 }
 
+#[cfg(not(target_os = "linux"))]
 impl Drop for BodyBuffer<'_> {
     fn drop(&mut self) {
         if let Some(budget) = self.budget {
@@ -867,41 +613,43 @@ impl Drop for BodyBuffer<'_> {
     }
 }
 
-/// Adds served bytes to the link's progress and emits milestone and transfer events.
-fn record(link: &LinkState, shared: &Shared, start: u64, end: u64) {
-    let now = Instant::now();
-    let mut progress = link.progress();
-    let covered = progress.add(start, end, now);
-    let milestone = progress.milestone(link.size);
-    let window = progress
-        .window_start
-        .map_or(Duration::ZERO, |s| now.duration_since(s));
-    let transfer = (window >= TRANSFER_EVENT_EVERY || covered == link.size).then(|| {
-        let secs = window.as_secs_f64();
-        let rate = if secs > 0.0 {
-            progress.window_bytes as f64 / secs
-        } else {
-            0.0
-        };
-        progress.window_bytes = 0;
-        progress.window_start = Some(now);
-        ServeEvent::Transfer {
-            job: link.job,
-            covered,
-            total: link.size,
-            bytes_per_sec: rate,
-        }
-    });
-    drop(progress);
-    if let Some(percent) = milestone {
-        log::info!("{}: {percent}% served", link.display_name());
-        shared.send(ServeEvent::Milestone {
-            job: link.job,
-            percent,
+impl Files {
+    /// Adds served bytes to the link's progress and emits milestone and transfer events.
+    fn record(&self, link: &LinkState, start: u64, end: u64) {
+        let now = Instant::now();
+        let mut progress = link.progress();
+        let covered = progress.add(start, end, now);
+        let milestone = progress.milestone(link.size);
+        let window = progress
+            .window_start
+            .map_or(Duration::ZERO, |s| now.duration_since(s));
+        let transfer = (window >= TRANSFER_EVENT_EVERY || covered == link.size).then(|| {
+            let secs = window.as_secs_f64();
+            let rate = if secs > 0.0 {
+                progress.window_bytes as f64 / secs
+            } else {
+                0.0
+            };
+            progress.window_bytes = 0;
+            progress.window_start = Some(now);
+            ServeEvent::Transfer {
+                job: link.job,
+                covered,
+                total: link.size,
+                bytes_per_sec: rate,
+            }
         });
-    }
-    if let Some(event) = transfer {
-        shared.send(event);
+        drop(progress);
+        if let Some(percent) = milestone {
+            log::info!("{}: {percent}% served", link.display_name());
+            self.send(ServeEvent::Milestone {
+                job: link.job,
+                percent,
+            });
+        }
+        if let Some(event) = transfer {
+            self.send(event);
+        }
     }
 }
 
@@ -959,6 +707,18 @@ mod tests {
             log::Level::Info
         );
         assert_eq!(io_error_level(&io::Error::other("EIO")).0, log::Level::Warn);
+    }
+
+    #[test]
+    fn routes_only_file_links() {
+        assert_eq!(route("/f/t/a%20b.mov"), Some(("t", b"a b.mov".to_vec())));
+        assert_eq!(route("/f/t/%2e%2e"), Some(("t", b"..".to_vec())));
+        for bad in [
+            "/", "/f/", "/f/t", "/f/t/", "/f/t/a/b", "/f/t/a#x", "/f/t/%zz", "/f/t/%4", "/g/t/a",
+            "//f/t/a", "*",
+        ] {
+            assert_eq!(route(bad), None, "{bad}");
+        }
     }
 
     #[test]

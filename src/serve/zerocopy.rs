@@ -3,9 +3,12 @@
 //! (bench/serve), and it needs no buffer memory per transfer at all.
 //!
 //! The one `unsafe` call has no memory-safety preconditions: it takes two file descriptors
-//! we borrow for the duration of the call and a pointer to a local `off_t`. The socket's
-//! `SO_SNDTIMEO` (set by the server) applies as it does to `write`, so a client that stops
-//! reading still times out.
+//! we borrow for the duration of the call and a pointer to a local `off_t`.
+//!
+//! The socket is non-blocking: a full socket buffer is `WouldBlock`, and the caller waits for
+//! it with a deadline. A blocking `sendfile` cannot be bounded: `SO_SNDTIMEO` restarts on
+//! every bit of progress, so a client reading a byte now and then kept one call blocked for
+//! minutes.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -14,7 +17,7 @@ use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 
 /// Sends up to `count` bytes of `file` from `offset` to `stream`; returns how many were sent
-/// (0: the file ends at `offset`).
+/// (0: the file ends at `offset`). `WouldBlock` when the socket takes nothing right now.
 pub(super) fn sendfile(
     stream: &TcpStream,
     file: &File,
@@ -31,13 +34,8 @@ pub(super) fn sendfile(
             return Ok(n as usize);
         }
         let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::Interrupted => continue,
-            // The send timeout expired with nothing sent: report it like a timed-out write.
-            io::ErrorKind::WouldBlock => {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out"))
-            }
-            _ => return Err(e),
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
 }

@@ -228,7 +228,12 @@ pub fn raw_request(
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).unwrap();
     s.write_all(body).unwrap();
-    // Read to the end, or to Content-Length for servers that keep the connection open.
+    read_reply(&mut s)
+}
+
+/// Reads one reply: to Content-Length when there is one (the connection may stay open), else
+/// to the end.
+pub fn read_reply(s: &mut TcpStream) -> Reply {
     let mut out = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     let split = loop {

@@ -1,3 +1,4 @@
+#![allow(dead_code)] // shared by serve.rs and serve_front.rs, each using a subset
 //! Plumbing for the file server tests: a started server, raw HTTP over real sockets, a
 //! temp directory, and a logger that keeps every record for assertions.
 
