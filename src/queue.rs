@@ -17,7 +17,10 @@
 //!   a retry or a crash could not see it. A worker reports on the queue's inbox with
 //!   [`QueueMsg::Attempt`]: `Started` first (the job becomes `uploading`, `attempts += 1`),
 //!   `FileCreated` as soon as Frame.io returns an id (written to the ledger at once), then
-//!   `Processing`, and finally `Done` or `Failed`. A job counts against `upload.concurrency`
+//!   `Processing`, and finally `Done` or `Failed`. Before each create call the worker sends
+//!   [`QueueMsg::Creating`] and waits until the ledger says Frame.io may soon hold a file it
+//!   does not know (`Job::unknown_file`); the answer, a clean refusal or a recovery search
+//!   clears it, so only a job that may have left such a file lists its folder. A job counts against `upload.concurrency`
 //!   from the moment it is handed out until `Done` or `Failed`. If nobody receives (no workers
 //!   yet), nothing is handed out.
 //! - Order: oldest stable first (the time the job became `queued`; a job sent back to the queue
