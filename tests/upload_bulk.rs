@@ -31,6 +31,13 @@ fn three_hundred_files_into_one_folder_cost_no_folder_listing() {
     rig.assert_exactly(&expected);
     // One listing of the project root, to find (then create) the folder A001; none per file.
     let listings = rig.sim.request_count("list_children", None);
-    assert!(listings <= 2, "{listings} folder listings\n{:?}", rig.sim.counters());
-    assert!(!log.contains("looking in /A001"), "no recovery search was needed");
+    assert!(
+        listings <= 2,
+        "{listings} folder listings\n{:?}",
+        rig.sim.counters()
+    );
+    assert!(
+        !log.contains("looking in /A001"),
+        "no recovery search was needed"
+    );
 }

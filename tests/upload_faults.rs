@@ -343,6 +343,13 @@ fn of_two_folders_with_the_same_name_files_go_into_the_oldest() {
     rig.wait_arrived(&expected, Duration::from_secs(60));
     let log = stop(&rig, child);
     let file = &rig.sim.files()[0];
-    assert_eq!(file.parent_id, older, "not the first listed ({newer})\n{log}");
-    assert_eq!(rig.sim.create_count("", "Dailies", "folder"), 0, "no third one");
+    assert_eq!(
+        file.parent_id, older,
+        "not the first listed ({newer})\n{log}"
+    );
+    assert_eq!(
+        rig.sim.create_count("", "Dailies", "folder"),
+        0,
+        "no third one"
+    );
 }

@@ -97,10 +97,14 @@ impl Settings {
         self.poll_min = Duration::from_secs(2);
         self.poll_max = Duration::from_secs(30);
         if let Some(ms) = env("POSTFLOW_POLL_MS") {
+            log::warn!("POSTFLOW_POLL_MS={ms}: test-only status polling in effect");
             self.poll_min = Duration::from_millis(ms.max(1));
             self.poll_max = (self.poll_min * 10).min(self.poll_max);
         }
-        let stall = env("POSTFLOW_STALL_SECS").map(|s| Duration::from_secs(s.max(1)));
+        let stall = env("POSTFLOW_STALL_SECS").map(|s| {
+            log::warn!("POSTFLOW_STALL_SECS={s}: test-only stall timeouts in effect");
+            Duration::from_secs(s.max(1))
+        });
         self.stall = stall.unwrap_or(Duration::from_secs(300));
         self.part_stall = stall.unwrap_or(PART_STALL);
         self
