@@ -41,7 +41,8 @@ soak-ci:
 	$(CARGO) build --workspace --bins --examples
 	$(CARGO) run --example soak -- --files 60
 
-# Benchmarks: serve (ratio to nginx), scan, ledger, idle CPU, startup, binary size.
+# Benchmarks: serve (ratio to nginx), scan, ledger, idle CPU, startup, binary size, and a
+# card offload of 300 clips into one folder against Frame.io's rate limits (bench/bulk).
 # BENCHMARKS.md records the last figures. Run on a quiet machine.
 bench:
 	$(CARGO) build --release --workspace --bins --examples
@@ -49,6 +50,7 @@ bench:
 	$(CARGO) bench --bench scan
 	bench/serve
 	bench/process.sh
+	bench/bulk --files 300
 
 clean:
 	$(CARGO) clean

@@ -328,7 +328,7 @@ fn a_connection_that_stops_taking_bytes_is_cut_after_the_stall_period() {
             .expect("a stalled part must not hang");
         match result {
             Err(PartError::Transient(m)) => {
-                assert!(m.contains("took no byte for 1 s"), "{m}")
+                assert!(m.contains("no byte went out for 1 s"), "{m}")
             }
             other => panic!("expected a stall, got {other:?}"),
         }

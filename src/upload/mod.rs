@@ -780,18 +780,8 @@ fn local_inner(
     let deadline = up.settings.processing_timeout;
     let mut interval = up.settings.poll_min;
     loop {
-        match up.api.file_status(up.account(), &plan.file_id) {
-            Ok(s) if s.upload_complete => break,
-            Ok(s) if s.upload_failed => {
-                up.discard(job, &plan.file_id, "Frame.io reported upload_failed");
-                up.sidecar.remove(job.id);
-                return Err(fail(FailureKind::Retry, "Frame.io reported upload_failed").into());
-            }
-            Ok(_) => {}
-            Err(ApiError::NeedsLogin(_)) => {}
-            Err(e) if e.is_transient() => {}
-            Err(e) => return Err(classify(e).map_or(Outcome::Stopped, Outcome::Failed)),
-        }
+        // Frame.io stitches the parts first: a poll right after the last one is nearly
+        // always too early, and the status budget (5/s) is shared by every job.
         let waited = all_in.elapsed();
         if waited >= deadline {
             up.discard(job, &plan.file_id, "Frame.io never finished processing it");
@@ -809,6 +799,18 @@ fn local_inner(
         up.sleep(interval.min(deadline - waited))
             .map_err(Outcome::from)?;
         interval = (interval * 3 / 2).min(up.settings.poll_max);
+        match up.api.file_status(up.account(), &plan.file_id) {
+            Ok(s) if s.upload_complete => break,
+            Ok(s) if s.upload_failed => {
+                up.discard(job, &plan.file_id, "Frame.io reported upload_failed");
+                up.sidecar.remove(job.id);
+                return Err(fail(FailureKind::Retry, "Frame.io reported upload_failed").into());
+            }
+            Ok(_) => {}
+            Err(ApiError::NeedsLogin(_)) => {}
+            Err(e) if e.is_transient() => {}
+            Err(e) => return Err(classify(e).map_or(Outcome::Stopped, Outcome::Failed)),
+        }
     }
     up.sidecar.remove(job.id);
     let view_url = up

@@ -204,9 +204,11 @@ fn read_answer(
         Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             return Err(PartError::File(e.to_string()))
         }
+        // The send timeout, or the kernel giving up on the peer (ETIMEDOUT): ureq reports
+        // both as this.
         Err(ureq::Error::Timeout(ureq::Timeout::PerWrite)) => {
             return Err(PartError::Transient(format!(
-                "the connection took no byte for {} s",
+                "no byte went out for {} s, or the connection timed out",
                 stall.as_secs_f64().round()
             )))
         }
