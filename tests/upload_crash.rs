@@ -267,6 +267,48 @@ fn a_crash_between_the_create_call_and_the_ledger_write_is_still_cleaned_up() {
     assert_eq!(rig.sim.create_count("", "take_2.wav", "file"), 2, "{log}");
 }
 
+/// Three uploads into one folder are cut by a crash before Frame.io's answers came: after the
+/// restart all three search the folder, and they share one listing.
+#[test]
+fn jobs_recovering_in_the_same_folder_share_one_listing() {
+    let mut rig = Rig::new("up-crash-shared", "local", |o| {
+        o.faults.create_answer_delay_ms = 60_000;
+    });
+    rig.with_dashboard();
+    rig.env("POSTFLOW_POLL_MS", "200");
+    let child = rig.start();
+    let expected: BTreeMap<String, String> = (0..3)
+        .map(|i| {
+            let name = format!("take_{i}.wav");
+            let sha = rig.make(&name, 300_000 + i, 20 + i as u32);
+            (name, sha)
+        })
+        .collect();
+    common::wait_until(
+        Duration::from_secs(60),
+        "three creates taking effect",
+        || rig.sim.files().len() == 3,
+    );
+    kill9(child);
+    rig.sim.set_faults(|f| f.create_answer_delay_ms = 0);
+    let child = rig.start();
+    rig.wait_done(3, Duration::from_secs(60));
+    let log = stop(&rig, child);
+    rig.assert_exactly(&expected);
+    assert!(
+        rig.incomplete_files().is_empty(),
+        "{:?}",
+        rig.incomplete_files()
+    );
+    assert_eq!(
+        log.matches("an earlier attempt may have created it")
+            .count(),
+        3,
+        "{log}"
+    );
+    assert_eq!(rig.sim.request_count("list_children", None), 1, "{log}");
+}
+
 /// Regression (found by the kill -9 test): a crash while `remote_upload` was in flight left a
 /// Frame.io file that never learned its size (Frame.io could not reach the dead file server)
 /// and was not recognised as our leftover, because the search wanted the same size. The next
