@@ -34,6 +34,8 @@ struct Transfer {
     last_sent: Option<Instant>,
     /// When every byte was in (unix ms): from then on Frame.io is processing.
     all_in_ms: Option<u64>,
+    /// `"server"` (Frame.io pulls from the file server) or `"parts"` (postflow sends them).
+    via: &'static str,
 }
 
 #[derive(Default)]
@@ -113,14 +115,15 @@ impl Model {
                 // Coverage only grows within an attempt; a smaller value is a new attempt.
                 let before = self.transfers.get(job).map_or(0, |t| t.covered);
                 self.bytes_served += covered.saturating_sub(before);
-                self.progress(*job, *covered, *total, *bytes_per_sec, now, wall)
+                let moved = (*covered, *total, *bytes_per_sec);
+                self.progress(*job, moved, "server", now, wall)
             }
             Event::PartsSent {
                 job,
                 sent,
                 total,
                 bytes_per_sec,
-            } => self.progress(*job, *sent, *total, *bytes_per_sec, now, wall),
+            } => self.progress(*job, (*sent, *total, *bytes_per_sec), "parts", now, wall),
             Event::AttemptEnded { mode, ok, .. } => {
                 let result = if *ok { "ok" } else { "error" };
                 *self.attempts.entry((mode, result)).or_insert(0) += 1;
@@ -146,13 +149,13 @@ impl Model {
         }
     }
 
-    /// A job's bytes moving, served by the file server or sent as parts.
+    /// A job's bytes moving, (covered, total, bytes/s), served by the file server or sent as
+    /// parts (`via`).
     fn progress(
         &mut self,
         job: u64,
-        covered: u64,
-        total: u64,
-        bytes_per_sec: f64,
+        (covered, total, bytes_per_sec): (u64, u64, f64),
+        via: &'static str,
         now: Instant,
         wall: SystemTime,
     ) -> Option<Push> {
@@ -162,7 +165,9 @@ impl Model {
             bytes_per_sec: 0.0,
             last_sent: None,
             all_in_ms: None,
+            via,
         });
+        t.via = via;
         t.covered = covered;
         t.total = total;
         t.bytes_per_sec = bytes_per_sec;
@@ -191,6 +196,7 @@ impl Model {
             "total": t.total,
             "bytes_per_sec": t.bytes_per_sec,
             "all_in_ms": t.all_in_ms,
+            "via": t.via,
         })
     }
 
@@ -334,6 +340,7 @@ mod tests {
             .unwrap();
         assert_eq!(data["all_in_ms"].as_u64(), Some(unix_ms(later)));
         assert_eq!(m.bytes_served, 0, "parts are not served by the file server");
+        assert_eq!(data["via"], "parts");
         m.apply(
             &Event::JobChanged(job(1, JobState::Processing, 2)),
             t0,

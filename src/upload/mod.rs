@@ -28,7 +28,7 @@ pub mod parts;
 pub mod recovery;
 pub mod sidecar;
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -878,11 +878,15 @@ fn new_local_upload(up: &Uploader, job: &Job, folder_id: &str) -> Result<LocalPl
 
 /// How often the page hears how far a local upload is.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+/// The span a local upload's rate is measured over.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
 
 /// Publishes the bytes the connections to S3 have taken, while parts go up (until
-/// `finished` closes), and once more at the end.
+/// `finished` closes), and once more at the end. The rate is over the last `RATE_WINDOW`: a
+/// connection takes bytes in batches of what its socket buffer frees, which makes a
+/// half-second rate jump about.
 fn show_progress(up: &Uploader, job: u64, sent: &AtomicU64, total: u64, finished: &Receiver<()>) {
-    let mut last = (Instant::now(), sent.load(Ordering::SeqCst));
+    let mut window: VecDeque<(Instant, u64)> = VecDeque::new();
     let mut shown = None;
     loop {
         let done = !matches!(
@@ -890,17 +894,28 @@ fn show_progress(up: &Uploader, job: u64, sent: &AtomicU64, total: u64, finished
             Err(RecvTimeoutError::Timeout)
         );
         let now = (Instant::now(), sent.load(Ordering::SeqCst));
+        window.push_back(now);
+        while window
+            .front()
+            .is_some_and(|(at, _)| now.0.duration_since(*at) > RATE_WINDOW)
+        {
+            window.pop_front();
+        }
         if shown != Some(now.1) {
-            let secs = now.0.duration_since(last.0).as_secs_f64();
+            let (from, from_bytes) = window.front().copied().unwrap_or(now);
+            let secs = now.0.duration_since(from).as_secs_f64();
             up.hub.publish(Event::PartsSent {
                 job,
                 sent: now.1,
                 total,
-                bytes_per_sec: now.1.saturating_sub(last.1) as f64 / secs.max(0.001),
+                bytes_per_sec: if secs > 0.0 {
+                    now.1.saturating_sub(from_bytes) as f64 / secs
+                } else {
+                    0.0
+                },
             });
             shown = Some(now.1);
         }
-        last = now;
         if done {
             return;
         }
