@@ -125,7 +125,7 @@ fn expired_part_urls_after_a_long_stop_start_the_file_over_cleanly() {
         rig.sim.file(&first_id).is_none(),
         "the first file was deleted\n{log}"
     );
-    assert_eq!(rig.sim.create_count("", "take_2.wav", "file"), 2, "{log}");
+    assert_eq!(rig.sim.request_count("local_upload", Some(201)), 2, "{log}");
     let expired: Vec<_> = rig.sim.s3_puts()[puts_before..]
         .iter()
         .filter(|p| p.status != 200)
