@@ -53,8 +53,9 @@ soak-ci:
 	$(CARGO) build --workspace --bins --examples
 	$(CARGO) run --example soak -- --files 60
 
-# Benchmarks: serve (ratio to nginx), scan, ledger, idle CPU, startup, binary size, and both
-# listeners under slowhttptest/h2load/ab (bench/attack).
+# Benchmarks: serve (ratio to nginx), scan, ledger, idle CPU, startup, binary size, both
+# listeners under slowhttptest/h2load/ab (bench/attack), and a card offload of 300 clips into
+# one folder against Frame.io's rate limits (bench/bulk).
 # BENCHMARKS.md records the last figures. Run on a quiet machine.
 bench:
 	$(CARGO) build --release --workspace --bins --examples
@@ -63,6 +64,7 @@ bench:
 	bench/serve
 	bench/process.sh
 	bench/attack
+	bench/bulk --files 300
 
 clean:
 	$(CARGO) clean

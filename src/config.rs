@@ -101,6 +101,8 @@ pub struct UploadConfig {
     pub parallel_parts: usize,
     pub max_attempts: u32,
     pub max_delay: Duration,
+    /// Every byte in and Frame.io still not complete after this long: delete, retry.
+    pub processing_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -668,6 +670,12 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
         parallel_parts: u.number_or("parallel_parts", 4, 1, 64)? as usize,
         max_attempts: u.number_or("max_attempts", 10, 1, 1000)? as u32,
         max_delay: Duration::from_secs(u.number_or("max_delay_secs", 1800, 1, 604_800)?),
+        processing_timeout: Duration::from_secs(u.number_or(
+            "processing_timeout_secs",
+            3600,
+            1,
+            30 * 86_400,
+        )?),
     };
     u.finish()?;
 
@@ -922,6 +930,7 @@ mod tests {
         assert_eq!(c.upload.parallel_parts, 4);
         assert_eq!(c.upload.max_attempts, 10);
         assert_eq!(c.upload.max_delay, Duration::from_secs(1800));
+        assert_eq!(c.upload.processing_timeout, Duration::from_secs(3600));
         assert_eq!(c.serve.listen.to_string(), "127.0.0.1:8081");
         assert_eq!(c.serve.link_ttl, Duration::from_secs(86_400));
         assert_eq!(c.serve.max_connections, 64);

@@ -35,6 +35,15 @@ pub enum Event {
         total: u64,
         bytes_per_sec: f64,
     },
+    /// A local upload's parts: `sent` bytes of the file taken by the connections to S3 so far
+    /// this attempt (finished parts and the parts in flight), out of `total`. From the
+    /// uploader, about twice a second while parts go up.
+    PartsSent {
+        job: u64,
+        sent: u64,
+        total: u64,
+        bytes_per_sec: f64,
+    },
     /// An upload attempt ended, in `mode` "remote" or "local", successfully or not.
     AttemptEnded {
         job: u64,

@@ -99,6 +99,11 @@ pub struct Job {
     /// The Frame.io file id, written as soon as Frame.io returns it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_id: Option<String>,
+    /// Frame.io may hold a file of this job that `file_id` does not name: a create call was
+    /// sent and its answer never recorded (a crash, a timeout, a 5xx), or a delete failed.
+    /// Written before every create call; the next attempt then searches the folder first.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unknown_file: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub view_url: Option<String>,
     pub created_ms: u64,
@@ -146,6 +151,10 @@ pub enum StackState {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Job {
@@ -451,6 +460,7 @@ mod tests {
             next_attempt_ms: None,
             reason: None,
             file_id: None,
+            unknown_file: false,
             view_url: None,
             created_ms: 1,
             updated_ms: 2,

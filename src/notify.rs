@@ -397,6 +397,7 @@ mod tests {
             next_attempt_ms: None,
             reason: Some("Frame.io said: bad".into()),
             file_id: Some("f".into()),
+            unknown_file: false,
             view_url: Some("https://next.frame.io/view/f".into()),
             created_ms: 0,
             updated_ms: 1_714_566_896_000,

@@ -17,7 +17,10 @@
 //!   a retry or a crash could not see it. A worker reports on the queue's inbox with
 //!   [`QueueMsg::Attempt`]: `Started` first (the job becomes `uploading`, `attempts += 1`),
 //!   `FileCreated` as soon as Frame.io returns an id (written to the ledger at once), then
-//!   `Processing`, and finally `Done` or `Failed`. A job counts against `upload.concurrency`
+//!   `Processing`, and finally `Done` or `Failed`. Before each create call the worker sends
+//!   [`QueueMsg::Creating`] and waits until the ledger says Frame.io may soon hold a file it
+//!   does not know (`Job::unknown_file`); the answer, a clean refusal or a recovery search
+//!   clears it, so only a job that may have left such a file lists its folder. A job counts against `upload.concurrency`
 //!   from the moment it is handed out until `Done` or `Failed`. If nobody receives (no workers
 //!   yet), nothing is handed out.
 //! - Order: oldest stable first (the time the job became `queued`; a job sent back to the queue
@@ -124,6 +127,11 @@ pub enum QueueMsg {
         id: u64,
         reply: Sender<Result<(), String>>,
     },
+    /// From an upload worker, before it sends a create call (`remote_upload`,
+    /// `local_upload`): the job's `unknown_file` is set and written, then `written` says
+    /// whether the ledger has it. A create goes out only once it does, so a crash between
+    /// "Frame.io created the file" and "ledger written" always leaves a job that searches.
+    Creating { id: u64, written: Sender<bool> },
 }
 
 /// What an upload worker reports about the job it holds.
@@ -131,8 +139,18 @@ pub enum QueueMsg {
 pub enum AttemptUpdate {
     /// The attempt began: `uploading`, `attempts += 1`. `mode` is "remote" or "local".
     Started { id: u64, mode: &'static str },
-    /// Frame.io returned a file id: written to the ledger at once.
-    FileCreated { id: u64, file_id: String },
+    /// Frame.io returned a file id: written to the ledger at once. `unknown_file` is the
+    /// job's new `unknown_file`: false, unless an earlier file of this attempt could not be
+    /// deleted.
+    FileCreated {
+        id: u64,
+        file_id: String,
+        unknown_file: bool,
+    },
+    /// Whether Frame.io may hold a file of this job that the ledger does not know: false
+    /// after a create Frame.io surely refused or a recovery search that left nothing behind,
+    /// true after a delete failed.
+    UnknownFile { id: u64, possible: bool },
     /// Frame.io has the upload request; polling its status: `processing`.
     Processing { id: u64 },
     /// Frame.io says `upload_complete`: `done`.
@@ -412,6 +430,9 @@ impl Queue {
             QueueMsg::RetryStack { id, reply } => {
                 let _ = reply.send(self.retry_stack(id, now));
             }
+            QueueMsg::Creating { id, written } => {
+                let _ = written.send(self.creating(id, now));
+            }
         }
     }
 
@@ -609,6 +630,7 @@ impl Queue {
             next_attempt_ms: None,
             reason: None,
             file_id: None,
+            unknown_file: false,
             view_url: None,
             created_ms: now,
             updated_ms: now,
@@ -769,6 +791,7 @@ impl Queue {
         let id = match &update {
             AttemptUpdate::Started { id, .. }
             | AttemptUpdate::FileCreated { id, .. }
+            | AttemptUpdate::UnknownFile { id, .. }
             | AttemptUpdate::Processing { id }
             | AttemptUpdate::Done { id, .. }
             | AttemptUpdate::Failed { id, .. } => *id,
@@ -791,7 +814,16 @@ impl Queue {
                 job.attempts += 1;
                 job.next_attempt_ms = None;
             }
-            AttemptUpdate::FileCreated { file_id, .. } => job.file_id = Some(file_id),
+            AttemptUpdate::FileCreated {
+                file_id,
+                unknown_file,
+                ..
+            } => {
+                job.file_id = Some(file_id);
+                job.unknown_file = unknown_file;
+            }
+            AttemptUpdate::UnknownFile { possible, .. } if possible == job.unknown_file => return,
+            AttemptUpdate::UnknownFile { possible, .. } => job.unknown_file = possible,
             AttemptUpdate::Processing { .. } => job.state = JobState::Processing,
             AttemptUpdate::Done {
                 file_id, view_url, ..
@@ -799,6 +831,7 @@ impl Queue {
                 self.out.remove(&id);
                 job.state = JobState::Done;
                 job.file_id = Some(file_id);
+                job.unknown_file = false;
                 job.view_url = view_url;
                 job.reason = None;
                 if job.stack.is_none() {
@@ -819,6 +852,20 @@ impl Queue {
                 self.hub.publish(Event::AttemptEnded { job: id, mode, ok });
             }
         }
+    }
+
+    /// Sets `unknown_file` before a create call; whether the ledger has it.
+    fn creating(&mut self, id: u64, now: u64) -> bool {
+        let Some(mut job) = self.ledger.get(id).cloned() else {
+            log::warn!("an upload worker is creating a file for job {id}, which does not exist");
+            return false;
+        };
+        if job.unknown_file {
+            return true;
+        }
+        job.unknown_file = true;
+        job.updated_ms = now;
+        self.commit(vec![job], now)
     }
 
     fn failed(&mut self, job: &mut Job, error: String, kind: FailureKind, now: u64) {
@@ -998,7 +1045,10 @@ impl Queue {
         }
         self.unschedule(job.id);
         match job.state {
-            JobState::Queued if !self.out.contains(&job.id) => {
+            // A worker holds it (changes before its `Started`, such as the search's
+            // `UnknownFile`, must not offer it a second time).
+            JobState::Queued | JobState::Retrying if self.out.contains(&job.id) => {}
+            JobState::Queued => {
                 let place = *self.place.entry(job.id).or_insert(now);
                 self.ready.insert((place, job.id));
             }
@@ -1008,7 +1058,7 @@ impl Queue {
                 self.timed.insert((due, job.id));
                 self.due.insert(job.id, due);
             }
-            JobState::Waiting | JobState::Queued => {}
+            JobState::Waiting => {}
             JobState::Uploading | JobState::Processing => {}
             JobState::Done | JobState::Failed | JobState::Skipped => {
                 self.place.remove(&job.id);
@@ -1279,6 +1329,7 @@ mod tests {
                 QueueMsg::Attempt(AttemptUpdate::FileCreated {
                     id,
                     file_id: "f-1".into(),
+                    unknown_file: false,
                 }),
                 T0,
             );
@@ -1294,6 +1345,71 @@ mod tests {
         assert_eq!(j.file_id.as_deref(), Some("f-1"));
         assert_eq!(j.attempts, 1);
         assert_eq!(q.next_job(T0).map(|j| j.id), Some(id));
+    }
+
+    #[test]
+    fn a_create_is_on_disk_before_it_is_sent_and_cleared_once_its_answer_is() {
+        let dir = TempDir::new();
+        let creating = |q: &mut Queue, id: u64| {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            q.handle(QueueMsg::Creating { id, written: tx }, T0);
+            rx.recv().unwrap()
+        };
+        let (a, b) = {
+            let mut q = queue(&dir, 2, 10);
+            let a = stable(&mut q, "a.mov", T0);
+            let b = stable(&mut q, "b.mov", T0);
+            take(&mut q, T0);
+            take(&mut q, T0);
+            assert!(!job(&q, a).unknown_file, "a first attempt searches nothing");
+            assert!(creating(&mut q, a), "written before the create goes out");
+            assert!(creating(&mut q, b));
+            q.handle(
+                QueueMsg::Attempt(AttemptUpdate::FileCreated {
+                    id: b,
+                    file_id: "f-b".into(),
+                    unknown_file: false,
+                }),
+                T0,
+            );
+            (a, b)
+        }; // "crash" while a's create was out
+        let mut q = queue(&dir, 2, 10);
+        assert!(job(&q, a).unknown_file, "a's next attempt searches");
+        assert!(
+            !job(&q, b).unknown_file,
+            "b's file is known: nothing to search"
+        );
+        // A create Frame.io refused cleanly, or a search that found everything.
+        q.handle(
+            QueueMsg::Attempt(AttemptUpdate::UnknownFile {
+                id: a,
+                possible: false,
+            }),
+            T0,
+        );
+        assert!(!job(&q, a).unknown_file);
+    }
+
+    #[test]
+    fn a_job_a_worker_holds_is_not_offered_again_when_it_changes_before_it_starts() {
+        let dir = TempDir::new();
+        let mut q = queue(&dir, 2, 10);
+        let a = stable(&mut q, "a.mov", T0);
+        take(&mut q, T0);
+        fail(&mut q, a, FailureKind::Retry, T0);
+        let due = job(&q, a).next_attempt_ms.unwrap();
+        // Handed out again; before it reports `Started`, the worker's search reports.
+        assert_eq!(q.next_job(due).map(|j| j.id), Some(a));
+        q.handed_out(a);
+        q.handle(
+            QueueMsg::Attempt(AttemptUpdate::UnknownFile {
+                id: a,
+                possible: true,
+            }),
+            due,
+        );
+        assert!(q.next_job(due + 1).is_none(), "a is out, not due again");
     }
 
     #[test]

@@ -376,6 +376,7 @@ mod tests {
             view_url: None,
             created_ms: 0,
             updated_ms: 0,
+            unknown_file: false,
             stack: None,
         };
         if state == JobState::Done {

@@ -107,6 +107,7 @@ fn job(state: JobState) -> Job {
         next_attempt_ms: None,
         reason: Some("Frame.io said: quota exceeded".into()),
         file_id: Some("f-42".into()),
+        unknown_file: false,
         view_url: Some("https://next.frame.io/project/p/view/f-42".into()),
         created_ms: 1_700_000_000_000,
         updated_ms: 1_700_000_100_000,

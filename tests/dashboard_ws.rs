@@ -30,6 +30,7 @@ fn upload(p: &Pipeline, id: u64, size: u64) {
     p.report(AttemptUpdate::FileCreated {
         id,
         file_id: "file-1".into(),
+        unknown_file: false,
     });
     p.report(AttemptUpdate::Processing { id });
     p.report(AttemptUpdate::Done {

@@ -185,49 +185,162 @@ fn a_file_deleted_mid_upload_leaves_nothing_in_frameio() {
     }
 }
 
-/// Regression (found by the kill -9 test): a crash while `remote_upload` was in flight left a
-/// Frame.io file that never learned its size (Frame.io could not reach the dead file server)
-/// and was not recognised as our leftover, because the search wanted the same size. The next
-/// attempt must delete it, whatever size it shows, and the file must end up there once.
+/// Starts postflow with a file to upload, waits until Frame.io has created it while its answer
+/// is held back (`create_answer_delay_ms`), and then kills postflow with `kill -9`: the
+/// crash between "Frame.io created the file" and "ledger written". Waits for `ready` (the
+/// Frame.io file's state) before the kill. Returns the file's expected SHA-256.
+fn crash_after_the_create(rig: &Rig, name: &str, ready: impl Fn(&sim::FileView) -> bool) -> String {
+    let child = rig.start();
+    let sha = rig.make(name, 700_000, 7);
+    common::wait_until(
+        Duration::from_secs(60),
+        "Frame.io to create the file",
+        || rig.sim.files().iter().any(&ready),
+    );
+    kill9(child);
+    let jobs = std::fs::read_to_string(rig.sandbox.state_dir().join("jobs")).unwrap();
+    assert!(
+        !jobs.contains("file_id"),
+        "the answer never came, so the ledger has no file id: {jobs}"
+    );
+    rig.sim.set_faults(|f| f.create_answer_delay_ms = 0);
+    sha
+}
+
+/// A crash right after Frame.io created the file, before its id reached the ledger: the
+/// restart lists the folder (it knows a create went out) and adopts the complete copy instead
+/// of uploading it again.
 #[test]
-fn an_incomplete_leftover_whose_size_frameio_never_learned_is_deleted() {
-    let mut rig = Rig::new("up-leftover", "local", |_| {});
+fn a_crash_between_the_create_call_and_the_ledger_write_is_still_adopted() {
+    let mut rig = Rig::new("up-crash-adopt", "remote", |o| {
+        o.faults.create_answer_delay_ms = 60_000;
+    });
     rig.with_dashboard();
     rig.env("POSTFLOW_POLL_MS", "200");
-    // What the crashed attempt left: a pull of a source nobody answers any more.
-    let token = rig.sim.login_tokens().access_token;
-    let url = format!(
-        "{}/v4/accounts/{}/folders/{}/files/remote_upload",
-        rig.sim.base_url(),
-        rig.sim.account_id(),
-        rig.sim.root_folder_id()
-    );
-    let body =
-        json!({"data": {"name": "take_3.wav", "source_url": "http://127.0.0.1:9/f/x/take_3.wav"}});
-    let created = ureq::post(&url)
-        .header("authorization", &format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .send(&body.to_string())
-        .expect("remote_upload");
-    assert_eq!(created.status().as_u16(), 202);
-    let leftover = rig.sim.files();
-    assert_eq!(leftover.len(), 1);
-    assert_ne!(
-        leftover[0].size, 700_000,
-        "the leftover does not know the real size"
-    );
-
-    let mut expected = BTreeMap::new();
-    expected.insert("take_3.wav".to_string(), rig.make("take_3.wav", 700_000, 7));
+    // The pull finishes while postflow still waits for the answer to its create.
+    let sha = crash_after_the_create(&rig, "take_1.wav", |f| f.upload_complete);
+    assert_eq!(rig.sim.request_count("list_children", None), 0);
     let child = rig.start();
     rig.wait_done(1, Duration::from_secs(60));
-    stop(&rig, child);
+    let log = stop(&rig, child);
+    rig.assert_exactly(&BTreeMap::from([("take_1.wav".to_string(), sha)]));
+    assert!(
+        log.contains("take_1.wav: already in Frame.io, adopting it"),
+        "{log}"
+    );
+    assert_eq!(
+        rig.sim.create_count("", "take_1.wav", "file"),
+        1,
+        "not sent twice"
+    );
+    assert_eq!(
+        rig.sim.request_count("list_children", None),
+        1,
+        "one search, by the restart"
+    );
+}
+
+/// The same crash during a local upload: the copy Frame.io holds has no bytes, so the restart
+/// deletes it and uploads the file once.
+#[test]
+fn a_crash_between_the_create_call_and_the_ledger_write_is_still_cleaned_up() {
+    let mut rig = Rig::new("up-crash-clean", "local", |o| {
+        o.faults.create_answer_delay_ms = 60_000;
+    });
+    rig.with_dashboard();
+    rig.env("POSTFLOW_POLL_MS", "200");
+    let sha = crash_after_the_create(&rig, "take_2.wav", |_| true);
+    let leftover = rig.sim.files()[0].id.clone();
+    let child = rig.start();
+    rig.wait_done(1, Duration::from_secs(60));
+    let log = stop(&rig, child);
+    rig.assert_exactly(&BTreeMap::from([("take_2.wav".to_string(), sha)]));
+    assert!(
+        rig.sim.file(&leftover).is_none(),
+        "the leftover was deleted\n{log}"
+    );
+    assert!(
+        rig.incomplete_files().is_empty(),
+        "{:?}",
+        rig.incomplete_files()
+    );
+    assert_eq!(rig.sim.create_count("", "take_2.wav", "file"), 2, "{log}");
+}
+
+/// Three uploads into one folder are cut by a crash before Frame.io's answers came: after the
+/// restart all three search the folder, and they share one listing.
+#[test]
+fn jobs_recovering_in_the_same_folder_share_one_listing() {
+    let mut rig = Rig::new("up-crash-shared", "local", |o| {
+        o.faults.create_answer_delay_ms = 60_000;
+    });
+    rig.with_dashboard();
+    rig.env("POSTFLOW_POLL_MS", "200");
+    let child = rig.start();
+    let expected: BTreeMap<String, String> = (0..3)
+        .map(|i| {
+            let name = format!("take_{i}.wav");
+            let sha = rig.make(&name, 300_000 + i, 20 + i as u32);
+            (name, sha)
+        })
+        .collect();
+    common::wait_until(
+        Duration::from_secs(60),
+        "three creates taking effect",
+        || rig.sim.files().len() == 3,
+    );
+    kill9(child);
+    rig.sim.set_faults(|f| f.create_answer_delay_ms = 0);
+    let child = rig.start();
+    rig.wait_done(3, Duration::from_secs(60));
+    let log = stop(&rig, child);
     rig.assert_exactly(&expected);
     assert!(
         rig.incomplete_files().is_empty(),
         "{:?}",
         rig.incomplete_files()
     );
+    assert_eq!(
+        log.matches("an earlier attempt may have created it")
+            .count(),
+        3,
+        "{log}"
+    );
+    assert_eq!(rig.sim.request_count("list_children", None), 1, "{log}");
+}
+
+/// Regression (found by the kill -9 test): a crash while `remote_upload` was in flight left a
+/// Frame.io file that never learned its size (Frame.io could not reach the dead file server)
+/// and was not recognised as our leftover, because the search wanted the same size. The next
+/// attempt must delete it, whatever size it shows, and the file must end up there once.
+#[test]
+fn an_incomplete_leftover_whose_size_frameio_never_learned_is_deleted() {
+    let mut rig = Rig::new("up-leftover", "remote", |o| {
+        o.faults.create_answer_delay_ms = 60_000;
+        // Frame.io learns the size only from the pull, which has not started at the crash.
+        o.faults.remote_probe = false;
+        o.faults.fetch_delay_ms = 60_000;
+    });
+    rig.with_dashboard();
+    rig.env("POSTFLOW_POLL_MS", "200");
+    let sha = crash_after_the_create(&rig, "take_3.wav", |_| true);
+    let leftover = rig.sim.files();
+    assert_eq!(leftover.len(), 1);
+    assert_ne!(
+        leftover[0].size, 700_000,
+        "the leftover does not know the real size"
+    );
+    rig.sim.set_faults(|f| f.fetch_delay_ms = 0);
+    let child = rig.start();
+    rig.wait_done(1, Duration::from_secs(60));
+    stop(&rig, child);
+    rig.assert_exactly(&BTreeMap::from([("take_3.wav".to_string(), sha)]));
+    assert!(
+        rig.incomplete_files().is_empty(),
+        "{:?}",
+        rig.incomplete_files()
+    );
+    assert!(rig.sim.file(&leftover[0].id).is_none(), "deleted");
 }
 
 /// Regression (found by the soak): a local upload cut short by `kill -9` while the tunnel was

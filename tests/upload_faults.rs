@@ -268,3 +268,88 @@ fn file_id(rig: &Rig, name: &str) -> String {
         .map(|f| f.id)
         .unwrap_or_default()
 }
+
+/// Frame.io's wording of a refused pull is undocumented: whatever its 422 says, `auto` sends
+/// the file itself.
+#[test]
+fn a_pull_frameio_refuses_goes_local_in_auto_whatever_the_refusal_says() {
+    let rig = rig("up-auto-422", "auto", |o| {
+        o.faults.remote_size_limit = 100_000;
+        o.faults.remote_limit_detail = Some("Unprocessable Entity".into());
+    });
+    let child = rig.start();
+    rig.wait_tunnel_up();
+    let expected = BTreeMap::from([("big.wav".to_string(), rig.make("big.wav", 400_000, 2))]);
+    rig.wait_arrived(&expected, Duration::from_secs(60));
+    let log = stop(&rig, child);
+    rig.assert_exactly(&expected);
+    assert_eq!(rig.sim.files()[0].mode, SimMode::Local, "{log}");
+    assert_eq!(rig.sim.request_count("remote_upload", Some(422)), 1);
+    assert!(
+        log.contains("big.wav: Frame.io will not pull it") && log.contains("sending it ourselves"),
+        "{log}"
+    );
+}
+
+/// IMS answers the first token refresh with 429 and `Retry-After: 3`: postflow waits that
+/// long (not its own one second) before asking again, and the upload goes on.
+#[test]
+fn ims_answering_429_to_a_refresh_is_waited_out_as_its_retry_after_asks() {
+    let rig = rig("up-ims-429", "local", |o| {
+        o.faults.ims_429_next = 1;
+        o.faults.ims_retry_after_secs = 3;
+    });
+    // An access token that needs refreshing at once.
+    frameio_support::seed_tokens(&rig.sim, &rig.sandbox.state_dir(), Some(0));
+    let before = rig.sim.tokens().len();
+    let asked_from = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let child = rig.start();
+    let expected = BTreeMap::from([("after.wav".to_string(), rig.make("after.wav", 5_000, 3))]);
+    rig.wait_arrived(&expected, Duration::from_secs(60));
+    let log = stop(&rig, child);
+    rig.assert_exactly(&expected);
+    assert_eq!(rig.sim.request_count("ims_token", Some(429)), 1, "{log}");
+    let refreshed = rig.sim.tokens()[before..]
+        .iter()
+        .find(|t| t.grant == "refresh_token")
+        .map(|t| t.issued_at_ms)
+        .expect("a refreshed token");
+    assert!(
+        refreshed >= asked_from + 3_000,
+        "asked again {} ms after the start, before Retry-After's 3 s\n{log}",
+        refreshed - asked_from
+    );
+    assert!(log.contains("waiting 3 s as its Retry-After asks"), "{log}");
+}
+
+/// Two folders with the same name (made by hand, or by another tool): the files go into the
+/// oldest, whatever order Frame.io lists them in (here the newer one comes first).
+#[test]
+fn of_two_folders_with_the_same_name_files_go_into_the_oldest() {
+    let rig = rig("up-dup-folders", "local", |_| {});
+    let root = rig.sim.root_folder_id();
+    let newer = rig.sim.add_folder(&root, "Dailies");
+    let older = rig.sim.add_folder(&root, "Dailies");
+    let day_ago = std::time::SystemTime::now() - Duration::from_secs(86_400);
+    rig.sim.set_created_at(&older, day_ago);
+    let child = rig.start();
+    let expected = BTreeMap::from([(
+        "Dailies/take.wav".to_string(),
+        rig.make("Dailies/take.wav", 5_000, 4),
+    )]);
+    rig.wait_arrived(&expected, Duration::from_secs(60));
+    let log = stop(&rig, child);
+    let file = &rig.sim.files()[0];
+    assert_eq!(
+        file.parent_id, older,
+        "not the first listed ({newer})\n{log}"
+    );
+    assert_eq!(
+        rig.sim.create_count("", "Dailies", "folder"),
+        0,
+        "no third one"
+    );
+}

@@ -5,7 +5,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use postflow::upload::parts::{put_parts, s3_agent, Part, PartError, PartPlan};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_channel::never;
+use postflow::upload::parts::{put_parts, s3_agent, Part, PartError, PartPlan, PART_STALL};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -104,14 +107,22 @@ fn parts_sent_in_parallel_arrive_whole_with_exactly_the_headers_s3_demands() {
         parallel: 3,
         tries: 3,
         backoff: Duration::from_millis(10),
+        stall: PART_STALL,
     };
+    let sent = AtomicU64::new(0);
     put_parts(
         &s3_agent(),
         &plan,
+        &sent,
         &|i| done.lock().unwrap().push(i),
-        &|| false,
+        &never(),
     )
     .unwrap();
+    assert_eq!(
+        sent.load(Ordering::SeqCst),
+        300 * 1024 + 17,
+        "every byte counted once"
+    );
     let mut done = done.into_inner().unwrap();
     done.sort();
     assert_eq!(done, (0..parts.len()).collect::<Vec<_>>());
@@ -164,12 +175,27 @@ fn only_missing_parts_are_sent_on_resume() {
         parallel: 2,
         tries: 1,
         backoff: Duration::from_millis(1),
+        stall: PART_STALL,
     };
-    put_parts(&s3_agent(), &plan(&[]), &|_| {}, &|| false).unwrap();
+    put_parts(
+        &s3_agent(),
+        &plan(&[]),
+        &AtomicU64::new(0),
+        &|_| {},
+        &never(),
+    )
+    .unwrap();
     let first = sim.s3_puts().len();
     // Pretend parts 0 and 2 were recorded before a restart: only the others go again.
     let before = sim.s3_puts().len();
-    put_parts(&s3_agent(), &plan(&[0, 2]), &|_| {}, &|| false).unwrap();
+    put_parts(
+        &s3_agent(),
+        &plan(&[0, 2]),
+        &AtomicU64::new(0),
+        &|_| {},
+        &never(),
+    )
+    .unwrap();
     assert_eq!(first, parts.len());
     assert_eq!(sim.s3_puts().len() - before, parts.len() - 2);
     assert!(
@@ -194,9 +220,10 @@ fn expired_part_urls_are_reported_as_expired() {
         parallel: 2,
         tries: 3,
         backoff: Duration::from_millis(1),
+        stall: PART_STALL,
     };
     assert_eq!(
-        put_parts(&s3_agent(), &plan, &|_| {}, &|| false),
+        put_parts(&s3_agent(), &plan, &AtomicU64::new(0), &|_| {}, &never()),
         Err(PartError::Expired)
     );
 }
@@ -214,8 +241,9 @@ fn a_wrong_content_type_is_rejected_not_retried() {
         parallel: 1,
         tries: 3,
         backoff: Duration::from_millis(1),
+        stall: PART_STALL,
     };
-    match put_parts(&s3_agent(), &plan, &|_| {}, &|| false) {
+    match put_parts(&s3_agent(), &plan, &AtomicU64::new(0), &|_| {}, &never()) {
         Err(PartError::Rejected(m)) => assert!(m.contains("SignatureDoesNotMatch"), "{m}"),
         other => panic!("expected a rejection, got {other:?}"),
     }
@@ -245,9 +273,75 @@ fn a_file_truncated_under_us_fails_cleanly() {
         parallel: 2,
         tries: 3,
         backoff: Duration::from_millis(1),
+        stall: PART_STALL,
     };
     assert!(matches!(
-        put_parts(&s3_agent(), &plan, &|_| {}, &|| false),
+        put_parts(&s3_agent(), &plan, &AtomicU64::new(0), &|_| {}, &never()),
         Err(PartError::File(_))
     ));
+}
+
+/// A peer that accepts the connection and then never reads: the part must be cut after the
+/// stall period (not wait forever, nor a time scaled to its size) and sent again alone.
+#[test]
+fn a_connection_that_stops_taking_bytes_is_cut_after_the_stall_period() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/parts/f/part_1", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let accepted = std::sync::Arc::clone(&accepted);
+        std::thread::spawn(move || {
+            // Holds every connection open, reading nothing.
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+    }
+    // Far more than loopback's socket buffers can take without the peer reading.
+    let size = 64u64 << 20;
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("stall-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("stalled.mov");
+    std::fs::File::create(&path).unwrap().set_len(size).unwrap();
+    let parts = [Part { url, size }];
+    let plan = PartPlan {
+        path: &path,
+        parts: &parts,
+        done: &[],
+        content_type: "video/quicktime",
+        parallel: 1,
+        tries: 2,
+        backoff: Duration::from_millis(10),
+        stall: Duration::from_secs(1),
+    };
+    let sent = AtomicU64::new(0);
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _ = tx.send(put_parts(&s3_agent(), &plan, &sent, &|_| {}, &never()));
+        });
+        let result = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("a stalled part must not hang");
+        match result {
+            Err(PartError::Transient(m)) => {
+                assert!(m.contains("no byte went out for 1 s"), "{m}")
+            }
+            other => panic!("expected a stall, got {other:?}"),
+        }
+    });
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "cut, then sent again once"
+    );
+    assert_eq!(
+        sent.load(Ordering::SeqCst),
+        0,
+        "a cut try's bytes are not counted as sent"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

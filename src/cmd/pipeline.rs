@@ -281,9 +281,12 @@ impl Pipeline {
                 poll_min: Duration::ZERO,
                 poll_max: Duration::ZERO,
                 stall: Duration::ZERO,
+                part_stall: Duration::ZERO,
+                processing_timeout: config.upload.processing_timeout,
             }
             .timings(),
             queue_tx.clone(),
+            hub.clone(),
             stop_rx.clone(),
         ));
 

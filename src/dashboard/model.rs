@@ -32,6 +32,10 @@ struct Transfer {
     total: u64,
     bytes_per_sec: f64,
     last_sent: Option<Instant>,
+    /// When every byte was in (unix ms): from then on Frame.io is processing.
+    all_in_ms: Option<u64>,
+    /// `"server"` (Frame.io pulls from the file server) or `"parts"` (postflow sends them).
+    via: &'static str,
 }
 
 #[derive(Default)]
@@ -108,27 +112,18 @@ impl Model {
                 total,
                 bytes_per_sec,
             } => {
-                let t = self.transfers.entry(*job).or_insert(Transfer {
-                    covered: 0,
-                    total: *total,
-                    bytes_per_sec: 0.0,
-                    last_sent: None,
-                });
                 // Coverage only grows within an attempt; a smaller value is a new attempt.
-                self.bytes_served += covered.saturating_sub(t.covered);
-                t.covered = *covered;
-                t.total = *total;
-                t.bytes_per_sec = *bytes_per_sec;
-                let due = t
-                    .last_sent
-                    .is_none_or(|at| now.duration_since(at) >= TRANSFER_INTERVAL);
-                if due || covered >= total {
-                    t.last_sent = Some(now);
-                    Some(("transfer", self.transfer_json(*job)))
-                } else {
-                    None
-                }
+                let before = self.transfers.get(job).map_or(0, |t| t.covered);
+                self.bytes_served += covered.saturating_sub(before);
+                let moved = (*covered, *total, *bytes_per_sec);
+                self.progress(*job, moved, "server", now, wall)
             }
+            Event::PartsSent {
+                job,
+                sent,
+                total,
+                bytes_per_sec,
+            } => self.progress(*job, (*sent, *total, *bytes_per_sec), "parts", now, wall),
             Event::AttemptEnded { mode, ok, .. } => {
                 let result = if *ok { "ok" } else { "error" };
                 *self.attempts.entry((mode, result)).or_insert(0) += 1;
@@ -154,6 +149,44 @@ impl Model {
         }
     }
 
+    /// A job's bytes moving, (covered, total, bytes/s), served by the file server or sent as
+    /// parts (`via`).
+    fn progress(
+        &mut self,
+        job: u64,
+        (covered, total, bytes_per_sec): (u64, u64, f64),
+        via: &'static str,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Option<Push> {
+        let t = self.transfers.entry(job).or_insert(Transfer {
+            covered: 0,
+            total,
+            bytes_per_sec: 0.0,
+            last_sent: None,
+            all_in_ms: None,
+            via,
+        });
+        t.via = via;
+        t.covered = covered;
+        t.total = total;
+        t.bytes_per_sec = bytes_per_sec;
+        if covered < total {
+            t.all_in_ms = None;
+        } else if t.all_in_ms.is_none() {
+            t.all_in_ms = Some(unix_ms(wall));
+        }
+        let due = t
+            .last_sent
+            .is_none_or(|at| now.duration_since(at) >= TRANSFER_INTERVAL);
+        if due || covered >= total {
+            t.last_sent = Some(now);
+            Some(("transfer", self.transfer_json(job)))
+        } else {
+            None
+        }
+    }
+
     fn transfer_json(&self, job: u64) -> Value {
         let t = &self.transfers[&job];
         json!({
@@ -162,6 +195,8 @@ impl Model {
             "covered": t.covered,
             "total": t.total,
             "bytes_per_sec": t.bytes_per_sec,
+            "all_in_ms": t.all_in_ms,
+            "via": t.via,
         })
     }
 
@@ -254,6 +289,7 @@ mod tests {
             next_attempt_ms: None,
             reason: None,
             file_id: None,
+            unknown_file: false,
             view_url: None,
             created_ms: 0,
             updated_ms,
@@ -291,6 +327,41 @@ mod tests {
         assert_eq!(m.bytes_served, 100);
         m.apply(&Event::JobChanged(job(1, JobState::Done, 2)), t0, wall);
         assert!(m.transfers_json().is_empty());
+    }
+
+    #[test]
+    fn parts_sent_show_as_a_transfer_and_say_since_when_frameio_is_processing() {
+        let mut m = Model::default();
+        let (t0, wall) = (Instant::now(), SystemTime::now());
+        m.apply(&Event::JobChanged(job(1, JobState::Uploading, 1)), t0, wall);
+        let parts = |sent: u64| Event::PartsSent {
+            job: 1,
+            sent,
+            total: 100,
+            bytes_per_sec: 5.0,
+        };
+        let (_, data) = m.apply(&parts(40), t0, wall).unwrap();
+        assert_eq!(
+            (data["covered"].as_u64(), data["total"].as_u64()),
+            (Some(40), Some(100))
+        );
+        assert!(data["all_in_ms"].is_null());
+        let later = wall + Duration::from_secs(7);
+        let (_, data) = m
+            .apply(&parts(100), t0 + Duration::from_secs(7), later)
+            .unwrap();
+        assert_eq!(data["all_in_ms"].as_u64(), Some(unix_ms(later)));
+        assert_eq!(m.bytes_served, 0, "parts are not served by the file server");
+        assert_eq!(data["via"], "parts");
+        m.apply(
+            &Event::JobChanged(job(1, JobState::Processing, 2)),
+            t0,
+            wall,
+        );
+        assert_eq!(
+            m.transfers_json()[0]["all_in_ms"].as_u64(),
+            Some(unix_ms(later))
+        );
     }
 
     #[test]

@@ -231,15 +231,24 @@ impl CallOptions {
     }
 }
 
-/// Endpoint classes with their documented limits (per account user).
+/// Endpoint classes with their documented limits (per account user). Frame.io keeps one
+/// bucket per endpoint, so the upload endpoints each get their own: a status poll never waits
+/// for a create.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
-    /// me, accounts, workspaces, projects, project, folder, children: 100/min.
+    /// me, accounts, workspaces, projects, project, folder, children: 100/min each, paced
+    /// here as one budget (postflow makes few of these).
     Read,
     /// Create folder: 3/s.
     CreateFolder,
-    /// remote_upload, local_upload, file show, file status: 5/s.
-    Upload,
+    /// `remote_upload`: 5/s.
+    RemoteUpload,
+    /// `local_upload`: 5/s.
+    LocalUpload,
+    /// Show file: 10/s (SDK 4.0; the API reference page said 5/s).
+    ShowFile,
+    /// File upload status: 5/s.
+    FileStatus,
     /// Delete file: 100/min.
     Delete,
     /// Create a version stack: 10/min.
@@ -250,8 +259,8 @@ pub enum Class {
     Reorder,
 }
 
-/// How many classes there are (the pacer keeps one slot per class).
-const CLASSES: usize = 7;
+/// How many classes there are (the pacer keeps one slot each).
+const CLASSES: usize = 10;
 
 impl Class {
     /// (one request per interval, burst). The 10-a-minute classes keep half their bucket in
@@ -260,7 +269,10 @@ impl Class {
         match self {
             Class::Read => (Duration::from_millis(600), 20),
             Class::CreateFolder => (Duration::from_millis(334), 3),
-            Class::Upload => (Duration::from_millis(200), 5),
+            Class::RemoteUpload | Class::LocalUpload | Class::FileStatus => {
+                (Duration::from_millis(200), 5)
+            }
+            Class::ShowFile => (Duration::from_millis(100), 10),
             Class::Delete => (Duration::from_millis(600), 10),
             Class::CreateStack | Class::Reorder => (Duration::from_secs(6), 5),
             Class::Move => (Duration::from_millis(600), 10),
@@ -759,7 +771,7 @@ impl Api {
             Method::Post,
             &path,
             Some(&json!({"data": {"name": name, "source_url": source_url}})),
-            Class::Upload,
+            Class::RemoteUpload,
         )?;
         let status_path = body
             .get("links")
@@ -795,7 +807,7 @@ impl Api {
             Method::Post,
             &path,
             Some(&json!({"data": {"name": name, "file_size": size}})),
-            Class::Upload,
+            Class::LocalUpload,
         )?;
         let data = body.get("data").cloned().unwrap_or(Value::Null);
         let upload_urls: Vec<UploadUrl> = match data.get("upload_urls") {
@@ -821,7 +833,7 @@ impl Api {
     pub fn file(&self, account_id: &str, file_id: &str) -> Result<File, ApiError> {
         self.get_data(
             &format!("/v4/accounts/{}/files/{}", seg(account_id), seg(file_id)),
-            Class::Upload,
+            Class::ShowFile,
         )
     }
 
@@ -836,7 +848,7 @@ impl Api {
 
     /// The status behind a `links.status` path (as returned by [`Api::remote_upload`]).
     pub fn status_at(&self, status_path: &str) -> Result<UploadStatus, ApiError> {
-        self.get_data(status_path, Class::Upload)
+        self.get_data(status_path, Class::FileStatus)
     }
 
     /// Every file of a folder, the versions inside its version stacks included (a stacked
@@ -1129,6 +1141,9 @@ pub struct Folder {
     pub name: String,
     #[serde(default)]
     pub parent_id: Option<String>,
+    /// ISO-8601; picks one of several folders with the same name.
+    #[serde(default)]
+    pub created_at: Option<String>,
 }
 
 /// A file. `media_type` is null until Frame.io has looked at the bytes (SDK 4.0 says so;
@@ -1414,6 +1429,29 @@ mod tests {
             p.reserve(Class::Read),
             Duration::ZERO,
             "classes are separate"
+        );
+    }
+
+    #[test]
+    fn each_upload_endpoint_has_its_own_budget_as_on_frameio() {
+        let p = Pacer::new();
+        for _ in 0..5 {
+            assert_eq!(p.reserve(Class::RemoteUpload), Duration::ZERO);
+        }
+        assert!(p.reserve(Class::RemoteUpload) > Duration::ZERO);
+        // Creates used up their burst; a status poll and a local upload still go at once.
+        for _ in 0..5 {
+            assert_eq!(p.reserve(Class::FileStatus), Duration::ZERO);
+            assert_eq!(p.reserve(Class::LocalUpload), Duration::ZERO);
+        }
+        // Show file is 10/s.
+        for _ in 0..10 {
+            assert_eq!(p.reserve(Class::ShowFile), Duration::ZERO);
+        }
+        let wait = p.reserve(Class::ShowFile);
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(100),
+            "{wait:?}"
         );
     }
 

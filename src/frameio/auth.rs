@@ -29,6 +29,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::api::rate_limit_wait;
 use super::{base64, form_encode, parse_query, url_encode};
 use crate::config::FrameioConfig;
 use crate::events::{Event, Hub};
@@ -42,6 +43,9 @@ const DEFAULT_LIFETIME_SECS: u64 = 3600;
 
 /// Tries per IMS token request on 429, 5xx or an unreachable IMS.
 const IMS_TRIES: u32 = 3;
+
+/// Longest wait between two tries of a token request, whatever IMS's `Retry-After` says.
+const IMS_MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// Whether postflow can call Frame.io, as shown on the page and sent to the hub.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -422,10 +426,21 @@ impl Ims {
         let body = form_encode(&pairs);
         let url = format!("{}/ims/token/v3", self.base);
         let mut last = String::new();
+        let mut wait = Duration::ZERO;
         for attempt in 1..=IMS_TRIES {
-            if attempt > 1 {
-                std::thread::sleep(Duration::from_secs(1 << (attempt - 2)));
-            }
+            std::thread::sleep(wait);
+            // What to wait before the next try: IMS's Retry-After when it sends one (the
+            // SDK honours it too, capped at a minute), else 1 s doubling.
+            let next_wait = |retry_after: Option<&str>| {
+                rate_limit_wait(
+                    retry_after,
+                    None,
+                    None,
+                    attempt,
+                    SystemTime::now(),
+                    IMS_MAX_WAIT,
+                )
+            };
             let mut req = self
                 .agent
                 .post(&url)
@@ -440,10 +455,16 @@ impl Ims {
                 Err(e) => {
                     last = e.to_string();
                     log::warn!("IMS token request failed (try {attempt} of {IMS_TRIES}): {last}");
+                    wait = next_wait(None);
                     continue;
                 }
             };
             let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
             let text = resp
                 .body_mut()
                 .with_config()
@@ -457,8 +478,16 @@ impl Ims {
                     description,
                 })) if status == 429 || status >= 500 => {
                     last = format!("{status} {error} {description}");
+                    wait = next_wait(retry_after.as_deref());
                     log::warn!(
-                        "IMS token request answered {status} (try {attempt} of {IMS_TRIES})"
+                        "IMS token request answered {status} (try {attempt} of {IMS_TRIES}){}",
+                        match &retry_after {
+                            Some(_) if attempt < IMS_TRIES => format!(
+                                "; waiting {} s as its Retry-After asks",
+                                wait.as_secs_f64().round()
+                            ),
+                            _ => String::new(),
+                        }
                     );
                 }
                 other => return other,

@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::frameio::api::{Api, ApiError, Child};
+use crate::frameio::api::{Api, ApiError, Child, Folder};
+use crate::timefmt::parse_rfc3339_ms;
 
 /// The cache: path ("" = root) -> once-resolved id.
 pub struct FolderCache {
@@ -84,15 +85,80 @@ impl FolderCache {
         }
     }
 
-    /// The first folder named `name` in `parent_id` (Frame.io lists oldest first; taking the
-    /// first keeps every run choosing the same one if duplicates were ever made by hand).
+    /// The folder named `name` in `parent_id`; of several (Frame.io allows duplicates, made
+    /// by hand or by another tool), the oldest by `created_at`, so every run picks the same
+    /// one. Never the first listed: the default order is undocumented and Frame.io has
+    /// changed list sorting twice.
     fn find(&self, api: &Api, parent_id: &str, name: &str) -> Result<Option<String>, ApiError> {
-        Ok(api
+        let folders: Vec<Folder> = api
             .folder_children(&self.account_id, parent_id)?
             .into_iter()
-            .find_map(|c| match c {
-                Child::Folder(f) if f.name == name => Some(f.id),
+            .filter_map(|c| match c {
+                Child::Folder(f) if f.name == name => Some(f),
                 _ => None,
-            }))
+            })
+            .collect();
+        if folders.len() > 1 {
+            log::warn!(
+                "Frame.io has {} folders named {name:?} in one place; using the oldest",
+                folders.len()
+            );
+        }
+        Ok(oldest(folders).map(|f| f.id))
+    }
+}
+
+/// The oldest folder by `created_at`; one without a readable date comes after every dated
+/// one, and ties go to the smaller id, so the choice never depends on the listing's order.
+fn oldest(folders: Vec<Folder>) -> Option<Folder> {
+    folders.into_iter().min_by(|a, b| {
+        let age = |f: &Folder| {
+            f.created_at
+                .as_deref()
+                .and_then(parse_rfc3339_ms)
+                .unwrap_or(u64::MAX)
+        };
+        age(a).cmp(&age(b)).then_with(|| a.id.cmp(&b.id))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(id: &str, created_at: Option<&str>) -> Folder {
+        Folder {
+            id: id.into(),
+            name: "Dailies".into(),
+            parent_id: None,
+            created_at: created_at.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn of_duplicate_folders_the_oldest_wins_whatever_the_order() {
+        let listed = [
+            folder("b", Some("2025-06-26T20:14:33.796116Z")),
+            folder("a", None),
+            folder("c", Some("2024-01-02T03:04:05.000000Z")),
+            folder("d", Some("2025-01-01T00:00:00Z")),
+        ];
+        for shift in 0..listed.len() {
+            let mut order = listed.to_vec();
+            order.rotate_left(shift);
+            assert_eq!(oldest(order).map(|f| f.id).as_deref(), Some("c"));
+            let mut reversed = listed.to_vec();
+            reversed.rotate_left(shift);
+            reversed.reverse();
+            assert_eq!(oldest(reversed).map(|f| f.id).as_deref(), Some("c"));
+        }
+        assert_eq!(
+            oldest(vec![folder("y", None), folder("x", None)])
+                .map(|f| f.id)
+                .as_deref(),
+            Some("x"),
+            "no dates: the same pick every time"
+        );
+        assert!(oldest(Vec::new()).is_none());
     }
 }

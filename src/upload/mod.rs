@@ -6,27 +6,38 @@
 //! 2. the destination folder is resolved (created once if missing, see `folders`);
 //! 3. exactly once: if the job already has a Frame.io file id (a crash or stop mid-upload),
 //!    that file is checked: complete → adopted; an unfinished local upload whose part URLs are
-//!    still valid → resumed; anything else → deleted and started clean. Without an id, the
-//!    folder is searched for a file of the same name and size created after the job was: a
-//!    complete one is adopted (the crash came between "Frame.io created it" and "ledger
-//!    written"), an incomplete one is our leftover and is deleted;
+//!    still valid → resumed; anything else → deleted and started clean. If the ledger says an
+//!    earlier attempt may have created a file it does not know (`Job::unknown_file`: a create
+//!    sent and its answer lost), the folder is searched for a file of the same name created
+//!    after the job was (see `recovery`): a complete one is adopted, an incomplete one is our
+//!    leftover and is deleted. A first attempt, or one after a clean failure, lists nothing;
 //! 4. remote (Frame.io pulls from our file server through the tunnel) or local (we PUT the
-//!    parts); the Frame.io file id goes to the ledger as soon as Frame.io returns it;
+//!    parts). Before each create call the ledger records that one is going out; the Frame.io
+//!    file id goes to the ledger as soon as Frame.io returns it;
 //! 5. the status is polled with backoff until `upload_complete`: only then is the job `done`.
+//!
+//! Nothing waits forever: a part or a pull is cut when no byte moves for a stall period
+//! (never for being slow), and once every byte is in, Frame.io gets
+//! `upload.processing_timeout_secs` to say `upload_complete`; after that the Frame.io file is
+//! deleted and the attempt fails (the queue retries it).
 //!
 //! Workers never write the ledger: they report to the queue, which does.
 
 pub mod folders;
 pub mod parts;
+pub mod recovery;
 pub mod sidecar;
 
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender};
 
 use crate::config::UploadMode;
+use crate::events::{Event, Hub};
 use crate::frameio::api::{Api, ApiError, File as FioFile, UploadStatus};
 use crate::human;
 use crate::ledger::Job;
@@ -35,11 +46,16 @@ use crate::queue::{AttemptUpdate, FailureKind, QueueMsg};
 use crate::timefmt::parse_rfc3339_ms;
 use crate::tunnel::Public;
 use folders::FolderCache;
-use parts::{put_parts, s3_agent, Part, PartError, PartPlan};
+use parts::{check_layout, put_parts, s3_agent, Part, PartError, PartPlan, PART_STALL};
+use recovery::Listings;
 use sidecar::{LocalPlan, Sidecar};
 
 /// Frame.io's limit for remote uploads (reference: "Size limit 50 GB").
 pub const REMOTE_LIMIT: u64 = 50 * 1000 * 1000 * 1000;
+/// A file this large that Frame.io refuses to pull (422) is taken as over the limit, whatever
+/// the refusal says: the reference does not say whether "50 GB" means 10^9 or 2^30 bytes, nor
+/// what else Frame.io counts, nor how it words the refusal.
+const NEAR_REMOTE_LIMIT: u64 = REMOTE_LIMIT / 10 * 9;
 /// Presigned part URLs live 24 h; resume only with a comfortable margin left. (When the URLs
 /// say when they expire, that is used instead: see `urls_expire_at`.)
 const PART_URL_LIFE: Duration = Duration::from_secs(23 * 3600);
@@ -69,23 +85,34 @@ pub struct Settings {
     pub poll_max: Duration,
     /// A remote pull with no byte served for this long while incomplete is redone.
     pub stall: Duration,
+    /// A part PUT whose connection takes no byte for this long is cut and sent again.
+    pub part_stall: Duration,
+    /// Every byte in, and Frame.io still not `upload_complete` after this long: the Frame.io
+    /// file is deleted and the attempt fails (`upload.processing_timeout_secs`).
+    pub processing_timeout: Duration,
 }
 
 impl Settings {
     /// The contract's timings. Two environment variables, for tests and for people debugging
-    /// a tunnel (not config keys on purpose: the defaults are right for Frame.io):
-    /// `POSTFLOW_STALL_SECS` shortens the 5-minute stall timeout; `POSTFLOW_POLL_MS` sets the
-    /// first status poll interval (2 s), which then grows to ten times that (at most 30 s).
+    /// a link (not config keys on purpose: the defaults are right for Frame.io):
+    /// `POSTFLOW_STALL_SECS` shortens the stall timeouts (5 minutes for a pull, one for a
+    /// part); `POSTFLOW_POLL_MS` sets the first status poll interval (2 s), which then grows
+    /// to ten times that (at most 30 s).
     pub fn timings(mut self) -> Settings {
         let env = |key: &str| std::env::var(key).ok().and_then(|s| s.parse::<u64>().ok());
         self.poll_min = Duration::from_secs(2);
         self.poll_max = Duration::from_secs(30);
         if let Some(ms) = env("POSTFLOW_POLL_MS") {
+            log::warn!("POSTFLOW_POLL_MS={ms}: test-only status polling in effect");
             self.poll_min = Duration::from_millis(ms.max(1));
             self.poll_max = (self.poll_min * 10).min(self.poll_max);
         }
-        self.stall =
-            env("POSTFLOW_STALL_SECS").map_or(Duration::from_secs(300), Duration::from_secs);
+        let stall = env("POSTFLOW_STALL_SECS").map(|s| {
+            log::warn!("POSTFLOW_STALL_SECS={s}: test-only stall timeouts in effect");
+            Duration::from_secs(s.max(1))
+        });
+        self.stall = stall.unwrap_or(Duration::from_secs(300));
+        self.part_stall = stall.unwrap_or(PART_STALL);
         self
     }
 }
@@ -97,10 +124,15 @@ pub struct Uploader {
     public_url: PublicUrl,
     settings: Settings,
     folders: FolderCache,
+    listings: Listings,
     sidecar: Sidecar,
     s3: ureq::Agent,
     queue: Sender<QueueMsg>,
+    hub: Hub,
     stop: Receiver<()>,
+    /// Jobs whose current attempt could not delete a Frame.io file it meant to: the ledger
+    /// must go on saying that Frame.io may hold a file it does not know.
+    strays: Mutex<HashSet<u64>>,
 }
 
 /// How an attempt ended, when it did not end with the file in Frame.io.
@@ -158,10 +190,12 @@ impl Uploader {
         public_url: PublicUrl,
         settings: Settings,
         queue: Sender<QueueMsg>,
+        hub: Hub,
         stop: Receiver<()>,
     ) -> Uploader {
         Uploader {
             folders: FolderCache::new(&settings.account_id, &settings.project_id),
+            listings: Listings::default(),
             sidecar: Sidecar::new(&settings.state_dir),
             s3: s3_agent(),
             api: api.with_stop(stop.clone()),
@@ -169,7 +203,9 @@ impl Uploader {
             public_url,
             settings,
             queue,
+            hub,
             stop,
+            strays: Mutex::new(HashSet::new()),
         }
     }
 
@@ -187,24 +223,71 @@ impl Uploader {
         }
     }
 
-    fn stopping(&self) -> bool {
-        !matches!(
-            self.stop.try_recv(),
-            Err(crossbeam_channel::TryRecvError::Empty)
-        )
-    }
-
     fn account(&self) -> &str {
         &self.settings.account_id
     }
 
     /// Deletes a Frame.io file we no longer want (best effort: a leftover is harmless to the
-    /// product, only untidy, and the next attempt's search deletes it if it is still there).
-    fn discard(&self, file_id: &str, why: &str) {
+    /// product, only untidy). One that stays is recorded as a file the ledger does not know,
+    /// so the job's next attempt searches for it and deletes it then.
+    fn discard(&self, job: &Job, file_id: &str, why: &str) {
         match self.api.delete_file(self.account(), file_id) {
             Ok(()) => log::debug!("deleted Frame.io file {file_id} ({why})"),
-            Err(e) => log::warn!("could not delete Frame.io file {file_id} ({why}): {e}"),
+            Err(e) => {
+                log::warn!("could not delete Frame.io file {file_id} ({why}): {e}");
+                self.lock_strays().insert(job.id);
+                self.report(AttemptUpdate::UnknownFile {
+                    id: job.id,
+                    possible: true,
+                });
+            }
         }
+    }
+
+    fn lock_strays(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.strays.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Before a create call: has the ledger record that one is going out (see
+    /// `QueueMsg::Creating`) and only then returns.
+    fn creating(&self, job: &Job) -> Result<(), Outcome> {
+        let (written, answer) = bounded(1);
+        if self
+            .queue
+            .send(QueueMsg::Creating {
+                id: job.id,
+                written,
+            })
+            .is_err()
+        {
+            return Err(Outcome::Stopped);
+        }
+        match answer.recv() {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(fail(
+                FailureKind::Retry,
+                "the ledger cannot record the upload (see the log); not creating a Frame.io file it would not know",
+            )
+            .into()),
+            Err(_) => Err(Outcome::Stopped),
+        }
+    }
+
+    /// Frame.io answered a create with a file: the ledger knows it now.
+    fn created(&self, job: &Job, file_id: &str) {
+        self.report(AttemptUpdate::FileCreated {
+            id: job.id,
+            file_id: file_id.to_string(),
+            unknown_file: self.lock_strays().contains(&job.id),
+        });
+    }
+
+    /// Frame.io surely created nothing (a create it refused, or a search that cleaned up).
+    fn nothing_unknown(&self, job: &Job) {
+        self.report(AttemptUpdate::UnknownFile {
+            id: job.id,
+            possible: self.lock_strays().contains(&job.id),
+        });
     }
 }
 
@@ -224,6 +307,7 @@ pub fn run_worker(up: Arc<Uploader>, jobs: Receiver<Job>) {
 fn attempt(up: &Uploader, job: Job) {
     let started = Instant::now();
     let outcome = run_attempt(up, &job, started);
+    up.lock_strays().remove(&job.id);
     match outcome {
         Outcome::Done { file_id, view_url } => {
             let secs = started.elapsed().as_secs_f64();
@@ -306,13 +390,20 @@ fn run_attempt(up: &Uploader, job: &Job, started: Instant) -> Outcome {
     });
     match mode {
         Mode::Remote(public) => match remote(up, job, &path, &folder_id, &public) {
-            Err(RemoteError::OverLimit) if up.settings.mode == UploadMode::Auto => {
-                log::info!("{}: over Frame.io's remote limit, sending it ourselves", job.name());
+            // In auto, local upload is the way round whatever made Frame.io refuse the pull:
+            // the size (its limit and how it counts are not documented) or the URL.
+            Err(RemoteError::Refused(e)) if up.settings.mode == UploadMode::Auto => {
+                let why = if over_remote_limit(job.size, &e) {
+                    "over Frame.io's remote limit".to_string()
+                } else {
+                    format!("Frame.io will not pull it ({e})")
+                };
+                log::info!("{}: {why}, sending it ourselves", job.name());
                 local(up, job, &path, &folder_id, started)
             }
-            Err(RemoteError::OverLimit) => fail(
+            Err(RemoteError::Refused(e)) if over_remote_limit(job.size, &e) => fail(
                 FailureKind::Permanent,
-                "Frame.io refuses remote uploads this large; set frameio.upload to \"auto\" or \"local\"",
+                format!("Frame.io refuses remote uploads this large ({e}); set frameio.upload to \"auto\" or \"local\""),
             )
             .into(),
             Err(RemoteError::NoTunnel(reason)) if up.settings.mode == UploadMode::Auto => {
@@ -320,11 +411,18 @@ fn run_attempt(up: &Uploader, job: &Job, started: Instant) -> Outcome {
                 local(up, job, &path, &folder_id, started)
             }
             Err(RemoteError::NoTunnel(reason)) => fail(FailureKind::Retry, reason).into(),
+            Err(RemoteError::Refused(e)) => classify(e).map_or(Outcome::Stopped, Outcome::Failed),
             Err(RemoteError::Outcome(o)) => o,
             Ok(o) => o,
         },
         _ => local(up, job, &path, &folder_id, started),
     }
+}
+
+/// Whether Frame.io's 422 to a remote upload is about the size: for a file near the limit,
+/// always; for a smaller one, when the refusal says so.
+fn over_remote_limit(size: u64, refusal: &ApiError) -> bool {
+    size >= NEAR_REMOTE_LIMIT || refusal.to_string().to_ascii_lowercase().contains("limit")
 }
 
 enum Mode {
@@ -374,20 +472,38 @@ fn adopt_or_clean(up: &Uploader, job: &Job, folder_id: &str) -> Result<Option<Ou
             Ok(_) if up.settings.mode != UploadMode::Remote && resumable(up, job).is_some() => {
                 return Ok(None)
             }
-            Ok(_) => up.discard(file_id, "unfinished upload from an earlier attempt"),
+            Ok(_) => up.discard(job, file_id, "unfinished upload from an earlier attempt"),
             Err(e) if e.status() == Some(404) => {}
             Err(e) => return Err(e),
         }
         up.sidecar.remove(job.id);
     }
+    if !job.unknown_file {
+        return Ok(None);
+    }
+    search(up, job, folder_id)
+}
+
+/// The recovery search (see `recovery`): looks for a file of this job that the ledger does
+/// not know, created after the job was (give or take clock skew).
+fn search(up: &Uploader, job: &Job, folder_id: &str) -> Result<Option<Outcome>, ApiError> {
+    log::info!(
+        "{}: an earlier attempt may have created it in Frame.io; looking in /{}",
+        job.name(),
+        job.folder
+    );
     let not_before_ms = job.created_ms.saturating_sub(60_000);
-    // Files inside version stacks too: a stacked file is no child of the folder itself.
-    for f in up.api.folder_files(up.account(), folder_id)? {
+    // Every earlier attempt ended before the job was last written (the queue writes the end
+    // of each attempt, and a restart's requeue).
+    let files = up
+        .listings
+        .files(&up.api, up.account(), folder_id, job.updated_ms)?;
+    for f in files.iter() {
         if f.name != job.name() || Some(&f.id) == job.file_id.as_ref() {
             continue;
         }
-        // Created after the job (give or take clock skew): ours. An older file with the same
-        // name is a previous version of this file, not this job's upload.
+        // An older file with the same name is a previous version of this file, not this
+        // job's upload.
         if f.created_at
             .as_deref()
             .and_then(parse_rfc3339_ms)
@@ -395,7 +511,12 @@ fn adopt_or_clean(up: &Uploader, job: &Job, folder_id: &str) -> Result<Option<Ou
         {
             continue;
         }
-        let complete = up.api.file_status(up.account(), &f.id)?.upload_complete;
+        let complete = match up.api.file_status(up.account(), &f.id) {
+            Ok(s) => s.upload_complete,
+            // Gone since the listing (another job's search, a person): nothing to do.
+            Err(e) if e.status() == Some(404) => continue,
+            Err(e) => return Err(e),
+        };
         if complete && f.file_size == Some(job.size) {
             log::info!("{}: already in Frame.io, adopting it", job.name());
             return adopt(up, job, &f.id).map(Some);
@@ -404,9 +525,10 @@ fn adopt_or_clean(up: &Uploader, job: &Job, folder_id: &str) -> Result<Option<Ou
         // crash can leave a file whose size Frame.io never learned (it could not reach us).
         // A complete one of another size is another version, not ours to touch.
         if !complete {
-            up.discard(&f.id, "incomplete leftover of an interrupted upload");
+            up.discard(job, &f.id, "incomplete leftover of an interrupted upload");
         }
     }
+    up.nothing_unknown(job);
     Ok(None)
 }
 
@@ -430,15 +552,16 @@ fn resumable(up: &Uploader, job: &Job) -> Option<(LocalPlan, Vec<usize>)> {
     };
     let same = Some(&plan.file_id) == job.file_id.as_ref()
         && plan.size == job.size
-        && plan.mtime_ns == job.mtime_ns;
+        && plan.mtime_ns == job.mtime_ns
+        && check_layout(&plan.parts, plan.size).is_ok();
     (fresh && same).then_some((plan, done))
 }
 
 enum RemoteError {
-    /// Frame.io will not pull a file this large.
-    OverLimit,
     /// A pull must be redone and the tunnel cannot carry it now (why).
     NoTunnel(String),
+    /// Frame.io answered 422 to the pull request (nothing was created).
+    Refused(ApiError),
     Outcome(Outcome),
 }
 
@@ -454,10 +577,13 @@ impl From<Stopped> for RemoteError {
     }
 }
 
-/// Why a remote pull is being redone.
+/// How watching a remote pull ended.
 enum Watch {
     Complete,
+    /// Redo the pull within this attempt.
     Redo(String),
+    /// Every byte was served and Frame.io never said complete: the attempt fails.
+    Deadline(String),
 }
 
 fn remote(
@@ -476,6 +602,10 @@ fn remote(
             )
         })?;
         let source = format!("{public}{}", link.url_path);
+        if let Err(o) = up.creating(job) {
+            up.links.revoke(&link.token);
+            return Err(RemoteError::Outcome(o));
+        }
         let created = match up
             .api
             .remote_upload(up.account(), folder_id, job.name(), &source)
@@ -483,17 +613,17 @@ fn remote(
             Ok(c) => c,
             Err(e) => {
                 up.links.revoke(&link.token);
-                if e.status() == Some(422) && e.to_string().to_ascii_lowercase().contains("limit") {
-                    return Err(RemoteError::OverLimit);
+                if !e.maybe_committed() {
+                    up.nothing_unknown(job);
+                }
+                if e.status() == Some(422) {
+                    return Err(RemoteError::Refused(e));
                 }
                 return Err(classify(e)?.into());
             }
         };
         let file_id = created.file.id.clone();
-        up.report(AttemptUpdate::FileCreated {
-            id: job.id,
-            file_id: file_id.clone(),
-        });
+        up.created(job, &file_id);
         up.report(AttemptUpdate::Processing { id: job.id });
         let watched = watch_remote(up, job, path, &link.token, &created.status_path, public);
         up.links.revoke(&link.token);
@@ -505,13 +635,17 @@ fn remote(
                 })
             }
             Ok(Watch::Redo(reason)) => reason,
+            Ok(Watch::Deadline(reason)) => {
+                up.discard(job, &file_id, "Frame.io never finished processing it");
+                return Err(fail(FailureKind::Retry, reason).into());
+            }
             Err(RemoteError::Outcome(Outcome::Stopped)) => return Ok(Outcome::Stopped),
             Err(e) => {
-                up.discard(&file_id, "the attempt failed");
+                up.discard(job, &file_id, "the attempt failed");
                 return Err(e);
             }
         };
-        up.discard(&file_id, &reason);
+        up.discard(job, &file_id, &reason);
         redos += 1;
         if redos > MAX_REDOS {
             return Err(fail(FailureKind::Retry, reason).into());
@@ -615,10 +749,20 @@ fn watch_remote(
         }
         if let Some(activity) = up.links.activity(token) {
             let last = activity.last_served_at.unwrap_or(requested);
-            if activity.covered < activity.total && last.elapsed() >= up.settings.stall {
-                return Ok(Watch::Redo(format!(
-                    "no byte served for {} s",
-                    up.settings.stall.as_secs()
+            if activity.covered < activity.total {
+                if last.elapsed() >= up.settings.stall {
+                    return Ok(Watch::Redo(format!(
+                        "no byte served for {} s",
+                        up.settings.stall.as_secs()
+                    )));
+                }
+            // Every byte served: the processing deadline counts from the last byte, so a
+            // fetcher that is still reading (again) is never cut.
+            } else if last.elapsed() >= up.settings.processing_timeout {
+                return Ok(Watch::Deadline(format!(
+                    "Frame.io got every byte and did not finish processing it within {}; \
+                     deleted that Frame.io file (upload.processing_timeout_secs)",
+                    human::duration(up.settings.processing_timeout)
                 )));
             }
         }
@@ -649,57 +793,21 @@ fn local_inner(
             );
             (plan, done)
         }
-        None => {
-            let created = up
-                .api
-                .local_upload(up.account(), folder_id, job.name(), job.size)
-                .map_err(|e| classify(e).map_or(Outcome::Stopped, Outcome::Failed))?;
-            up.report(AttemptUpdate::FileCreated {
-                id: job.id,
-                file_id: created.file.id.clone(),
-            });
-            let plan = LocalPlan {
-                file_id: created.file.id.clone(),
-                // Part URLs are signed for a Content-Type. With no media type returned, the
-                // one Frame.io's own SDK sends is octet-stream; a type guessed from the
-                // extension would not match the signature (S3: SignatureDoesNotMatch).
-                media_type: created
-                    .file
-                    .media_type
-                    .clone()
-                    .unwrap_or_else(|| NO_MEDIA_TYPE.to_string()),
-                parts: created
-                    .upload_urls
-                    .iter()
-                    .map(|u| Part {
-                        url: u.url.clone(),
-                        size: u.size,
-                    })
-                    .collect(),
-                issued_at: now_secs(),
-                size: job.size,
-                mtime_ns: job.mtime_ns,
-            };
-            if let Err(e) = up.sidecar.save_plan(job.id, &plan) {
-                // Not fatal: the upload works, only a resume after a crash would start over.
-                log::warn!("cannot save upload progress for {}: {e}", job.name());
-            }
-            (plan, Vec::new())
-        }
+        None => (new_local_upload(up, job, folder_id)?, Vec::new()),
     };
     let total: u64 = plan.parts.iter().map(|p| p.size).sum();
-    let sent =
-        std::sync::atomic::AtomicU64::new(done.iter().map(|&i| plan.parts[i].size).sum::<u64>());
-    let milestone = std::sync::atomic::AtomicU8::new(0);
+    let sent = AtomicU64::new(done.iter().map(|&i| plan.parts[i].size).sum::<u64>());
+    let accepted = AtomicU64::new(sent.load(Ordering::SeqCst));
+    let milestone = AtomicU8::new(0);
     let on_done = |index: usize| {
         if let Err(e) = up.sidecar.record_done(job.id, index) {
             log::warn!("cannot record a finished part of {}: {e}", job.name());
         }
-        let now = sent.fetch_add(plan.parts[index].size, std::sync::atomic::Ordering::SeqCst)
-            + plan.parts[index].size;
+        let now =
+            accepted.fetch_add(plan.parts[index].size, Ordering::SeqCst) + plan.parts[index].size;
         let percent = (now * 100 / total.max(1)) as u8;
         let step = (percent / 25).min(3) * 25;
-        if step > 0 && milestone.fetch_max(step, std::sync::atomic::Ordering::SeqCst) < step {
+        if step > 0 && milestone.fetch_max(step, Ordering::SeqCst) < step {
             log::info!("{}: {step}% sent", job.name());
         }
     };
@@ -711,9 +819,16 @@ fn local_inner(
         parallel: up.settings.parallel_parts,
         tries: 3,
         backoff: Duration::from_secs(1),
+        stall: up.settings.part_stall,
     };
-    let stopping = || up.stopping();
-    match put_parts(&up.s3, &part_plan, &on_done, &stopping) {
+    let (finished, parts_finished) = bounded::<()>(0);
+    let sending = std::thread::scope(|s| {
+        s.spawn(|| show_progress(up, job.id, &sent, total, &parts_finished));
+        let result = put_parts(&up.s3, &part_plan, &sent, &on_done, &up.stop);
+        drop(finished);
+        result
+    });
+    match sending {
         Ok(()) => {}
         Err(PartError::Stopped) => return Err(Outcome::Stopped),
         Err(PartError::Transient(m)) => {
@@ -721,7 +836,7 @@ fn local_inner(
             return Err(fail(FailureKind::Retry, m).into());
         }
         Err(e) => {
-            up.discard(&plan.file_id, "the local upload could not finish");
+            up.discard(job, &plan.file_id, "the local upload could not finish");
             up.sidecar.remove(job.id);
             let kind = match e {
                 PartError::File(_) => FailureKind::FileChanged,
@@ -731,12 +846,35 @@ fn local_inner(
         }
     }
     up.report(AttemptUpdate::Processing { id: job.id });
+    // Every part is in: from here Frame.io stitches and checks them, and gets
+    // `processing_timeout` to say so.
+    let all_in = Instant::now();
+    let deadline = up.settings.processing_timeout;
     let mut interval = up.settings.poll_min;
     loop {
+        // Frame.io stitches the parts first: a poll right after the last one is nearly
+        // always too early, and the status budget (5/s) is shared by every job.
+        let waited = all_in.elapsed();
+        if waited >= deadline {
+            up.discard(job, &plan.file_id, "Frame.io never finished processing it");
+            up.sidecar.remove(job.id);
+            return Err(fail(
+                FailureKind::Retry,
+                format!(
+                    "Frame.io accepted every part and did not finish processing it within {}; \
+                     deleted that Frame.io file (upload.processing_timeout_secs)",
+                    human::duration(deadline)
+                ),
+            )
+            .into());
+        }
+        up.sleep(interval.min(deadline - waited))
+            .map_err(Outcome::from)?;
+        interval = (interval * 3 / 2).min(up.settings.poll_max);
         match up.api.file_status(up.account(), &plan.file_id) {
             Ok(s) if s.upload_complete => break,
             Ok(s) if s.upload_failed => {
-                up.discard(&plan.file_id, "Frame.io reported upload_failed");
+                up.discard(job, &plan.file_id, "Frame.io reported upload_failed");
                 up.sidecar.remove(job.id);
                 return Err(fail(FailureKind::Retry, "Frame.io reported upload_failed").into());
             }
@@ -745,8 +883,6 @@ fn local_inner(
             Err(e) if e.is_transient() => {}
             Err(e) => return Err(classify(e).map_or(Outcome::Stopped, Outcome::Failed)),
         }
-        up.sleep(interval).map_err(Outcome::from)?;
-        interval = (interval * 3 / 2).min(up.settings.poll_max);
     }
     up.sidecar.remove(job.id);
     let view_url = up
@@ -759,6 +895,103 @@ fn local_inner(
         file_id: plan.file_id,
         view_url,
     })
+}
+
+/// Creates the Frame.io file of a local upload and saves its plan.
+fn new_local_upload(up: &Uploader, job: &Job, folder_id: &str) -> Result<LocalPlan, Outcome> {
+    up.creating(job)?;
+    let created = match up
+        .api
+        .local_upload(up.account(), folder_id, job.name(), job.size)
+    {
+        Ok(c) => c,
+        Err(e) => {
+            if !e.maybe_committed() {
+                up.nothing_unknown(job);
+            }
+            return Err(classify(e).map_or(Outcome::Stopped, Outcome::Failed));
+        }
+    };
+    up.created(job, &created.file.id);
+    let plan = LocalPlan {
+        file_id: created.file.id.clone(),
+        // Part URLs are signed for a Content-Type. With no media type returned, the one
+        // Frame.io's own SDK sends is octet-stream; a type guessed from the extension would
+        // not match the signature (S3: SignatureDoesNotMatch).
+        media_type: created
+            .file
+            .media_type
+            .clone()
+            .unwrap_or_else(|| NO_MEDIA_TYPE.to_string()),
+        parts: created
+            .upload_urls
+            .iter()
+            .map(|u| Part {
+                url: u.url.clone(),
+                size: u.size,
+            })
+            .collect(),
+        issued_at: now_secs(),
+        size: job.size,
+        mtime_ns: job.mtime_ns,
+    };
+    // Never send a file with a hole or an overlap: the part sizes are Frame.io's to choose
+    // (and undocumented), so they are checked.
+    if let Err(m) = check_layout(&plan.parts, job.size) {
+        up.discard(job, &plan.file_id, "its parts do not fit the file");
+        return Err(fail(FailureKind::Retry, m).into());
+    }
+    if let Err(e) = up.sidecar.save_plan(job.id, &plan) {
+        // Not fatal: the upload works, only a resume after a crash would start over.
+        log::warn!("cannot save upload progress for {}: {e}", job.name());
+    }
+    Ok(plan)
+}
+
+/// How often the page hears how far a local upload is.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+/// The span a local upload's rate is measured over.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+/// Publishes the bytes the connections to S3 have taken, while parts go up (until
+/// `finished` closes), and once more at the end. The rate is over the last `RATE_WINDOW`: a
+/// connection takes bytes in batches of what its socket buffer frees, which makes a
+/// half-second rate jump about.
+fn show_progress(up: &Uploader, job: u64, sent: &AtomicU64, total: u64, finished: &Receiver<()>) {
+    let mut window: VecDeque<(Instant, u64)> = VecDeque::new();
+    let mut shown = None;
+    loop {
+        let done = !matches!(
+            finished.recv_timeout(PROGRESS_EVERY),
+            Err(RecvTimeoutError::Timeout)
+        );
+        let now = (Instant::now(), sent.load(Ordering::SeqCst));
+        window.push_back(now);
+        while window
+            .front()
+            .is_some_and(|(at, _)| now.0.duration_since(*at) > RATE_WINDOW)
+        {
+            window.pop_front();
+        }
+        if shown != Some(now.1) {
+            let (from, from_bytes) = window.front().copied().unwrap_or(now);
+            let secs = now.0.duration_since(from).as_secs_f64();
+            up.hub.publish(Event::PartsSent {
+                job,
+                sent: now.1,
+                total,
+                bytes_per_sec: if secs > 0.0 {
+                    now.1.saturating_sub(from_bytes) as f64 / secs
+                } else {
+                    0.0
+                },
+            });
+            shown = Some(now.1);
+        }
+        if done {
+            return;
+        }
+    }
 }
 
 /// When the first of the presigned URLs expires, and how long they lived (unix seconds,
@@ -828,6 +1061,33 @@ mod tests {
         assert!(matches!(
             choose_mode(UploadMode::Remote, None, 10),
             Mode::WaitForTunnel
+        ));
+    }
+
+    #[test]
+    fn a_refused_pull_near_the_limit_is_over_it_whatever_frameio_says() {
+        let refusal = |detail: &str| ApiError::Status {
+            method: "POST",
+            path: "/v4/accounts/a/folders/f/files/remote_upload".into(),
+            status: 422,
+            detail: detail.into(),
+            maybe_committed: false,
+        };
+        // 49.9 GB: under the limit as postflow counts, maybe over it as Frame.io does.
+        let near = 49_900_000_000;
+        assert!(over_remote_limit(near, &refusal("Invalid value")));
+        assert!(over_remote_limit(near, &refusal("")));
+        assert!(over_remote_limit(
+            REMOTE_LIMIT,
+            &refusal("Unprocessable Entity")
+        ));
+        assert!(over_remote_limit(
+            1_000,
+            &refusal("exceeds the remote upload limit")
+        ));
+        assert!(!over_remote_limit(
+            1_000,
+            &refusal("source_url must be https")
         ));
     }
 

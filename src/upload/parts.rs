@@ -5,14 +5,17 @@
 //! Frame.io returned as `media_type`, or `application/octet-stream` when it returned none (the
 //! same for every part, it is part of the signature) and `x-amz-acl: private` (also signed). Presigned URLs carry their authorisation in the
 //! query string: no `Authorization` header, and the URL itself is a secret (never logged).
-//! Parts go up `parallel` at a time; a failed part is retried on its own.
+//! Parts go up `parallel` at a time; a failed or stalled part is retried on its own. No part
+//! is ever abandoned for being slow: only one the connection stops taking bytes of.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+
+use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, TryRecvError};
 
 use serde::{Deserialize, Serialize};
 
@@ -62,28 +65,94 @@ impl std::fmt::Display for PartError {
     }
 }
 
-/// The HTTP agent for part PUTs: S3's XML error bodies are read (not turned into bare status
-/// errors), a stalled connection fails instead of hanging, and the global timeout is left
-/// to each request, scaled to its part (see `put_part`).
+/// The HTTP agent for part PUTs, shared by every part of every job: S3's XML error bodies are
+/// read (not turned into bare status errors). It sets no total budget for a body or for the
+/// wait for S3's answer: each request is bounded by progress instead (see `put_part`).
 pub fn s3_agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(30)))
-        // S3 answers as soon as the body is in; a longer silence is a dead connection.
-        .timeout_recv_response(Some(Duration::from_secs(30)))
+        // The request head (and a TLS handshake) is a few kilobytes, whatever the part.
+        .timeout_send_request(Some(Duration::from_secs(30)))
+        // S3's answer body is empty or a short XML error.
+        .timeout_recv_body(Some(Duration::from_secs(30)))
         .build()
         .into()
 }
 
-/// Sends one part. `offset`/`size` select the bytes of `path`.
-pub fn put_part(
+/// How long a part may go without the connection taking a byte before it is cut and retried
+/// on its own. Frame.io's SDK allows at least 120 s per chunk, counted per read/write; a
+/// minute keeps a dead connection from holding a part for long, while a slow one (50 KB/s
+/// takes a 128 KiB buffer every 2.6 s) never comes near it.
+pub const PART_STALL: Duration = Duration::from_secs(60);
+
+/// The slowest uplink a part is sure to get through on, in bytes per second ("50 KB/s is
+/// slow, not broken"). Only the wait for S3's answer depends on it (see `answer_wait`).
+const SLOW_LINK: u64 = 50_000;
+
+/// What a connection can still hold after our last write of a body returned: the socket's
+/// send buffer (Linux grows it to 4 MiB by default), the queues on the way and S3's receive
+/// buffer.
+const MAX_IN_FLIGHT: u64 = 16 << 20;
+
+/// How long to wait for S3's answer once the connection has taken the last byte of a part:
+/// the bytes still in flight must reach S3 first, which on a slow link takes a while, and
+/// nothing can be seen of their progress from here. A stall period plus what is in flight
+/// at `SLOW_LINK`: about 6.6 minutes for a 16 MiB part, one minute for a tiny one.
+pub fn answer_wait(part_size: u64, stall: Duration) -> Duration {
+    stall + Duration::from_secs(part_size.min(MAX_IN_FLIGHT).div_ceil(SLOW_LINK))
+}
+
+/// Checks that Frame.io's parts cover the file exactly: their sizes add up to the file size
+/// (so no byte is left out and none is sent twice) and none is empty, unless the file is.
+/// Frame.io's part sizes are undocumented, so they are checked rather than assumed.
+pub fn check_layout(parts: &[Part], file_size: u64) -> Result<(), String> {
+    let sum = parts
+        .iter()
+        .try_fold(0u64, |sum, p| sum.checked_add(p.size))
+        .ok_or("Frame.io's part sizes overflow")?;
+    if sum != file_size {
+        let kind = if sum < file_size {
+            "a hole"
+        } else {
+            "an overlap"
+        };
+        return Err(format!(
+            "Frame.io's {} part sizes add up to {sum} bytes, not the file's {file_size}: \
+             uploading them would leave {kind}",
+            parts.len()
+        ));
+    }
+    if file_size > 0 {
+        if let Some(i) = parts.iter().position(|p| p.size == 0) {
+            return Err(format!(
+                "Frame.io gave part {} of {} a size of 0 bytes",
+                i + 1,
+                parts.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Sends one part. `offset`/`size` select the bytes of `path`; `sent` grows as the
+/// connection takes them (and shrinks back if this try fails).
+///
+/// Bounded by progress, never by total time. A body write that the connection accepts no
+/// byte of for `stall` fails (`timeout_per_write`: the socket's own send timeout, restarted
+/// by every write, so it fires on a peer or a link that stopped taking bytes and never on
+/// one that takes them slowly). A reader wrapped around the file could not do that: while
+/// the socket is full, the HTTP client is blocked in a write and never asks the reader for
+/// more. After the last byte, the wait for the answer is `answer_wait`.
+fn put_part(
     agent: &ureq::Agent,
-    path: &Path,
-    part: &Part,
+    plan: &PartPlan<'_>,
+    index: usize,
     offset: u64,
-    content_type: &str,
+    sent: &AtomicU64,
 ) -> Result<(), PartError> {
-    let mut file = File::open(path).map_err(|e| PartError::File(e.to_string()))?;
+    let part = &plan.parts[index];
+    let mut file = File::open(plan.path).map_err(|e| PartError::File(e.to_string()))?;
     let len = file
         .metadata()
         .map_err(|e| PartError::File(e.to_string()))?
@@ -96,26 +165,58 @@ pub fn put_part(
     }
     file.seek(SeekFrom::Start(offset))
         .map_err(|e| PartError::File(e.to_string()))?;
-    let body = ExactReader {
-        inner: file.take(part.size),
-        left: part.size,
+    let mut body = Counted {
+        inner: ExactReader {
+            inner: file.take(part.size),
+            left: part.size,
+        },
+        taken: 0,
+        cap: part.size.saturating_sub(1),
+        sent,
     };
-    // The body timeout covers the whole part: allow at least 1 MB/s (and 30 s), so a slow
-    // uplink is fine but a stalled connection fails fast and the part is retried on its own.
-    let body_timeout = Duration::from_secs(30.max(part.size / 1_000_000));
     let result = agent
         .put(&part.url)
         .config()
-        .timeout_send_body(Some(body_timeout))
+        .timeout_per_write(Some(plan.stall))
+        .timeout_recv_response(Some(answer_wait(part.size, plan.stall)))
         .build()
         .header("content-length", part.size.to_string())
-        .header("content-type", content_type)
+        .header("content-type", plan.content_type)
         .header("x-amz-acl", "private")
-        .send(ureq::SendBody::from_owned_reader(body));
+        .send(ureq::SendBody::from_reader(&mut body));
+    let outcome = read_answer(result, plan.stall, part.size);
+    let counted = body.taken.min(body.cap);
+    match outcome {
+        Ok(()) => sent.fetch_add(part.size - counted, Ordering::SeqCst),
+        Err(_) => sent.fetch_sub(counted, Ordering::SeqCst),
+    };
+    outcome
+}
+
+/// What S3's answer (or the lack of one) means for the part.
+fn read_answer(
+    result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    stall: Duration,
+    size: u64,
+) -> Result<(), PartError> {
     let mut response = match result {
         Ok(r) => r,
         Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             return Err(PartError::File(e.to_string()))
+        }
+        // The send timeout, or the kernel giving up on the peer (ETIMEDOUT): ureq reports
+        // both as this.
+        Err(ureq::Error::Timeout(ureq::Timeout::PerWrite)) => {
+            return Err(PartError::Transient(format!(
+                "no byte went out for {} s, or the connection timed out",
+                stall.as_secs_f64().round()
+            )))
+        }
+        Err(ureq::Error::Timeout(ureq::Timeout::RecvResponse)) => {
+            return Err(PartError::Transient(format!(
+                "no answer from S3 {} s after the last byte",
+                answer_wait(size, stall).as_secs()
+            )))
         }
         Err(e) => return Err(PartError::Transient(e.to_string())),
     };
@@ -142,6 +243,29 @@ pub fn put_part(
         Err(PartError::Rejected(format!(
             "HTTP {status} {code}: {message}"
         )))
+    }
+}
+
+/// The body of a part: counts the bytes the HTTP client takes (it takes the next buffer only
+/// once the connection has accepted the previous one), for the page's progress. The last
+/// byte counts only with S3's answer: what the connection took can still be on its way
+/// (seconds of it on a slow link), and the page must not say 100 % before S3 has it all.
+struct Counted<'a, R> {
+    inner: R,
+    taken: u64,
+    /// The most `sent` grows by before S3 answers: the part's size less one byte.
+    cap: u64,
+    sent: &'a AtomicU64,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let before = self.taken.min(self.cap);
+        self.taken += n as u64;
+        self.sent
+            .fetch_add(self.taken.min(self.cap) - before, Ordering::SeqCst);
+        Ok(n)
     }
 }
 
@@ -190,15 +314,21 @@ pub struct PartPlan<'a> {
     pub tries: u32,
     /// Base of the backoff between tries of one part (doubles each time).
     pub backoff: Duration,
+    /// A try that the connection takes no byte of for this long is cut ([`PART_STALL`]).
+    pub stall: Duration,
 }
 
 /// Sends every part not yet done, `parallel` at a time. `on_done(index)` is called as each part
-/// finishes (the caller records it durably). `stopped()` is polled between parts.
+/// finishes (the caller records it durably); `sent` counts the bytes the connections have
+/// taken (the caller starts it at what is already done). When `stop` fires (or closes),
+/// every part in flight is cut at once (the agent is shut down: this is for the end of the
+/// process) and the answer is `Stopped`.
 pub fn put_parts(
     agent: &ureq::Agent,
     plan: &PartPlan<'_>,
+    sent: &AtomicU64,
     on_done: &(dyn Fn(usize) + Sync),
-    stopped: &(dyn Fn() -> bool + Sync),
+    stop: &Receiver<()>,
 ) -> Result<(), PartError> {
     let offsets = offsets(plan.parts);
     let todo: Vec<usize> = (0..plan.parts.len())
@@ -208,27 +338,41 @@ pub fn put_parts(
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<PartError>> = Mutex::new(None);
     let workers = plan.parallel.clamp(1, todo.len().max(1));
+    let (finished, all_finished) = bounded::<()>(0);
     std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| loop {
-                if failed.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Some(&index) = todo.get(next.fetch_add(1, Ordering::SeqCst)) else {
-                    return;
-                };
-                let result = put_with_retries(agent, plan, index, offsets[index], stopped);
-                match result {
-                    Ok(()) => on_done(index),
-                    Err(e) => {
-                        failed.store(true, Ordering::SeqCst);
-                        let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
-                        slot.get_or_insert(e);
+        // A part on a slow link can take many minutes: shutdown must not wait for it.
+        scope.spawn(|| {
+            select! {
+                recv(stop) -> _ => agent.clone().shutdown(),
+                recv(all_finished) -> _ => {}
+            }
+        });
+        let senders: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| loop {
+                    if failed.load(Ordering::SeqCst) {
                         return;
                     }
-                }
-            });
+                    let Some(&index) = todo.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                        return;
+                    };
+                    match put_with_retries(agent, plan, index, offsets[index], sent, stop) {
+                        Ok(()) => on_done(index),
+                        Err(e) => {
+                            failed.store(true, Ordering::SeqCst);
+                            let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                            slot.get_or_insert(e);
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for s in senders {
+            // A panic ends the process (panic = "abort"); nothing to recover here.
+            let _ = s.join();
         }
+        drop(finished);
     });
     match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some(e) => Err(e),
@@ -236,35 +380,43 @@ pub fn put_parts(
     }
 }
 
+fn stopping(stop: &Receiver<()>) -> bool {
+    !matches!(stop.try_recv(), Err(TryRecvError::Empty))
+}
+
 fn put_with_retries(
     agent: &ureq::Agent,
     plan: &PartPlan<'_>,
     index: usize,
     offset: u64,
-    stopped: &(dyn Fn() -> bool + Sync),
+    sent: &AtomicU64,
+    stop: &Receiver<()>,
 ) -> Result<(), PartError> {
     let mut delay = plan.backoff;
     let mut tries = 0;
+    let name = plan
+        .path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     loop {
-        if stopped() {
+        if stopping(stop) {
             return Err(PartError::Stopped);
         }
         tries += 1;
-        match put_part(
-            agent,
-            plan.path,
-            &plan.parts[index],
-            offset,
-            plan.content_type,
-        ) {
+        match put_part(agent, plan, index, offset, sent) {
             Ok(()) => return Ok(()),
+            // The agent was shut down under the request.
+            Err(_) if stopping(stop) => return Err(PartError::Stopped),
             Err(PartError::Transient(m)) if tries < plan.tries => {
-                log::debug!(
-                    "part {} of {}: {m}; retrying in {delay:?}",
+                log::info!(
+                    "{name}: part {} of {}: {m}; sending it again in {} s (the other parts go on)",
                     index + 1,
-                    plan.parts.len()
+                    plan.parts.len(),
+                    delay.as_secs_f64()
                 );
-                std::thread::sleep(delay);
+                if !matches!(stop.recv_timeout(delay), Err(RecvTimeoutError::Timeout)) {
+                    return Err(PartError::Stopped);
+                }
                 delay *= 2;
             }
             Err(e) => return Err(e),
@@ -283,6 +435,56 @@ mod tests {
             size,
         });
         assert_eq!(offsets(&parts), vec![0, 10, 20]);
+    }
+
+    #[test]
+    fn parts_must_cover_the_file_exactly() {
+        let parts = |sizes: &[u64]| -> Vec<Part> {
+            sizes
+                .iter()
+                .map(|&size| Part {
+                    url: String::new(),
+                    size,
+                })
+                .collect()
+        };
+        // The docs' 50,645,990-byte example, and the SDK's 35 parts of a large file.
+        assert_eq!(
+            check_layout(&parts(&[16_881_997, 16_881_997, 16_881_996]), 50_645_990),
+            Ok(())
+        );
+        let mut big = vec![3_000_000_000u64; 34];
+        big.push(1_234);
+        assert_eq!(check_layout(&parts(&big), 102_000_001_234), Ok(()));
+        assert_eq!(check_layout(&parts(&[0]), 0), Ok(()));
+        let short = check_layout(&parts(&[10, 10]), 25).unwrap_err();
+        assert!(
+            short.contains("add up to 20 bytes, not the file's 25") && short.contains("a hole")
+        );
+        let long = check_layout(&parts(&[10, 10]), 15).unwrap_err();
+        assert!(long.contains("an overlap"), "{long}");
+        let empty = check_layout(&parts(&[10, 0, 5]), 15).unwrap_err();
+        assert!(empty.contains("part 2 of 3"), "{empty}");
+        assert!(check_layout(&parts(&[u64::MAX, 2]), 1).is_err());
+    }
+
+    #[test]
+    fn the_answer_may_take_what_the_connection_holds_at_a_slow_link() {
+        let stall = Duration::from_secs(60);
+        assert_eq!(answer_wait(0, stall), stall);
+        assert_eq!(
+            answer_wait(1_000_000, stall),
+            stall + Duration::from_secs(20)
+        );
+        // Whatever the part size, only what a connection can hold is still on its way.
+        assert_eq!(
+            answer_wait(1 << 40, stall),
+            answer_wait(MAX_IN_FLIGHT, stall)
+        );
+        assert_eq!(
+            answer_wait(MAX_IN_FLIGHT, stall),
+            stall + Duration::from_secs(336)
+        );
     }
 
     #[test]

@@ -256,6 +256,31 @@ impl Rig {
         serde_json::from_str(&resp.body_mut().read_to_string().ok()?).ok()
     }
 
+    /// The running instance's `/api/status` (the dashboard must have a fixed port).
+    pub fn status(&self) -> Option<Value> {
+        let listen = self.config["dashboard"]["listen"].as_str()?;
+        let mut resp = ureq::get(&format!("http://{listen}/api/status"))
+            .call()
+            .ok()?;
+        serde_json::from_str(&resp.body_mut().read_to_string().ok()?).ok()
+    }
+
+    /// The transfer the page shows for `name`, if any.
+    pub fn transfer(&self, name: &str) -> Option<Value> {
+        self.status()?["transfers"]
+            .as_array()?
+            .iter()
+            .find(|t| t["name"] == name)
+            .cloned()
+    }
+
+    /// Waits for the external tunnel (remote and auto rigs) so the first file already sees it.
+    pub fn wait_tunnel_up(&self) {
+        crate::common::wait_until(Duration::from_secs(20), "the tunnel", || {
+            self.sandbox.log().contains("tunnel up: ")
+        });
+    }
+
     /// Jobs of the running instance, from `/api/jobs` (the dashboard must have a fixed port).
     pub fn jobs(&self) -> Vec<Value> {
         let listen = self.config["dashboard"]["listen"].as_str().unwrap();

@@ -149,6 +149,11 @@ pub(crate) fn handle(
         return (endpoint, with_rate_headers(server_error(status), &verdict));
     }
     let reply = dispatch(shared, meta, &segs, body, endpoint, &faults);
+    if matches!(endpoint, "remote_upload" | "local_upload") && reply.status < 300 {
+        std::thread::sleep(std::time::Duration::from_millis(
+            faults.create_answer_delay_ms,
+        ));
+    }
     let reply = match injected {
         Some(status) => server_error(status),
         None => reply,
@@ -611,13 +616,13 @@ fn remote_upload(
         None
     };
     if let Some(size) = size.filter(|s| *s > faults.remote_size_limit) {
-        return Err(invalid_field(
-            &format!(
+        let detail = faults.remote_limit_detail.clone().unwrap_or_else(|| {
+            format!(
                 "File size {size} exceeds the remote upload limit of {} bytes; use local upload",
                 faults.remote_size_limit
-            ),
-            "/data/source_url",
-        ));
+            )
+        });
+        return Err(invalid_field(&detail, "/data/source_url"));
     }
     let (media_type, ct) = media(&name, faults);
     let mut f = new_file(media_type, ct, UploadMode::Remote);

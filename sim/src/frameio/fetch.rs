@@ -236,6 +236,7 @@ pub(crate) fn start(shared: Arc<Shared>, file_id: String, source_url: String) {
 }
 
 fn finish(shared: &Shared, file_id: &str, result: Result<(u64, String), String>) {
+    let lost = result.is_ok() && take_one(&mut shared.faults().never_complete_next);
     let mut st = shared.lock();
     let Some(NodeKind::File(f)) = st.nodes.get_mut(file_id).map(|n| &mut n.kind) else {
         return; // deleted meanwhile
@@ -245,7 +246,13 @@ fn finish(shared: &Shared, file_id: &str, result: Result<(u64, String), String>)
             f.file_size = n;
             f.bytes_received = n;
             f.sha256 = Some(sha);
-            f.completed_at = Some(SystemTime::now());
+            if lost {
+                log::info!(
+                    "frameio-sim: remote upload {file_id} got every byte and never completes"
+                );
+            } else {
+                f.completed_at = Some(SystemTime::now());
+            }
         }
         Err(reason) => {
             log::info!("frameio-sim: remote upload {file_id} failed: {reason}");

@@ -1,7 +1,7 @@
 //! Adobe IMS stand-in: authorize (auto-approve), token (code + refresh with rotation),
 //! revoke, discovery.
 
-use super::options::Faults;
+use super::options::{take_one, Faults};
 use super::state::{AccessToken, AuthCode, RefreshToken, State};
 use super::{Meta, Reply, Shared};
 use crate::util::{base64_decode, base64url, parse_query, percent_encode, query_get, unix_ms};
@@ -174,6 +174,14 @@ fn client_auth(shared: &Shared, meta: &Meta, p: &[(String, String)]) -> Result<S
 }
 
 fn token(shared: &Shared, meta: &Meta, body: &[u8]) -> Reply {
+    let limited = {
+        let mut f = shared.faults();
+        take_one(&mut f.ims_429_next).then_some(f.ims_retry_after_secs)
+    };
+    if let Some(secs) = limited {
+        return oauth_error(429, "too_many_requests", "Too many requests, retry later")
+            .with_header("Retry-After", &secs.to_string());
+    }
     let p = params(meta, body);
     let client_id = match client_auth(shared, meta, &p) {
         Ok(id) => id,

@@ -390,6 +390,14 @@ impl FrameIo {
         st.insert_node(parent_id, name, NodeKind::Folder, false)
     }
 
+    /// Backdates a file or folder: as if it had been created at `when` (Frame.io's listing
+    /// order is undocumented, so a test can make it differ from the age order).
+    pub fn set_created_at(&self, id: &str, when: SystemTime) {
+        let mut st = self.shared.lock();
+        let node = st.nodes.get_mut(id).expect("set_created_at: no such node");
+        node.created_at = when;
+    }
+
     /// Adds a complete file directly (no bytes, no rate limit, not counted as a create call).
     pub fn add_file(&self, parent_id: &str, name: &str, size: u64) -> String {
         let mut st = self.shared.lock();

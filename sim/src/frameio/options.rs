@@ -127,6 +127,27 @@ pub struct Faults {
     pub part_url_lifetime_secs: u64,
     /// Time between `uploaded` and `transcoded`.
     pub transcode_delay_ms: u64,
+    /// Bytes per second at which each part PUT's body is read (0: as fast as it comes). A
+    /// slow uplink, made deterministically: the client's socket buffers fill and its writes
+    /// wait, as on a shaped link.
+    pub s3_bytes_per_sec: u64,
+    /// The next N part PUTs stop reading their body after the first MiB (at most half the
+    /// part) for `s3_stall_ms`, then read on: a connection that stalls mid-part.
+    pub s3_stall_next: u32,
+    pub s3_stall_ms: u64,
+    /// The next N files whose bytes all arrive (a remote pull that got every byte, a local
+    /// upload whose parts are all in) never become complete, nor failed: Frame.io's pipeline
+    /// losing them (reported of its fetcher: "left the file with empty media").
+    pub never_complete_next: u32,
+    /// The `detail` of the 422 that refuses a remote upload over `remote_size_limit`; `None`
+    /// gives one naming the limit. Frame.io's wording is undocumented.
+    pub remote_limit_detail: Option<String>,
+    /// File creates (`remote_upload`, `local_upload`) take effect at once and answer this
+    /// much later: a client that dies meanwhile leaves a file it never heard of.
+    pub create_answer_delay_ms: u64,
+    /// The next N IMS token requests get 429 with `Retry-After: ims_retry_after_secs`.
+    pub ims_429_next: u32,
+    pub ims_retry_after_secs: u64,
     /// Version stack behaviour the reference leaves open, and holds for crash tests.
     pub stacks: StackKnobs,
 }
@@ -178,6 +199,14 @@ impl Default for Faults {
             single_part_below: 10 * 1024 * 1024,
             part_url_lifetime_secs: 86_400,
             transcode_delay_ms: 500,
+            s3_bytes_per_sec: 0,
+            s3_stall_next: 0,
+            s3_stall_ms: 30_000,
+            never_complete_next: 0,
+            remote_limit_detail: None,
+            create_answer_delay_ms: 0,
+            ims_429_next: 0,
+            ims_retry_after_secs: 2,
             stacks: StackKnobs::default(),
         }
     }

@@ -3,14 +3,20 @@
 use super::state::{Bucket, State};
 use std::time::Instant;
 
-/// (requests, window in ms) per endpoint, from the API reference pages. Endpoints whose page
-/// states no limit (show folder, list subfolders) get the common 100/min.
+/// (requests, window in ms) per endpoint, from the API reference pages and the SDK's
+/// docstrings (show file is 10/s and list subfolders 5/s there: features reference,
+/// "Corrections"). Endpoints whose page states no limit (show folder) get the common 100/min.
 pub(crate) fn limit_for(endpoint: &str) -> (u32, u64) {
     match endpoint {
         "create_folder" => (3, 1000),
         "create_version_stack" | "reorder_versions" => (10, 60_000),
-        "list_version_stacks" => (5, 1000),
-        "remote_upload" | "local_upload" | "show_file" | "file_status" | "list_files" => (5, 1000),
+        "show_file" => (10, 1000),
+        "remote_upload"
+        | "local_upload"
+        | "file_status"
+        | "list_files"
+        | "list_folders"
+        | "list_version_stacks" => (5, 1000),
         "delete_folder" => (60, 60_000),
         _ => (100, 60_000),
     }

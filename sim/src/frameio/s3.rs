@@ -2,6 +2,7 @@
 //! S3 enforces on them, staging of part bytes on disk, and the "stitching" once all parts
 //! are in.
 
+use super::options::take_one;
 use super::state::{NodeKind, S3PutRecord};
 use super::{Meta, Reply, Shared};
 use crate::util::{amz_date, hex, parse_amz_date, query_get, sha256_hex};
@@ -10,7 +11,7 @@ use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 const ENDPOINT: &str = "s3_put_part";
 
@@ -82,6 +83,10 @@ struct Target {
     part_number: u32,
     offset: u64,
     size: u64,
+    /// Body bytes per second (0: no limit).
+    rate: u64,
+    /// Stop reading after this many bytes for this long (`s3_stall_next`).
+    stall: Option<(u64, Duration)>,
 }
 
 /// Handles `PUT /s3/parts/{file_id}/part_{n}?…`.
@@ -266,12 +271,69 @@ fn check(shared: &Shared, meta: &Meta) -> Result<Option<Target>, Reply> {
     if f.completed_at.is_some() || f.assembling {
         return Ok(None);
     }
+    let (offset, size) = (part.offset, part.size);
+    drop(st);
+    let mut faults = shared.faults();
+    let stall = take_one(&mut faults.s3_stall_next).then(|| {
+        (
+            (1 << 20).min(size / 2),
+            Duration::from_millis(faults.s3_stall_ms),
+        )
+    });
     Ok(Some(Target {
         file_id,
         part_number,
-        offset: part.offset,
-        size: part.size,
+        offset,
+        size,
+        rate: faults.s3_bytes_per_sec,
+        stall,
     }))
+}
+
+/// Reads at most `rate` bytes a second (a slow uplink as S3 sees it), and once `stall` says
+/// so, stops reading for a while (a connection that hangs mid-part).
+struct Throttled<R> {
+    inner: R,
+    rate: u64,
+    stall: Option<(u64, Duration)>,
+    started: Instant,
+    read: u64,
+}
+
+impl<R: Read> Read for Throttled<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some((after, pause)) = self.stall {
+            if self.read >= after {
+                self.stall = None;
+                std::thread::sleep(pause);
+                // The pause is not the uplink's fault: the rate counts from here.
+                self.started = Instant::now();
+                self.read = 0;
+            }
+        }
+        let mut want = buf.len();
+        if let Some((after, _)) = self.stall {
+            want = want.min(
+                usize::try_from(after - self.read)
+                    .unwrap_or(usize::MAX)
+                    .max(1),
+            );
+        }
+        if self.rate > 0 {
+            // A tenth of a second's worth at a time keeps the pace smooth.
+            let slice = usize::try_from(self.rate / 10).unwrap_or(usize::MAX).max(1);
+            want = want.min(slice);
+        }
+        let n = self.inner.read(&mut buf[..want])?;
+        self.read += n as u64;
+        if self.rate > 0 {
+            let due = self.started + Duration::from_secs_f64(self.read as f64 / self.rate as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        Ok(n)
+    }
 }
 
 fn copy_hashing(src: &mut dyn Read, dst: &mut dyn Write, h: &mut Sha256) -> std::io::Result<u64> {
@@ -299,7 +361,14 @@ fn store(shared: &Arc<Shared>, t: &Target, body: &mut dyn Read) -> (Reply, u64) 
         .open(&path)
         .and_then(|mut f| {
             f.seek(SeekFrom::Start(t.offset))?;
-            copy_hashing(&mut body.take(t.size), &mut f, &mut h)
+            let mut body = Throttled {
+                inner: body.take(t.size),
+                rate: t.rate,
+                stall: t.stall,
+                started: Instant::now(),
+                read: 0,
+            };
+            copy_hashing(&mut body, &mut f, &mut h)
         });
     let n = match written {
         Ok(n) => n,
@@ -385,6 +454,7 @@ fn assemble_upload(shared: &Shared, id: &str, path: &Path) {
         hash_file(path, size)
     };
     let _ = std::fs::remove_file(path);
+    let lost = take_one(&mut shared.faults().never_complete_next);
     let mut st = shared.lock();
     if let Some(NodeKind::File(f)) = st.nodes.get_mut(id).map(|n| &mut n.kind) {
         f.assembling = false;
@@ -393,7 +463,11 @@ fn assemble_upload(shared: &Shared, id: &str, path: &Path) {
             Ok((sha, n)) if n == size => {
                 f.sha256 = Some(sha);
                 f.bytes_received = n;
-                f.completed_at = Some(SystemTime::now());
+                if lost {
+                    log::info!("frameio-sim: upload {id} has every part and never completes");
+                } else {
+                    f.completed_at = Some(SystemTime::now());
+                }
             }
             Ok((_, n)) => {
                 f.failed = true;
