@@ -346,18 +346,18 @@ impl Stacker {
                 }
             };
         }
-        let group = create_group(me, &others, &task.on_the_way);
+        let mut group = create_group(me, &others, &task.on_the_way);
         if group.len() < 2 {
             return Ok(Some(alone(
                 "the next version is still on its way; it stacks on this one",
             )));
         }
-        if !self.still_bare(folder_id, &group)? {
+        if !self.still_bare(folder_id, &mut group)? {
             return Ok(None);
         }
         let stack = self.create(folder_id, &group, me, task)?;
         let files: Vec<File> = group.iter().map(|e| e.file.clone()).collect();
-        self.patch(folder_id, |v| v.put_stack(stack.clone(), files));
+        self.patch(folder_id, |v| v.put_ordered_stack(stack.clone(), files));
         let members: Vec<Entry> = group
             .into_iter()
             .filter(|e| e.file.id != me.file.id)
@@ -389,7 +389,7 @@ impl Stacker {
         if !files.iter().any(|f| f.id == file.id) {
             files.push(file.clone());
         }
-        self.patch(folder_id, |v| v.put_stack(stack.clone(), files.clone()));
+        let order = self.known_order(folder_id, &stack, &files);
         let me = Entry {
             file,
             number: task.version.number,
@@ -401,7 +401,23 @@ impl Stacker {
         let members = self.versions_in(&files, &stack.id, &me, task);
         self.tell_neighbours(&stack.id, &me, &members);
         let (below, above) = neighbours(&me, &members);
-        let note = self.put_in_order(&stack.id, &me, above, stack.head_version.as_ref())?;
+        // A create of this run stacked J along, in its place: nothing to check or reorder.
+        let in_place = order.as_ref().is_some_and(|o| {
+            let at = o.iter().position(|id| *id == me.file.id);
+            let next = at.and_then(|i| o.get(i + 1));
+            at.is_some() && next == above.map(|a| &a.file.id)
+        });
+        let note = if in_place {
+            None
+        } else {
+            self.put_in_order(&stack.id, &me, above, stack.head_version.as_ref())?
+        };
+        match order.filter(|_| in_place) {
+            Some(o) => self.patch(folder_id, |v| {
+                v.put_ordered_stack(stack.clone(), in_order(files, &o))
+            }),
+            None => self.patch(folder_id, |v| v.put_stack(stack.clone(), files)),
+        }
         Ok(Stacking {
             state: StackState::Stacked,
             stack_id: Some(stack.id),
@@ -423,19 +439,33 @@ impl Stacker {
         files: Vec<File>,
         record: &Stacking,
     ) -> Result<Stacking, Halt> {
+        let order = self.known_order(folder_id, &stack, &files);
         self.move_into(&me.file.id, folder_id, &stack.id)?;
         let me = Entry {
             stack: Some(stack.id.clone()),
             ..me.clone()
         };
         let members = self.versions_in(&files, &stack.id, &me, task);
-        let mut now_in = files;
-        now_in.retain(|f| f.id != me.file.id);
-        now_in.push(me.file.clone());
-        self.patch(folder_id, |v| v.put_stack(stack.clone(), now_in));
         self.tell_neighbours(&stack.id, &me, &members);
         let (below, above) = neighbours(&me, &members);
         let note = self.put_in_order(&stack.id, &me, above, None)?;
+        let mut now_in = files;
+        now_in.retain(|f| f.id != me.file.id);
+        now_in.push(me.file.clone());
+        // In the order the stacker knew, with J where it was just put.
+        let order = order.filter(|_| note.is_none()).map(|mut o| {
+            let at = above
+                .and_then(|a| o.iter().position(|id| *id == a.file.id))
+                .unwrap_or(o.len());
+            o.insert(at, me.file.id.clone());
+            o
+        });
+        match order {
+            Some(o) => self.patch(folder_id, |v| {
+                v.put_ordered_stack(stack.clone(), in_order(now_in, &o))
+            }),
+            None => self.patch(folder_id, |v| v.put_stack(stack.clone(), now_in)),
+        }
         Ok(Stacking {
             state: StackState::Stacked,
             stack_id: Some(stack.id),
@@ -444,6 +474,25 @@ impl Stacker {
             detail: note,
             ..record.clone()
         })
+    }
+
+    /// The order the stacker made of this stack, if its files are still exactly those (just
+    /// listed) and its head is still the top.
+    fn known_order(
+        &self,
+        folder_id: &str,
+        stack: &VersionStack,
+        files: &[File],
+    ) -> Option<Vec<String>> {
+        let views = self.views.borrow();
+        let order = views.get(folder_id)?.stack(&stack.id)?.order.clone()?;
+        let same: HashSet<&str> = order.iter().map(String::as_str).collect();
+        let now: HashSet<&str> = files.iter().map(|f| f.id.as_str()).collect();
+        let head_on_top = match &stack.head_version {
+            Some(h) => order.last() == Some(&h.id),
+            None => true,
+        };
+        (same == now && head_on_top).then_some(order)
     }
 
     /// The versions of the item among a stack's files, J left out.
@@ -611,6 +660,7 @@ impl Stacker {
                         stacks.push(StackInfo {
                             stack,
                             members: files,
+                            order: None,
                         });
                     }
                 }
@@ -629,16 +679,57 @@ impl Stacker {
                 continue;
             }
             if f.status.as_deref() == Some("created") && !known.contains(f.id.as_str()) {
-                // Someone's upload was under way when the folder was listed: has it ended?
-                entries.extend(self.locate(&f.id, folder_id, task)?);
+                // An upload was under way when the folder was listed. postflow's own (a
+                // version still on its way) joins when it is done; someone else's: has it
+                // ended?
+                let ours = self
+                    .layout
+                    .version(&f.name)
+                    .is_some_and(|v| task.on_the_way.contains(&v.number));
+                if !ours {
+                    entries.extend(self.locate(&f.id, folder_id, task)?);
+                }
             } else {
                 entries.extend(self.entry(f, None, task));
             }
         }
+        let gone: HashSet<&str> = {
+            let views = self.views.borrow();
+            let view = views.get(folder_id);
+            task.known
+                .iter()
+                .map(|k| k.file_id.as_str())
+                .filter(|id| view.is_some_and(|v| v.is_gone(id)))
+                .collect()
+        };
         for k in &task.known {
-            if seen.insert(k.file_id.clone()) {
-                // Uploaded since the folder was listed: the file says where it is.
+            if !seen.insert(k.file_id.clone()) || gone.contains(k.file_id.as_str()) {
+                continue;
+            }
+            if k.stack_id.is_some() {
+                // Stacked since the folder was listed (before a restart): the file says where.
                 entries.extend(self.locate(&k.file_id, folder_id, task)?);
+            } else {
+                // Uploaded into the folder since it was listed, and not stacked by anyone who
+                // wrote to the ledger: bare, as far as anyone knows. Checked before it is
+                // stacked on, like every bare version.
+                entries.push(Entry {
+                    file: File {
+                        id: k.file_id.clone(),
+                        name: String::new(),
+                        parent_id: Some(folder_id.to_string()),
+                        file_size: None,
+                        media_type: None,
+                        status: None,
+                        created_at: None,
+                        view_url: None,
+                    },
+                    number: k.number,
+                    label: k.label.clone(),
+                    stack: None,
+                    job: Some(k.job),
+                    checked: false,
+                });
             }
         }
         Ok(entries)
@@ -662,7 +753,7 @@ impl Stacker {
                 (f, Some(s.id))
             }
             Place::Elsewhere => {
-                self.patch(folder_id, |v| v.remove_file(file_id));
+                self.patch(folder_id, |v| v.left(file_id));
                 return Ok(None);
             }
         };
@@ -673,18 +764,22 @@ impl Stacker {
 
     /// Checks that the versions about to be stacked are still bare in the folder; `false`
     /// (and the view corrected) when one is not.
-    fn still_bare(&self, folder_id: &str, group: &[Entry]) -> Result<bool, Halt> {
-        for e in group.iter().filter(|e| !e.checked) {
+    fn still_bare(&self, folder_id: &str, group: &mut [Entry]) -> Result<bool, Halt> {
+        for e in group.iter_mut().filter(|e| !e.checked) {
             match self.place(&e.file.id, folder_id)? {
-                Place::Folder(f) => self.patch(folder_id, |v| v.put_bare(f)),
+                Place::Folder(f) => {
+                    self.patch(folder_id, |v| v.put_bare(f.clone()));
+                    e.file = f;
+                    e.checked = true;
+                }
                 Place::Stack(f, s) => {
                     log::debug!("{} was stacked meanwhile", f.name);
                     self.patch(folder_id, |v| v.put_in_stack(&s, f));
                     return Ok(false);
                 }
                 Place::Elsewhere => {
-                    log::debug!("{} left the folder meanwhile", e.file.name);
-                    self.patch(folder_id, |v| v.remove_file(&e.file.id));
+                    log::debug!("{} left the folder meanwhile", e.label);
+                    self.patch(folder_id, |v| v.left(&e.file.id));
                     return Ok(false);
                 }
             }
@@ -933,6 +1028,12 @@ impl Stacker {
             }
         }
     }
+}
+
+/// `files` in the order of `ids` (bottom first); a file not in it goes on top.
+fn in_order(mut files: Vec<File>, ids: &[String]) -> Vec<File> {
+    files.sort_by_key(|f| ids.iter().position(|id| *id == f.id).unwrap_or(usize::MAX));
+    files
 }
 
 /// The stack J joins: the one holding the highest version up to J's, else the one holding

@@ -22,7 +22,7 @@
 //! look, or leaves a version unstacked, and never makes a second stack of the same files or
 //! moves a file twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::frameio::api::{File, VersionStack};
@@ -52,6 +52,11 @@ pub struct StackInfo {
     /// All of its files when they were listed or the stacker made the stack; else the ones
     /// seen in it (possibly none: then `stack.head_version` is all there is).
     pub members: Vec<File>,
+    /// The order of its files (ids, bottom first) when the stacker made it so: the stack it
+    /// created, with the versions it put in order since. A stack's file list has no
+    /// documented order, so only this says that a version the create stacked along is in
+    /// place already.
+    pub order: Option<Vec<String>>,
 }
 
 impl StackInfo {
@@ -81,6 +86,8 @@ pub struct View {
     bare: HashMap<String, File>,
     /// Stacks in the folder, by id.
     stacks: HashMap<String, StackInfo>,
+    /// Files looked up since and found elsewhere (moved out, deleted).
+    gone: HashSet<String>,
 }
 
 impl View {
@@ -106,6 +113,7 @@ impl View {
                 .map(|f| (f.id.clone(), f))
                 .collect(),
             stacks: HashMap::new(),
+            gone: HashSet::new(),
         };
         view.set_stacks(stacks);
         view
@@ -128,16 +136,24 @@ impl View {
     /// The stacks part from a new listing of the folder's stacks. What the stacker knew of
     /// their files goes (a reviewer may have changed them); a file listed as a head is no
     /// longer bare.
+    /// The order the stacker made is kept for a stack whose head is still its top.
     pub fn set_stacks(&mut self, stacks: Vec<VersionStack>) {
         self.stacks_listed = Instant::now();
+        let mut before = std::mem::take(&mut self.stacks);
         self.stacks = stacks
             .into_iter()
             .map(|s| {
+                let head = s.head_version.as_ref().map(|h| h.id.clone());
+                let order = before
+                    .remove(&s.id)
+                    .and_then(|b| b.order)
+                    .filter(|o| head.is_some() && o.last() == head.as_ref());
                 (
                     s.id.clone(),
                     StackInfo {
                         stack: s,
                         members: Vec::new(),
+                        order,
                     },
                 )
             })
@@ -165,13 +181,9 @@ impl View {
         self.stacks.get(id)
     }
 
-    /// Is the file anywhere in this view?
-    pub fn knows(&self, file_id: &str) -> bool {
-        self.bare.contains_key(file_id)
-            || self
-                .stacks
-                .values()
-                .any(|s| s.files().iter().any(|f| f.id == file_id))
+    /// Was the file looked up and found outside the folder?
+    pub fn is_gone(&self, file_id: &str) -> bool {
+        self.gone.contains(file_id)
     }
 
     /// The file is directly in the folder.
@@ -180,11 +192,24 @@ impl View {
         self.bare.insert(file.id.clone(), file);
     }
 
-    /// The file is no longer in the folder (moved elsewhere, deleted).
-    pub fn remove_file(&mut self, file_id: &str) {
+    /// The file was looked up and is not in the folder (moved elsewhere, deleted).
+    pub fn left(&mut self, file_id: &str) {
+        self.remove_file(file_id);
+        self.gone.insert(file_id.to_string());
+    }
+
+    /// Takes the file out of wherever the view has it (it is going somewhere else in it).
+    fn remove_file(&mut self, file_id: &str) {
+        self.gone.remove(file_id);
         self.bare.remove(file_id);
         for s in self.stacks.values_mut() {
             s.members.retain(|f| f.id != file_id);
+            if s.order
+                .as_ref()
+                .is_some_and(|o| o.iter().any(|id| id == file_id))
+            {
+                s.order = None;
+            }
             if s.stack
                 .head_version
                 .as_ref()
@@ -195,13 +220,31 @@ impl View {
         }
     }
 
-    /// The stack is in the folder with exactly these files (listed, or just made).
+    /// The stack is in the folder with exactly these files (listed), in an order the
+    /// stacker does not know.
     pub fn put_stack(&mut self, stack: VersionStack, members: Vec<File>) {
+        self.put(stack, members, None);
+    }
+
+    /// The stack is in the folder with exactly these files, bottom first, as the stacker
+    /// made it (a create, a version put in its place).
+    pub fn put_ordered_stack(&mut self, stack: VersionStack, bottom_first: Vec<File>) {
+        let order = bottom_first.iter().map(|f| f.id.clone()).collect();
+        self.put(stack, bottom_first, Some(order));
+    }
+
+    fn put(&mut self, stack: VersionStack, members: Vec<File>, order: Option<Vec<String>>) {
         for f in &members {
             self.remove_file(&f.id);
         }
-        self.stacks
-            .insert(stack.id.clone(), StackInfo { stack, members });
+        self.stacks.insert(
+            stack.id.clone(),
+            StackInfo {
+                stack,
+                members,
+                order,
+            },
+        );
     }
 
     /// The file is in this stack of the folder (others may be too).
@@ -213,10 +256,12 @@ impl View {
             .or_insert_with(|| StackInfo {
                 stack: stack.clone(),
                 members: Vec::new(),
+                order: None,
             });
         if stack.head_version.is_some() {
             info.stack.head_version = stack.head_version.clone();
         }
+        info.order = None;
         info.members.push(file);
     }
 
@@ -290,43 +335,66 @@ mod tests {
         assert_eq!(relist_interval(50), Duration::from_secs(100));
     }
 
+    fn ids(files: Vec<File>) -> Vec<String> {
+        let mut ids: Vec<String> = files.into_iter().map(|f| f.id).collect();
+        ids.sort();
+        ids
+    }
+
     #[test]
     fn files_listed_inside_a_stack_are_not_bare_and_heads_leave_the_bare_files() {
         let listed = vec![file("a", "F"), file("b", "S"), file("c", "F")];
         let v = View::new(0, "F", listed, vec![stack("S", Some(file("c", "S")))], 1);
-        let mut bare: Vec<&str> = v.bare_files().map(|f| f.id.as_str()).collect();
-        bare.sort();
-        assert_eq!(bare, ["a"], "b is in a stack; c is the head of one");
-        assert!(v.knows("c"));
-        assert!(!v.knows("b"), "only the head of S is known");
+        assert_eq!(
+            ids(v.bare_files().cloned().collect()),
+            ["a"],
+            "b is in a stack; c is the head of one"
+        );
+        assert_eq!(ids(v.stack("S").unwrap().files()), ["c"], "S's head");
     }
 
     #[test]
     fn the_stackers_changes_move_files_between_the_folder_and_its_stacks() {
         let mut v = View::new(0, "F", vec![file("a", "F"), file("b", "F")], Vec::new(), 1);
         let made = stack("S", Some(file("b", "S")));
-        v.put_stack(made.clone(), vec![file("a", "S"), file("b", "S")]);
+        v.put_ordered_stack(made.clone(), vec![file("a", "S"), file("b", "S")]);
         assert_eq!(v.bare_files().count(), 0);
+        assert_eq!(
+            v.stack("S").unwrap().order.as_deref(),
+            Some(&["a".to_string(), "b".to_string()][..])
+        );
         v.put_in_stack(&made, file("c", "S"));
-        let mut in_s: Vec<String> = v
-            .stack("S")
-            .unwrap()
-            .files()
-            .into_iter()
-            .map(|f| f.id)
-            .collect();
-        in_s.sort();
-        assert_eq!(in_s, ["a", "b", "c"]);
-        v.remove_file("b");
-        assert!(!v.knows("b"));
+        assert_eq!(ids(v.stack("S").unwrap().files()), ["a", "b", "c"]);
+        assert_eq!(v.stack("S").unwrap().order, None, "c came in some place");
+        v.left("b");
+        assert!(v.is_gone("b"));
         assert!(v.stack("S").unwrap().stack.head_version.is_none());
         v.put_bare(file("a", "F"));
-        assert_eq!(
-            v.stack("S").unwrap().files().len(),
-            1,
-            "only c is left in S"
-        );
+        assert_eq!(ids(v.stack("S").unwrap().files()), ["c"]);
+        assert_eq!(ids(v.bare_files().cloned().collect()), ["a"]);
+        v.put_bare(file("b", "F"));
+        assert!(!v.is_gone("b"), "it came back");
         v.forget_stack("S");
-        assert!(!v.knows("c"));
+        assert!(v.stack("S").is_none());
+    }
+
+    #[test]
+    fn a_stacks_listing_keeps_the_order_the_stacker_made_while_its_head_is_on_top() {
+        let mut v = View::new(0, "F", Vec::new(), Vec::new(), 1);
+        v.put_ordered_stack(
+            stack("S", Some(file("b", "S"))),
+            vec![file("a", "S"), file("b", "S")],
+        );
+        v.put_ordered_stack(
+            stack("T", Some(file("d", "T"))),
+            vec![file("c", "T"), file("d", "T")],
+        );
+        // A reviewer put c on top of T meanwhile.
+        v.set_stacks(vec![
+            stack("S", Some(file("b", "S"))),
+            stack("T", Some(file("c", "T"))),
+        ]);
+        assert!(v.stack("S").unwrap().order.is_some());
+        assert!(v.stack("T").unwrap().order.is_none());
     }
 }
