@@ -269,7 +269,8 @@ fn run() -> Result<bool, String> {
         .stderr(log)
         .spawn()
         .map_err(|e| format!("start postflow: {e}"))?;
-    let limit = Duration::from_secs(120 + args.files as u64 * 3);
+    // Generous: an older build may list the folder for every file.
+    let limit = Duration::from_secs(120 + args.files as u64 * 3 + args.shots as u64 * 12);
     let stacking = args.shots > 0;
     let wall = loop {
         if done(dash) == Some(args.files as u64)
@@ -332,21 +333,30 @@ fn run() -> Result<bool, String> {
         (0.0, 0.0)
     };
     let limits = [
-        (n / CREATES_PER_SEC, format!("{} creates at {CREATES_PER_SEC}/s", args.files)),
-        (n / STATUS_PER_SEC, format!("as many status polls at {STATUS_PER_SEC}/s")),
+        (
+            (n / CREATES_PER_SEC).max(n / STATUS_PER_SEC),
+            format!(
+                "{} creates at {CREATES_PER_SEC}/s and as many status polls at {STATUS_PER_SEC}/s",
+                args.files
+            ),
+        ),
         (
             (creates - STACKS_PER_MIN).max(0.0) * 60.0 / STACKS_PER_MIN,
-            format!("{creates} stack creations at {STACKS_PER_MIN}/min, the first {STACKS_PER_MIN} at once"),
+            format!(
+                "{creates} stack creations at {STACKS_PER_MIN}/min (the first {STACKS_PER_MIN} at once)"
+            ),
         ),
         (
             (moves - MOVES_PER_MIN).max(0.0) * 60.0 / MOVES_PER_MIN,
-            format!("{moves} moves into stacks at {MOVES_PER_MIN}/min, the first {MOVES_PER_MIN} at once"),
+            format!(
+                "{moves} moves into stacks at {MOVES_PER_MIN}/min (the first {MOVES_PER_MIN} at once)"
+            ),
         ),
     ];
+    // The first of equal floors: the uploads' limits, when stacking adds nothing.
     let (floor, floor_by) = limits
-        .iter()
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(f, by)| (*f, by.clone()))
+        .into_iter()
+        .reduce(|a, b| if b.0 > a.0 { b } else { a })
         .unwrap_or_default();
     let mut calls: BTreeMap<String, u64> = BTreeMap::new();
     let mut limited = 0;

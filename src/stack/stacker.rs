@@ -521,19 +521,7 @@ impl Stacker {
         me: &Entry,
         record: &Stacking,
     ) -> Result<Option<Stacking>, Halt> {
-        let stacked = || task.known.iter().filter(|k| k.stack_id.is_some());
-        let Some(known) = stacked()
-            .filter(|k| k.number <= me.number)
-            .max_by_key(|k| k.number)
-            .or_else(|| {
-                stacked()
-                    .filter(|k| k.number > me.number)
-                    .min_by_key(|k| k.number)
-            })
-        else {
-            return Ok(None);
-        };
-        let Some(stack_id) = known.stack_id.as_deref() else {
+        let Some((known, stack_id)) = known_stack(me.number, &task.known) else {
             return Ok(None);
         };
         let Some(files) = self.stack_files(stack_id)? else {
@@ -1030,6 +1018,24 @@ impl Stacker {
     }
 }
 
+/// The version postflow stacked that a version numbered `number` joins, as [`target_stack`]
+/// chooses: the highest up to it, else the lowest above; with its stack.
+fn known_stack(number: u64, known: &[Known]) -> Option<(&Known, &str)> {
+    let stacked = || {
+        known
+            .iter()
+            .filter_map(|k| k.stack_id.as_deref().map(|s| (k, s)))
+    };
+    stacked()
+        .filter(|(k, _)| k.number <= number)
+        .max_by_key(|(k, _)| k.number)
+        .or_else(|| {
+            stacked()
+                .filter(|(k, _)| k.number > number)
+                .min_by_key(|(k, _)| k.number)
+        })
+}
+
 /// `files` in the order of `ids` (bottom first); a file not in it goes on top.
 fn in_order(mut files: Vec<File>, ids: &[String]) -> Vec<File> {
     files.sort_by_key(|f| ids.iter().position(|id| *id == f.id).unwrap_or(usize::MAX));
@@ -1158,6 +1164,50 @@ mod tests {
         let late = entry("v0", 0, None);
         assert_eq!(target_stack(&late, &others).as_deref(), Some("old"));
         assert_eq!(target_stack(&me, &[entry("v1", 1, None)]), None);
+    }
+
+    #[test]
+    fn the_ledger_says_which_stack_a_version_joins() {
+        let known = |number: u64, stack: Option<&str>| Known {
+            job: number,
+            file_id: format!("f{number}"),
+            number,
+            label: format!("v{number:03}"),
+            stack_id: stack.map(str::to_string),
+        };
+        let all = [
+            known(1, Some("old")),
+            known(2, None),
+            known(3, Some("main")),
+            known(6, Some("later")),
+        ];
+        let pick = |n| known_stack(n, &all).map(|(k, s)| (k.number, s));
+        assert_eq!(pick(4), Some((3, "main")), "the highest stacked one below");
+        assert_eq!(pick(3), Some((3, "main")));
+        assert_eq!(pick(2), Some((1, "old")), "v002 itself was left alone");
+        assert_eq!(
+            pick(0),
+            Some((1, "old")),
+            "a late lower version: the lowest above"
+        );
+        assert_eq!(known_stack(4, &all[1..2]), None, "none stacked");
+    }
+
+    #[test]
+    fn a_stack_the_stacker_made_gives_its_files_in_its_order() {
+        let files = vec![
+            entry("c", 3, None).file,
+            entry("a", 1, None).file,
+            entry("x", 9, None).file,
+            entry("b", 2, None).file,
+        ];
+        let ids: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let ordered: Vec<String> = in_order(files, &ids).into_iter().map(|f| f.id).collect();
+        assert_eq!(
+            ordered,
+            ["a", "b", "c", "x"],
+            "one not in the order goes on top"
+        );
     }
 
     #[test]
