@@ -249,7 +249,7 @@ impl Config {
     /// What `run` needs beyond a valid file: the Frame.io ids.
     pub fn require_for_run(&self) -> Result<(), ConfigError> {
         const CREDENTIAL: &str =
-            "required to run: your Adobe OAuth Web App credential (README, \"Set-up\")";
+            "required to run: your Adobe OAuth Web App credential (docs/guide.md, \"Set-up\")";
         const IDS: &str =
             "required to run: `postflow check` lists the accounts and projects you can see";
         let missing = [
