@@ -290,25 +290,55 @@ fn markdown_files() -> Vec<PathBuf> {
     files
 }
 
-/// The text outside fenced code blocks, with inline code spans blanked out.
+/// The text outside fenced code blocks, with inline code spans blanked out. A span may run
+/// over a line break (not a blank line); it is closed by a run of as many backticks as opened
+/// it, as in CommonMark, so ``a `b` c`` is one span.
 fn prose(markdown: &str) -> Vec<String> {
     let mut fenced = false;
-    markdown
-        .lines()
-        .filter(|l| {
-            if l.trim_start().starts_with("```") {
-                fenced = !fenced;
-                return false;
+    let mut kept = String::new();
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced {
+            kept.push_str(line);
+        }
+        kept.push('\n');
+    }
+    let b = kept.as_bytes();
+    let run = |from: usize| b[from..].iter().take_while(|c| **c == b'`').count();
+    let (mut out, mut copied, mut i) = (String::new(), 0, 0);
+    while i < b.len() {
+        if b[i] != b'`' {
+            i += 1;
+            continue;
+        }
+        let n = run(i);
+        let mut j = i + n;
+        let mut close = None;
+        while j < b.len() && !(b[j] == b'\n' && b.get(j + 1) == Some(&b'\n')) {
+            if b[j] == b'`' {
+                let m = run(j);
+                if m == n {
+                    close = Some(j + m);
+                    break;
+                }
+                j += m;
+            } else {
+                j += 1;
             }
-            !fenced
-        })
-        .map(|l| {
-            l.split('`')
-                .enumerate()
-                .map(|(i, part)| if i % 2 == 0 { part } else { "" })
-                .collect()
-        })
-        .collect()
+        }
+        match close {
+            Some(end) => {
+                out.push_str(&kept[copied..i]);
+                out.extend(kept[i..end].chars().filter(|c| *c == '\n'));
+                copied = end;
+                i = end;
+            }
+            None => i += n,
+        }
+    }
+    out.push_str(&kept[copied..]);
+    out.lines().map(str::to_string).collect()
 }
 
 /// GitHub's anchors for a file's headings: lower case, punctuation dropped, spaces to `-`, a
@@ -408,6 +438,9 @@ fn the_link_checker_finds_a_broken_anchor() {
         ["b.md#c", "e.png", "g"]
     );
     assert_eq!(prose("see `[f](g)` here"), ["see  here"]);
+    assert_eq!(prose("a `x\ny` [l](m)"), ["a ", " [l](m)"]);
+    assert_eq!(prose("``a `b` c`` [l](m)"), [" [l](m)"]);
+    assert_eq!(prose("x\n```\n[l](m)\n```\ny"), ["x", "", "", "", "y"]);
 }
 
 #[test]
