@@ -248,7 +248,7 @@ fn poll_next(up: &Uploader, schedule: &mut Schedule<Watched>) -> Result<(), ApiE
         }
         Poll::Failed => Some((
             fail(FailureKind::Retry, "Frame.io reported upload_failed"),
-            true,
+            Some("Frame.io reported upload_failed"),
         )),
         Poll::Processing { answered: true } if now >= deadline => Some((
             fail(
@@ -264,12 +264,12 @@ fn poll_next(up: &Uploader, schedule: &mut Schedule<Watched>) -> Result<(), ApiE
                     human::duration(up.settings.processing_timeout)
                 ),
             ),
-            true,
+            Some("Frame.io never finished processing it"),
         )),
         Poll::Processing { .. } => None,
         Poll::Gone => Some((
             fail(FailureKind::Retry, "the file disappeared from Frame.io"),
-            false,
+            None,
         )),
         Poll::Error(f) => {
             // The file is not ours to judge now: the next attempt looks at it first (adopts
@@ -286,7 +286,8 @@ fn poll_next(up: &Uploader, schedule: &mut Schedule<Watched>) -> Result<(), ApiE
         Some((failure, delete)) => {
             if let Some(w) = schedule.remove(id) {
                 revoke(up, &w);
-                if delete && !up.delete(&w.file_id, "Frame.io never finished processing it") {
+                let kept = delete.is_some_and(|why| !up.delete(&w.file_id, why));
+                if kept {
                     up.report(AttemptUpdate::UnknownFile {
                         id: w.id,
                         possible: true,
