@@ -43,7 +43,7 @@ fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         files: 300,
         mode: "local".into(),
-        concurrency: 16,
+        concurrency: 2,
         existing: 0,
         dir: bin_dir.parent().unwrap_or(&bin_dir).join("bulk"),
         postflow: bin_dir.join("postflow"),

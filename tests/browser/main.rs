@@ -70,7 +70,10 @@ fn the_page_shows_a_running_job_move_live_and_names_as_text() {
         id: done_id,
         mode: "remote",
     });
-    p.report(AttemptUpdate::Processing { id: done_id });
+    p.report(AttemptUpdate::Processing {
+        id: done_id,
+        all_in_ms: postflow::queue::now_ms(),
+    });
     p.report(AttemptUpdate::Done {
         id: done_id,
         file_id: "f-10".into(),
@@ -127,7 +130,10 @@ fn the_page_shows_a_running_job_move_live_and_names_as_text() {
 
     // The final state arrives live too.
     p.transfer(running, 8_000_000, 8_000_000);
-    p.report(AttemptUpdate::Processing { id: running });
+    p.report(AttemptUpdate::Processing {
+        id: running,
+        all_in_ms: postflow::queue::now_ms(),
+    });
     p.report(AttemptUpdate::Done {
         id: running,
         file_id: "f-20".into(),
