@@ -1,7 +1,7 @@
 # postflow: common tasks. `make test` is what CI runs (through .ci/run).
 CARGO ?= cargo
 
-.PHONY: build release dist check-macos test test-browser lint run clean bench demo soak soak-ci
+.PHONY: build release dist check-macos test test-browser screenshots lint run clean bench demo soak soak-ci
 
 # Everything on this machine: the Frame.io simulator, the cloudflared stand-in and postflow,
 # with generated media dropped into demo/inbox. Prints the dashboard URL; Ctrl-C stops it.
@@ -30,10 +30,16 @@ check-macos:
 test:
 	$(CARGO) test --workspace
 
-# Headless Chromium loads the page while a job runs (installs chromium when missing) and
-# saves docs/screenshot.png for the README.
+# Headless Chromium loads the page while a job runs (installs chromium when missing); its
+# screenshot goes to target/tmp/browser-test.png, never into the tree.
 test-browser:
-	CARGO=$(CARGO) tests/browser/run.sh
+	CARGO=$(CARGO) tests/browser/run.sh browser
+
+# The README's picture, docs/screenshot.png, from a real run of the binary against the
+# simulator (tests/browser/screenshots.rs): Chromium as for test-browser, and `unshare` to show
+# a studio's watch folder. A couple of minutes. Look at the picture before committing it.
+screenshots:
+	CARGO=$(CARGO) tests/browser/run.sh screenshots
 
 lint:
 	$(CARGO) fmt --all -- --check

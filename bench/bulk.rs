@@ -77,7 +77,7 @@ fn parse_args() -> Result<Args, String> {
         shots: 0,
         versions: 1,
         mode: "local".into(),
-        concurrency: 16,
+        concurrency: 2,
         existing: 0,
         dir: bin_dir.parent().unwrap_or(&bin_dir).join("bulk"),
         postflow: bin_dir.join("postflow"),

@@ -25,6 +25,7 @@ fn main() {
             file_id: Some(format!("2f1c7a3e-0000-4000-8000-{id:012}")),
             unknown_file: false,
             view_url: Some(format!("https://next.frame.io/project/p/view/{id}")),
+            all_in_ms: None,
             created_ms: 1_700_000_000_000,
             updated_ms: 1_700_000_000_000,
             stack: None,

@@ -37,7 +37,7 @@ die() {
 }
 
 # The tarball: postflow-VERSION-x86_64-linux/ holding the binary, README.md, config.json,
-# LICENSE and contrib/, and beside it a .sha256 that `sha256sum -c` accepts. The version is
+# LICENSE, contrib/ and docs/ (the manual the README links to), and beside it a .sha256 that `sha256sum -c` accepts. The version is
 # the one the binary itself prints. Owners, order and times are fixed (the commit's time, or
 # the binary's outside git), so packaging the same binary twice gives the same bytes.
 package() {
@@ -53,6 +53,7 @@ package() {
     install -m 0755 "$binary" "$stage/$name/postflow"
     cp README.md config.json LICENSE "$stage/$name/"
     cp -R contrib "$stage/$name/contrib"
+    cp -R docs "$stage/$name/docs"
     chmod -R u=rwX,go=rX "$stage/$name"
 
     local mtime

@@ -48,6 +48,10 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub notify: NotifyConfig,
     pub log_level: String,
+    /// Every key the file may hold, dotted (`watch.settle_secs`), as the parser read them:
+    /// every key is read whether the file sets it or not, and any other key is refused. The
+    /// configuration reference (docs/guide.md) is tested against this list.
+    pub keys: Vec<String>,
     /// Non-fatal findings (e.g. a readable secret) for the caller to log once logging is up.
     pub warnings: Vec<String>,
 }
@@ -249,7 +253,7 @@ impl Config {
     /// What `run` needs beyond a valid file: the Frame.io ids.
     pub fn require_for_run(&self) -> Result<(), ConfigError> {
         const CREDENTIAL: &str =
-            "required to run: your Adobe OAuth Web App credential (README, \"Set-up\")";
+            "required to run: your Adobe OAuth Web App credential (docs/guide.md, \"Set-up\")";
         const IDS: &str =
             "required to run: `postflow check` lists the accounts and projects you can see";
         let missing = [
@@ -311,7 +315,10 @@ fn readable_by_others(_path: &Path) -> bool {
 struct Section {
     prefix: String,
     map: Map<String, Value>,
+    /// Every key read so far, values and sub-sections: the "did you mean" candidates.
     known: Vec<&'static str>,
+    /// The keys read as values, dotted: what `finish` hands to `Config::keys`.
+    leaves: Vec<String>,
 }
 
 impl Section {
@@ -331,6 +338,7 @@ impl Section {
             prefix: prefix.to_string(),
             map,
             known: Vec::new(),
+            leaves: Vec::new(),
         })
     }
 
@@ -347,13 +355,19 @@ impl Section {
         self.map.remove(key).filter(|v| !v.is_null())
     }
 
+    /// A key holding a value (not a sub-section).
+    fn value(&mut self, key: &'static str) -> Option<Value> {
+        self.leaves.push(self.path(key));
+        self.take(key)
+    }
+
     fn section(&mut self, key: &'static str) -> KeyResult<Section> {
         let value = self.take(key);
         Section::new(&self.path(key), value)
     }
 
     fn string(&mut self, key: &'static str) -> KeyResult<Option<String>> {
-        match self.take(key) {
+        match self.value(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
             Some(other) => key_err(
@@ -372,7 +386,7 @@ impl Section {
     }
 
     fn bool(&mut self, key: &'static str) -> KeyResult<Option<bool>> {
-        match self.take(key) {
+        match self.value(key) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(b)),
             Some(other) => key_err(
@@ -384,7 +398,7 @@ impl Section {
 
     /// A whole number in `min..=max`.
     fn number_or(&mut self, key: &'static str, default: u64, min: u64, max: u64) -> KeyResult<u64> {
-        let n = match self.take(key) {
+        let n = match self.value(key) {
             None => return Ok(default),
             Some(Value::Number(n)) => n,
             Some(other) => {
@@ -404,7 +418,7 @@ impl Section {
     }
 
     fn strings_or(&mut self, key: &'static str, default: &[&str]) -> KeyResult<Vec<String>> {
-        match self.take(key) {
+        match self.value(key) {
             None => Ok(default.iter().map(|s| s.to_string()).collect()),
             Some(Value::Array(items)) => items
                 .into_iter()
@@ -447,9 +461,10 @@ impl Section {
     }
 
     /// Every key left over is unknown; name the first, with a suggestion when one is close.
-    fn finish(self) -> KeyResult<()> {
+    /// Otherwise hands back the keys read as values.
+    fn finish(self) -> KeyResult<Vec<String>> {
         let Some(key) = self.map.keys().next() else {
-            return Ok(());
+            return Ok(self.leaves);
         };
         let hint = self
             .known
@@ -548,6 +563,7 @@ fn check_log_level(s: &str) -> KeyResult<()> {
 
 fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResult<Config> {
     let mut top = Section::new("", Some(value))?;
+    let mut keys = Vec::new();
 
     let mut w = top.section("watch")?;
     let root = match w.string("root")? {
@@ -571,7 +587,7 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
         upload_existing: w.bool_or("upload_existing", false)?,
         verify_container: w.bool_or("verify_container", true)?,
     };
-    w.finish()?;
+    keys.extend(w.finish()?);
 
     let mut f = top.section("frameio")?;
     let file_secret = f.string_or("client_secret", "")?;
@@ -611,7 +627,7 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
     if frameio.scopes.trim().is_empty() {
         return key_err("frameio.scopes", "must not be empty");
     }
-    f.finish()?;
+    keys.extend(f.finish()?);
 
     let mut l = top.section("layout")?;
     let template = |key: &str, s: Option<String>| -> KeyResult<Option<Template>> {
@@ -662,7 +678,7 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
         mirror_unmatched: l.choice("unmatched", false, &[("skip", false), ("mirror", true)])?,
         stack_versions,
     };
-    l.finish()?;
+    keys.extend(l.finish()?);
 
     let mut u = top.section("upload")?;
     let upload = UploadConfig {
@@ -677,7 +693,7 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
             30 * 86_400,
         )?),
     };
-    u.finish()?;
+    keys.extend(u.finish()?);
 
     let mut s = top.section("serve")?;
     let serve = ServeConfig {
@@ -685,7 +701,7 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
         link_ttl: Duration::from_secs(s.number_or("link_ttl_secs", 86_400, 60, 30 * 86_400)?),
         max_connections: s.number_or("max_connections", 64, 1, 4096)? as usize,
     };
-    s.finish()?;
+    keys.extend(s.finish()?);
 
     let mut t = top.section("tunnel")?;
     let mode = t.choice(
@@ -759,7 +775,7 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
         token_file,
         protocol,
     };
-    t.finish()?;
+    keys.extend(t.finish()?);
 
     let mut d = top.section("dashboard")?;
     let dashboard = DashboardConfig {
@@ -781,7 +797,7 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
     if dashboard.token.as_ref().is_some_and(|t| t.len() < 16) {
         return key_err("dashboard.token", "too short: use at least 16 characters");
     }
-    d.finish()?;
+    keys.extend(d.finish()?);
 
     let state_dir = resolve(base, &top.string_or("state_dir", "postflow-state")?);
 
@@ -802,11 +818,11 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
             ],
         )?,
     };
-    n.finish()?;
+    keys.extend(n.finish()?);
 
     let log_level = top.string_or("log_level", "info")?;
     check_log_level(&log_level)?;
-    top.finish()?;
+    keys.extend(top.finish()?);
 
     Ok(Config {
         path: PathBuf::new(),
@@ -820,6 +836,7 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
         state_dir,
         notify,
         log_level,
+        keys,
         warnings: Vec::new(),
     })
 }

@@ -32,7 +32,8 @@ pub enum JobState {
     Queued,
     /// A worker is sending it (or Frame.io is pulling it).
     Uploading,
-    /// Frame.io has the request; polling its status.
+    /// Every byte is in Frame.io (a pull served every byte, or S3 accepted every part);
+    /// polling its status until Frame.io says complete. Holds no upload slot.
     Processing,
     /// Frame.io says `upload_complete`.
     Done,
@@ -106,6 +107,10 @@ pub struct Job {
     pub unknown_file: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub view_url: Option<String>,
+    /// While `processing`: when every byte was in (unix ms). Frame.io's processing deadline
+    /// counts from it, across restarts, and the page shows how long it has been.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_in_ms: Option<u64>,
     pub created_ms: u64,
     pub updated_ms: u64,
     /// A version of an item (`layout.stack_versions`) once its upload is `done`: stacking it
@@ -462,6 +467,7 @@ mod tests {
             file_id: None,
             unknown_file: false,
             view_url: None,
+            all_in_ms: None,
             created_ms: 1,
             updated_ms: 2,
             stack: None,

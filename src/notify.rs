@@ -399,6 +399,7 @@ mod tests {
             file_id: Some("f".into()),
             unknown_file: false,
             view_url: Some("https://next.frame.io/view/f".into()),
+            all_in_ms: None,
             created_ms: 0,
             updated_ms: 1_714_566_896_000,
             stack: None,

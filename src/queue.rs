@@ -17,12 +17,15 @@
 //!   a retry or a crash could not see it. A worker reports on the queue's inbox with
 //!   [`QueueMsg::Attempt`]: `Started` first (the job becomes `uploading`, `attempts += 1`),
 //!   `FileCreated` as soon as Frame.io returns an id (written to the ledger at once), then
-//!   `Processing`, and finally `Done` or `Failed`. Before each create call the worker sends
+//!   `Processing` once every byte is in, and finally `Done` or `Failed`. Before each create call the worker sends
 //!   [`QueueMsg::Creating`] and waits until the ledger says Frame.io may soon hold a file it
 //!   does not know (`Job::unknown_file`); the answer, a clean refusal or a recovery search
-//!   clears it, so only a job that may have left such a file lists its folder. A job counts against `upload.concurrency`
-//!   from the moment it is handed out until `Done` or `Failed`. If nobody receives (no workers
-//!   yet), nothing is handed out.
+//!   clears it, so only a job that may have left such a file lists its folder. A job counts
+//!   against `upload.concurrency` from the moment it is handed out until its bytes are all in
+//!   (`Processing`: the worker hands it to the status watch, `upload::poller`, and takes the
+//!   next job) or its attempt ends. The watch reports `Done` or `Failed` like a worker. At most
+//!   [`MAX_PROCESSING`] jobs are processing at once; at that many, nothing more is handed out
+//!   until one ends. If nobody receives (no workers yet), nothing is handed out.
 //! - Order: oldest stable first (the time the job became `queued`; a job sent back to the queue
 //!   keeps its place). `retrying` jobs become eligible at `next_attempt_ms`.
 //! - Failures carry a [`FailureKind`] chosen by the worker: `Retry` backs off exponentially with
@@ -31,8 +34,9 @@
 //!   attempt and holds every hand-out until [`QueueMsg::AuthRestored`] (or `Resume`);
 //!   `Permanent` fails the job now; `FileChanged` skips it (the watcher's new job takes over).
 //! - **Control** (dashboard, `postflow upload`): `Jobs`, `Stats`, `Retry`, `RetryFailed`,
-//!   `Pause`, `Resume`, `Enqueue`. Pause stops handing out jobs; jobs already out finish;
-//!   nothing is lost. A one-off `postflow upload` (no instance running) runs the queue with
+//!   `Pause`, `Resume`, `Enqueue`. Pause stops handing out jobs; jobs already out finish, and
+//!   processing jobs go on being watched (they use no uplink, and Frame.io processes them
+//!   whatever we do); nothing is lost. A one-off `postflow upload` (no instance running) runs the queue with
 //!   [`QueueSettings::only_enqueued`]: only the jobs it enqueued are handed out.
 //!
 //! - **Version stacks** (`stack.rs`): a version's job gets its stacking record (`pending`) in
@@ -40,10 +44,11 @@
 //!   turn ([`crate::stack::Tracker`]) and records what it reports ([`QueueMsg::Stacked`]).
 //!   `RetryStack` retries only a failed stacking.
 //!
-//! On start, jobs a crash left in `uploading` or `processing` go back to `queued`, keeping
-//! their `file_id` and attempt count: the upload worker sees the `file_id` and adopts or
-//! resumes the Frame.io file instead of creating a second one. Versions still to be stacked
-//! go to the stacker again.
+//! On start, jobs a crash left `uploading` go back to `queued`, keeping their `file_id` and
+//! attempt count: the upload worker sees the `file_id` and adopts or resumes the Frame.io file
+//! instead of creating a second one. Jobs left `processing` ([`watched_at_start`]) stay so:
+//! their bytes are in Frame.io, and the status watch takes them up again. Versions still to
+//! be stacked go to the stacker again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
@@ -64,6 +69,19 @@ pub const BASELINE_REASON: &str = "present at first start (watch.upload_existing
 pub const VANISHED_REASON: &str = "vanished";
 /// First retry delay (before jitter); doubles per attempt.
 pub const BASE_DELAY: Duration = Duration::from_secs(5);
+/// At most this many jobs processing at once (each is a small record in the status watch).
+/// Far more than the status budget serves at its usual intervals (5 a second, a job asked
+/// every 30 s at most: 150 jobs), so it binds only when Frame.io has stopped finishing
+/// uploads; then new uploads wait instead of piling up more of them.
+pub const MAX_PROCESSING: usize = 1000;
+
+/// Whether a job the ledger has as `processing` at start is watched again (its bytes are all
+/// in Frame.io) rather than queued. A `processing` record without `all_in_ms` was written by
+/// an older postflow, which also used that state while a pull was being served: it is queued,
+/// and the upload worker looks at its Frame.io file first.
+pub fn watched_at_start(job: &Job) -> bool {
+    job.state == JobState::Processing && job.all_in_ms.is_some() && job.file_id.is_some()
+}
 
 /// One version of one file, as the watcher saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,8 +169,9 @@ pub enum AttemptUpdate {
     /// after a create Frame.io surely refused or a recovery search that left nothing behind,
     /// true after a delete failed.
     UnknownFile { id: u64, possible: bool },
-    /// Frame.io has the upload request; polling its status: `processing`.
-    Processing { id: u64 },
+    /// Every byte is in (unix ms); the status watch has it now: `processing`, and the
+    /// upload slot is free.
+    Processing { id: u64, all_in_ms: u64 },
     /// Frame.io says `upload_complete`: `done`.
     Done {
         id: u64,
@@ -189,7 +208,7 @@ pub struct QueueStats {
     pub paused: bool,
     /// Held after a `WaitForAuth` failure until auth is back.
     pub waiting_for_auth: bool,
-    /// Jobs handed to workers and not finished.
+    /// Jobs handed to workers and not finished (processing jobs not included).
     pub in_flight: usize,
     /// Files found by the last full rescan (`None` before the first one ends).
     pub watched_files: Option<usize>,
@@ -201,6 +220,8 @@ pub struct QueueSettings {
     pub root: PathBuf,
     pub layout: Layout,
     pub concurrency: usize,
+    /// [`MAX_PROCESSING`] (smaller in tests).
+    pub max_processing: usize,
     pub max_attempts: u32,
     pub base_delay: Duration,
     pub max_delay: Duration,
@@ -218,6 +239,7 @@ impl QueueSettings {
             root: config.watch.root.clone(),
             layout: config.layout(),
             concurrency: config.upload.concurrency.max(1),
+            max_processing: MAX_PROCESSING,
             max_attempts: config.upload.max_attempts.max(1),
             base_delay: BASE_DELAY,
             max_delay: config.upload.max_delay,
@@ -316,6 +338,8 @@ pub struct Queue {
     due: HashMap<u64, u64>,
     /// Handed to a worker and not finished.
     out: HashSet<u64>,
+    /// Processing: in the status watch, holding no slot.
+    watching: HashSet<u64>,
     /// The mode of each running attempt ("remote"/"local"), for the attempt's end event.
     modes: HashMap<u64, &'static str>,
     paused: bool,
@@ -353,6 +377,7 @@ impl Queue {
             timed: BTreeSet::new(),
             due: HashMap::new(),
             out: HashSet::new(),
+            watching: HashSet::new(),
             modes: HashMap::new(),
             paused: false,
             auth_held: false,
@@ -364,9 +389,12 @@ impl Queue {
         let mut interrupted = Vec::new();
         let jobs: Vec<Job> = queue.ledger.jobs().values().cloned().collect();
         for job in jobs {
-            if matches!(job.state, JobState::Uploading | JobState::Processing) {
+            if watched_at_start(&job) {
+                queue.watching.insert(job.id);
+            } else if matches!(job.state, JobState::Uploading | JobState::Processing) {
                 let mut j = job.clone();
                 j.state = JobState::Queued;
+                j.all_in_ms = None;
                 j.updated_ms = now;
                 interrupted.push(j);
             }
@@ -448,7 +476,11 @@ impl Queue {
             let place = *self.place.entry(id).or_insert(due);
             self.ready.insert((place, id));
         }
-        if self.paused || self.auth_held || self.out.len() >= self.settings.concurrency {
+        if self.paused
+            || self.auth_held
+            || self.out.len() >= self.settings.concurrency
+            || self.watching.len() >= self.settings.max_processing
+        {
             return None;
         }
         let &(_, id) = match &self.only {
@@ -632,6 +664,7 @@ impl Queue {
             file_id: None,
             unknown_file: false,
             view_url: None,
+            all_in_ms: None,
             created_ms: now,
             updated_ms: now,
             stack: None,
@@ -792,7 +825,7 @@ impl Queue {
             AttemptUpdate::Started { id, .. }
             | AttemptUpdate::FileCreated { id, .. }
             | AttemptUpdate::UnknownFile { id, .. }
-            | AttemptUpdate::Processing { id }
+            | AttemptUpdate::Processing { id, .. }
             | AttemptUpdate::Done { id, .. }
             | AttemptUpdate::Failed { id, .. } => *id,
         };
@@ -824,11 +857,25 @@ impl Queue {
             }
             AttemptUpdate::UnknownFile { possible, .. } if possible == job.unknown_file => return,
             AttemptUpdate::UnknownFile { possible, .. } => job.unknown_file = possible,
-            AttemptUpdate::Processing { .. } => job.state = JobState::Processing,
+            AttemptUpdate::Processing { all_in_ms, .. } => {
+                self.out.remove(&id);
+                self.watching.insert(id);
+                if self.watching.len() == self.settings.max_processing {
+                    log::info!(
+                        "{} uploads are waiting for Frame.io to finish processing them: no new \
+                         upload starts until one does",
+                        self.watching.len()
+                    );
+                }
+                job.state = JobState::Processing;
+                job.all_in_ms = Some(all_in_ms);
+            }
             AttemptUpdate::Done {
                 file_id, view_url, ..
             } => {
                 self.out.remove(&id);
+                self.watching.remove(&id);
+                job.all_in_ms = None;
                 job.state = JobState::Done;
                 job.file_id = Some(file_id);
                 job.unknown_file = false;
@@ -840,6 +887,8 @@ impl Queue {
             }
             AttemptUpdate::Failed { error, kind, .. } => {
                 self.out.remove(&id);
+                self.watching.remove(&id);
+                job.all_in_ms = None;
                 self.failed(&mut job, error, kind, now);
             }
         }
@@ -1063,6 +1112,7 @@ impl Queue {
             JobState::Done | JobState::Failed | JobState::Skipped => {
                 self.place.remove(&job.id);
                 self.out.remove(&job.id);
+                self.watching.remove(&job.id);
             }
         }
     }
@@ -1114,6 +1164,7 @@ mod tests {
             root: dir.to_path_buf(),
             layout: Layout::new("", None, None, false).unwrap(),
             concurrency,
+            max_processing: MAX_PROCESSING,
             max_attempts,
             base_delay: BASE_DELAY,
             max_delay: Duration::from_secs(60),
@@ -1318,6 +1369,24 @@ mod tests {
         assert_eq!(q.next_job(T0).map(|j| j.id), Some(a), "keeps its place");
     }
 
+    fn created(q: &mut Queue, id: u64, file_id: &str) {
+        q.handle(
+            QueueMsg::Attempt(AttemptUpdate::FileCreated {
+                id,
+                file_id: file_id.into(),
+                unknown_file: false,
+            }),
+            T0,
+        );
+    }
+
+    fn all_in(q: &mut Queue, id: u64, now: u64) {
+        q.handle(
+            QueueMsg::Attempt(AttemptUpdate::Processing { id, all_in_ms: now }),
+            now,
+        );
+    }
+
     #[test]
     fn file_ids_are_recorded_at_once_and_a_crash_mid_upload_requeues_with_the_id() {
         let dir = TempDir::new();
@@ -1325,19 +1394,12 @@ mod tests {
             let mut q = queue(&dir, 2, 10);
             let id = stable(&mut q, "a.mov", T0);
             take(&mut q, T0);
-            q.handle(
-                QueueMsg::Attempt(AttemptUpdate::FileCreated {
-                    id,
-                    file_id: "f-1".into(),
-                    unknown_file: false,
-                }),
-                T0,
-            );
-            q.handle(QueueMsg::Attempt(AttemptUpdate::Processing { id }), T0);
+            created(&mut q, id, "f-1");
             id
         }; // "crash": the queue is dropped without a word
         let (ledger, _) = Ledger::open(&dir.0.join("jobs")).unwrap();
-        assert_eq!(ledger.get(id).unwrap().state, JobState::Processing);
+        assert_eq!(ledger.get(id).unwrap().state, JobState::Uploading);
+        assert_eq!(ledger.get(id).unwrap().file_id.as_deref(), Some("f-1"));
         drop(ledger);
         let mut q = queue(&dir, 2, 10);
         let j = job(&q, id);
@@ -1345,6 +1407,118 @@ mod tests {
         assert_eq!(j.file_id.as_deref(), Some("f-1"));
         assert_eq!(j.attempts, 1);
         assert_eq!(q.next_job(T0).map(|j| j.id), Some(id));
+    }
+
+    #[test]
+    fn a_job_whose_bytes_are_all_in_frees_its_slot_and_ends_like_any_attempt() {
+        let dir = TempDir::new();
+        let mut q = queue(&dir, 1, 10);
+        let a = stable(&mut q, "a.mov", T0);
+        let b = stable(&mut q, "b.mov", T0 + 1);
+        let c = stable(&mut q, "c.mov", T0 + 2);
+        assert_eq!(take(&mut q, T0), Some(a));
+        assert_eq!(q.next_job(T0), None, "one slot");
+        created(&mut q, a, "f-a");
+        all_in(&mut q, a, T0 + 10);
+        let j = job(&q, a);
+        assert_eq!(
+            (j.state, j.all_in_ms),
+            (JobState::Processing, Some(T0 + 10))
+        );
+        assert_eq!(take(&mut q, T0 + 10), Some(b), "a processes, b goes up");
+        assert_eq!(q.stats().in_flight, 1);
+        assert_eq!(q.stats().counts[&JobState::Processing], 1);
+        // The watch's verdicts: a is done, b (once processing) failed to process.
+        q.handle(
+            QueueMsg::Attempt(AttemptUpdate::Done {
+                id: a,
+                file_id: "f-a".into(),
+                view_url: None,
+            }),
+            T0 + 20,
+        );
+        assert_eq!(job(&q, a).state, JobState::Done);
+        assert_eq!(job(&q, a).all_in_ms, None);
+        all_in(&mut q, b, T0 + 20);
+        assert_eq!(take(&mut q, T0 + 20), Some(c));
+        fail(&mut q, b, FailureKind::Retry, T0 + 30);
+        let j = job(&q, b);
+        assert_eq!(
+            (j.state, j.attempts, j.all_in_ms),
+            (JobState::Retrying, 1, None)
+        );
+    }
+
+    #[test]
+    fn processing_jobs_are_bounded_and_pause_leaves_them_be() {
+        let dir = TempDir::new();
+        let (ledger, _) = Ledger::open(&dir.0.join("jobs")).unwrap();
+        let (hub, _) = Hub::new();
+        let mut settings = settings(&dir.0, 4, 10);
+        settings.max_processing = 2;
+        let mut q = Queue::new(ledger, settings, hub, T0);
+        let ids: Vec<u64> = (0..4)
+            .map(|i| stable(&mut q, &format!("{i}.mov"), T0 + i))
+            .collect();
+        for &id in &ids[..2] {
+            assert_eq!(take(&mut q, T0), Some(id));
+            all_in(&mut q, id, T0);
+        }
+        assert_eq!(q.next_job(T0), None, "two processing: the bound");
+        q.handle(QueueMsg::Pause, T0);
+        // The watch goes on while paused: a verdict still lands, and frees room.
+        fail(&mut q, ids[0], FailureKind::Retry, T0);
+        assert_eq!(job(&q, ids[0]).state, JobState::Retrying);
+        assert_eq!(q.next_job(T0), None, "paused");
+        q.handle(QueueMsg::Resume, T0);
+        assert_eq!(q.next_job(T0).map(|j| j.id), Some(ids[2]));
+    }
+
+    #[test]
+    fn a_restart_keeps_processing_jobs_processing_and_out_of_the_slots() {
+        let dir = TempDir::new();
+        let (processing, legacy) = {
+            let mut q = queue(&dir, 1, 10);
+            let a = stable(&mut q, "a.mov", T0);
+            take(&mut q, T0);
+            created(&mut q, a, "f-a");
+            all_in(&mut q, a, T0 + 5);
+            // A record from an older postflow: `processing` while a pull was still served.
+            let mut old = job(&q, a);
+            old.id = q.ledger.new_id();
+            old.path = "old.mov".into();
+            old.all_in_ms = None;
+            q.ledger.write(&[old.clone()]).unwrap();
+            (a, old.id)
+        }; // kill -9
+        let (ledger, _) = Ledger::open(&dir.0.join("jobs")).unwrap();
+        let at_start: Vec<u64> = ledger
+            .jobs()
+            .values()
+            .filter(|j| watched_at_start(j))
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(at_start, vec![processing], "what the status watch takes up");
+        drop(ledger);
+        let mut q = queue(&dir, 1, 10);
+        let j = job(&q, processing);
+        assert_eq!((j.state, j.all_in_ms), (JobState::Processing, Some(T0 + 5)));
+        assert_eq!(j.file_id.as_deref(), Some("f-a"));
+        assert_eq!(job(&q, legacy).state, JobState::Queued);
+        assert_eq!(
+            take(&mut q, T0 + 10),
+            Some(legacy),
+            "never handed out again, and holds no slot"
+        );
+        q.handle(
+            QueueMsg::Attempt(AttemptUpdate::Done {
+                id: processing,
+                file_id: "f-a".into(),
+                view_url: None,
+            }),
+            T0 + 20,
+        );
+        assert_eq!(job(&q, processing).state, JobState::Done);
     }
 
     #[test]

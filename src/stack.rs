@@ -384,6 +384,7 @@ mod tests {
             reason: None,
             file_id: None,
             view_url: None,
+            all_in_ms: None,
             created_ms: 0,
             updated_ms: 0,
             unknown_file: false,

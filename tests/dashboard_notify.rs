@@ -109,6 +109,7 @@ fn job(state: JobState) -> Job {
         file_id: Some("f-42".into()),
         unknown_file: false,
         view_url: Some("https://next.frame.io/project/p/view/f-42".into()),
+        all_in_ms: None,
         created_ms: 1_700_000_000_000,
         updated_ms: 1_700_000_100_000,
         stack: None,

@@ -32,7 +32,10 @@ fn upload(p: &Pipeline, id: u64, size: u64) {
         file_id: "file-1".into(),
         unknown_file: false,
     });
-    p.report(AttemptUpdate::Processing { id });
+    p.report(AttemptUpdate::Processing {
+        id,
+        all_in_ms: postflow::queue::now_ms(),
+    });
     p.report(AttemptUpdate::Done {
         id,
         file_id: "file-1".into(),

@@ -41,7 +41,7 @@ fn run(dir: &Path, program: &str, args: &[&str]) -> String {
 }
 
 #[test]
-fn the_tarball_holds_the_binary_the_readme_the_example_config_the_license_and_contrib() {
+fn the_tarball_holds_the_binary_the_readme_the_manual_the_example_config_the_license_and_contrib() {
     let sandbox = Sandbox::new("dist-layout");
     let binary = fake_binary(
         &sandbox,
@@ -82,13 +82,17 @@ fn the_tarball_holds_the_binary_the_readme_the_example_config_the_license_and_co
         "/config.json",
         "/LICENSE",
         "/contrib",
+        "/docs",
     ]
     .iter()
     .map(|p| format!("{top}{p}"))
     .collect();
-    for entry in std::fs::read_dir(Path::new(REPO).join("contrib")).unwrap() {
-        let name = entry.unwrap().file_name();
-        expected.insert(format!("{top}/contrib/{}", name.to_string_lossy()));
+    // The README links into docs/: an ingest machine is often offline.
+    for dir in ["contrib", "docs"] {
+        for entry in std::fs::read_dir(Path::new(REPO).join(dir)).unwrap() {
+            let name = entry.unwrap().file_name();
+            expected.insert(format!("{top}/{dir}/{}", name.to_string_lossy()));
+        }
     }
     assert_eq!(listed, expected);
 
@@ -104,6 +108,8 @@ fn the_tarball_holds_the_binary_the_readme_the_example_config_the_license_and_co
         "config.json",
         "LICENSE",
         "contrib/postflow.service",
+        "docs/guide.md",
+        "docs/screenshot.png",
     ] {
         assert_eq!(
             std::fs::read(unpacked.join(file)).unwrap(),

@@ -14,7 +14,7 @@ pub fn auth(config: Config) -> ExitCode {
     if let Some(key) = missing_credential(&config) {
         eprintln!(
             "{}: {key}: required for `postflow auth`: your Adobe OAuth Web App credential \
-             (README, \"Set-up with Adobe\")",
+             (docs/guide.md, \"Set-up\")",
             config.path.display()
         );
         return ExitCode::from(EXIT_USAGE);

@@ -111,7 +111,7 @@ fn check_frameio(config: &Config) -> Vec<Check> {
     let mut lines = Vec::new();
     if let Some(key) = missing_credential(config) {
         lines.push(Check::fail(format!(
-            "Frame.io not checked: {key} is not set (README, \"Set-up with Adobe\")"
+            "Frame.io not checked: {key} is not set (docs/guide.md, \"Set-up\")"
         )));
         return lines;
     }

@@ -25,7 +25,7 @@ use crate::serve::{FileServer, ServeEvent, ServeOptions};
 use crate::stack::stacker::{run_stacker, Stacker};
 use crate::statedir::{LockError, StateDir};
 use crate::tunnel::{self, ProbeLink, ProbeSource, TunnelHandle};
-use crate::upload::{self, PublicUrl, Settings as UploadSettings, Uploader};
+use crate::upload::{self, PublicUrl, Settings as UploadSettings, Uploader, Watched};
 use crate::watch;
 
 /// How long shutdown may take before we give up on a stuck thread and exit anyway. Nothing is
@@ -203,6 +203,15 @@ impl Pipeline {
         // receives, so the queue hands out nothing; the receiver lives until shutdown.
         let (jobs_tx, jobs_rx) = bounded::<Job>(0);
         let watch_start = watch::StartState::from_ledger(&ledger);
+        // Jobs whose bytes are all in go to the status watch (`upload::poller`): from the
+        // workers, and at start those the last run left processing (the queue keeps them so).
+        let (processing_tx, processing_rx) = unbounded::<Watched>();
+        let resumed: Vec<Watched> = ledger
+            .jobs()
+            .values()
+            .filter(|j| queue::watched_at_start(j))
+            .filter_map(Watched::resumed)
+            .collect();
 
         let auth = Auth::new(&config.frameio, state.path(), Some(hub.clone()));
         let api = Api::new(&config.frameio, auth.clone());
@@ -286,6 +295,7 @@ impl Pipeline {
             }
             .timings(),
             queue_tx.clone(),
+            processing_tx,
             hub.clone(),
             stop_rx.clone(),
         ));
@@ -355,7 +365,13 @@ impl Pipeline {
             threads.spawn(name, move || upload::run_worker(up, jobs));
         }
         drop(jobs_rx);
-        // The workers own the uploader now. Its Frame.io client holds a hub handle, and the hub
+        {
+            let up = Arc::clone(&uploader);
+            threads.spawn("upload-watch", move || {
+                upload::run_poller(up, processing_rx, resumed)
+            });
+        }
+        // The workers and the watch own the uploader now. Its Frame.io client holds a hub handle, and the hub
         // thread ends only when every handle is gone, so main must not keep one.
         drop(uploader);
         {

@@ -291,6 +291,7 @@ mod tests {
             file_id: None,
             unknown_file: false,
             view_url: None,
+            all_in_ms: None,
             created_ms: 0,
             updated_ms,
             stack: None,

@@ -5,8 +5,10 @@
 //! 1. the file must still be the version the job is for (else the watcher's new job takes over);
 //! 2. the destination folder is resolved (created once if missing, see `folders`);
 //! 3. exactly once: if the job already has a Frame.io file id (a crash or stop mid-upload),
-//!    that file is checked: complete → adopted; an unfinished local upload whose part URLs are
-//!    still valid → resumed; anything else → deleted and started clean. If the ledger says an
+//!    that file is checked: complete → adopted; a local upload whose parts were all accepted
+//!    → watched (step 5); an unfinished local upload whose part URLs are still valid →
+//!    resumed; anything else → deleted and started clean. (A job the ledger has as
+//!    `processing` never comes here: the status watch takes it up at start.) If the ledger says an
 //!    earlier attempt may have created a file it does not know (`Job::unknown_file`: a create
 //!    sent and its answer lost), the folder is searched for a file of the same name created
 //!    after the job was (see `recovery`): a complete one is adopted, an incomplete one is our
@@ -14,17 +16,22 @@
 //! 4. remote (Frame.io pulls from our file server through the tunnel) or local (we PUT the
 //!    parts). Before each create call the ledger records that one is going out; the Frame.io
 //!    file id goes to the ledger as soon as Frame.io returns it;
-//! 5. the status is polled with backoff until `upload_complete`: only then is the job `done`.
+//! 5. once every byte is in (a pull served every byte; S3 accepted every part) the job is
+//!    `processing` and goes to the one status watch shared by all such jobs (see `poller`);
+//!    the worker takes the next upload. Only when Frame.io says `upload_complete` is the job
+//!    `done`. (While a pull is still being served, the worker watches it itself: the stall
+//!    rule and the tunnel's reconnects decide whether to redo it.)
 //!
 //! Nothing waits forever: a part or a pull is cut when no byte moves for a stall period
 //! (never for being slow), and once every byte is in, Frame.io gets
 //! `upload.processing_timeout_secs` to say `upload_complete`; after that the Frame.io file is
 //! deleted and the attempt fails (the queue retries it).
 //!
-//! Workers never write the ledger: they report to the queue, which does.
+//! Workers and the watch never write the ledger: they report to the queue, which does.
 
 pub mod folders;
 pub mod parts;
+pub mod poller;
 pub mod recovery;
 pub mod sidecar;
 
@@ -38,15 +45,16 @@ use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender};
 
 use crate::config::UploadMode;
 use crate::events::{Event, Hub};
-use crate::frameio::api::{Api, ApiError, File as FioFile, UploadStatus};
+use crate::frameio::api::{Api, ApiError, UploadStatus};
 use crate::human;
 use crate::ledger::Job;
 use crate::links::Links;
-use crate::queue::{AttemptUpdate, FailureKind, QueueMsg};
+use crate::queue::{now_ms as now_unix_ms, AttemptUpdate, FailureKind, QueueMsg};
 use crate::timefmt::parse_rfc3339_ms;
 use crate::tunnel::Public;
 use folders::FolderCache;
 use parts::{check_layout, put_parts, s3_agent, Part, PartError, PartPlan, PART_STALL};
+pub use poller::{run_poller, Watched};
 use recovery::Listings;
 use sidecar::{LocalPlan, Sidecar};
 
@@ -128,6 +136,8 @@ pub struct Uploader {
     sidecar: Sidecar,
     s3: ureq::Agent,
     queue: Sender<QueueMsg>,
+    /// Jobs whose bytes are all in, to the status watch (`run_poller`).
+    processing: Sender<Watched>,
     hub: Hub,
     stop: Receiver<()>,
     /// Jobs whose current attempt could not delete a Frame.io file it meant to: the ledger
@@ -151,6 +161,8 @@ enum Outcome {
         file_id: String,
         view_url: Option<String>,
     },
+    /// Every byte is in: the status watch takes it from here.
+    Processing(Box<Watched>),
     Failed(Failure),
     Stopped,
 }
@@ -184,12 +196,14 @@ fn classify(e: ApiError) -> Result<Failure, Stopped> {
 }
 
 impl Uploader {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         api: Api,
         links: Links,
         public_url: PublicUrl,
         settings: Settings,
         queue: Sender<QueueMsg>,
+        processing: Sender<Watched>,
         hub: Hub,
         stop: Receiver<()>,
     ) -> Uploader {
@@ -203,6 +217,7 @@ impl Uploader {
             public_url,
             settings,
             queue,
+            processing,
             hub,
             stop,
             strays: Mutex::new(HashSet::new()),
@@ -231,15 +246,25 @@ impl Uploader {
     /// product, only untidy). One that stays is recorded as a file the ledger does not know,
     /// so the job's next attempt searches for it and deletes it then.
     fn discard(&self, job: &Job, file_id: &str, why: &str) {
+        if !self.delete(file_id, why) {
+            self.lock_strays().insert(job.id);
+            self.report(AttemptUpdate::UnknownFile {
+                id: job.id,
+                possible: true,
+            });
+        }
+    }
+
+    /// Deletes a Frame.io file; whether it is gone.
+    fn delete(&self, file_id: &str, why: &str) -> bool {
         match self.api.delete_file(self.account(), file_id) {
-            Ok(()) => log::debug!("deleted Frame.io file {file_id} ({why})"),
+            Ok(()) => {
+                log::debug!("deleted Frame.io file {file_id} ({why})");
+                true
+            }
             Err(e) => {
                 log::warn!("could not delete Frame.io file {file_id} ({why}): {e}");
-                self.lock_strays().insert(job.id);
-                self.report(AttemptUpdate::UnknownFile {
-                    id: job.id,
-                    possible: true,
-                });
+                false
             }
         }
     }
@@ -327,6 +352,16 @@ fn attempt(up: &Uploader, job: Job) {
                 view_url,
             });
         }
+        Outcome::Processing(watched) => {
+            up.report(AttemptUpdate::Processing {
+                id: job.id,
+                all_in_ms: watched.all_in_ms,
+            });
+            // After the report, so the queue hears `processing` before the watch's verdict.
+            // The watch lives as long as the workers; a send fails only in a shutdown, and
+            // the ledger then has the job as processing for the next start.
+            let _ = up.processing.send(*watched);
+        }
         Outcome::Failed(f) => {
             log::warn!("upload of {} did not finish: {}", job.name(), f.error);
             up.report(AttemptUpdate::Failed {
@@ -348,7 +383,7 @@ fn run_attempt(up: &Uploader, job: &Job, started: Instant) -> Outcome {
         Ok(id) => id,
         Err(e) => return classify(e).map_or(Outcome::Stopped, Outcome::Failed),
     };
-    match adopt_or_clean(up, job, &folder_id) {
+    match adopt_or_clean(up, job, &folder_id, started) {
         Ok(Some(done)) => return done,
         Ok(None) => {}
         Err(e) => return classify(e).map_or(Outcome::Stopped, Outcome::Failed),
@@ -389,7 +424,7 @@ fn run_attempt(up: &Uploader, job: &Job, started: Instant) -> Outcome {
         mode: mode_name,
     });
     match mode {
-        Mode::Remote(public) => match remote(up, job, &path, &folder_id, &public) {
+        Mode::Remote(public) => match remote(up, job, &path, &folder_id, &public, started) {
             // In auto, local upload is the way round whatever made Frame.io refuse the pull:
             // the size (its limit and how it counts are not documented) or the URL.
             Err(RemoteError::Refused(e)) if up.settings.mode == UploadMode::Auto => {
@@ -463,11 +498,33 @@ pub fn mtime_ns(m: &std::fs::Metadata) -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// Step 3 of the module doc. `Ok(Some(outcome))` ends the attempt (adopted).
-fn adopt_or_clean(up: &Uploader, job: &Job, folder_id: &str) -> Result<Option<Outcome>, ApiError> {
+/// Step 3 of the module doc. `Ok(Some(outcome))` ends the attempt (adopted, or watched).
+fn adopt_or_clean(
+    up: &Uploader,
+    job: &Job,
+    folder_id: &str,
+    started: Instant,
+) -> Result<Option<Outcome>, ApiError> {
     if let Some(file_id) = &job.file_id {
         match up.api.file_status(up.account(), file_id) {
             Ok(s) if s.upload_complete => return adopt(up, job, file_id).map(Some),
+            // Every part went in before the stop, and the ledger had not heard yet: Frame.io
+            // is processing it, and it is watched (however old its part URLs are now).
+            Ok(s) if !s.upload_failed && all_parts_sent(up, job) => {
+                log::debug!("{}: every part was in before the stop", job.name());
+                return Ok(Some(Outcome::Processing(Box::new(Watched {
+                    id: job.id,
+                    name: job.name().to_string(),
+                    size: job.size,
+                    file_id: file_id.clone(),
+                    status_path: None,
+                    view_url: None,
+                    link: None,
+                    parts: true,
+                    all_in_ms: now_unix_ms(),
+                    started: Some(started),
+                }))));
+            }
             // Resumed below, in local mode (unless the user now wants remote only).
             Ok(_) if up.settings.mode != UploadMode::Remote && resumable(up, job).is_some() => {
                 return Ok(None)
@@ -541,6 +598,18 @@ fn adopt(up: &Uploader, job: &Job, file_id: &str) -> Result<Outcome, ApiError> {
     })
 }
 
+/// Whether the saved plan of this job's Frame.io file had every part accepted: its bytes are
+/// all in Frame.io, whether or not its URLs are still valid.
+fn all_parts_sent(up: &Uploader, job: &Job) -> bool {
+    up.sidecar.load(job.id).is_some_and(|(plan, done)| {
+        Some(&plan.file_id) == job.file_id.as_ref()
+            && plan.size == job.size
+            && plan.mtime_ns == job.mtime_ns
+            && check_layout(&plan.parts, plan.size).is_ok()
+            && done.len() == plan.parts.len()
+    })
+}
+
 /// A saved local-upload plan this job can go on with.
 fn resumable(up: &Uploader, job: &Job) -> Option<(LocalPlan, Vec<usize>)> {
     let (plan, done) = up.sidecar.load(job.id)?;
@@ -580,11 +649,15 @@ impl From<Stopped> for RemoteError {
 /// How watching a remote pull ended.
 enum Watch {
     Complete,
+    /// Every byte served: Frame.io's processing is the status watch's to follow.
+    AllIn,
     /// Redo the pull within this attempt.
     Redo(String),
-    /// Every byte was served and Frame.io never said complete: the attempt fails.
-    Deadline(String),
 }
+
+/// How often a pull's progress is looked at while it is served (the file server's counters,
+/// in memory): a pull that has been served every byte frees its worker this soon.
+const PULL_LOOK: Duration = Duration::from_millis(100);
 
 fn remote(
     up: &Uploader,
@@ -592,6 +665,7 @@ fn remote(
     path: &Path,
     folder_id: &str,
     public: &str,
+    started: Instant,
 ) -> Result<Outcome, RemoteError> {
     let mut redos = 0;
     loop {
@@ -624,27 +698,42 @@ fn remote(
         };
         let file_id = created.file.id.clone();
         up.created(job, &file_id);
-        up.report(AttemptUpdate::Processing { id: job.id });
         let watched = watch_remote(up, job, path, &link.token, &created.status_path, public);
-        up.links.revoke(&link.token);
         let reason = match watched {
+            Ok(Watch::AllIn) => {
+                // The link stays: Frame.io's fetcher may read again while it processes.
+                return Ok(Outcome::Processing(Box::new(Watched {
+                    id: job.id,
+                    name: job.name().to_string(),
+                    size: job.size,
+                    file_id,
+                    status_path: Some(created.status_path),
+                    view_url: created.file.view_url,
+                    link: Some(link.token),
+                    parts: false,
+                    all_in_ms: now_unix_ms(),
+                    started: Some(started),
+                })));
+            }
             Ok(Watch::Complete) => {
+                up.links.revoke(&link.token);
                 return Ok(Outcome::Done {
                     file_id,
                     view_url: created.file.view_url,
-                })
+                });
             }
             Ok(Watch::Redo(reason)) => reason,
-            Ok(Watch::Deadline(reason)) => {
-                up.discard(job, &file_id, "Frame.io never finished processing it");
-                return Err(fail(FailureKind::Retry, reason).into());
+            Err(RemoteError::Outcome(Outcome::Stopped)) => {
+                up.links.revoke(&link.token);
+                return Ok(Outcome::Stopped);
             }
-            Err(RemoteError::Outcome(Outcome::Stopped)) => return Ok(Outcome::Stopped),
             Err(e) => {
+                up.links.revoke(&link.token);
                 up.discard(job, &file_id, "the attempt failed");
                 return Err(e);
             }
         };
+        up.links.revoke(&link.token);
         up.discard(job, &file_id, &reason);
         redos += 1;
         if redos > MAX_REDOS {
@@ -698,6 +787,10 @@ fn tunnel_for_pull(up: &Uploader, job: &Job) -> Result<Option<String>, Stopped> 
     }
 }
 
+/// Watches a pull while it is served: every [`PULL_LOOK`] how far it is (every byte served:
+/// `AllIn`; none for the stall period while bytes are missing: redo), and on the status
+/// polling schedule (from `poll_min`, growing to `poll_max`) the file, the tunnel and what
+/// Frame.io says.
 fn watch_remote(
     up: &Uploader,
     job: &Job,
@@ -708,11 +801,30 @@ fn watch_remote(
 ) -> Result<Watch, RemoteError> {
     let requested = Instant::now();
     let mut interval = up.settings.poll_min;
+    let mut next_status = requested + interval;
     // Whether the tunnel lost its edge connection during this pull (it keeps the URL).
     let mut dropped = false;
     loop {
-        up.sleep(interval)?;
+        up.sleep(PULL_LOOK.min(next_status.saturating_duration_since(Instant::now())))?;
+        if let Some(activity) = up.links.activity(token) {
+            let last = activity.last_served_at.unwrap_or(requested);
+            // An empty file is all in once something has asked for it.
+            let started = activity.total > 0 || activity.last_served_at.is_some();
+            if started && activity.covered >= activity.total {
+                return Ok(Watch::AllIn);
+            }
+            if last.elapsed() >= up.settings.stall {
+                return Ok(Watch::Redo(format!(
+                    "no byte served for {} s",
+                    up.settings.stall.as_secs()
+                )));
+            }
+        }
+        if Instant::now() < next_status {
+            continue;
+        }
         interval = (interval * 3 / 2).min(up.settings.poll_max);
+        next_status = Instant::now() + interval;
         check_unchanged(path, job)?;
         match (up.public_url)() {
             Public::Up(url) if url == public => {}
@@ -746,25 +858,6 @@ fn watch_remote(
             Err(ApiError::NeedsLogin(_)) => {}
             Err(e) if e.is_transient() => log::debug!("{}: status: {e}", job.name()),
             Err(e) => return Err(classify(e)?.into()),
-        }
-        if let Some(activity) = up.links.activity(token) {
-            let last = activity.last_served_at.unwrap_or(requested);
-            if activity.covered < activity.total {
-                if last.elapsed() >= up.settings.stall {
-                    return Ok(Watch::Redo(format!(
-                        "no byte served for {} s",
-                        up.settings.stall.as_secs()
-                    )));
-                }
-            // Every byte served: the processing deadline counts from the last byte, so a
-            // fetcher that is still reading (again) is never cut.
-            } else if last.elapsed() >= up.settings.processing_timeout {
-                return Ok(Watch::Deadline(format!(
-                    "Frame.io got every byte and did not finish processing it within {}; \
-                     deleted that Frame.io file (upload.processing_timeout_secs)",
-                    human::duration(up.settings.processing_timeout)
-                )));
-            }
         }
     }
 }
@@ -845,56 +938,22 @@ fn local_inner(
             return Err(fail(kind, e.to_string()).into());
         }
     }
-    up.report(AttemptUpdate::Processing { id: job.id });
-    // Every part is in: from here Frame.io stitches and checks them, and gets
-    // `processing_timeout` to say so.
-    let all_in = Instant::now();
-    let deadline = up.settings.processing_timeout;
-    let mut interval = up.settings.poll_min;
-    loop {
-        // Frame.io stitches the parts first: a poll right after the last one is nearly
-        // always too early, and the status budget (5/s) is shared by every job.
-        let waited = all_in.elapsed();
-        if waited >= deadline {
-            up.discard(job, &plan.file_id, "Frame.io never finished processing it");
-            up.sidecar.remove(job.id);
-            return Err(fail(
-                FailureKind::Retry,
-                format!(
-                    "Frame.io accepted every part and did not finish processing it within {}; \
-                     deleted that Frame.io file (upload.processing_timeout_secs)",
-                    human::duration(deadline)
-                ),
-            )
-            .into());
-        }
-        up.sleep(interval.min(deadline - waited))
-            .map_err(Outcome::from)?;
-        interval = (interval * 3 / 2).min(up.settings.poll_max);
-        match up.api.file_status(up.account(), &plan.file_id) {
-            Ok(s) if s.upload_complete => break,
-            Ok(s) if s.upload_failed => {
-                up.discard(job, &plan.file_id, "Frame.io reported upload_failed");
-                up.sidecar.remove(job.id);
-                return Err(fail(FailureKind::Retry, "Frame.io reported upload_failed").into());
-            }
-            Ok(_) => {}
-            Err(ApiError::NeedsLogin(_)) => {}
-            Err(e) if e.is_transient() => {}
-            Err(e) => return Err(classify(e).map_or(Outcome::Stopped, Outcome::Failed)),
-        }
-    }
-    up.sidecar.remove(job.id);
-    let view_url = up
-        .api
-        .file(up.account(), &plan.file_id)
-        .ok()
-        .and_then(|f: FioFile| f.view_url);
-    let _ = started;
-    Ok(Outcome::Done {
+    // Every part is in: from here Frame.io stitches and checks them, and the status watch
+    // follows it. The saved plan stays until then: a restart that finds the job processing
+    // watches it again, and one that does not (a crash before the ledger heard) resumes it
+    // with nothing left to send.
+    Ok(Outcome::Processing(Box::new(Watched {
+        id: job.id,
+        name: job.name().to_string(),
+        size: job.size,
         file_id: plan.file_id,
-        view_url,
-    })
+        status_path: None,
+        view_url: None,
+        link: None,
+        parts: true,
+        all_in_ms: now_unix_ms(),
+        started: Some(started),
+    })))
 }
 
 /// Creates the Frame.io file of a local upload and saves its plan.

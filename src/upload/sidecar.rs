@@ -64,6 +64,11 @@ impl Sidecar {
         Ok(())
     }
 
+    /// Whether a plan is saved for the job (a local upload's, until the job ends).
+    pub fn has_plan(&self, job: u64) -> bool {
+        self.plan_path(job).is_file()
+    }
+
     /// The saved plan and the parts finished under it, if any.
     pub fn load(&self, job: u64) -> Option<(LocalPlan, Vec<usize>)> {
         let plan: LocalPlan =

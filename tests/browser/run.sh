@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The browser test: installs Debian's chromium when it is missing (CI starts from a fresh
-# machine), then runs tests/browser/main.rs, which drives headless Chromium over DevTools.
+# Headless Chromium's targets: installs Debian's chromium when it is missing (CI starts from a
+# fresh machine), then runs one of them, driving Chromium over DevTools (chromium.rs):
+#   tests/browser/run.sh browser       the browser test (main.rs), for `make test-browser`
+#   tests/browser/run.sh screenshots   the README's picture (screenshots.rs), `make screenshots`
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -12,4 +14,9 @@ if [ -z "${CHROMIUM:-}" ] && ! have chromium && ! have chromium-browser && ! hav
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 fi
-exec ${CARGO:-cargo} test --test browser -- --ignored --nocapture
+target=${1:-browser}
+case "$target" in
+browser | screenshots) ;;
+*) echo "tests/browser/run.sh: unknown target $target (browser or screenshots)" >&2; exit 2 ;;
+esac
+exec ${CARGO:-cargo} test --test "$target" -- --ignored --nocapture

@@ -237,6 +237,9 @@ pub(crate) fn start(shared: Arc<Shared>, file_id: String, source_url: String) {
 
 fn finish(shared: &Shared, file_id: &str, result: Result<(u64, String), String>) {
     let lost = result.is_ok() && take_one(&mut shared.faults().never_complete_next);
+    if result.is_ok() && !lost {
+        slow_complete(shared, file_id);
+    }
     let mut st = shared.lock();
     let Some(NodeKind::File(f)) = st.nodes.get_mut(file_id).map(|n| &mut n.kind) else {
         return; // deleted meanwhile
@@ -259,6 +262,25 @@ fn finish(shared: &Shared, file_id: &str, result: Result<(u64, String), String>)
             f.failed = true;
             f.failure_reason = Some(reason);
         }
+    }
+}
+
+/// `slow_complete_next`: holds this background thread (a fetch's, or the part assembly's)
+/// `slow_complete_ms` before the file becomes complete, or until it is deleted.
+pub(crate) fn slow_complete(shared: &Shared, file_id: &str) {
+    let hold = {
+        let mut faults = shared.faults();
+        let ms = faults.slow_complete_ms;
+        take_one(&mut faults.slow_complete_next).then_some(Duration::from_millis(ms))
+    };
+    let Some(hold) = hold else { return };
+    log::info!("frameio-sim: {file_id} has every byte and completes in {hold:?}");
+    let until = std::time::Instant::now() + hold;
+    while std::time::Instant::now() < until {
+        if !shared.lock().nodes.contains_key(file_id) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

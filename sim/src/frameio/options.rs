@@ -139,6 +139,10 @@ pub struct Faults {
     /// upload whose parts are all in) never become complete, nor failed: Frame.io's pipeline
     /// losing them (reported of its fetcher: "left the file with empty media").
     pub never_complete_next: u32,
+    /// The next N files whose bytes all arrive take `slow_complete_ms` more to become
+    /// complete: Frame.io slow to process one big file (stitching, checking).
+    pub slow_complete_next: u32,
+    pub slow_complete_ms: u64,
     /// The `detail` of the 422 that refuses a remote upload over `remote_size_limit`; `None`
     /// gives one naming the limit. Frame.io's wording is undocumented.
     pub remote_limit_detail: Option<String>,
@@ -203,6 +207,8 @@ impl Default for Faults {
             s3_stall_next: 0,
             s3_stall_ms: 30_000,
             never_complete_next: 0,
+            slow_complete_next: 0,
+            slow_complete_ms: 30_000,
             remote_limit_detail: None,
             create_answer_delay_ms: 0,
             ims_429_next: 0,

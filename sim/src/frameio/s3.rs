@@ -455,6 +455,9 @@ fn assemble_upload(shared: &Shared, id: &str, path: &Path) {
     };
     let _ = std::fs::remove_file(path);
     let lost = take_one(&mut shared.faults().never_complete_next);
+    if !lost {
+        super::fetch::slow_complete(shared, id);
+    }
     let mut st = shared.lock();
     if let Some(NodeKind::File(f)) = st.nodes.get_mut(id).map(|n| &mut n.kind) {
         f.assembling = false;
