@@ -1,20 +1,23 @@
 //! bench/bulk: a card offload. N small clips dropped at once into one folder of the watch root
 //! go through the real postflow binary into the simulated Frame.io, which enforces Frame.io's
 //! documented per-endpoint rate limits (5 creates a second, 5 status polls a second, 100
-//! folder listings a minute, …).
+//! folder listings a minute, 10 stack creations a minute, …).
 //!
-//! Prints the wall time (postflow started with the files in place → every job `done`), the
-//! floor Frame.io's create and status limits set (every file needs one create and at least
-//! one status poll; they have a bucket each, so N / 5 s), the ratio, and the calls per file by
-//! endpoint. Targets (issue 12): at most 0.1 folder listings per file for 300 files, and the
-//! wall time within 1.5x of the floor. Exits non-zero only if a file did not arrive exactly
-//! once with the right bytes.
+//! Prints the wall time (postflow started with the files in place → every job `done`, and
+//! with versions every stacking settled), the floor Frame.io's limits set and which limit
+//! sets it, the ratio, and the calls per file by endpoint, for uploads and for stacking.
+//! Targets (issues 12 and 15): at most 0.1 folder listings per file, and the wall time within
+//! 1.5x of the floor. Exits non-zero only if a file did not arrive exactly once with the right
+//! bytes, or (with versions) the stacks are not one per shot in version order.
 //!
 //! `cargo build --release --workspace --bins --examples` first (`bench/bulk` does), then
-//! `cargo run --release --example bulk -- [--files N] [--mode local|remote]
-//! [--concurrency C] [--existing K] [--dir D] [--postflow PATH]`. `--existing K` puts K files
-//! in the Frame.io folder beforehand (a dailies folder that has grown: a listing would cost
-//! K/100 pages); `--postflow` runs another build (an older one, for a before/after).
+//! `cargo run --release --example bulk -- [--files N] [--shots S --versions V] [--mode
+//! local|remote] [--concurrency C] [--existing K] [--dir D] [--postflow PATH]`.
+//! `--shots S --versions V` makes the card S shots of V versions each
+//! (`A001_SH0001_v001.mxf` …) under `layout.pattern` `{roll}_{shot}_v{version}.{ext}`, so
+//! postflow stacks them (`--files` is then S × V). `--existing K` puts K files in the Frame.io
+//! folder beforehand (a dailies folder that has grown: a listing of it is K/100 pages);
+//! `--postflow` runs another build (an older one, for a before/after).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,9 +31,38 @@ use sim::{FrameIo, Options};
 /// Frame.io's limits that set the floor: remote_upload / local_upload, and file status.
 const CREATES_PER_SEC: f64 = 5.0;
 const STATUS_PER_SEC: f64 = 5.0;
+/// Stack creation (10 a minute) and moves (100 a minute): leaky buckets that hold that many,
+/// so the first bucketful goes at once.
+const STACKS_PER_MIN: f64 = 10.0;
+const MOVES_PER_MIN: f64 = 100.0;
+
+/// The endpoints that list a folder's contents (a page per 100 entries each).
+const LISTINGS: [&str; 3] = ["list_children", "list_files", "list_version_stacks"];
+/// The endpoints the stacking step uses, and the upload's (show_file is both: a local upload
+/// asks for its file's view link once).
+const STACKING: [&str; 7] = [
+    "list_files",
+    "list_version_stacks",
+    "show_version_stack",
+    "list_version_stack_children",
+    "create_version_stack",
+    "move_file",
+    "reorder_versions",
+];
+const BOTH: [&str; 1] = ["show_file"];
+const UPLOADS: [&str; 5] = [
+    "local_upload",
+    "remote_upload",
+    "file_status",
+    "s3_put_part",
+    "delete_file",
+];
 
 struct Args {
     files: usize,
+    /// Versioned card: shots × versions (0: plain clips).
+    shots: usize,
+    versions: usize,
     mode: String,
     concurrency: usize,
     existing: usize,
@@ -42,6 +74,8 @@ fn parse_args() -> Result<Args, String> {
     let bin_dir = bin_dir();
     let mut a = Args {
         files: 300,
+        shots: 0,
+        versions: 1,
         mode: "local".into(),
         concurrency: 2,
         existing: 0,
@@ -57,6 +91,8 @@ fn parse_args() -> Result<Args, String> {
         };
         match flag.as_str() {
             "--files" => a.files = num(value()?)?,
+            "--shots" => a.shots = num(value()?)?,
+            "--versions" => a.versions = num(value()?)?,
             "--mode" => a.mode = value()?,
             "--concurrency" => a.concurrency = num(value()?)?,
             "--existing" => a.existing = num(value()?)?,
@@ -64,6 +100,12 @@ fn parse_args() -> Result<Args, String> {
             "--postflow" => a.postflow = value()?.into(),
             _ => return Err(format!("unknown option {flag}")),
         }
+    }
+    if a.shots > 0 {
+        if a.versions == 0 {
+            return Err("--versions must be at least 1".into());
+        }
+        a.files = a.shots * a.versions;
     }
     if a.files == 0 || !["local", "remote"].contains(&a.mode.as_str()) {
         return Err("need --files >= 1 and --mode local|remote".into());
@@ -101,6 +143,21 @@ fn done(dashboard: u16) -> Option<u64> {
         .ok()?;
     let v: Value = serde_json::from_str(&resp.body_mut().read_to_string().ok()?).ok()?;
     v["counts"]["done"].as_u64()
+}
+
+/// `/api/jobs` of the running instance: are all `files` jobs there with no stacking pending?
+fn stacks_settled(dashboard: u16, files: usize) -> Option<bool> {
+    let mut resp = ureq::get(&format!("http://127.0.0.1:{dashboard}/api/jobs?limit=1000"))
+        .call()
+        .ok()?;
+    let v: Value = serde_json::from_str(&resp.body_mut().read_to_string().ok()?).ok()?;
+    let jobs = v["jobs"].as_array()?;
+    Some(jobs.len() >= files && jobs.iter().all(|j| j["stack"]["state"] != "pending"))
+}
+
+/// The name of version `v` of shot `shot` on the card.
+fn clip_name(shot: usize, v: usize) -> String {
+    format!("A001_SH{shot:04}_v{v:03}.mxf")
 }
 
 fn main() -> ExitCode {
@@ -144,9 +201,19 @@ fn run() -> Result<bool, String> {
     std::fs::write(state.join("tokens.json"), tokens.to_string()).map_err(|e| e.to_string())?;
 
     // The clips: 1 to 64 KB of distinct bytes each, so bytes are never the bottleneck.
+    // Versions of a shot are next to each other, as a card has them.
+    let names: Vec<String> = if args.shots > 0 {
+        (0..args.shots)
+            .flat_map(|shot| (1..=args.versions).map(move |v| clip_name(shot, v)))
+            .collect()
+    } else {
+        (0..args.files)
+            .map(|i| format!("A001C{i:04}.wav"))
+            .collect()
+    };
     let mut expected = BTreeMap::new();
     let mut x: u32 = 0x9E37_79B9;
-    for i in 0..args.files {
+    for (i, name) in names.iter().enumerate() {
         let size = 1000 + (i * 2_117) % 63_000;
         let bytes: Vec<u8> = (0..size)
             .map(|_| {
@@ -156,7 +223,7 @@ fn run() -> Result<bool, String> {
                 x as u8
             })
             .collect();
-        let rel = format!("A001/A001C{i:04}.wav");
+        let rel = format!("A001/{name}");
         std::fs::write(watch.join(&rel), &bytes).map_err(|e| e.to_string())?;
         expected.insert(rel, sha256(&bytes));
     }
@@ -165,6 +232,11 @@ fn run() -> Result<bool, String> {
     let tunnel = match args.mode.as_str() {
         "remote" => json!({"mode": "external", "public_url": format!("http://127.0.0.1:{serve}")}),
         _ => json!({"mode": "off"}),
+    };
+    let layout = if args.shots > 0 {
+        json!({"pattern": "{roll}_{shot}_v{version}.{ext}"})
+    } else {
+        json!({})
     };
     let config = json!({
         "watch": {"root": "watch", "settle_secs": 1, "rescan_secs": 60, "upload_existing": true},
@@ -175,6 +247,7 @@ fn run() -> Result<bool, String> {
             "ims_base": sim.base_url(), "upload": args.mode,
         },
         "upload": {"concurrency": args.concurrency},
+        "layout": layout,
         "serve": {"listen": format!("127.0.0.1:{serve}")},
         "tunnel": tunnel,
         "dashboard": {"listen": format!("127.0.0.1:{dash}")},
@@ -196,9 +269,13 @@ fn run() -> Result<bool, String> {
         .stderr(log)
         .spawn()
         .map_err(|e| format!("start postflow: {e}"))?;
-    let limit = Duration::from_secs(120 + args.files as u64 * 3);
+    // Generous: an older build may list the folder for every file.
+    let limit = Duration::from_secs(120 + args.files as u64 * 3 + args.shots as u64 * 12);
+    let stacking = args.shots > 0;
     let wall = loop {
-        if done(dash) == Some(args.files as u64) {
+        if done(dash) == Some(args.files as u64)
+            && (!stacking || stacks_settled(dash, args.files) == Some(true))
+        {
             break started.elapsed();
         }
         if started.elapsed() > limit || child.try_wait().ok().flatten().is_some() {
@@ -210,7 +287,7 @@ fn run() -> Result<bool, String> {
                 args.dir.join("postflow.log").display()
             ));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(if stacking { 500 } else { 100 }));
     };
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -229,8 +306,58 @@ fn run() -> Result<bool, String> {
         .map(|(path, _)| path)
         .collect();
 
+    // With versions: one stack per shot of two or more, in version order; none otherwise.
+    let mut bad_stacks = Vec::new();
+    if stacking {
+        let stacks = sim.stacks();
+        for shot in 0..args.shots {
+            let want: Vec<String> = (1..=args.versions).map(|v| clip_name(shot, v)).collect();
+            let of_shot: Vec<_> = stacks
+                .iter()
+                .filter(|s| s.versions.iter().any(|v| want.contains(v)))
+                .collect();
+            let right = match args.versions {
+                1 => of_shot.is_empty(),
+                _ => of_shot.len() == 1 && of_shot[0].versions == want,
+            };
+            if !right {
+                bad_stacks.push(format!("SH{shot:04}: {of_shot:?}"));
+            }
+        }
+    }
+
     let n = args.files as f64;
-    let floor = (n / CREATES_PER_SEC).max(n / STATUS_PER_SEC);
+    let (creates, moves) = if stacking && args.versions >= 2 {
+        (args.shots as f64, (args.shots * (args.versions - 2)) as f64)
+    } else {
+        (0.0, 0.0)
+    };
+    let limits = [
+        (
+            (n / CREATES_PER_SEC).max(n / STATUS_PER_SEC),
+            format!(
+                "{} creates at {CREATES_PER_SEC}/s and as many status polls at {STATUS_PER_SEC}/s",
+                args.files
+            ),
+        ),
+        (
+            (creates - STACKS_PER_MIN).max(0.0) * 60.0 / STACKS_PER_MIN,
+            format!(
+                "{creates} stack creations at {STACKS_PER_MIN}/min (the first {STACKS_PER_MIN} at once)"
+            ),
+        ),
+        (
+            (moves - MOVES_PER_MIN).max(0.0) * 60.0 / MOVES_PER_MIN,
+            format!(
+                "{moves} moves into stacks at {MOVES_PER_MIN}/min (the first {MOVES_PER_MIN} at once)"
+            ),
+        ),
+    ];
+    // The first of equal floors: the uploads' limits, when stacking adds nothing.
+    let (floor, floor_by) = limits
+        .into_iter()
+        .reduce(|a, b| if b.0 > a.0 { b } else { a })
+        .unwrap_or_default();
     let mut calls: BTreeMap<String, u64> = BTreeMap::new();
     let mut limited = 0;
     for (key, count) in sim.counters() {
@@ -240,32 +367,82 @@ fn run() -> Result<bool, String> {
             limited += count;
         }
     }
-    let listings = *calls.get("list_children").unwrap_or(&0) as f64 / n;
+    let count = |e: &str| *calls.get(e).unwrap_or(&0);
+    let listing_calls: u64 = LISTINGS.iter().map(|e| count(e)).sum();
+    let listings = listing_calls as f64 / n;
     let ratio = wall.as_secs_f64() / floor;
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let card = if stacking {
+        format!(
+            "{} clips ({} shots x {} versions, layout.pattern {{roll}}_{{shot}}_v{{version}}.{{ext}})",
+            args.files, args.shots, args.versions
+        )
+    } else {
+        format!("{} clips", args.files)
+    };
     println!(
-        "bulk: {} files ({}, upload.concurrency {}) into one folder already holding {} files",
-        args.files, args.mode, args.concurrency, args.existing
+        "bulk: {card} ({}, upload.concurrency {}) into one folder already holding {} files",
+        args.mode, args.concurrency, args.existing
     );
     println!(
-        "wall {:.1} s (start to last done; includes the 1 s settle); floor {floor:.1} s \
-         ({} creates at {CREATES_PER_SEC}/s, as many status polls at {STATUS_PER_SEC}/s): \
-         {ratio:.2}x the floor [target <= 1.5x: {}]",
+        "wall {:.1} s (start to last done{}; includes the 1 s settle); floor {floor:.1} s, set by \
+         {floor_by}: {ratio:.2}x the floor [target <= 1.5x: {}]",
         wall.as_secs_f64(),
-        args.files,
+        if stacking { " and stacked" } else { "" },
         verdict(ratio <= 1.5)
     );
+    let per = |e: &str| format!("{e} {:.3}", count(e) as f64 / n);
     println!(
-        "folder listings: {listings:.3} per file ({} in all) [target <= 0.1: {}]",
-        calls.get("list_children").unwrap_or(&0),
+        "folder listings: {listings:.3} per file ({listing_calls} in all: {}) [target <= 0.1: {}]",
+        LISTINGS.map(|e| format!("{e} {}", count(e))).join(", "),
         verdict(listings <= 0.1)
     );
-    let per_file: Vec<String> = calls
-        .iter()
-        .filter(|(e, _)| !e.starts_with("ims_"))
-        .map(|(e, c)| format!("{e} {:.3}", *c as f64 / n))
+    let group = |names: &[&str]| {
+        names
+            .iter()
+            .filter(|e| count(e) > 0)
+            .map(|e| per(e))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("calls per file, uploads: {}", group(&UPLOADS));
+    if stacking {
+        println!("calls per file, stacking: {}", group(&STACKING));
+    }
+    println!(
+        "calls per file, both: {} (a local upload asks for its file once, for the view link)",
+        group(&BOTH)
+    );
+    let rest: Vec<String> = calls
+        .keys()
+        .filter(|e| {
+            !e.starts_with("ims_")
+                && ![&UPLOADS[..], &STACKING, &BOTH]
+                    .concat()
+                    .contains(&e.as_str())
+        })
+        .map(|e| per(e))
         .collect();
-    println!("calls per file: {}; 429s: {limited}", per_file.join(", "));
+    println!(
+        "calls per file, other (finding the folder): {}; 429s: {limited}",
+        rest.join(", ")
+    );
+    if !bad_stacks.is_empty() {
+        println!(
+            "STACKS WRONG for {} shots, e.g. {:?} (left in {})",
+            bad_stacks.len(),
+            &bad_stacks[..bad_stacks.len().min(3)],
+            args.dir.display()
+        );
+        return Ok(false);
+    } else if stacking && args.versions > 1 {
+        println!(
+            "stacks: one per shot, in version order: {} shots",
+            args.shots
+        );
+    } else if stacking {
+        println!("stacks: none (no shot has a second version)");
+    }
     if wrong.is_empty() {
         println!(
             "arrived once with the right bytes: {} of {}",

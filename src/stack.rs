@@ -18,6 +18,7 @@
 //! shared words; [`stacker`] does the Frame.io part on its own thread.
 
 pub mod stacker;
+pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -48,6 +49,9 @@ pub struct Known {
     pub file_id: String,
     pub number: u64,
     pub label: String,
+    /// The version stack its record says it is in (`stacked`). The stacker checks it before
+    /// relying on it: a reviewer may have changed the stack since.
+    pub stack_id: Option<String>,
 }
 
 /// What the stacker tells the queue about a job: its new stacking record (`pending` with news,
@@ -334,11 +338,17 @@ impl Tracker {
             .filter_map(|(other, &number)| {
                 let o = jobs.get(other)?;
                 let file_id = o.file_id.clone().filter(|_| o.state == JobState::Done)?;
+                let stack_id = o
+                    .stack
+                    .as_ref()
+                    .filter(|s| s.state == StackState::Stacked)
+                    .and_then(|s| s.stack_id.clone());
                 Some(Known {
                     job: *other,
                     file_id,
                     number,
                     label: self.label(o),
+                    stack_id,
                 })
             })
             .collect()
@@ -482,7 +492,8 @@ mod tests {
                 job: 1,
                 file_id: "file-1".into(),
                 number: 10,
-                label: "v10".into()
+                label: "v10".into(),
+                stack_id: None,
             }]
         );
     }

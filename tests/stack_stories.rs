@@ -1,12 +1,16 @@
 //! Versions of a shot stack in Frame.io (issue #15), told on the real binary against the
 //! simulator: v002 over v001, v003 moved on top, versions dropped together, versions uploaded
 //! by hand, a late lower version, `kill -9` right after the stack is made or the move is sent,
-//! a 5xx on the create, a stacking that fails and is retried alone.
+//! a 5xx on the create, a stacking that fails and is retried alone; and what it costs: a card
+//! of versioned clips into one big folder shares one listing of it, a new version of a shot
+//! postflow stacked lists nothing, and what reviewers change after a listing is checked, not
+//! trusted.
 
 mod common;
 mod frameio_support;
 mod upload_support;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -539,6 +543,210 @@ fn the_recovery_search_finds_a_copy_inside_a_stack_and_adopts_it() {
     assert_eq!(rig.sim.request_count("local_upload", Some(201)), 0, "{log}");
     assert_eq!(rig.sim.files().len(), 2, "no second copy");
     assert_eq!(v2["stack_summary"], "v002, stacked on v001");
+}
+
+/// Calls that list a folder's contents (a page per 100 entries each), in all.
+fn folder_listings(rig: &Rig) -> u64 {
+    ["list_children", "list_files", "list_version_stacks"]
+        .iter()
+        .map(|e| rig.sim.request_count(e, None))
+        .sum()
+}
+
+#[test]
+fn a_card_of_versioned_clips_into_one_folder_costs_no_folder_listing_per_file() {
+    // A roll's dailies folder that already holds 250 clips (three pages to list), one of
+    // them a v001 uploaded by hand; then a card lands in the watch folder, every clip of it
+    // bound for that one folder: 14 shots with a v001 only, 2 with v001 and v002, 2 with v001
+    // to v003, and the v002 of the shot uploaded by hand.
+    let mut rig = Rig::new("stack-card", "local", |_| {});
+    rig.config["layout"] = json!({ "pattern": "{roll}_{shot}_v{version}.{ext}" });
+    rig.with_dashboard();
+    rig.env("POSTFLOW_POLL_MS", "100");
+    let roll = rig.sim.add_folder(&rig.sim.root_folder_id(), "A001");
+    for i in 0..249 {
+        rig.sim
+            .add_file(&roll, &format!("A001C{i:03}_dailies.mxf"), 1_000);
+    }
+    let by_hand = rig.sim.add_file(&roll, "A001_SH0099_v001.mxf", 5_000);
+    let clip = |shot: u32, v: u32| format!("A001_SH{shot:04}_v{v:03}.mxf");
+    let mut card: Vec<(u32, u32)> = Vec::new();
+    for shot in 0..18 {
+        let versions = match shot {
+            0..14 => 1,
+            14..16 => 2,
+            _ => 3,
+        };
+        card.extend((1..=versions).map(|v| (shot, v)));
+    }
+    card.push((99, 2));
+    let child = rig.start();
+    let mut expected = BTreeMap::new();
+    for (i, (shot, v)) in card.iter().enumerate() {
+        let name = clip(*shot, *v);
+        let sha = rig.make(
+            &format!("A001/{name}"),
+            20_000 + i as u64 * 1_000,
+            i as u32 + 1,
+        );
+        expected.insert(format!("A001/{name}"), sha);
+    }
+    for (shot, v) in &card {
+        settled(&rig, &clip(*shot, *v));
+    }
+    let log = stop(&rig, child);
+
+    // Every clip once, and one stack per shot with versions, highest on top.
+    let have = rig.sim.by_path();
+    for (path, sha) in &expected {
+        let entry = have.get(path).unwrap_or_else(|| panic!("{path} missing"));
+        assert_eq!((entry.copies, entry.complete), (1, 1), "{path}");
+        assert_eq!(entry.sha256.as_deref(), Some(sha.as_str()), "{path}");
+    }
+    let mut stacks = rig.sim.stacks();
+    stacks.sort_by(|a, b| a.versions.cmp(&b.versions));
+    let want: Vec<Vec<String>> = vec![
+        vec![clip(14, 1), clip(14, 2)],
+        vec![clip(15, 1), clip(15, 2)],
+        vec![clip(16, 1), clip(16, 2), clip(16, 3)],
+        vec![clip(17, 1), clip(17, 2), clip(17, 3)],
+        vec![clip(99, 1), clip(99, 2)],
+    ];
+    let got: Vec<Vec<String>> = stacks.iter().map(|s| s.versions.clone()).collect();
+    assert_eq!(got, want, "{log}");
+    assert_eq!(stacks[4].file_ids[0], by_hand);
+    assert!(stacks.iter().all(|s| s.folder == "A001"));
+
+    // Listing before every stacking step cost a listing of the folder (three pages, and
+    // growing) per clip: 75 calls or more for these 25. Now the card shares one listing of
+    // the folder (files and stacks: four calls), taken again at most twice for clips found
+    // after it was, plus one listing of the project root each for the uploads and the
+    // stacking to find the folder.
+    let listings = folder_listings(&rig);
+    assert!(
+        listings <= 14,
+        "{listings} folder listings for {} clips: {:?}",
+        card.len(),
+        rig.sim.counters()
+    );
+    assert_eq!(
+        rig.sim.request_count("local_upload", Some(201)),
+        card.len() as u64
+    );
+    assert_eq!(
+        rig.sim.request_count("reorder_versions", None),
+        0,
+        "a card's versions stack in order"
+    );
+}
+
+#[test]
+fn a_new_version_of_a_shot_postflow_stacked_lists_nothing() {
+    // The ledger knows v002 is in the shot's stack: v003 checks that stack and joins it,
+    // without listing the folder (which could hold thousands of files).
+    let rig = rig("stack-ledger-first", |_| {});
+    let child = rig.start();
+    for v in [1, 2] {
+        drop_version(&rig, v, 100_000);
+        settled(&rig, &name(v));
+    }
+    let before = folder_listings(&rig);
+    drop_version(&rig, 3, 100_000);
+    let v3 = settled(&rig, &name(3));
+    stop(&rig, child);
+    assert_eq!(v3["stack_summary"], "v003, stacked on v002");
+    assert_eq!(the_stack(&rig).versions, names(&[1, 2, 3]));
+    assert_eq!(
+        folder_listings(&rig),
+        before,
+        "no folder listing for v003: {:?}",
+        rig.sim.counters()
+    );
+    assert_eq!(rig.sim.request_count("move_file", None), 1);
+}
+
+/// A rig where v001 is in Frame.io (and stacked alone) while v002, found with it, is still
+/// uploading: v002 then stacks from the folder listing taken for v001. Returns the rig, the
+/// running postflow and v001's file.
+fn v002_still_uploading(test: &str) -> (Rig, std::process::Child, sim::FileView) {
+    let rig = rig(test, |o| {
+        // 1 MiB parts at 1 MB/s, four at a time: v002's 40 parts take ten seconds.
+        o.faults.part_size = 1 << 20;
+        o.faults.single_part_below = 1 << 20;
+        o.faults.s3_bytes_per_sec = 1_000_000;
+    });
+    let child = rig.start();
+    drop_version(&rig, 1, 100_000);
+    drop_version(&rig, 2, 40 << 20);
+    let v1 = settled(&rig, &name(1));
+    let v2 = job(&rig, &name(2)).unwrap();
+    assert_ne!(v2["state"], "done", "the story needs v002 still on its way");
+    let file = rig.sim.file(v1["file_id"].as_str().unwrap()).unwrap();
+    (rig, child, file)
+}
+
+/// What a reviewer does in Frame.io's web app: move a file into another folder or a stack.
+fn move_by_hand(rig: &Rig, file_id: &str, parent_id: &str) {
+    let token = rig.sim.login_tokens().access_token;
+    let url = format!(
+        "{}/v4/accounts/{}/files/{file_id}/move",
+        rig.sim.base_url(),
+        rig.sim.account_id()
+    );
+    let body = json!({"data": {"parent_id": parent_id}}).to_string();
+    let resp = ureq::patch(&url)
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("Content-Type", "application/json")
+        .send(body)
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+}
+
+#[test]
+fn a_stack_a_reviewer_made_after_the_folder_was_listed_is_joined_not_doubled() {
+    let (rig, child, v1) = v002_still_uploading("stack-stale-stack");
+    // Meanwhile a reviewer stacks v001 on an older cut uploaded by hand.
+    let v0 = rig.sim.add_file(&v1.parent_id, &name(0), 5_000);
+    let by_hand = rig.sim.add_stack(&v1.parent_id, &[&v0, &v1.id]);
+    let v2 = settled(&rig, &name(2));
+    let log = stop(&rig, child);
+    let stack = the_stack(&rig);
+    assert_eq!(stack.id, by_hand, "{log}");
+    assert_eq!(stack.versions, names(&[0, 1, 2]));
+    assert_eq!(v2["stack_summary"], "v002, stacked on v001");
+    assert_eq!(rig.sim.request_count("create_version_stack", None), 0);
+    assert_eq!(
+        rig.sim.request_count("list_files", None),
+        1,
+        "v002 was stacked from the listing taken for v001, which did not show the new stack"
+    );
+    uploaded_once(&rig, &[1, 2]);
+}
+
+#[test]
+fn a_version_a_reviewer_moved_away_after_the_folder_was_listed_is_not_stacked_on() {
+    let (rig, child, v1) = v002_still_uploading("stack-stale-moved");
+    let selects = rig.sim.add_folder(&rig.sim.root_folder_id(), "Selects");
+    move_by_hand(&rig, &v1.id, &selects);
+    let v2 = settled(&rig, &name(2));
+    stop(&rig, child);
+    assert_eq!(
+        v2["stack_summary"],
+        "v002, not stacked: no other version of it in the Frame.io folder"
+    );
+    assert!(rig.sim.stacks().is_empty());
+    assert_eq!(rig.sim.request_count("create_version_stack", None), 0);
+    let v1_now = rig.sim.file(&v1.id).unwrap();
+    assert_eq!(
+        (v1_now.parent_id.as_str(), v1_now.upload_complete),
+        (selects.as_str(), true),
+        "where the reviewer put it"
+    );
+    assert_eq!(
+        rig.sim.request_count("list_files", None),
+        1,
+        "v002 was stacked from the listing taken for v001, which still showed v001"
+    );
 }
 
 /// xorshift64*: the kill moments come from a seed, printed, so a failure can be replayed with

@@ -36,7 +36,7 @@ use super::auth::{AccessToken, Auth, AuthError};
 use crate::config::FrameioConfig;
 
 /// Page size asked of every list (Frame.io's maximum).
-const PAGE_SIZE: u32 = 100;
+pub const PAGE_SIZE: u32 = 100;
 
 /// Largest response body read (lists of 100 items are a few hundred kB at most).
 const MAX_BODY: u64 = 16 * 1024 * 1024;
@@ -253,6 +253,15 @@ pub enum Class {
     Delete,
     /// Create a version stack: 10/min.
     CreateStack,
+    /// The files directly in a folder (`…/folders/{id}/files`): 5/s, where children are
+    /// 100/min.
+    ListFiles,
+    /// The version stacks of a folder: 5/s.
+    ListStacks,
+    /// Show a version stack: 100/min.
+    ShowStack,
+    /// The files of a version stack: 100/min.
+    StackChildren,
     /// Move a file (into a folder or a version stack): 100/min.
     Move,
     /// Reorder a version stack (experimental): 10/min.
@@ -260,7 +269,7 @@ pub enum Class {
 }
 
 /// How many classes there are (the pacer keeps one slot each).
-const CLASSES: usize = 10;
+const CLASSES: usize = 14;
 
 impl Class {
     /// (one request per interval, burst). The 10-a-minute classes keep half their bucket in
@@ -269,13 +278,17 @@ impl Class {
         match self {
             Class::Read => (Duration::from_millis(600), 20),
             Class::CreateFolder => (Duration::from_millis(334), 3),
-            Class::RemoteUpload | Class::LocalUpload | Class::FileStatus => {
-                (Duration::from_millis(200), 5)
-            }
+            Class::RemoteUpload
+            | Class::LocalUpload
+            | Class::FileStatus
+            | Class::ListFiles
+            | Class::ListStacks => (Duration::from_millis(200), 5),
             Class::ShowFile => (Duration::from_millis(100), 10),
             Class::Delete => (Duration::from_millis(600), 10),
             Class::CreateStack | Class::Reorder => (Duration::from_secs(6), 5),
-            Class::Move => (Duration::from_millis(600), 10),
+            Class::Move | Class::ShowStack | Class::StackChildren => {
+                (Duration::from_millis(600), 10)
+            }
         }
     }
 
@@ -653,8 +666,12 @@ impl Api {
             .map(str::to_string)
     }
 
-    fn list_typed<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, ApiError> {
-        self.list_all(path, Class::Read)?
+    fn list_typed<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        class: Class,
+    ) -> Result<Vec<T>, ApiError> {
+        self.list_all(path, class)?
             .into_iter()
             .map(|v| decode_item("GET", path, v))
             .collect()
@@ -667,21 +684,27 @@ impl Api {
 
     /// `GET /v4/accounts`, all pages.
     pub fn accounts(&self) -> Result<Vec<Account>, ApiError> {
-        self.list_typed("/v4/accounts")
+        self.list_typed("/v4/accounts", Class::Read)
     }
 
     /// The workspaces of an account, all pages.
     pub fn workspaces(&self, account_id: &str) -> Result<Vec<Workspace>, ApiError> {
-        self.list_typed(&format!("/v4/accounts/{}/workspaces", seg(account_id)))
+        self.list_typed(
+            &format!("/v4/accounts/{}/workspaces", seg(account_id)),
+            Class::Read,
+        )
     }
 
     /// The projects of a workspace, all pages.
     pub fn projects(&self, account_id: &str, workspace_id: &str) -> Result<Vec<Project>, ApiError> {
-        self.list_typed(&format!(
-            "/v4/accounts/{}/workspaces/{}/projects",
-            seg(account_id),
-            seg(workspace_id)
-        ))
+        self.list_typed(
+            &format!(
+                "/v4/accounts/{}/workspaces/{}/projects",
+                seg(account_id),
+                seg(workspace_id)
+            ),
+            Class::Read,
+        )
     }
 
     /// One project (with its `root_folder_id`).
@@ -868,6 +891,47 @@ impl Api {
         Ok(files)
     }
 
+    /// The files directly in a folder (`GET …/folders/{id}/files`, all pages), not the ones
+    /// inside its version stacks. 5 calls a second where a folder's children are 100 a
+    /// minute. An entry of another `type`, should Frame.io list one, is left out.
+    pub fn files_in_folder(
+        &self,
+        account_id: &str,
+        folder_id: &str,
+    ) -> Result<Vec<File>, ApiError> {
+        let path = format!(
+            "/v4/accounts/{}/folders/{}/files",
+            seg(account_id),
+            seg(folder_id)
+        );
+        self.list_all(&path, Class::ListFiles)?
+            .into_iter()
+            .filter(|v| {
+                v.get("type")
+                    .and_then(Value::as_str)
+                    .is_none_or(|t| t == "file")
+            })
+            .map(|v| decode_item("GET", &path, v))
+            .collect()
+    }
+
+    /// The version stacks of a folder, each with its `head_version` when Frame.io includes
+    /// it (all pages; 5 calls a second).
+    pub fn stacks_in_folder(
+        &self,
+        account_id: &str,
+        folder_id: &str,
+    ) -> Result<Vec<VersionStack>, ApiError> {
+        self.list_typed(
+            &format!(
+                "/v4/accounts/{}/folders/{}/version_stacks",
+                seg(account_id),
+                seg(folder_id)
+            ),
+            Class::ListStacks,
+        )
+    }
+
     /// Stacks files of one folder, `file_ids` from the bottom (oldest) to the top (newest),
     /// 2 to 10 of them (201). Not repeated after a 5xx; see [`ApiError::maybe_committed`].
     pub fn create_version_stack(
@@ -902,7 +966,7 @@ impl Api {
                 seg(account_id),
                 seg(stack_id)
             ),
-            Class::Read,
+            Class::ShowStack,
         )
     }
 
@@ -912,11 +976,14 @@ impl Api {
         account_id: &str,
         stack_id: &str,
     ) -> Result<Vec<File>, ApiError> {
-        self.list_typed(&format!(
-            "/v4/accounts/{}/version_stacks/{}/children",
-            seg(account_id),
-            seg(stack_id)
-        ))
+        self.list_typed(
+            &format!(
+                "/v4/accounts/{}/version_stacks/{}/children",
+                seg(account_id),
+                seg(stack_id)
+            ),
+            Class::StackChildren,
+        )
     }
 
     /// Moves a file into a folder or a version stack (`parent_id`). Not repeated after a 5xx:
