@@ -365,14 +365,7 @@ impl Stacker {
         self.tell_neighbours(&stack.id, me, &members);
         let (below, above) = neighbours(me, &members);
         // Created bottom to top in version order: already in place.
-        Ok(Some(Stacking {
-            state: StackState::Stacked,
-            stack_id: Some(stack.id),
-            on: below.map(|e| e.label.clone()),
-            under: above.map(|e| e.label.clone()),
-            detail: None,
-            ..record.clone()
-        }))
+        Ok(Some(stacked(record.clone(), stack.id, below, above, None)))
     }
 
     /// J found in a stack of the folder (an earlier try, or a person): its neighbours and
@@ -418,14 +411,7 @@ impl Stacker {
             }),
             None => self.patch(folder_id, |v| v.put_stack(stack.clone(), files)),
         }
-        Ok(Stacking {
-            state: StackState::Stacked,
-            stack_id: Some(stack.id),
-            on: below.map(|e| e.label.clone()),
-            under: above.map(|e| e.label.clone()),
-            detail: note,
-            ..record
-        })
+        Ok(stacked(record, stack.id, below, above, note))
     }
 
     /// Moves J into a stack of the folder whose files were just listed, then puts it in
@@ -466,14 +452,7 @@ impl Stacker {
             }),
             None => self.patch(folder_id, |v| v.put_stack(stack.clone(), now_in)),
         }
-        Ok(Stacking {
-            state: StackState::Stacked,
-            stack_id: Some(stack.id),
-            on: below.map(|e| e.label.clone()),
-            under: above.map(|e| e.label.clone()),
-            detail: note,
-            ..record.clone()
-        })
+        Ok(stacked(record.clone(), stack.id, below, above, note))
     }
 
     /// The order the stacker made of this stack, if its files are still exactly those (just
@@ -1034,6 +1013,24 @@ fn known_stack(number: u64, known: &[Known]) -> Option<(&Known, &str)> {
                 .filter(|(k, _)| k.number > number)
                 .min_by_key(|(k, _)| k.number)
         })
+}
+
+/// `record` stacked in `stack_id`, between `below` and `above`.
+fn stacked(
+    record: Stacking,
+    stack_id: String,
+    below: Option<&Entry>,
+    above: Option<&Entry>,
+    detail: Option<String>,
+) -> Stacking {
+    Stacking {
+        state: StackState::Stacked,
+        stack_id: Some(stack_id),
+        on: below.map(|e| e.label.clone()),
+        under: above.map(|e| e.label.clone()),
+        detail,
+        ..record
+    }
 }
 
 /// `files` in the order of `ids` (bottom first); a file not in it goes on top.
