@@ -151,7 +151,11 @@ fn a_fetch_frameio_drops_is_redone_after_the_stall_timeout() {
 
 #[test]
 fn auto_sends_local_without_a_tunnel() {
-    let rig = rig("up-auto-off", "auto", |_| {});
+    // Parts of 64 KiB: the larger files say 25/50/75 % sent.
+    let rig = rig("up-auto-off", "auto", |o| {
+        o.faults.part_size = 64 << 10;
+        o.faults.single_part_below = 0;
+    });
     let mut rig = rig;
     rig.config["tunnel"] = json!({ "mode": "off" });
     let child = rig.start();
@@ -164,6 +168,12 @@ fn auto_sends_local_without_a_tunnel() {
         "{log}"
     );
     assert_eq!(rig.sim.request_count("remote_upload", None), 0);
+    upload_support::assert_quiet(&log, &["A0.mov", "B1.wav", "C2.mxf"]);
+    assert!(log.contains("C2.mxf: 50% sent"), "{log}");
+    assert!(
+        !log.contains("A0.mov: 75% sent"),
+        "a single part is all or nothing: {log}"
+    );
 }
 
 #[test]

@@ -104,10 +104,12 @@ fn remote_uploads_go_through_a_quick_tunnel() {
     let expected = BTreeMap::from([
         ("a/one.mov".to_string(), rig.make("a/one.mov", 400_000, 1)),
         ("two.wav".to_string(), rig.make("two.wav", 70_000, 2)),
+        ("three.mxf".to_string(), rig.make("three.mxf", 24 << 20, 3)),
     ]);
     rig.wait_arrived(&expected, Duration::from_secs(60));
     let log = stop(&rig, child);
     rig.assert_exactly(&expected);
+    upload_support::assert_quiet(&log, &["one.mov", "two.wav", "three.mxf"]);
     for f in rig.sim.files() {
         let source = f.source_url.unwrap_or_default();
         assert!(

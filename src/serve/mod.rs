@@ -641,7 +641,13 @@ impl Files {
         });
         drop(progress);
         if let Some(percent) = milestone {
-            log::info!("{}: {percent}% served", link.display_name());
+            // 100 % is said by the job's `upload done` line (at most six INFO lines an upload).
+            let level = if percent < 100 {
+                log::Level::Info
+            } else {
+                log::Level::Debug
+            };
+            log::log!(level, "{}: {percent}% served", link.display_name());
             self.send(ServeEvent::Milestone {
                 job: link.job,
                 percent,

@@ -899,8 +899,10 @@ fn local_inner(
         let now =
             accepted.fetch_add(plan.parts[index].size, Ordering::SeqCst) + plan.parts[index].size;
         let percent = (now * 100 / total.max(1)) as u8;
-        let step = (percent / 25).min(3) * 25;
-        if step > 0 && milestone.fetch_max(step, Ordering::SeqCst) < step {
+        // 25, 50 and 75 % as they are crossed; all of it is said by the `upload done` line
+        // (a single part says nothing here, not "75 % sent").
+        let step = (percent / 25) * 25;
+        if (25..100).contains(&step) && milestone.fetch_max(step, Ordering::SeqCst) < step {
             log::info!("{}: {step}% sent", job.name());
         }
     };

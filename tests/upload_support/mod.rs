@@ -182,6 +182,29 @@ pub fn stop(rig: &Rig, mut child: Child) -> String {
     log
 }
 
+/// Asserts that a clean upload of each of `names` (file names) said at most six lines at INFO
+/// and above, as DESIGN.md promises (start, 25/50/75 %, done, and one more).
+pub fn assert_quiet(log: &str, names: &[&str]) {
+    for name in names {
+        let said: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                [" INFO ", " WARN ", " ERROR "]
+                    .iter()
+                    .any(|lv| l.contains(lv))
+            })
+            .filter(|l| l.contains(name))
+            .collect();
+        assert!(!said.is_empty(), "{name}: nothing logged at INFO?\n{log}");
+        assert!(
+            said.len() <= 6,
+            "{name}: {} lines at INFO:\n{}",
+            said.len(),
+            said.join("\n")
+        );
+    }
+}
+
 /// Drops a varied set of files into the watch root; returns Frame.io path -> sha256.
 pub fn drop_files(
     sandbox: &Sandbox,
