@@ -108,8 +108,38 @@ impl Sandbox {
 
 /// Removed at the end, unless `KEEP_SANDBOX` is set: then a failed test's log, ledger and
 /// state stay under target/tmp for a person to read.
+impl Sandbox {
+    /// Kills whatever still runs from the sandbox (a test that failed before it stopped its
+    /// postflow, and that postflow's children): every process whose working directory is in
+    /// it, found in /proc. A stray instance would otherwise outlive the test and load the
+    /// machine for the tests after it.
+    fn kill_leftovers(&self) {
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in procs.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let cwd = std::fs::read_link(entry.path().join("cwd"));
+            if pid != std::process::id() && cwd.is_ok_and(|cwd| cwd.starts_with(&self.dir)) {
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        self.kill_leftovers();
         if std::env::var_os("KEEP_SANDBOX").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
