@@ -79,6 +79,16 @@ pub enum ComponentState {
 }
 
 impl ComponentState {
+    /// Every state, in the order they are listed (`/metrics` gives one sample each).
+    pub const ALL: [ComponentState; 6] = [
+        ComponentState::Starting,
+        ComponentState::Up,
+        ComponentState::Reconnecting,
+        ComponentState::Degraded,
+        ComponentState::Down,
+        ComponentState::Off,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ComponentState::Starting => "starting",

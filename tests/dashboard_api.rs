@@ -337,6 +337,11 @@ fn metrics_parse_as_prometheus_text() {
         mode: "remote",
         ok: true,
     });
+    p.hub.publish(postflow::events::Event::Component {
+        name: "tunnel",
+        state: postflow::events::ComponentState::Reconnecting,
+        detail: "https://a-b-c.trycloudflare.com".into(),
+    });
     std::thread::sleep(Duration::from_millis(200));
     let r = p.get("/metrics");
     assert_eq!(r.status, 200);
@@ -356,7 +361,14 @@ fn metrics_parse_as_prometheus_text() {
         0.0
     );
     assert_eq!(m["postflow_served_bytes_total"], 600.0);
-    assert_eq!(m["postflow_tunnel_up"], 0.0);
+    assert_eq!(m["postflow_tunnel_up"], 0.0, "reconnecting is not ready");
+    assert_eq!(m[r#"postflow_tunnel_state{state="reconnecting"}"#], 1.0);
+    for other in ["starting", "up", "degraded", "down", "off"] {
+        assert_eq!(
+            m[format!(r#"postflow_tunnel_state{{state="{other}"}}"#).as_str()],
+            0.0
+        );
+    }
     assert_eq!(m["postflow_auth_ok"], 0.0);
     let version = format!(
         r#"postflow_build_info{{version="{}"}}"#,

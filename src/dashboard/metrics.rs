@@ -94,6 +94,23 @@ pub(crate) fn render(ctx: &Ctx) -> Response {
         f64::from(u8::from(up("tunnel"))),
     );
 
+    let tunnel = m.components.get("tunnel").map(|c| c.state);
+    family(
+        &mut out,
+        "postflow_tunnel_state",
+        "gauge",
+        "1 for the tunnel's state (up, reconnecting: cloudflared getting back by itself, \
+         down, starting, off, ...), 0 for the others.",
+    );
+    for state in ComponentState::ALL {
+        sample(
+            &mut out,
+            "postflow_tunnel_state",
+            &[("state", state.as_str())],
+            f64::from(u8::from(tunnel == Some(state))),
+        );
+    }
+
     family(
         &mut out,
         "postflow_auth_ok",
