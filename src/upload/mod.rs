@@ -512,18 +512,11 @@ fn adopt_or_clean(
             // is processing it, and it is watched (however old its part URLs are now).
             Ok(s) if !s.upload_failed && all_parts_sent(up, job) => {
                 log::debug!("{}: every part was in before the stop", job.name());
-                return Ok(Some(Outcome::Processing(Box::new(Watched {
-                    id: job.id,
-                    name: job.name().to_string(),
-                    size: job.size,
-                    file_id: file_id.clone(),
-                    status_path: None,
-                    view_url: None,
-                    link: None,
-                    parts: true,
-                    all_in_ms: now_unix_ms(),
-                    started: Some(started),
-                }))));
+                return Ok(Some(Outcome::Processing(Box::new(Watched::all_in(
+                    job,
+                    file_id.clone(),
+                    started,
+                )))));
             }
             // Resumed below, in local mode (unless the user now wants remote only).
             Ok(_) if up.settings.mode != UploadMode::Remote && resumable(up, job).is_some() => {
@@ -703,16 +696,11 @@ fn remote(
             Ok(Watch::AllIn) => {
                 // The link stays: Frame.io's fetcher may read again while it processes.
                 return Ok(Outcome::Processing(Box::new(Watched {
-                    id: job.id,
-                    name: job.name().to_string(),
-                    size: job.size,
-                    file_id,
                     status_path: Some(created.status_path),
                     view_url: created.file.view_url,
                     link: Some(link.token),
                     parts: false,
-                    all_in_ms: now_unix_ms(),
-                    started: Some(started),
+                    ..Watched::all_in(job, file_id, started)
                 })));
             }
             Ok(Watch::Complete) => {
@@ -944,18 +932,11 @@ fn local_inner(
     // follows it. The saved plan stays until then: a restart that finds the job processing
     // watches it again, and one that does not (a crash before the ledger heard) resumes it
     // with nothing left to send.
-    Ok(Outcome::Processing(Box::new(Watched {
-        id: job.id,
-        name: job.name().to_string(),
-        size: job.size,
-        file_id: plan.file_id,
-        status_path: None,
-        view_url: None,
-        link: None,
-        parts: true,
-        all_in_ms: now_unix_ms(),
-        started: Some(started),
-    })))
+    Ok(Outcome::Processing(Box::new(Watched::all_in(
+        job,
+        plan.file_id,
+        started,
+    ))))
 }
 
 /// Creates the Frame.io file of a local upload and saves its plan.

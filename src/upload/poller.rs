@@ -64,6 +64,24 @@ pub struct Watched {
 }
 
 impl Watched {
+    /// `job`'s Frame.io file `file_id` once every byte of this run's attempt (started at
+    /// `started`) is in, sent by parts; a pull sets its `status_path`, `view_url` and `link`
+    /// and `parts: false` over this.
+    pub fn all_in(job: &Job, file_id: String, started: Instant) -> Watched {
+        Watched {
+            id: job.id,
+            name: job.name().to_string(),
+            size: job.size,
+            file_id,
+            status_path: None,
+            view_url: None,
+            link: None,
+            parts: true,
+            all_in_ms: super::now_unix_ms(),
+            started: Some(started),
+        }
+    }
+
     /// A job the ledger has as processing at start (see `queue::watched_at_start`).
     pub fn resumed(job: &Job) -> Option<Watched> {
         Some(Watched {
