@@ -184,36 +184,17 @@ fn the_shipped_config_json_loads_shows_every_key_with_its_default() {
     let same = |what: &str, a: String, b: String| {
         assert_eq!(a, b, "config.json's {what} differs from the code's default");
     };
-    same(
-        "watch",
-        format!("{:?}", from_file.watch),
-        format!("{:?}", defaults.watch),
-    );
-    same(
-        "layout",
-        format!("{:?}", from_file.layout),
-        format!("{:?}", defaults.layout),
-    );
-    same(
-        "upload",
-        format!("{:?}", from_file.upload),
-        format!("{:?}", defaults.upload),
-    );
-    same(
-        "serve",
-        format!("{:?}", from_file.serve),
-        format!("{:?}", defaults.serve),
-    );
-    same(
-        "tunnel",
-        format!("{:?}", from_file.tunnel),
-        format!("{:?}", defaults.tunnel),
-    );
-    same(
-        "notify",
-        format!("{:?}", from_file.notify),
-        format!("{:?}", defaults.notify),
-    );
+    // The sections compared whole, by their Debug form.
+    macro_rules! same_sections {
+        ($($section:ident),*) => {$(
+            same(
+                stringify!($section),
+                format!("{:?}", from_file.$section),
+                format!("{:?}", defaults.$section),
+            );
+        )*};
+    }
+    same_sections!(watch, layout, upload, serve, tunnel, notify);
     same(
         "dashboard",
         from_file.dashboard.listen.to_string(),
