@@ -1,129 +1,110 @@
 //! What the front asks of the OS: waiting for sockets to become readable or writable with a
-//! timeout, and the number of descriptors it may hold.
+//! timeout, a reset instead of a graceful close, and the number of descriptors it may hold.
 //!
-//! On unix this is poll(2) (Linux and macOS alike). Not `mio`, although it is in the Linux
+//! On unix this is poll(2) (Linux and macOS alike), on Windows its Winsock twin WSAPoll: the
+//! same array of {socket, events, revents} and the same millisecond timeout, so everything
+//! but the call itself is shared. Not `mio` or `polling`, although mio is in the Linux
 //! dependency tree through notify: there it is built without its `net` feature, on macOS it
 //! is not in the tree at all (notify uses FSEvents), and the workers need a timed wait on one
 //! socket (a `sendfile` that would block), which poll(2) gives in one call and mio only
 //! through a poller of its own per transfer. The front holds at most a few thousand sockets;
-//! poll(2) scans them in microseconds, so epoll/kqueue would buy nothing measurable here.
+//! poll(2) scans them in microseconds, so epoll/kqueue/IOCP would buy nothing measurable here.
 //!
-//! Elsewhere (Windows) there is no poll(2) in std: the fallback sleeps a few milliseconds and
-//! reports every socket as ready. Callers treat readiness as a hint anyway (non-blocking
-//! sockets, `WouldBlock` means "not yet"), so the behaviour is the same, at some CPU cost.
-// poll(2) takes a pointer to a slice of pollfd we own and its length; getrlimit/setrlimit a
-// pointer to a local struct. Nothing else is unsafe.
+//! Where WSAPoll differs from poll(2), the Windows room below says how it is met: it takes
+//! only the "normal data" flags (POLLRDNORM, POLLWRNORM), refuses an empty set, and reports
+//! errors and hang-ups in `revents` like poll(2) does.
+// poll(2)/WSAPoll take a pointer to a slice of pollfd/WSAPOLLFD we own and its length;
+// setsockopt a pointer to a local struct and its size; getrlimit/setrlimit a pointer to a
+// local struct. Nothing else is unsafe.
 #![allow(unsafe_code)]
 
 use std::io;
-#[cfg(not(unix))]
-use std::net::TcpListener;
 use std::net::TcpStream;
 use std::time::Duration;
 
+#[cfg(unix)]
+use libc::{pollfd as PollFd, POLLIN as READABLE, POLLOUT as WRITABLE};
+// WSAPoll refuses (WSAEINVAL) the events poll(2) takes for granted on some stacks, such as
+// POLLPRI; POLLRDNORM and POLLWRNORM are the "normal data" flags it always accepts, and the
+// only ones a TCP server needs.
+#[cfg(windows)]
+use windows_sys::Win32::Networking::WinSock::{
+    POLLRDNORM as READABLE, POLLWRNORM as WRITABLE, WSAPOLLFD as PollFd,
+};
+
 /// Something the poll set can watch: a socket, or the front's waker.
 pub(crate) trait Pollable {
-    #[cfg(unix)]
-    fn fd(&self) -> std::os::fd::RawFd;
+    /// The descriptor (unix) or SOCKET (Windows) poll(2)/WSAPoll take.
+    fn raw(&self) -> Raw;
 }
 
 #[cfg(unix)]
+type Raw = std::os::fd::RawFd;
+
+#[cfg(unix)]
 impl<T: std::os::fd::AsRawFd> Pollable for T {
-    fn fd(&self) -> std::os::fd::RawFd {
+    fn raw(&self) -> Raw {
         self.as_raw_fd()
     }
 }
 
-#[cfg(not(unix))]
-impl Pollable for TcpStream {}
-#[cfg(not(unix))]
-impl Pollable for TcpListener {}
+#[cfg(windows)]
+type Raw = windows_sys::Win32::Networking::WinSock::SOCKET;
+
+#[cfg(windows)]
+impl<T: std::os::windows::io::AsRawSocket> Pollable for T {
+    fn raw(&self) -> Raw {
+        // std hands out the SOCKET it holds widened to u64; it fits a SOCKET by construction.
+        self.as_raw_socket() as Raw
+    }
+}
 
 /// A set of sockets to wait on for input, rebuilt before every wait.
 #[derive(Default)]
 pub(crate) struct PollSet {
-    #[cfg(unix)]
-    fds: Vec<libc::pollfd>,
-    #[cfg(not(unix))]
-    len: usize,
+    fds: Vec<PollFd>,
 }
 
 impl PollSet {
     pub fn clear(&mut self) {
-        #[cfg(unix)]
         self.fds.clear();
-        #[cfg(not(unix))]
-        {
-            self.len = 0;
-        }
     }
 
     /// Adds `source` (waiting for input or hang-up); returns its index for [`PollSet::ready`].
     pub fn push(&mut self, source: &impl Pollable) -> usize {
-        #[cfg(unix)]
-        {
-            self.fds.push(libc::pollfd {
-                fd: source.fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-            self.fds.len() - 1
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = source;
-            self.len += 1;
-            self.len - 1
-        }
+        self.fds.push(PollFd {
+            fd: source.raw(),
+            events: READABLE,
+            revents: 0,
+        });
+        self.fds.len() - 1
     }
 
     /// Waits until one of the sockets has input (or an error, or hang-up), or `timeout`.
     pub fn wait(&mut self, timeout: Duration) -> io::Result<()> {
-        #[cfg(unix)]
-        return poll(&mut self.fds, timeout);
-        #[cfg(not(unix))]
-        {
-            std::thread::sleep(timeout.min(FALLBACK_TICK));
-            Ok(())
-        }
+        poll(&mut self.fds, timeout)
     }
 
     /// Whether the socket at `index` is worth reading (a hint: it may still say `WouldBlock`).
+    /// Errors and hang-ups count: the read that follows is what reports them.
     pub fn ready(&self, index: usize) -> bool {
-        #[cfg(unix)]
-        return self.fds[index].revents != 0;
-        #[cfg(not(unix))]
-        {
-            let _ = index;
-            true
-        }
+        self.fds[index].revents != 0
     }
 }
 
 /// Waits until `stream` can take more bytes, or `timeout` passes. `Ok(false)` on timeout.
 pub(crate) fn wait_writable(stream: &TcpStream, timeout: Duration) -> io::Result<bool> {
-    wait_one(stream, Interest::Write, timeout)
+    wait_one(stream, WRITABLE, timeout)
 }
 
 /// Waits until `stream` has input (or hung up), or `timeout` passes. `Ok(false)` on timeout.
 pub(crate) fn wait_readable(stream: &TcpStream, timeout: Duration) -> io::Result<bool> {
-    wait_one(stream, Interest::Read, timeout)
+    wait_one(stream, READABLE, timeout)
 }
 
-#[derive(Clone, Copy)]
-enum Interest {
-    Read,
-    Write,
-}
-
-#[cfg(unix)]
-fn wait_one(stream: &TcpStream, interest: Interest, timeout: Duration) -> io::Result<bool> {
-    let events = match interest {
-        Interest::Read => libc::POLLIN,
-        Interest::Write => libc::POLLOUT,
-    };
-    let mut fds = [libc::pollfd {
-        fd: stream.fd(),
+fn wait_one(stream: &TcpStream, events: i16, timeout: Duration) -> io::Result<bool> {
+    let mut fds = [PollFd {
+        fd: stream.raw(),
         events,
         revents: 0,
     }];
@@ -131,25 +112,19 @@ fn wait_one(stream: &TcpStream, interest: Interest, timeout: Duration) -> io::Re
     Ok(fds[0].revents != 0)
 }
 
-#[cfg(not(unix))]
-fn wait_one(_stream: &TcpStream, _interest: Interest, timeout: Duration) -> io::Result<bool> {
-    std::thread::sleep(timeout.min(FALLBACK_TICK));
-    Ok(true)
+/// `timeout` in whole milliseconds, rounded up: a wait rounded down to 0 ms would return at
+/// once, and the caller would spin until its deadline.
+fn millis(timeout: Duration) -> i32 {
+    timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
 }
 
-/// How long the fallback sleeps before calling everything ready.
-#[cfg(not(unix))]
-const FALLBACK_TICK: Duration = Duration::from_millis(5);
-
 #[cfg(unix)]
-fn poll(fds: &mut [libc::pollfd], timeout: Duration) -> io::Result<()> {
-    // Rounded up: a wait rounded down to 0 ms would spin until the deadline.
-    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+fn poll(fds: &mut [PollFd], timeout: Duration) -> io::Result<()> {
     let nfds = libc::nfds_t::try_from(fds.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many sockets to poll"))?;
     // SAFETY: `fds` is a valid, exclusively borrowed slice of `nfds` pollfd structs; poll(2)
     // writes only their `revents` fields.
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), nfds, ms) };
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), nfds, millis(timeout)) };
     if n < 0 {
         let e = io::Error::last_os_error();
         // A signal (SIGTERM on its way to the ctrlc handler) is not an error: the caller
@@ -157,6 +132,27 @@ fn poll(fds: &mut [libc::pollfd], timeout: Duration) -> io::Result<()> {
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
         }
+    }
+    Ok(())
+}
+
+#[cfg(windows)]
+fn poll(fds: &mut [PollFd], timeout: Duration) -> io::Result<()> {
+    use windows_sys::Win32::Networking::WinSock::{WSAGetLastError, WSAPoll, SOCKET_ERROR};
+
+    let ms = millis(timeout);
+    if fds.is_empty() {
+        // WSAPoll refuses an empty set (WSAEINVAL) where poll(2) simply sleeps.
+        std::thread::sleep(Duration::from_millis(ms.unsigned_abs().into()));
+        return Ok(());
+    }
+    let nfds = u32::try_from(fds.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many sockets to poll"))?;
+    // SAFETY: `fds` is a valid, exclusively borrowed slice of `nfds` WSAPOLLFD structs;
+    // WSAPoll writes only their `revents` fields.
+    if unsafe { WSAPoll(fds.as_mut_ptr(), nfds, ms) } == SOCKET_ERROR {
+        // SAFETY: reads this thread's last Winsock error; no arguments.
+        return Err(io::Error::from_raw_os_error(unsafe { WSAGetLastError() }));
     }
     Ok(())
 }
@@ -174,7 +170,7 @@ pub(crate) fn reset_on_close(stream: &TcpStream) {
     // passed along; the descriptor is borrowed for the call.
     let _ = unsafe {
         libc::setsockopt(
-            stream.fd(),
+            stream.raw(),
             libc::SOL_SOCKET,
             libc::SO_LINGER,
             (&linger as *const libc::linger).cast(),
@@ -183,9 +179,28 @@ pub(crate) fn reset_on_close(stream: &TcpStream) {
     };
 }
 
-/// Elsewhere the close is an ordinary one.
-#[cfg(not(unix))]
-pub(crate) fn reset_on_close(_stream: &TcpStream) {}
+/// Makes closing `stream` send a reset: Winsock's SO_LINGER with a zero timeout turns
+/// `closesocket` into an abortive close, for the same reasons as on unix.
+#[cfg(windows)]
+pub(crate) fn reset_on_close(stream: &TcpStream) {
+    use windows_sys::Win32::Networking::WinSock::{setsockopt, LINGER, SOL_SOCKET, SO_LINGER};
+
+    let linger = LINGER {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the option value is a valid `LINGER` that outlives the call, and its size is
+    // passed along; the socket is borrowed for the call.
+    let _ = unsafe {
+        setsockopt(
+            stream.raw(),
+            SOL_SOCKET,
+            SO_LINGER,
+            (&linger as *const LINGER).cast(),
+            std::mem::size_of::<LINGER>() as i32,
+        )
+    };
+}
 
 /// Raises the soft limit on open descriptors to the hard one (as Go's runtime does), once,
 /// and returns the soft limit then in force. The front holds a socket for every client that
@@ -222,16 +237,17 @@ pub(crate) fn descriptor_limit() -> u64 {
     })
 }
 
-/// Without getrlimit: assume the common default.
-#[cfg(not(unix))]
+/// Windows has no per-process limit on sockets to raise: they are kernel handles, and a
+/// process's handle table holds 2^24 of them, far beyond what memory allows first.
+#[cfg(windows)]
 pub(crate) fn descriptor_limit() -> u64 {
-    1024
+    1 << 24
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
     use std::time::Instant;
 
@@ -241,7 +257,6 @@ mod tests {
         let mut set = PollSet::default();
         let i = set.push(&listener);
         set.wait(Duration::from_millis(10)).unwrap();
-        #[cfg(unix)]
         assert!(!set.ready(i), "nobody connected yet");
         let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         set.clear();
@@ -257,11 +272,54 @@ mod tests {
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         let start = Instant::now();
-        #[cfg(unix)]
         assert!(!wait_readable(&server, Duration::from_millis(50)).unwrap());
-        assert!(start.elapsed() >= Duration::from_millis(5));
+        // Some slack: a Windows wait may end up to a clock tick early.
+        assert!(start.elapsed() >= Duration::from_millis(30));
         client.write_all(b"x").unwrap();
         assert!(wait_readable(&server, Duration::from_secs(5)).unwrap());
         assert!(wait_writable(&server, Duration::from_secs(5)).unwrap());
+    }
+
+    #[test]
+    fn a_peer_hanging_up_counts_as_ready() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        drop(client);
+        let mut set = PollSet::default();
+        let i = set.push(&server);
+        set.wait(Duration::from_secs(5)).unwrap();
+        assert!(set.ready(i), "the read that follows sees the end");
+    }
+
+    #[test]
+    fn an_empty_set_or_a_wait_under_a_millisecond_still_waits() {
+        // WSAPoll refuses an empty set, and a wait rounded down to 0 ms would spin: both
+        // must sleep their time like poll(2) does.
+        let mut set = PollSet::default();
+        let start = Instant::now();
+        set.wait(Duration::from_millis(30)).unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(30));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        set.push(&listener);
+        let start = Instant::now();
+        set.wait(Duration::from_micros(200)).unwrap();
+        assert!(start.elapsed() >= Duration::from_micros(200));
+    }
+
+    #[test]
+    fn a_socket_set_to_reset_on_close_resets_its_peer() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        reset_on_close(&server);
+        drop(server);
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let err = client
+            .read(&mut [0u8; 16])
+            .expect_err("a reset, not an orderly end");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
     }
 }
