@@ -130,7 +130,9 @@ fn stop_child_asking(
 }
 
 /// Stops a process that is not our child (a leftover from a previous run): asks it, waits up
-/// to `grace` for it to go away, then kills it. Returns whether it is gone.
+/// to `grace` for it to go away, then kills it. Returns whether it is gone. Only for a pid
+/// whose command line showed it is ours ([`command_line`]), so never called on Windows, where
+/// Ctrl-Break must only go to a group [`spawn_in_own_group`] made.
 pub fn stop_pid(pid: u32, grace: Duration) -> bool {
     if terminate(pid).is_err() {
         return !is_running(pid);
