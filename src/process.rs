@@ -597,30 +597,85 @@ mod windows_tests {
         let _ = std::fs::remove_dir_all(&root);
     }
 
+    /// Not a test of its own: the child of the next one. A test binary installs no console
+    /// handler, so Ctrl-Break ends it by Windows' default handler, as it would a program
+    /// that takes Ctrl-Break as "stop".
+    #[test]
+    #[ignore = "run by a_child_in_its_own_group_runs_and_is_stopped_with_the_truth_told"]
+    fn sleeps_until_stopped() {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+
+    /// This test binary, running only the ignored test `name`.
+    fn this_binary_running(name: &str) -> Command {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--ignored", "--exact", "--nocapture"])
+            .arg(format!("process::windows_tests::{name}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd
+    }
+
     #[test]
     fn a_child_in_its_own_group_runs_and_is_stopped_with_the_truth_told() {
-        let mut cmd = Command::new("cmd");
-        cmd.args(["/c", "set /p line="])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null());
-        let mut child = spawn_in_own_group(&mut cmd).unwrap();
+        let mut child =
+            spawn_in_own_group(&mut this_binary_running("sleeps_until_stopped")).unwrap();
         let pid = child.id();
-        // Resumed after joining the job: it runs, and waits for its line.
-        std::thread::sleep(Duration::from_millis(300));
+        // Resumed after joining the job: it runs.
+        std::thread::sleep(Duration::from_millis(500));
         assert!(child.try_wait().unwrap().is_none());
         assert!(is_running(pid));
         let stopped = stop_child(&mut child, Duration::from_secs(5)).unwrap();
-        // A console we share (real Windows) lets Ctrl-Break through; without one (Wine, a
-        // service) it is killed at once, and says why.
+        // On a console we share (real Windows) Ctrl-Break stops it; without one (Wine, a
+        // service) it is killed at once, and the log line says why.
         match &stopped {
             Stopped::Gracefully { .. } => {}
             Stopped::KilledUnasked { .. } => {
-                assert!(stopped
-                    .describe("cmd")
-                    .starts_with("could not ask cmd to stop (Ctrl-Break: "))
+                let said = stopped.describe("sleeper");
+                assert!(
+                    said.starts_with("could not ask sleeper to stop (Ctrl-Break: "),
+                    "{said}"
+                );
             }
             other => panic!("{other:?}"),
         }
         assert!(!is_running(pid));
+    }
+
+    /// Not a test of its own: the "postflow" of the next one, which starts a child the way
+    /// postflow starts cloudflared, says its pid, and waits to be killed.
+    #[test]
+    #[ignore = "run by a_child_never_outlives_a_parent_that_is_killed"]
+    fn starts_a_sleeper_and_waits() {
+        let mut child =
+            spawn_in_own_group(&mut this_binary_running("sleeps_until_stopped")).unwrap();
+        println!("child pid {}", child.id());
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn a_child_never_outlives_a_parent_that_is_killed() {
+        use std::io::BufRead;
+        let mut parent = this_binary_running("starts_a_sleeper_and_waits");
+        let mut parent = parent.stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let out = std::io::BufReader::new(parent.stdout.take().unwrap());
+        let child: u32 = out
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix("child pid ")?.trim().parse().ok())
+            .expect("the parent says its child's pid");
+        assert!(is_running(child));
+
+        // As `kill -9` or Task Manager would: no chance for the parent to clean up.
+        parent.kill().unwrap();
+        parent.wait().unwrap();
+        let started = Instant::now();
+        while is_running(child) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the child outlived its killed parent"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
