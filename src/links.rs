@@ -279,26 +279,21 @@ fn find(links: &[Arc<LinkState>], token: &[u8]) -> Option<usize> {
     found
 }
 
-/// 16 bytes from the OS's random source, as lowercase hex.
-#[cfg(unix)]
+/// 16 bytes from the OS's random source (`getrandom`), as lowercase hex. A token is the only
+/// thing that guards a file, so there is no weaker fallback: no bytes, no link.
 fn new_token() -> io::Result<[u8; TOKEN_LEN]> {
-    use std::io::Read;
     let mut random = [0u8; TOKEN_LEN / 2];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+    getrandom::fill(&mut random).map_err(|e| {
+        io::Error::other(format!(
+            "no link token: the operating system gave no random bytes: {e}"
+        ))
+    })?;
     let mut token = [0u8; TOKEN_LEN];
     for (i, b) in random.iter().enumerate() {
         token[2 * i] = b"0123456789abcdef"[usize::from(b >> 4)];
         token[2 * i + 1] = b"0123456789abcdef"[usize::from(b & 15)];
     }
     Ok(token)
-}
-
-#[cfg(not(unix))]
-fn new_token() -> io::Result<[u8; TOKEN_LEN]> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "links need /dev/urandom (Linux or macOS)",
-    ))
 }
 
 #[cfg(test)]

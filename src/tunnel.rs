@@ -40,15 +40,18 @@
 //! `TunnelDown { reason }` when the URL appears or is withdrawn for good (a reconnect keeps
 //! it).
 //!
-//! Stopping: SIGTERM, up to the grace period (10 s) plus 5 s for cloudflared to finish
-//! in-flight requests, then SIGKILL. cloudflared runs in its own process group, so a Ctrl-C
-//! in the terminal reaches only postflow, which then sends exactly one SIGTERM (a second
-//! signal would make cloudflared quit without its graceful shutdown).
+//! Stopping: SIGTERM (Ctrl-Break on Windows), up to the grace period (10 s) plus 5 s for
+//! cloudflared to finish in-flight requests, then SIGKILL (TerminateProcess). cloudflared runs
+//! in its own process group, so a Ctrl-C in the terminal reaches only postflow, which then
+//! asks exactly once (a second signal would make cloudflared quit without its graceful
+//! shutdown). A postflow without a console (a Windows service, or under Wine) cannot send
+//! Ctrl-Break: cloudflared is then killed at once, and the log says so.
 //!
 //! Leftovers: the child's pid is kept in `<state>/cloudflared.pid`. After postflow was killed
 //! with `kill -9`, its cloudflared lives on; the next start stops it, but only if that pid's
 //! command line names our own `<state>/cloudflared.yml`, so an unrelated process that got the
-//! pid is never touched.
+//! pid is never touched. On Windows there is no leftover: cloudflared runs in a job object
+//! that the kernel kills along with postflow, however postflow ends.
 
 mod backoff;
 mod http;
@@ -346,9 +349,7 @@ struct State {
 
 impl State {
     fn new(sup: Supervisor) -> State {
-        let state_dir = std::fs::canonicalize(&sup.state_dir)
-            .or_else(|_| std::path::absolute(&sup.state_dir))
-            .unwrap_or_else(|_| sup.state_dir.clone());
+        let state_dir = absolute_state_dir(&sup.state_dir);
         let t = &sup.timing;
         State {
             backoff: Backoff::new(t.backoff_first, t.backoff_max, t.healthy_after),
@@ -580,11 +581,6 @@ impl State {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        #[cfg(unix)]
-        {
-            use std::os::unix::process::CommandExt;
-            cmd.process_group(0);
-        }
         cmd
     }
 
@@ -617,7 +613,7 @@ impl State {
             let reason = format!("cannot write {}: {e}", self.config_path.display());
             return Some((None, Duration::ZERO, reason));
         }
-        let mut child = match self.command(program, metrics).spawn() {
+        let mut child = match process::spawn_in_own_group(&mut self.command(program, metrics)) {
             Ok(c) => c,
             Err(e) => {
                 let reason = format!("cannot start {}: {e}", program.display());
@@ -650,26 +646,22 @@ impl State {
         );
         let up_for = up_since.map(|t: Instant| t.elapsed()).unwrap_or_default();
 
-        let status = match &outcome {
-            Outcome::Exited(status) => Ok(*status),
-            Outcome::Stop | Outcome::GaveUp(_) => {
-                if matches!(outcome, Outcome::Stop) {
-                    // Take the URL back before the grace period, not after it.
-                    self.withdraw_on_stop();
-                }
-                process::stop_child(&mut child, GRACE_PERIOD + GRACE_MARGIN).map(|s| match s {
-                    process::Stopped::Gracefully(st) => st,
-                    process::Stopped::Killed(st) => {
-                        log::warn!(
-                            "cloudflared (pid {}) did not stop within {:?} of SIGTERM; killed it",
-                            child.id(),
-                            GRACE_PERIOD + GRACE_MARGIN
-                        );
-                        st
-                    }
-                })
+        if let Outcome::Stop | Outcome::GaveUp(_) = &outcome {
+            if matches!(outcome, Outcome::Stop) {
+                // Take the URL back before the grace period, not after it.
+                self.withdraw_on_stop();
             }
-        };
+            match process::stop_child(&mut child, GRACE_PERIOD + GRACE_MARGIN) {
+                Ok(stopped) if stopped.was_killed() => {
+                    log::warn!("{}", stopped.describe("cloudflared"))
+                }
+                Ok(stopped) if matches!(outcome, Outcome::Stop) => {
+                    log::info!("{}", stopped.describe("cloudflared"))
+                }
+                Ok(_) => {}
+                Err(e) => log::warn!("cannot stop cloudflared (pid {}): {e}", child.id()),
+            }
+        }
         let _ = std::fs::remove_file(self.pid_path());
         // The pipe ends with the process (cloudflared does not fork), so this is quick.
         if let Some(Ok(t)) = drain {
@@ -681,12 +673,7 @@ impl State {
             .unwrap_or_default();
 
         match outcome {
-            Outcome::Stop => {
-                if let Ok(st) = status {
-                    log::info!("cloudflared stopped ({st})");
-                }
-                None
-            }
+            Outcome::Stop => None,
             Outcome::GaveUp(reason) => Some((None, up_for, reason)),
             Outcome::Exited(st) => {
                 let reason = describe_exit(st, rate_limited, &tail);
@@ -921,6 +908,17 @@ impl State {
         }
         let _ = std::fs::remove_file(&pid_path);
     }
+}
+
+/// The state dir as cloudflared is given it (`--config <state>/cloudflared.yml`), and as
+/// the leftover check looks for it in a command line: canonical on unix; on Windows only
+/// made absolute, since `canonicalize` there gives a `\\?\C:\...` verbatim path.
+fn absolute_state_dir(state_dir: &Path) -> PathBuf {
+    #[cfg(unix)]
+    let absolute = std::fs::canonicalize(state_dir).or_else(|_| std::path::absolute(state_dir));
+    #[cfg(windows)]
+    let absolute = std::path::absolute(state_dir);
+    absolute.unwrap_or_else(|_| state_dir.to_path_buf())
 }
 
 /// `cloudflared --version` (`cloudflared version 2026.8.2 (built …)` on stdout): the version,

@@ -68,6 +68,11 @@
 //! more connections active and exiting`), `Tunnel server stopped`, `Metrics
 //! server stopped`, removes the registry file, exits 0.
 //!
+//! On Windows, Ctrl-Break (what postflow sends to cloudflared's process group) or
+//! Ctrl-C is Go's `os.Interrupt`: the same graceful shutdown, `due to signal
+//! interrupt`; a second one ends the process at once (exit code 0xC000013A,
+//! `STATUS_CONTROL_C_EXIT`, as the default console handler does).
+//!
 //! # Edge drops
 //!
 //! `drop-after=N` (once) or SIGUSR1 (any time) drops the edge connection: the

@@ -25,7 +25,10 @@ pub fn auth(config: Config) -> ExitCode {
         ExitCode::from(EXIT_FAILURE)
     };
     let auth = Auth::new(&config.frameio, &config.state_dir, None);
-    let state = crate::frameio::random_hex(16);
+    let state = match crate::frameio::random_hex(16) {
+        Ok(state) => state,
+        Err(e) => return fail(format!("cannot make the sign-in's state value: {e}")),
+    };
     println!("Sign in to Frame.io with your Adobe ID. Open this address in a browser:\n");
     println!("{}\n", auth.authorize_url(&state));
     println!(

@@ -466,12 +466,19 @@ fn probe_source(links: Links, state_dir: &Path) -> ProbeSource {
         return tunnel::probe_from_test_env();
     }
     let file = state_dir.join("probe.txt");
-    let body = format!("postflow probe {}\n", crate::frameio::random_hex(16));
-    if let Err(e) = std::fs::write(&file, &body) {
-        log::warn!("cannot write the tunnel probe {}: {e}", file.display());
+    // Without random bytes there is no probe, and so the tunnel never counts as up.
+    let body = crate::frameio::random_hex(16).map(|r| format!("postflow probe {r}\n"));
+    match &body {
+        Ok(body) => {
+            if let Err(e) = std::fs::write(&file, body) {
+                log::warn!("cannot write the tunnel probe {}: {e}", file.display());
+            }
+        }
+        Err(e) => log::error!("no tunnel probe: {e}"),
     }
     let last: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
     Arc::new(move || {
+        let body = body.as_ref().ok()?;
         let link = links.register(PROBE_JOB, &file).ok()?;
         let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = last.replace(link.token.clone()) {

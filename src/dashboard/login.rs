@@ -58,7 +58,8 @@ impl FrameioLogin for AuthLogin {
     }
 
     fn authorize_url(&self) -> Result<String, String> {
-        let state = random_hex(16);
+        let state =
+            random_hex(16).map_err(|e| format!("cannot make the sign-in's state value: {e}"))?;
         let mut p = self.pending();
         if p.len() == PENDING {
             p.remove(0);

@@ -261,11 +261,8 @@ fn save_tokens(path: &Path, set: &TokenSet) -> Result<Stamp, AuthError> {
         expires_at: unix_secs(set.expires_at),
     })
     .map_err(|e| store_err(std::io::Error::other(e)))?;
-    let tmp = dir.join(format!(
-        ".tokens.json.{}.{}.tmp",
-        std::process::id(),
-        super::random_hex(4)
-    ));
+    let suffix = super::random_hex(4).map_err(store_err)?;
+    let tmp = dir.join(format!(".tokens.json.{}.{suffix}.tmp", std::process::id()));
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

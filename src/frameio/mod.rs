@@ -116,43 +116,32 @@ pub fn base64(input: &[u8]) -> String {
     out
 }
 
-/// `n` random bytes as hex. From the OS (`/dev/urandom`) on Unix; elsewhere from the
-/// standard library's randomly keyed hasher, which is seeded from the OS as well.
-pub fn random_hex(n: usize) -> String {
-    random_bytes(n).iter().map(|b| format!("{b:02x}")).collect()
+/// `n` random bytes from the OS's random source (`getrandom`: getrandom(2), ProcessPrng,
+/// getentropy), as lowercase hex. There is no weaker fallback: these become OAuth `state`
+/// values and file names that must not be guessed.
+pub fn random_hex(n: usize) -> std::io::Result<String> {
+    Ok(random_bytes(n)?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
-#[cfg(unix)]
-fn random_bytes(n: usize) -> Vec<u8> {
-    use std::io::Read;
+/// `n` bytes from the OS's random source; an error says the OS refused, not a weaker value.
+fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; n];
-    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)) {
-        Ok(()) => buf,
-        Err(_) => hasher_bytes(n),
-    }
+    getrandom::fill(&mut buf).map_err(|e| {
+        std::io::Error::other(format!("the operating system gave no random bytes: {e}"))
+    })?;
+    Ok(buf)
 }
 
-#[cfg(not(unix))]
-fn random_bytes(n: usize) -> Vec<u8> {
-    hasher_bytes(n)
-}
-
-fn hasher_bytes(n: usize) -> Vec<u8> {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_usize(out.len());
-        out.extend_from_slice(&h.finish().to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
-
-/// A number in `0.0..1.0` for backoff jitter (not for secrets).
 pub(crate) fn jitter() -> f64 {
-    let b = hasher_bytes(8);
-    let n = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+    // Not a secret, and a retry must never fail for want of one: the standard library's
+    // randomly keyed hasher is enough to spread clients apart.
+    use std::hash::{BuildHasher, Hasher};
+    let n = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
     (n >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -196,9 +185,9 @@ mod tests {
 
     #[test]
     fn random_values_differ_and_jitter_is_a_fraction() {
-        let a = random_hex(16);
+        let a = random_hex(16).unwrap();
         assert_eq!(a.len(), 32);
-        assert_ne!(a, random_hex(16));
+        assert_ne!(a, random_hex(16).unwrap());
         for _ in 0..100 {
             let j = jitter();
             assert!((0.0..1.0).contains(&j));

@@ -2,6 +2,10 @@
 //! starts a graceful shutdown and restores the default action (Go's
 //! `signal.Stop`), so a second signal kills the process at once.
 //!
+//! On Windows, as Go's runtime does there: Ctrl-C and Ctrl-Break (what postflow sends to
+//! cloudflared's process group) are an interrupt and start the same graceful shutdown; a
+//! second one ends the process at once, as the default console handler does.
+//!
 //! SIGUSR1 is the stand-in's own: "the edge drops the connection now" (the real
 //! binary has no such signal; this is how a person or a test cuts the tunnel
 //! mid-transfer without touching the network).
@@ -26,9 +30,31 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
-/// Installs the one-shot handler for SIGTERM and SIGINT.
+/// Windows' SIGINT number (the C runtime's), for Go's `os.Interrupt`.
+#[cfg(windows)]
+const INTERRUPT: i32 = 2;
+
+/// Installs the one-shot handler for Ctrl-C/Ctrl-Break (and a console close, which the
+/// `ctrlc` crate reports the same way).
+#[cfg(windows)]
 pub fn install() {
-    #[cfg(unix)]
+    let installed = ctrlc::set_handler(|| {
+        if RECEIVED
+            .compare_exchange(0, INTERRUPT, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            // The second one: what the default handler does, STATUS_CONTROL_C_EXIT.
+            std::process::exit(0xC000_013A_u32 as i32);
+        }
+    });
+    if let Err(e) = installed {
+        eprintln!("fake-cloudflared: cannot handle Ctrl-Break: {e}");
+    }
+}
+
+/// Installs the one-shot handler for SIGTERM and SIGINT.
+#[cfg(unix)]
+pub fn install() {
     unsafe {
         let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
         let mut sa: libc::sigaction = std::mem::zeroed();
@@ -70,7 +96,10 @@ pub fn name(sig: i32) -> &'static str {
             return "terminated";
         }
     }
-    let _ = sig;
+    #[cfg(windows)]
+    if sig == INTERRUPT {
+        return "interrupt";
+    }
     "signal"
 }
 
