@@ -147,6 +147,7 @@ mod tests {
         log.write_all(b"one\n").unwrap();
         log.write_all(b"two\n").unwrap();
         assert_eq!(read(&dir.join("logs/postflow.log")), "one\ntwo\n");
+        drop(log); // Windows removes no folder holding an open file
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -160,6 +161,7 @@ mod tests {
         log.write_all(b"cccc\n").unwrap();
         assert_eq!(read(&log.rotated(1)), "aaaa\nbbbb\n");
         assert_eq!(read(&path), "cccc\n");
+        drop(log); // Windows removes no folder holding an open file
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -178,6 +180,7 @@ mod tests {
         }
         assert!(!log.rotated(6).exists());
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 6);
+        drop(log); // Windows removes no folder holding an open file
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -202,6 +205,7 @@ mod tests {
         log.retry_at = Some(Instant::now());
         log.write_all(b"back\n").unwrap();
         assert_eq!(read(&blocker.join("postflow.log")), "back\n");
+        drop(log); // Windows removes no folder holding an open file
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
