@@ -132,25 +132,28 @@ pub(super) fn install(exe: &Path, config: &Path, log: &Path) -> Result<String, S
             service
                 .update_failure_actions(recovery())
                 .map_err(|e| scm_error(ACTION, "ChangeServiceConfig2 (recovery)", e))
-        })
-        .and_then(|()| {
-            // A stop with a non-zero exit code (a thread died) counts as a failure too.
-            service
-                .set_failure_actions_on_non_crash_failures(true)
-                .map_err(|e| scm_error(ACTION, "ChangeServiceConfig2 (failure flag)", e))
         });
     if let Err(e) = configured {
         let _ = service.delete();
         return Err(e);
     }
+    // A stop with a non-zero exit code (a thread died) counts as a failure too. Without it
+    // (Wine has no such setting) crashes still restart the service: say so, keep it.
+    let non_crash = match service.set_failure_actions_on_non_crash_failures(true) {
+        Ok(()) => String::new(),
+        Err(e) => format!(
+            "warning: only a crash restarts it, not a stop with an error: {}\n",
+            scm_error(ACTION, "ChangeServiceConfig2 (failure actions flag)", e)
+        ),
+    };
     Ok(format!(
         "installed the service {NAME} ({DISPLAY_NAME}): starts at boot as LocalSystem and runs\n  \
          \"{}\" service run \"{}\"\n\
-         It restarts 10 s after a failure (three times a day at most).\n\
+         After a failure it restarts in 10 s, three times at most (counted over a day).\n\
          Start it now:  sc.exe start {NAME}\n\
          Its log:       {}\n\
          A watch folder on a share or LucidLink needs its UNC path and an account that can\n\
-         read it (docs/install.md, \"Windows service\").\n",
+         read it (docs/install.md, \"Windows service\").\n{non_crash}",
         exe.display(),
         config.display(),
         log.display()
