@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+#[cfg(target_os = "linux")]
+use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
@@ -16,10 +17,6 @@ fn stdout(out: &Output) -> String {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn canonical(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path).unwrap()
 }
 
 #[test]
@@ -94,6 +91,7 @@ fn service_install_prints_a_systemd_unit_running_this_binary_on_the_absolute_con
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let unit = stdout(&out);
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap();
     let exe = canonical(Path::new(env!("CARGO_BIN_EXE_postflow")));
     let config = canonical(&sandbox.dir.join("config.json"));
     let exec_start = format!("ExecStart={} run {}", exe.display(), config.display());
