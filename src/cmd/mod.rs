@@ -75,6 +75,10 @@ pub fn log_file_path(config: &Config) -> PathBuf {
 pub fn abort_on_panic() {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        // A service's stderr goes nowhere: its log file is where a person will look.
+        if service::running_as_service() {
+            log::error!("{info}");
+        }
         default_hook(info);
         std::process::abort();
     }));

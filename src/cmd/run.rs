@@ -7,7 +7,7 @@ use super::pipeline::{NotStarted, Pipeline, Scope, Stop};
 use super::{EXIT_FAILURE, EXIT_OK};
 use crate::config::Config;
 
-/// `postflow run`: the pipeline, until Ctrl-C or SIGTERM.
+/// `postflow run`: the pipeline, until Ctrl-C, SIGTERM or another stop request (`shutdown`).
 pub fn run(config: Config) -> ExitCode {
     let pipeline = match Pipeline::start(&config, Scope::Everything) {
         Ok(p) => p,
