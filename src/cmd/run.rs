@@ -14,6 +14,10 @@ pub fn run(config: Config) -> ExitCode {
         Err(NotStarted::AlreadyRunning(e)) => {
             // Not an error: cron starts us every minute and this is the normal answer.
             println!("{e}");
+            // A service's stdout goes nowhere; its log file is read.
+            if super::service::running_as_service() {
+                log::warn!("{e}: this service instance stops; stop the other one first");
+            }
             return ExitCode::from(EXIT_OK);
         }
         Err(NotStarted::Exit(code)) => return code,
