@@ -48,9 +48,16 @@ pub fn systemd_unit(exe: &Path, config: &Path, user: Option<&str>) -> String {
         .unwrap_or(Path::new("/"))
         .display()
         .to_string();
-    let user_lines = match user {
-        Some(u) => format!("User={u}\n"),
-        None => String::new(),
+    let (user_note, user_line) = match user {
+        Some(u) => (
+            format!("# It runs as {u}, who must be able to read the watch folder and write the state dir."),
+            format!("User={u}\n"),
+        ),
+        None => (
+            "# It runs as root; a User= line runs it as an account that can read the watch folder."
+                .to_string(),
+            String::new(),
+        ),
     };
     format!(
         "\
@@ -60,7 +67,7 @@ pub fn systemd_unit(exe: &Path, config: &Path, user: Option<&str>) -> String {
 #   sudo systemctl daemon-reload
 #   sudo systemctl enable --now postflow
 # Logs: journalctl -u postflow -f    Stop: sudo systemctl stop postflow (or postflow stop CONFIG)
-# The user below must be able to read the watch folder and write the state dir.
+{user_note}
 [Unit]
 Description=postflow: finished exports to Frame.io
 Wants=network-online.target
@@ -68,7 +75,7 @@ After=network-online.target remote-fs.target
 
 [Service]
 Type=simple
-{user_lines}WorkingDirectory={dir}
+{user_line}WorkingDirectory={dir}
 ExecStart={exec} run {conf}
 # SIGTERM goes to postflow only; postflow then stops its cloudflared gracefully and exits.
 # KillMode=control-group would signal cloudflared too and cut its graceful stop short.
