@@ -3,7 +3,8 @@
 //! The binary (`src/main.rs`) is a thin CLI over this library; the modules are public to the
 //! crate's integration tests and benches, not a stable API.
 
-// `deny`, not `forbid`: `process` alone may call kill(2), which std does not offer.
+// `deny`, not `forbid`: `process` may call kill(2), which std does not offer, and
+// `shutdown::windows` and the service's Windows room make Win32 calls std lacks.
 #![deny(unsafe_code)]
 
 pub mod cmd;
@@ -18,12 +19,14 @@ pub mod human;
 pub mod layout;
 pub mod ledger;
 pub mod links;
+pub mod logfile;
 pub mod logtail;
 pub mod notify;
 pub mod process;
 pub mod queue;
 pub mod range;
 pub mod serve;
+pub mod shutdown;
 pub mod stack;
 pub mod statedir;
 #[cfg(test)]

@@ -47,13 +47,14 @@ impl Log for Tail {
     }
 }
 
-/// Installs the logger: `filter` is an env_logger filter (`info`, `info,postflow::serve=debug`).
-/// A second call does nothing (tests may start several pipelines in one process).
-pub fn init(filter: &str) {
+/// Installs the logger: `filter` is an env_logger filter (`info`, `info,postflow::serve=debug`);
+/// `target` is stderr, or the log file of a process with no console. A second call does
+/// nothing (tests may start several pipelines in one process).
+pub fn init(filter: &str, target: env_logger::Target) {
     let inner = env_logger::Builder::new()
         .parse_filters(filter)
         .format_timestamp_secs()
-        .target(env_logger::Target::Stderr)
+        .target(target)
         .build();
     let max = inner.filter();
     if log::set_boxed_logger(Box::new(Tail { inner })).is_ok() {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use postflow::cmd;
+use postflow::cmd::service::ServiceCommand;
 
 const USAGE: &str = "\
 postflow: watches a folder and gets every finished export into Frame.io, exactly once.
@@ -18,11 +19,19 @@ Usage:
   postflow check CONFIG      check the config, the Frame.io connection and the machine;
                              exit 0 only if all pass
   postflow status CONFIG     print the running instance's summary (exit 1 if none runs)
+  postflow stop CONFIG       ask the running instance to stop in order (as Ctrl-C does)
+                             and wait until it has stopped (exit 0 if none runs)
   postflow upload CONFIG PATH...
                              upload these files (inside watch.root) now: the running
                              instance queues them; when none runs, uploads them itself
                              and exits when they are done (exit 1 if one is not); a path
                              outside watch.root refuses the command (exit 2)
+  postflow service install CONFIG
+                             Windows: install the service postflow (starts at boot;
+                             needs an elevated prompt); Linux, macOS: print the systemd
+                             unit or launchd agent for this binary and CONFIG
+  postflow service uninstall Windows: stop and remove the service; elsewhere: print the
+                             commands that remove the unit or agent
   postflow --version         print the version, the commit and the target
   postflow --help            print this help
 
@@ -46,6 +55,8 @@ enum Command {
     Run(PathBuf),
     Check(PathBuf),
     Status(PathBuf),
+    Stop(PathBuf),
+    Service(ServiceCommand),
     Auth(PathBuf),
     Upload(PathBuf, Vec<PathBuf>),
     Version,
@@ -74,6 +85,20 @@ fn parse_args(args: &[OsString]) -> Result<Command, String> {
         ["check", ..] => one_config("check", &args[1..]).map(Command::Check),
         ["status", ..] => one_config("status", &args[1..]).map(Command::Status),
         ["auth", ..] => one_config("auth", &args[1..]).map(Command::Auth),
+        ["stop", ..] => one_config("stop", &args[1..]).map(Command::Stop),
+        ["service", "install", ..] => one_config("service install", &args[2..])
+            .map(|c| Command::Service(ServiceCommand::Install(c))),
+        ["service", "uninstall"] => Ok(Command::Service(ServiceCommand::Uninstall)),
+        ["service", "uninstall", ..] => {
+            Err("`service uninstall` takes no arguments: postflow service uninstall".into())
+        }
+        // The Windows Service Control Manager's entry point (docs/install.md), not in --help.
+        ["service", "run", ..] => {
+            one_config("service run", &args[2..]).map(|c| Command::Service(ServiceCommand::Run(c)))
+        }
+        ["service", ..] => {
+            Err("`service` needs install or uninstall: postflow service install config.json".into())
+        }
         ["upload", ..] => match &args[1..] {
             [config, paths @ ..] if !paths.is_empty() => Ok(Command::Upload(
                 PathBuf::from(config),
@@ -121,6 +146,11 @@ fn main() -> ExitCode {
             Ok(config) => cmd::status(&config),
             Err(code) => code,
         },
+        Command::Stop(path) => match cmd::load_config(&path) {
+            Ok(config) => cmd::stop(&config),
+            Err(code) => code,
+        },
+        Command::Service(command) => cmd::service::service(command),
         Command::Auth(path) => match cmd::load_config(&path) {
             Ok(config) => cmd::auth(config),
             Err(code) => code,
@@ -167,6 +197,38 @@ mod tests {
                 vec!["a.mov".into(), "b/c.mxf".into()]
             ))
         );
+    }
+
+    #[test]
+    fn stop_and_service_commands() {
+        assert_eq!(
+            parse(&["stop", "c.json"]),
+            Ok(Command::Stop("c.json".into()))
+        );
+        assert_eq!(
+            parse(&["service", "install", "c.json"]),
+            Ok(Command::Service(ServiceCommand::Install("c.json".into())))
+        );
+        assert_eq!(
+            parse(&["service", "uninstall"]),
+            Ok(Command::Service(ServiceCommand::Uninstall))
+        );
+        assert_eq!(
+            parse(&["service", "run", "c.json"]),
+            Ok(Command::Service(ServiceCommand::Run("c.json".into())))
+        );
+        assert!(parse(&["service"])
+            .unwrap_err()
+            .contains("postflow service install config.json"));
+        assert!(parse(&["service", "install"])
+            .unwrap_err()
+            .contains("postflow service install config.json"));
+        assert!(parse(&["service", "uninstall", "c.json"])
+            .unwrap_err()
+            .contains("takes no arguments"));
+        assert!(parse(&["stop"])
+            .unwrap_err()
+            .contains("postflow stop config.json"));
     }
 
     #[test]

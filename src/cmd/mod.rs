@@ -1,27 +1,32 @@
 //! The commands, one file each (the way cargo keeps one file per subcommand): `run` and a
-//! one-off `upload` share the pipeline in `pipeline.rs`; `check`, `auth` and `status` talk to
-//! Frame.io or to the running instance and exit.
+//! one-off `upload` share the pipeline in `pipeline.rs`; `check`, `auth`, `status` and `stop`
+//! talk to Frame.io or to the running instance and exit; `service` installs postflow as a
+//! Windows service (or prints the systemd unit or launchd agent) and is the service itself.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError};
 use crate::frameio::api::RetryPolicy;
+use crate::logfile::{self, LogFile};
 use crate::logtail;
 
 mod auth;
 mod check;
 mod pipeline;
 mod run;
+pub mod service;
 mod status;
+mod stop;
 mod upload;
 
 pub use auth::auth;
 pub use check::check;
 pub use run::run;
 pub use status::status;
+pub use stop::stop;
 pub use upload::upload;
 
 /// Exit codes of the contract.
@@ -43,13 +48,25 @@ pub(crate) fn print_config_error(e: &ConfigError) -> ExitCode {
 }
 
 /// env_logger on stderr with timestamps (INFO and above also go to the page once the hub is
-/// attached); `RUST_LOG` overrides `log_level`.
+/// attached); `RUST_LOG` overrides `log_level`. A service has no stderr: it logs, in the same
+/// format, to `<state_dir>/logs/postflow.log`, rotated at 10 MB with five old files kept.
 pub fn init_logging(config: &Config) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| config.log_level.clone());
-    logtail::init(&filter);
+    let target = if service::running_as_service() {
+        let file = LogFile::new(&log_file_path(config), logfile::LIMIT, logfile::KEEP);
+        env_logger::Target::Pipe(Box::new(file))
+    } else {
+        env_logger::Target::Stderr
+    };
+    logtail::init(&filter, target);
+}
+
+/// Where a service logs.
+pub fn log_file_path(config: &Config) -> PathBuf {
+    config.state_dir.join("logs").join("postflow.log")
 }
 
 /// Makes any panic end the process with a non-zero code, in every build profile, so that a
@@ -58,6 +75,10 @@ pub fn init_logging(config: &Config) {
 pub fn abort_on_panic() {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        // A service's stderr goes nowhere: its log file is where a person will look.
+        if service::running_as_service() {
+            log::error!("{info}");
+        }
         default_hook(info);
         std::process::abort();
     }));

@@ -22,6 +22,7 @@ use crate::logtail;
 use crate::notify;
 use crate::queue::{self, QueueMsg, QueueSettings};
 use crate::serve::{FileServer, ServeEvent, ServeOptions};
+use crate::shutdown::{self, StopRequested};
 use crate::stack::stacker::{run_stacker, Stacker};
 use crate::statedir::{LockError, StateDir};
 use crate::tunnel::{self, ProbeLink, ProbeSource, TunnelHandle};
@@ -30,7 +31,7 @@ use crate::watch;
 
 /// How long shutdown may take before we give up on a stuck thread and exit anyway. Nothing is
 /// lost by exiting: every ledger write is already on disk.
-const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
+pub(super) const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Started threads, each reporting on `exited` when it ends, however it ends.
 struct Threads {
@@ -106,7 +107,7 @@ pub(super) enum Scope {
 
 /// Why `Pipeline::wait` returned.
 pub(super) enum Stop {
-    /// Ctrl-C or SIGTERM.
+    /// A stop was asked for (Ctrl-C, SIGTERM, `postflow stop`, the service's stop).
     Signal,
     /// A thread ended on its own (a bug): exit non-zero so a watchdog restarts us.
     ThreadDied,
@@ -125,7 +126,8 @@ pub(super) enum NotStarted {
 /// The running threads of `run` (or of a one-off `upload`) and what it takes to stop them.
 pub(super) struct Pipeline {
     threads: Threads,
-    signal_rx: Receiver<()>,
+    /// Ctrl-C, SIGTERM, `postflow stop`, the service's stop: see `shutdown`.
+    signal_rx: Receiver<StopRequested>,
     /// Dropping it tells every thread to stop: a closed channel wakes every receiver at once.
     stop_tx: Sender<()>,
     pub(super) queue_tx: Sender<QueueMsg>,
@@ -150,13 +152,13 @@ impl Pipeline {
 
         // Before anything else: a signal must never find us without a handler, even while we
         // take the lock (tests and watchdogs signal as soon as the lock names us).
-        let (signal_tx, signal_rx) = bounded::<()>(1);
-        if let Err(e) = ctrlc::set_handler(move || {
-            let _ = signal_tx.try_send(());
-        }) {
-            log::error!("cannot install the signal handler: {e}");
-            return Err(exit(EXIT_FAILURE));
-        }
+        let signal_rx = match shutdown::listen(super::service::running_as_service()) {
+            Ok(rx) => rx,
+            Err(e) => {
+                log::error!("{e}");
+                return Err(exit(EXIT_FAILURE));
+            }
+        };
 
         let state = match StateDir::lock(&config.state_dir) {
             Ok(s) => s,
@@ -395,8 +397,9 @@ impl Pipeline {
     pub(super) fn wait(&self, tick: Duration, mut finished: impl FnMut() -> Option<u8>) -> Stop {
         loop {
             select! {
-                recv(self.signal_rx) -> _ => {
-                    log::info!("stopping (signal received)");
+                recv(self.signal_rx) -> why => {
+                    let why = why.unwrap_or(StopRequested::Signal);
+                    log::info!("stopping ({why})");
                     return Stop::Signal;
                 }
                 recv(self.threads.exited_rx) -> name => {
@@ -434,6 +437,8 @@ impl Pipeline {
         server.stop();
         log::info!("stopped");
         drop(state);
+        // A closed console window holds the process until here (shutdown::windows).
+        shutdown::finished();
         ExitCode::from(code)
     }
 }
