@@ -157,7 +157,7 @@ pub fn stop_pid(pid: u32, grace: Duration) -> bool {
 
 /// Sends SIGTERM; an error if it could not be sent (no such process, not ours).
 #[cfg(unix)]
-fn terminate(pid: u32) -> std::io::Result<()> {
+pub(crate) fn terminate(pid: u32) -> std::io::Result<()> {
     signal(pid, libc::SIGTERM)
 }
 

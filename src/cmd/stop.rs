@@ -77,14 +77,8 @@ fn lock_holder(lock: &Path) -> Result<Option<u32>, String> {
 
 #[cfg(unix)]
 fn ask_to_stop(pid: u32) -> Result<(), String> {
-    if crate::process::terminate(pid) {
-        Ok(())
-    } else {
-        Err(format!(
-            "cannot send SIGTERM to postflow (pid {pid}): {}",
-            std::io::Error::last_os_error()
-        ))
-    }
+    crate::process::terminate(pid)
+        .map_err(|e| format!("cannot send SIGTERM to postflow (pid {pid}): {e}"))
 }
 
 #[cfg(windows)]
