@@ -10,12 +10,14 @@
 //! through a poller of its own per transfer. The front holds at most a few thousand sockets;
 //! poll(2) scans them in microseconds, so epoll/kqueue/IOCP would buy nothing measurable here.
 //!
-//! Where WSAPoll differs from poll(2), the Windows room below says how it is met: it takes
-//! only the "normal data" flags (POLLRDNORM, POLLWRNORM), refuses an empty set, and reports
-//! errors and hang-ups in `revents` like poll(2) does.
+//! Where WSAPoll differs from poll(2), the Windows room below says how it is met: it is asked
+//! only for "normal data" (POLLRDNORM, POLLWRNORM), an empty set is not handed to it, and it
+//! reports errors and hang-ups in `revents` as poll(2) does. Its one known flaw, a failed
+//! non-blocking connect never reported, does not apply: the front polls listeners and
+//! accepted sockets only.
 // poll(2)/WSAPoll take a pointer to a slice of pollfd/WSAPOLLFD we own and its length;
 // setsockopt a pointer to a local struct and its size; getrlimit/setrlimit a pointer to a
-// local struct. Nothing else is unsafe.
+// local struct; WSAGetLastError nothing. Nothing else is unsafe.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -24,9 +26,9 @@ use std::time::Duration;
 
 #[cfg(unix)]
 use libc::{pollfd as PollFd, POLLIN as READABLE, POLLOUT as WRITABLE};
-// WSAPoll refuses (WSAEINVAL) the events poll(2) takes for granted on some stacks, such as
-// POLLPRI; POLLRDNORM and POLLWRNORM are the "normal data" flags it always accepts, and the
-// only ones a TCP server needs.
+// WSAPoll takes only the flags Winsock supports: POLLPRI fails the whole call (WSAEINVAL),
+// and its POLLIN also asks for out-of-band data (POLLRDBAND). Normal data, POLLRDNORM and
+// POLLWRNORM, is what a TCP server waits for.
 #[cfg(windows)]
 use windows_sys::Win32::Networking::WinSock::{
     POLLRDNORM as READABLE, POLLWRNORM as WRITABLE, WSAPOLLFD as PollFd,
