@@ -47,6 +47,15 @@ pub enum Notice {
         since: SystemTime,
         detail: String,
     },
+    /// The state dir cannot be written (full, read-only, failing): uploads are paused, what
+    /// is seen is kept in memory. Said once per outage.
+    StateDirUnwritable {
+        detail: String,
+    },
+    /// It can be written again: everything kept was recorded, uploads go on.
+    StateDirWritable {
+        detail: String,
+    },
 }
 
 /// Decides which events become notices.
@@ -57,6 +66,7 @@ pub struct Notices {
     tunnel_down: Option<(Instant, SystemTime, String)>,
     tunnel_told: bool,
     auth_down: bool,
+    state_dir_down: bool,
 }
 
 impl Notices {
@@ -67,6 +77,7 @@ impl Notices {
             tunnel_down: None,
             tunnel_told: false,
             auth_down: false,
+            state_dir_down: false,
         }
     }
 
@@ -115,6 +126,23 @@ impl Notices {
                 notice
             }
             Event::Component {
+                name: "state_dir",
+                state,
+                detail,
+            } => {
+                let down = *state == ComponentState::Down;
+                let was_down = std::mem::replace(&mut self.state_dir_down, down);
+                match (was_down, down) {
+                    (false, true) => Some(Notice::StateDirUnwritable {
+                        detail: detail.clone(),
+                    }),
+                    (true, false) => Some(Notice::StateDirWritable {
+                        detail: detail.clone(),
+                    }),
+                    _ => None,
+                }
+            }
+            Event::Component {
                 name: "tunnel",
                 state,
                 detail,
@@ -158,6 +186,8 @@ impl Notice {
             Notice::UploadFailed { .. } => "upload_failed",
             Notice::NeedsLogin { .. } => "needs_login",
             Notice::TunnelDown { .. } => "tunnel_down",
+            Notice::StateDirUnwritable { .. } => "state_dir_unwritable",
+            Notice::StateDirWritable { .. } => "state_dir_writable",
         }
     }
 
@@ -197,6 +227,14 @@ impl Notice {
                 "The Cloudflare tunnel has been down for more than 5 minutes ({detail}); \
                  uploads fall back to local upload or wait"
             ),
+            Notice::StateDirUnwritable { detail } => format!(
+                "postflow's state dir {detail}. Uploads are paused; files seen meanwhile are \
+                 kept and uploaded once it can be written again (free space, or make it writable)"
+            ),
+            Notice::StateDirWritable { detail } => format!(
+                "postflow's state dir {detail} can be written again: everything seen meanwhile \
+                 is recorded, uploads go on"
+            ),
         }
     }
 
@@ -235,6 +273,10 @@ impl Notice {
             Notice::TunnelDown { since, detail } => {
                 v["detail"] = json!(detail);
                 v["since"] = json!(rfc3339(*since));
+            }
+            Notice::StateDirUnwritable { detail } | Notice::StateDirWritable { detail } => {
+                v["detail"] = json!(detail);
+                v["time"] = json!(rfc3339(SystemTime::now()));
             }
         }
         v
@@ -469,6 +511,33 @@ mod tests {
         assert!(n.on_event(&needs, t).is_none());
         assert!(n.on_event(&connected, t).is_none());
         assert!(n.on_event(&needs, t).is_some());
+    }
+
+    #[test]
+    fn an_unwritable_state_dir_is_said_once_and_its_recovery_once() {
+        let mut n = Notices::new(TUNNEL_DOWN_AFTER);
+        let t = Instant::now();
+        let state_dir = |state, detail: &str| Event::Component {
+            name: "state_dir",
+            state,
+            detail: detail.into(),
+        };
+        let full = "cannot be written: /srv/state/jobs: No space left on device (os error 28)";
+        let told = n.on_event(&state_dir(ComponentState::Down, full), t);
+        let Some(notice @ Notice::StateDirUnwritable { .. }) = told else {
+            panic!("the outage is told: {told:?}");
+        };
+        assert!(notice.text().contains("No space left on device"));
+        assert!(notice.text().contains("Uploads are paused"));
+        // Another reason during the same outage (it went read-only too): still one notice.
+        let ro = "cannot be written: /srv/state/jobs: Read-only file system (os error 30)";
+        assert_eq!(n.on_event(&state_dir(ComponentState::Down, ro), t), None);
+        let back = n.on_event(&state_dir(ComponentState::Up, "/srv/state"), t);
+        assert!(matches!(back, Some(Notice::StateDirWritable { .. })));
+        assert_eq!(
+            n.on_event(&state_dir(ComponentState::Up, "/srv/state"), t),
+            None
+        );
     }
 
     #[test]
