@@ -55,7 +55,9 @@
 //! not counted, since none start), and a worker's [`QueueMsg::Creating`] is answered only once
 //! the record is on disk, so no Frame.io create goes out that the ledger would not know. The
 //! `state_dir` component says `down` with the reason and the path (the page's banner,
-//! `/health`'s 503, one notification), and `up` again once everything is recorded.
+//! `/health`'s 503, one notification), and `up` again once everything is recorded. While
+//! nothing is written, the state dir is probed every [`PROBE_EVERY`] (a small file written and
+//! removed), so a full disk is said before a change meets it.
 //!
 //! On start, jobs a crash left `uploading` go back to `queued`, keeping their `file_id` and
 //! attempt count: the upload worker sees the `file_id` and adopts or resumes the Frame.io file
@@ -91,6 +93,9 @@ pub const MAX_PROCESSING: usize = 1000;
 pub const UNRECORDED_RETRY: Duration = Duration::from_millis(500);
 /// The longest wait between two tries to write unrecorded changes.
 pub const UNRECORDED_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How often the state dir is probed while nothing is written to it (so that a full disk is
+/// said before a change is lost to it, even when idle).
+pub const PROBE_EVERY: Duration = Duration::from_secs(10);
 
 /// Whether a job the ledger has as `processing` at start is watched again (its bytes are all
 /// in Frame.io) rather than queued. A `processing` record without `all_in_ms` was written by
@@ -302,7 +307,7 @@ pub fn run_queue(
     let mut workers_gone = false;
     loop {
         let now = now_ms();
-        queue.retry_unrecorded(now);
+        queue.tick(now);
         let offer = if workers_gone {
             None
         } else {
@@ -312,10 +317,11 @@ pub fn run_queue(
         let from_inbox = sel.recv(&inbox);
         let from_stop = sel.recv(&stop);
         let to_worker = offer.as_ref().map(|_| sel.send(&jobs_out));
-        // Wake for the next retry that comes due (an hour is "nothing to wait for").
-        let timeout = queue.next_wake().map_or(Duration::from_secs(3600), |t| {
-            Duration::from_millis(t.saturating_sub(now))
-        });
+        // Wake for the next retry that comes due, or the state dir's turn.
+        let wake = queue
+            .next_wake()
+            .map_or(queue.next_tick(), |t| t.min(queue.next_tick()));
+        let timeout = Duration::from_millis(wake.saturating_sub(now));
         let Ok(oper) = sel.select_timeout(timeout) else {
             continue;
         };
@@ -378,11 +384,14 @@ pub struct Queue {
     creates_waiting: Vec<Sender<bool>>,
     /// Set while the ledger cannot be written.
     outage: Option<Outage>,
+    /// When to probe the state dir next (while there is no outage).
+    next_probe: u64,
 }
 
-/// The ledger cannot be written: since when, why, and when to try again.
+/// The ledger cannot be written: why, and when to try again.
 struct Outage {
     reason: String,
+    kind: std::io::ErrorKind,
     failures: u32,
     retry_at: u64,
 }
@@ -423,6 +432,7 @@ impl Queue {
             unrecorded: BTreeMap::new(),
             creates_waiting: Vec::new(),
             outage: None,
+            next_probe: now,
         };
         let mut interrupted = Vec::new();
         let jobs: Vec<Job> = queue.ledger.jobs().values().cloned().collect();
@@ -533,17 +543,38 @@ impl Queue {
         self.out.insert(id);
     }
 
-    /// When the next `retrying` job comes due, or the next try to write unrecorded changes.
+    /// When the next `retrying` job comes due.
     pub fn next_wake(&self) -> Option<u64> {
-        let retry = self.outage.as_ref().map(|o| o.retry_at);
-        let due = self.timed.first().map(|&(due, _)| due);
-        retry.into_iter().chain(due).min()
+        self.timed.first().map(|&(due, _)| due)
     }
 
-    /// Writes the unrecorded changes when their next try is due.
-    pub fn retry_unrecorded(&mut self, now: u64) {
-        if self.outage.as_ref().is_some_and(|o| now >= o.retry_at) {
-            self.record_unrecorded(now);
+    /// When the state dir's next turn is (see [`Queue::tick`]).
+    pub fn next_tick(&self) -> u64 {
+        self.outage.as_ref().map_or(self.next_probe, |o| o.retry_at)
+    }
+
+    /// The state dir's turn: during an outage, the next try (writing what is unrecorded, or a
+    /// probe when nothing is); otherwise the periodic probe.
+    pub fn tick(&mut self, now: u64) {
+        match &self.outage {
+            Some(o) if now >= o.retry_at => {
+                if self.unrecorded.is_empty() {
+                    self.probe(now);
+                } else {
+                    self.record_unrecorded(now);
+                }
+            }
+            None if now >= self.next_probe => self.probe(now),
+            _ => {}
+        }
+    }
+
+    fn probe(&mut self, now: u64) {
+        self.next_probe = now + PROBE_EVERY.as_millis() as u64;
+        let dir = self.ledger.path().parent().unwrap_or(Path::new("."));
+        match crate::statedir::probe_writable(dir) {
+            Ok(()) => self.ledger_up(0),
+            Err(e) => self.ledger_down(e, now),
         }
     }
 
@@ -602,13 +633,14 @@ impl Queue {
                 FileNews::Vanished { path } => self.vanished(&mut batch, &path, now),
             }
         }
+        let recorded = self.commit(batch.jobs.into_values().collect(), now);
         if baseline > 0 {
             log::info!(
-                "first start: {baseline} file(s) already in the watch folder recorded as baseline, \
-                 not uploaded (set watch.upload_existing to upload them, or retry them on the page)"
+                "first start: {baseline} file(s) already in the watch folder {} as baseline, \
+                 not uploaded (set watch.upload_existing to upload them, or retry them on the page)",
+                if recorded { "recorded" } else { "kept (to be recorded)" }
             );
         }
-        self.commit(batch.jobs.into_values().collect(), now);
     }
 
     /// Records one version of a file; returns whether a job was created or changed.
@@ -1146,23 +1178,19 @@ impl Queue {
         }
         let jobs: Vec<Job> = self.unrecorded.values().cloned().collect();
         if let Err(e) = self.ledger.write(&jobs) {
-            self.ledger_down(e, jobs.len(), now);
+            self.ledger_down(e, now);
             return false;
         }
         self.unrecorded.clear();
-        if let Some(outage) = self.outage.take() {
-            log::info!(
-                "ledger {}: writable again; {} job change(s) kept since it was not are recorded \
-                 ({} tries), uploads go on",
-                self.ledger.path().display(),
-                jobs.len(),
-                outage.failures
-            );
-            self.hub.publish(Event::Component {
-                name: "state_dir",
-                state: ComponentState::Up,
-                detail: state_dir_detail(self.ledger.path()),
-            });
+        if self.outage.is_some() {
+            // The journal took it (an open file may still be written where new files are
+            // refused, as on a read-only bind): the outage ends only when a new file can be
+            // written too, or it would be said to end and begin again at every change.
+            let dir = self.ledger.path().parent().unwrap_or(Path::new("."));
+            match crate::statedir::probe_writable(dir) {
+                Ok(()) => self.ledger_up(jobs.len()),
+                Err(e) => self.ledger_down(e, now),
+            }
         }
         for job in jobs {
             self.index(&job, now);
@@ -1187,21 +1215,20 @@ impl Queue {
         true
     }
 
-    /// A write failed: the first failure is logged and published (the `state_dir` component
-    /// goes down); each one pushes the next try further, up to [`UNRECORDED_RETRY_MAX`].
-    fn ledger_down(&mut self, e: std::io::Error, changes: usize, now: u64) {
+    /// A write or a probe failed: the first failure (and a new kind of error) is logged and
+    /// published (the `state_dir` component goes down); each one pushes the next try further,
+    /// up to [`UNRECORDED_RETRY_MAX`].
+    fn ledger_down(&mut self, e: std::io::Error, now: u64) {
         let reason = format!("{}: {e}", self.ledger.path().display());
         let failures = self.outage.as_ref().map_or(0, |o| o.failures) + 1;
         let wait = UNRECORDED_RETRY
             .checked_mul(1 << failures.saturating_sub(1).min(16))
             .unwrap_or(UNRECORDED_RETRY_MAX)
             .min(UNRECORDED_RETRY_MAX);
-        let changed = self.outage.as_ref().map(|o| &o.reason) != Some(&reason);
-        if changed {
+        if self.outage.as_ref().map(|o| o.kind) != Some(e.kind()) {
             log::error!(
-                "ledger {reason}: cannot record {changes} job change(s); they are kept and \
-                 written as soon as the state dir can be written again; uploads are paused \
-                 until then"
+                "state dir cannot be written ({reason}): job changes are kept in memory and \
+                 recorded as soon as it can be written again; uploads are paused until then"
             );
             self.hub.publish(Event::Component {
                 name: "state_dir",
@@ -1211,8 +1238,27 @@ impl Queue {
         }
         self.outage = Some(Outage {
             reason,
+            kind: e.kind(),
             failures,
             retry_at: now + wait.as_millis() as u64,
+        });
+    }
+
+    /// A write or a probe worked: an outage ends (said once, and published).
+    fn ledger_up(&mut self, recorded: usize) {
+        let Some(outage) = self.outage.take() else {
+            return;
+        };
+        log::info!(
+            "state dir {} can be written again: {recorded} job change(s) kept meanwhile are \
+             recorded (after {} failed tries); uploads go on",
+            state_dir_detail(self.ledger.path()),
+            outage.failures
+        );
+        self.hub.publish(Event::Component {
+            name: "state_dir",
+            state: ComponentState::Up,
+            detail: state_dir_detail(self.ledger.path()),
         });
     }
 
@@ -1751,16 +1797,13 @@ mod tests {
         let stats = q.stats();
         assert_eq!(stats.unrecorded, 3);
         assert!(stats.ledger_error.as_deref().unwrap().contains("simulated"));
-        assert!(
-            q.next_wake().is_some_and(|t| t <= T0 + 5_000),
-            "a retry is due"
-        );
+        assert!(q.next_tick() <= T0 + 5_000, "a retry is due");
         let (ledger, _) = Ledger::open(&dir.0.join("jobs")).unwrap();
         assert!(ledger.get(new).is_none(), "not on disk yet");
         drop(ledger);
 
         q.ledger.fail_writes(None);
-        q.retry_unrecorded(T0 + 10_000);
+        q.tick(T0 + 10_000);
         assert_eq!(created.try_recv(), Ok(true), "the create goes out now");
         assert_eq!(q.stats().ledger_error, None);
         assert_eq!(job(&q, new).state, JobState::Queued);

@@ -467,11 +467,18 @@ fn probe_source(links: Links, state_dir: &Path) -> ProbeSource {
     }
     let file = state_dir.join("probe.txt");
     let body = format!("postflow probe {}\n", crate::frameio::random_hex(16));
-    if let Err(e) = std::fs::write(&file, &body) {
+    let written = std::fs::write(&file, &body);
+    if let Err(e) = &written {
         log::warn!("cannot write the tunnel probe {}: {e}", file.display());
     }
+    // Written again at the next probe when the state dir was full or read-only at start.
+    let written = std::sync::atomic::AtomicBool::new(written.is_ok());
     let last: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
     Arc::new(move || {
+        if !written.load(std::sync::atomic::Ordering::SeqCst) {
+            std::fs::write(&file, &body).ok()?;
+            written.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         let link = links.register(PROBE_JOB, &file).ok()?;
         let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = last.replace(link.token.clone()) {
