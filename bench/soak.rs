@@ -360,7 +360,7 @@ fn soak(args: &Args) -> Result<bool, String> {
     };
     let state_view = holder.as_ref().map_or(state.clone(), |h| h.view.clone());
     let full_windows: Vec<(Duration, Duration)> = if args.disk_full {
-        [(0.15, 0.30), (0.55, 0.70)]
+        [(0.25, 0.45), (0.60, 0.80)]
             .iter()
             .map(|&(a, b)| {
                 (

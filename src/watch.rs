@@ -782,6 +782,57 @@ mod tests {
     }
 
     #[test]
+    fn a_first_start_whose_baseline_was_never_recorded_is_remembered_until_it_is() {
+        let dir = crate::testutil::TempDir::new();
+        let mark = dir.0.join(FIRST_START_MARK);
+        let (mut ledger, _) = Ledger::open(&dir.0.join("jobs")).unwrap();
+        let first = StartState::from_ledger(&ledger);
+        assert!(first.first_start);
+        assert_eq!(
+            first.baseline_before_ns, None,
+            "the very first start: all is baseline"
+        );
+        assert!(mark.exists(), "the first start is marked");
+        assert_eq!(
+            std::fs::metadata(&mark).unwrap().len(),
+            0,
+            "empty: fits a full disk"
+        );
+
+        // Restarted before anything was recorded (a full disk): the first start's time.
+        let again = StartState::from_ledger(&ledger);
+        let since = mtime_ns(&std::fs::metadata(&mark).unwrap());
+        assert!(again.first_start);
+        assert_eq!(again.baseline_before_ns, Some(since));
+
+        // Once the baseline is recorded the mark goes.
+        let mut job = crate::ledger::Job {
+            id: ledger.new_id(),
+            path: "old.mov".into(),
+            size: 1,
+            mtime_ns: 1,
+            state: JobState::Skipped,
+            folder: String::new(),
+            attempts: 0,
+            next_attempt_ms: None,
+            reason: None,
+            file_id: None,
+            unknown_file: false,
+            view_url: None,
+            all_in_ms: None,
+            created_ms: 1,
+            updated_ms: 1,
+            stack: None,
+        };
+        job.reason = Some(crate::queue::BASELINE_REASON.into());
+        ledger.write(&[job]).unwrap();
+        let later = StartState::from_ledger(&ledger);
+        assert!(!later.first_start);
+        assert_eq!(later.baseline_before_ns, None);
+        assert!(!mark.exists());
+    }
+
+    #[test]
     fn a_growing_file_waits_until_it_holds_still_for_the_settle_time() {
         let mut t = tracker();
         t.saw("a.mov", 10, 1, T0, false);
