@@ -21,6 +21,10 @@ use crate::timefmt::rfc3339;
 
 /// The tunnel must be down this long before anyone is told.
 pub const TUNNEL_DOWN_AFTER: Duration = Duration::from_secs(5 * 60);
+/// The state dir must stay writable this long before its recovery is told: near full, space
+/// comes and goes (a file removed here, a record written there), and one outage is one pair of
+/// notices, not one per flicker.
+pub const STATE_DIR_UP_AFTER: Duration = Duration::from_secs(30);
 /// Hub events waiting for the notifier.
 const HUB_QUEUE: usize = 4096;
 /// Notices waiting to be sent.
@@ -66,7 +70,10 @@ pub struct Notices {
     tunnel_down: Option<(Instant, SystemTime, String)>,
     tunnel_told: bool,
     auth_down: bool,
-    state_dir_down: bool,
+    /// An unwritable state dir was told, its recovery not yet.
+    state_dir_told: bool,
+    /// Writable again since then (and the detail), while `state_dir_told`.
+    state_dir_up: Option<(Instant, String)>,
 }
 
 impl Notices {
@@ -77,11 +84,18 @@ impl Notices {
             tunnel_down: None,
             tunnel_told: false,
             auth_down: false,
-            state_dir_down: false,
+            state_dir_told: false,
+            state_dir_up: None,
         }
     }
 
     pub fn on_event(&mut self, event: &Event, now: Instant) -> Option<Notice> {
+        // Checked on events too: a busy hub may leave no quiet moment for `on_tick`.
+        self.event_notice(event, now)
+            .or_else(|| self.state_dir_recovered(now))
+    }
+
+    fn event_notice(&mut self, event: &Event, now: Instant) -> Option<Notice> {
         match event {
             Event::JobChanged(job) => match job.state {
                 JobState::Uploading => {
@@ -130,17 +144,17 @@ impl Notices {
                 state,
                 detail,
             } => {
-                let down = *state == ComponentState::Down;
-                let was_down = std::mem::replace(&mut self.state_dir_down, down);
-                match (was_down, down) {
-                    (false, true) => Some(Notice::StateDirUnwritable {
-                        detail: detail.clone(),
-                    }),
-                    (true, false) => Some(Notice::StateDirWritable {
-                        detail: detail.clone(),
-                    }),
-                    _ => None,
+                if *state == ComponentState::Down {
+                    self.state_dir_up = None;
+                    if !std::mem::replace(&mut self.state_dir_told, true) {
+                        return Some(Notice::StateDirUnwritable {
+                            detail: detail.clone(),
+                        });
+                    }
+                } else if self.state_dir_told && self.state_dir_up.is_none() {
+                    self.state_dir_up = Some((now, detail.clone()));
                 }
+                None
             }
             Event::Component {
                 name: "tunnel",
@@ -165,8 +179,23 @@ impl Notices {
         }
     }
 
-    /// Called now and then: the tunnel-down notice once it has been down long enough.
+    /// The state dir's recovery, once it has lasted [`STATE_DIR_UP_AFTER`].
+    fn state_dir_recovered(&mut self, now: Instant) -> Option<Notice> {
+        let (since, _) = self.state_dir_up.as_ref()?;
+        if now.duration_since(*since) < STATE_DIR_UP_AFTER {
+            return None;
+        }
+        let (_, detail) = self.state_dir_up.take()?;
+        self.state_dir_told = false;
+        Some(Notice::StateDirWritable { detail })
+    }
+
+    /// Called now and then: the tunnel-down notice once it has been down long enough, and
+    /// the state dir's recovery once it has lasted.
     pub fn on_tick(&mut self, now: Instant) -> Option<Notice> {
+        if let Some(notice) = self.state_dir_recovered(now) {
+            return Some(notice);
+        }
         let (since, wall, detail) = self.tunnel_down.as_ref()?;
         if self.tunnel_told || now.duration_since(*since) < self.tunnel_down_after {
             return None;
@@ -514,7 +543,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unwritable_state_dir_is_said_once_and_its_recovery_once() {
+    fn an_unwritable_state_dir_is_said_once_and_its_recovery_once_it_lasts() {
         let mut n = Notices::new(TUNNEL_DOWN_AFTER);
         let t = Instant::now();
         let state_dir = |state, detail: &str| Event::Component {
@@ -532,12 +561,23 @@ mod tests {
         // Another reason during the same outage (it went read-only too): still one notice.
         let ro = "cannot be written: /srv/state/jobs: Read-only file system (os error 30)";
         assert_eq!(n.on_event(&state_dir(ComponentState::Down, ro), t), None);
-        let back = n.on_event(&state_dir(ComponentState::Up, "/srv/state"), t);
-        assert!(matches!(back, Some(Notice::StateDirWritable { .. })));
-        assert_eq!(
-            n.on_event(&state_dir(ComponentState::Up, "/srv/state"), t),
-            None
+        // Near full, space flickers: writable for a moment, then full again. Not told.
+        let up = state_dir(ComponentState::Up, "/srv/state");
+        assert_eq!(n.on_event(&up, t), None);
+        assert_eq!(n.on_tick(t + Duration::from_secs(5)), None);
+        let again = state_dir(ComponentState::Down, full);
+        assert_eq!(n.on_event(&again, t + Duration::from_secs(6)), None);
+        // Writable for good: told once, when it has lasted.
+        let back = t + Duration::from_secs(10);
+        assert_eq!(n.on_event(&up, back), None);
+        assert_eq!(n.on_tick(back + STATE_DIR_UP_AFTER / 2), None);
+        let told = n.on_tick(back + STATE_DIR_UP_AFTER);
+        assert!(
+            matches!(told, Some(Notice::StateDirWritable { .. })),
+            "{told:?}"
         );
+        assert_eq!(n.on_tick(back + STATE_DIR_UP_AFTER * 2), None);
+        assert_eq!(n.on_event(&up, back + STATE_DIR_UP_AFTER * 2), None);
     }
 
     #[test]
