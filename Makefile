@@ -1,7 +1,7 @@
 # postflow: common tasks. `make test` is what CI runs (through .ci/run).
 CARGO ?= cargo
 
-.PHONY: build release dist check-macos test test-browser screenshots lint run clean bench demo soak soak-ci
+.PHONY: build release dist check-macos test test-durability test-browser screenshots lint run clean bench demo soak soak-ci
 
 # Everything on this machine: the Frame.io simulator, the cloudflared stand-in and postflow,
 # with generated media dropped into demo/inbox. Prints the dashboard URL; Ctrl-C stops it.
@@ -29,6 +29,14 @@ check-macos:
 
 test:
 	$(CARGO) test --workspace
+
+# The state dir full, freed and read-only under a running postflow (tests/durability.rs): a
+# tmpfs in a private mount namespace, so root and unshare are needed. Fails, never skips,
+# where they are missing: these tests must not count as passed without running.
+test-durability:
+	@if [ "$$(id -u)" != 0 ]; then echo "test-durability: needs root (mounts a tmpfs)" >&2; exit 1; fi
+	@unshare --mount --propagation private true || { echo "test-durability: unshare --mount does not work here" >&2; exit 1; }
+	$(CARGO) test --test durability -- --ignored
 
 # Headless Chromium loads the page while a job runs (installs chromium when missing); its
 # screenshot goes to target/tmp/browser-test.png, never into the tree.

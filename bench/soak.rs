@@ -10,13 +10,16 @@
 //! - the cloudflared stand-in (quick tunnel) crashes twice (`crash-after`);
 //! - postflow is `kill -9`ed three times; a "cron" starts `postflow run` every 3 s whatever
 //!   runs (the lock turns the extra starts away).
+//! - with `--disk-full` (root: a mount namespace), the state dir is a 16 MB tmpfs that is
+//!   filled and freed twice during the drops (one kill -9 falls while it is full): every file
+//!   must still arrive once, and `/health` must say 503 while it is full.
 //!
 //! Prints one summary line and exits non-zero if anything is wrong (a file missing, twice,
 //! with other bytes; a job failed; a descriptor leak; a stand-in left running).
 //!
 //! `cargo build --workspace --bins [--release]` first (the Makefile does), then
 //! `cargo run [--release] --example soak -- [--files N] [--max-mb M] [--drop-secs S]
-//! [--timeout-secs T] [--dir D] [--seed X]`.
+//! [--timeout-secs T] [--dir D] [--seed X] [--disk-full]`.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -47,6 +50,7 @@ struct Args {
     timeout: Duration,
     dir: PathBuf,
     seed: u64,
+    disk_full: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -60,9 +64,14 @@ fn parse_args() -> Result<Args, String> {
         seed: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64),
+        disk_full: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--disk-full" {
+            a.disk_full = true;
+            continue;
+        }
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         let num = |v: String| {
             v.parse::<f64>()
@@ -341,6 +350,32 @@ fn soak(args: &Args) -> Result<bool, String> {
         let _ = std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o600));
     }
 
+    // --disk-full: the state dir on a tmpfs of its own, in a mount namespace held by a sleeping
+    // process; postflow is started in it with nsenter, and filled and freed from here through
+    // the holder's root link (which resolves paths in its namespace).
+    let holder = if args.disk_full {
+        Some(StateMount::new(&state)?)
+    } else {
+        None
+    };
+    let state_view = holder.as_ref().map_or(state.clone(), |h| h.view.clone());
+    let full_windows: Vec<(Duration, Duration)> = if args.disk_full {
+        [(0.25, 0.45), (0.60, 0.80)]
+            .iter()
+            .map(|&(a, b)| {
+                (
+                    Duration::from_secs_f64(args.drop_secs * a),
+                    Duration::from_secs_f64(args.drop_secs * b),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut full_now: Option<usize> = None;
+    let mut fills = 0usize;
+    let mut said_503 = vec![false; full_windows.len()];
+
     eprintln!(
         "soak: {} files up to {} over {:.0} s, seed {}, in {}",
         args.files,
@@ -443,7 +478,7 @@ fn soak(args: &Args) -> Result<bool, String> {
         .map(|k| Duration::from_secs_f64(args.drop_secs * k as f64 / (KILLS + 1) as f64))
         .collect();
     let lock_pid = || -> Option<u32> {
-        std::fs::read_to_string(state.join("lock"))
+        std::fs::read_to_string(state_view.join("lock"))
             .ok()?
             .trim()
             .parse()
@@ -455,7 +490,16 @@ fn soak(args: &Args) -> Result<bool, String> {
             .append(true)
             .open(&log_path)
             .map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(&postflow);
+        let mut cmd = match &holder {
+            Some(h) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--target={}", h.pid()))
+                    .args(["--mount", "--"])
+                    .arg(&postflow);
+                c
+            }
+            None => Command::new(&postflow),
+        };
         cmd.arg("run")
             .arg(&config_path)
             .current_dir(dir)
@@ -552,6 +596,37 @@ fn soak(args: &Args) -> Result<bool, String> {
                 );
                 if let (Some(a), Some(b)) = (inst.first, inst.last) {
                     instances.push((a.0, a.1, b.0, b.1));
+                }
+            }
+        }
+
+        // --disk-full: fill and free the state dir on schedule; /health must say 503 meanwhile.
+        if let Some(h) = &holder {
+            let window = full_windows
+                .iter()
+                .position(|&(from, to)| elapsed >= from && elapsed < to);
+            if window != full_now {
+                match window {
+                    Some(_) => {
+                        h.fill()?;
+                        fills += 1;
+                    }
+                    None => h.free()?,
+                }
+                eprintln!(
+                    "soak: {:>5.0} s  state dir {}",
+                    elapsed.as_secs_f64(),
+                    if window.is_some() { "filled" } else { "freed" }
+                );
+                full_now = window;
+            }
+            if let Some(w) = full_now {
+                let health = agent
+                    .get(&format!("http://127.0.0.1:{dash}/health"))
+                    .call()
+                    .map(|r| r.status().as_u16());
+                if health.is_ok_and(|code| code == 503) {
+                    said_503[w] = true;
                 }
             }
         }
@@ -758,9 +833,31 @@ fn soak(args: &Args) -> Result<bool, String> {
         Some(s) => problems.push(format!("the last postflow did not stop cleanly: {s}")),
         None => {}
     }
+    if args.disk_full {
+        if fills < full_windows.len() {
+            problems.push(format!(
+                "the state dir was filled {fills} times, not {}",
+                full_windows.len()
+            ));
+        }
+        for (w, said) in said_503.iter().enumerate() {
+            if !said {
+                problems.push(format!(
+                    "/health never said 503 while full (window {})",
+                    w + 1
+                ));
+            }
+        }
+    }
+    // Under --disk-full, saying that the state dir cannot be written is the point.
+    let expected_error = |l: &str| {
+        args.disk_full
+            && (l.contains("state dir cannot be written")
+                || l.contains("cannot save Frame.io tokens"))
+    };
     for line in log
         .lines()
-        .filter(|l| l.contains(" ERROR ") || l.contains("panicked"))
+        .filter(|l| (l.contains(" ERROR ") && !expected_error(l)) || l.contains("panicked"))
     {
         if problems.len() < 40 {
             problems.push(format!("log: {line}"));
@@ -780,7 +877,8 @@ fn soak(args: &Args) -> Result<bool, String> {
         ));
         sigterm(*pid);
     }
-    let ledger = std::fs::metadata(state.join("jobs")).map_or(0, |m| m.len());
+    let ledger = std::fs::metadata(state_view.join("jobs")).map_or(0, |m| m.len());
+    drop(holder);
     let info_lines = log.lines().filter(|l| l.contains(" INFO ")).count();
     // Calls answered "endpoint status": 5xx and 429 seen by postflow.
     let counters = sim.counters();
@@ -824,13 +922,94 @@ fn soak(args: &Args) -> Result<bool, String> {
         "soak: files {}, arrived once {once}, duplicates {dups}, missing {missing}, checksum \
          mismatches {mismatches}, wall {:.0} s, peak RSS {} | last instance {flat}; kill -9 \
          {kills}, tunnel crashes {crashes}, cron starts {starts}, 5xx {n5xx}, 429 {n429}, token \
-         refreshes {refreshes}, unfinished copies {leftovers}, ledger {} KB, {:.1} INFO lines/file: {}",
+         refreshes {refreshes}, unfinished copies {leftovers}, ledger {} KB, {:.1} INFO lines/file{}: {}",
         args.files,
         wall.as_secs_f64(),
         mb(peak_rss),
         ledger / 1024,
         info_lines as f64 / args.files as f64,
+        if args.disk_full {
+            format!(
+                ", state dir filled {fills} times, /health 503 while full {}/{}",
+                said_503.iter().filter(|s| **s).count(),
+                said_503.len()
+            )
+        } else {
+            String::new()
+        },
         if ok { "OK" } else { "FAILED" }
     );
     Ok(ok)
+}
+
+/// The state dir on a tmpfs in a private mount namespace (`--disk-full`), held by a sleeping
+/// process; ended when dropped.
+struct StateMount {
+    holder: Child,
+    /// The state dir as seen from here: through the holder's root link.
+    view: PathBuf,
+}
+
+impl StateMount {
+    fn new(state: &Path) -> Result<StateMount, String> {
+        use std::io::BufRead;
+        let script = r#"set -e
+            cp -a "$STATE" "$STATE.seed"
+            mount -t tmpfs -o "size=16m,mode=0700" postflow-state "$STATE"
+            cp -a "$STATE.seed/." "$STATE/"
+            echo ready
+            exec sleep 100000"#;
+        let mut holder = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", script])
+            .env("STATE", state)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("--disk-full needs unshare (util-linux): {e}"))?;
+        let mut line = String::new();
+        let out = holder.stdout.take().ok_or("no stdout from unshare")?;
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+        if line.trim() != "ready" {
+            let _ = holder.kill();
+            let _ = holder.wait();
+            return Err(
+                "--disk-full: cannot mount a tmpfs in a mount namespace (run as root)".into(),
+            );
+        }
+        let rel = state
+            .strip_prefix("/")
+            .map_err(|_| "the soak dir must be absolute")?;
+        let view = Path::new(&format!("/proc/{}/root", holder.id())).join(rel);
+        Ok(StateMount { holder, view })
+    }
+
+    fn pid(&self) -> u32 {
+        self.holder.id()
+    }
+
+    /// Writes a filler until the tmpfs refuses.
+    fn fill(&self) -> Result<(), String> {
+        let path = self.view.join("filler");
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        while f.write_all(&chunk[..4096]).is_ok() {}
+        Ok(())
+    }
+
+    fn free(&self) -> Result<(), String> {
+        let path = self.view.join("filler");
+        std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+impl Drop for StateMount {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
 }

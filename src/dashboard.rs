@@ -151,7 +151,20 @@ impl Ctx {
             .lock()
             .map(|d| d.clone())
             .unwrap_or_default();
-        let writable = self.state_dir.is_writable();
+        // Unwritable when a probe write fails now, or when the queue holds changes the ledger
+        // could not record (its `state_dir` component is down: the reason it got).
+        let unwritable = match self.state_dir.probe_writable() {
+            Err(e) => Some(format!(
+                "cannot be written: {}: {e}",
+                self.state_dir.path().display()
+            )),
+            Ok(()) => self
+                .model()
+                .components
+                .get("state_dir")
+                .filter(|c| c.state == ComponentState::Down)
+                .map(|c| c.detail.clone()),
+        };
         // Asked, not taken from the model: the token owner is the truth, and its very first
         // state (no tokens yet) is never an event.
         let needs_login = self.login.as_ref().is_some_and(|l| !l.status().logged_in);
@@ -163,17 +176,24 @@ impl Ctx {
         let mut components = m.components_json(SystemTime::now());
         drop(m);
         if let Value::Object(c) = &mut components {
+            let detail = unwritable
+                .clone()
+                .unwrap_or_else(|| self.state_dir.path().display().to_string());
             c.insert(
                 "state_dir".into(),
-                json!({"state": if writable { "up" } else { "down" },
-                       "detail": self.state_dir.path().display().to_string()}),
+                json!({"state": if unwritable.is_some() { "down" } else { "up" },
+                       "detail": detail,
+                       "path": self.state_dir.path().display().to_string()}),
             );
         }
-        let broken = !dead.is_empty() || !writable;
+        let broken = !dead.is_empty() || unwritable.is_some();
         let status = if broken || degraded { "degraded" } else { "ok" };
         let mut body = json!({ "status": status, "components": components });
         if !dead.is_empty() {
             body["dead_threads"] = json!(dead);
+        }
+        if let Some(reason) = unwritable {
+            body["reason"] = json!(format!("state dir {reason}"));
         }
         (if broken { 503 } else { 200 }, body)
     }
@@ -196,6 +216,8 @@ pub fn stats_json(stats: Option<&QueueStats>) -> Value {
         "waiting_for_auth": s.waiting_for_auth,
         "in_flight": s.in_flight,
         "watched_files": s.watched_files,
+        "unrecorded": s.unrecorded,
+        "ledger_error": s.ledger_error,
     })
 }
 

@@ -14,6 +14,13 @@
 //! rather than making the program refuse to start. When the journal holds many superseded records it is compacted:
 //! the current jobs are written to `jobs.tmp`, fsynced, and renamed over `jobs` (atomic on the
 //! same file system); a crash during compaction leaves either the old or the new journal.
+//!
+//! The journal is closed while it is renamed over: Windows (and FAT, exFAT, some SMB shares)
+//! refuse to replace a file that is open. A compaction that fails (that, or a full disk) never
+//! fails the write that asked for it: the journal it would have replaced is still whole, a
+//! warning says why once, and compaction is tried again some records later. A write that
+//! fails leaves nothing behind: the journal is cut back to its last whole record before the
+//! next write goes on.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -182,13 +189,27 @@ pub struct OpenReport {
 
 pub struct Ledger {
     path: PathBuf,
-    file: File,
+    /// The journal, open for appending at `len`. `None` after a compaction could not open it
+    /// again: the next write opens it.
+    file: Option<File>,
     /// Length of the journal: whole records only.
     len: u64,
+    /// A write failed and the journal may hold part of it past `len`: cut before writing on.
+    torn: bool,
     records: usize,
     jobs: BTreeMap<u64, Job>,
     next_id: u64,
+    /// No compaction before the journal holds this many records (raised after one fails).
+    compact_after: usize,
+    /// A failed compaction was reported; said again only after one succeeds.
+    compaction_warned: bool,
+    /// Tests of what uses the ledger: every write fails with this, as on a full disk.
+    #[cfg(test)]
+    fail_writes: Option<io::ErrorKind>,
 }
+
+/// Records written between a failed compaction and the next try.
+const COMPACTION_RETRY_RECORDS: usize = 1024;
 
 impl Ledger {
     /// Opens (or creates) the journal at `path`, replaying it.
@@ -265,18 +286,21 @@ impl Ledger {
         }
         report.jobs = jobs.len();
         let next_id = jobs.keys().next_back().map_or(1, |id| id + 1);
+        file.seek(SeekFrom::Start(good_end))?;
         let mut ledger = Ledger {
             path: path.to_path_buf(),
-            file,
+            file: Some(file),
             len: good_end,
+            torn: false,
             records: report.records + report.damaged,
             jobs,
             next_id,
+            compact_after: 0,
+            compaction_warned: false,
+            #[cfg(test)]
+            fail_writes: None,
         };
-        ledger.file.seek(SeekFrom::Start(good_end))?;
-        if ledger.wants_compaction() {
-            ledger.compact()?;
-        }
+        ledger.maybe_compact();
         Ok((ledger, report))
     }
 
@@ -300,7 +324,8 @@ impl Ledger {
     }
 
     /// Records the given jobs' current state durably (one write, one fsync). Only after this
-    /// returns may anyone else hear about the change.
+    /// returns may anyone else hear about the change. On `Err` nothing was recorded: the
+    /// journal and this ledger are as they were, and the same jobs can be written again.
     pub fn write(&mut self, jobs: &[Job]) -> io::Result<()> {
         if jobs.is_empty() {
             return Ok(());
@@ -312,58 +337,127 @@ impl Ledger {
         for job in jobs {
             encode(job, &mut buf)?;
         }
-        let result = self
-            .file
-            .write_all(&buf)
-            .and_then(|()| self.file.sync_data());
+        #[cfg(test)]
+        if let Some(kind) = self.fail_writes {
+            return Err(io::Error::new(kind, "simulated for a test"));
+        }
+        let len = self.len;
+        let torn = self.torn;
+        let file = self.journal()?;
+        let result = (|| {
+            if torn {
+                // A failed write may have left part of itself: a later write must not glue
+                // a good record onto it.
+                file.set_len(len)?;
+                file.seek(SeekFrom::Start(len))?;
+            }
+            file.write_all(&buf)?;
+            file.sync_data()
+        })();
         if let Err(e) = result {
-            // Put the journal back to its last whole record, so a later write cannot glue a
-            // good record onto a half-written one.
-            let _ = self.file.set_len(self.len);
-            let _ = self.file.seek(SeekFrom::Start(self.len));
+            // Cut back now if we can; if not, before the next write.
+            let cut = file
+                .set_len(len)
+                .and_then(|()| file.seek(SeekFrom::Start(len)).map(drop));
+            self.torn = cut.is_err();
             return Err(e);
         }
+        self.torn = false;
         self.len += buf.len() as u64;
         self.records += jobs.len();
         for job in jobs {
             self.next_id = self.next_id.max(job.id + 1);
             self.jobs.insert(job.id, job.clone());
         }
-        if self.wants_compaction() {
-            self.compact()?;
-        }
+        // The batch is on disk: whatever compaction does, this write succeeded.
+        self.maybe_compact();
         Ok(())
     }
 
-    fn wants_compaction(&self) -> bool {
-        self.records > 2 * self.jobs.len() + 1024
+    /// The open journal, opened again (at its last whole record) when a compaction left it
+    /// closed.
+    fn journal(&mut self) -> io::Result<&mut File> {
+        let file = match self.file.take() {
+            Some(file) => file,
+            None => {
+                let mut file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+                file.seek(SeekFrom::Start(self.len))?;
+                file
+            }
+        };
+        Ok(self.file.insert(file))
     }
 
-    /// Rewrites the journal with one record per job (write temp, fsync, rename, fsync dir).
+    fn wants_compaction(&self) -> bool {
+        self.records > 2 * self.jobs.len() + 1024 && self.records >= self.compact_after
+    }
+
+    /// Compacts when the journal has grown enough; a failure is a warning (once), and the next
+    /// try waits for [`COMPACTION_RETRY_RECORDS`] more records.
+    fn maybe_compact(&mut self) {
+        if !self.wants_compaction() {
+            return;
+        }
+        match self.compact() {
+            Ok(()) => self.compaction_warned = false,
+            Err(e) => {
+                if !self.compaction_warned {
+                    log::warn!(
+                        "ledger {}: cannot compact the journal ({e}); it stays as it is, valid, \
+                         and compaction is tried again later",
+                        self.path.display()
+                    );
+                    self.compaction_warned = true;
+                }
+                self.compact_after = self.records + COMPACTION_RETRY_RECORDS;
+            }
+        }
+    }
+
+    /// Rewrites the journal with one record per job (write temp, fsync, close the journal,
+    /// rename, fsync dir, open again). On `Err` the journal at `path` is the old one, whole.
     pub fn compact(&mut self) -> io::Result<()> {
         let tmp = tmp_path(&self.path);
         let mut buf = Vec::with_capacity(self.jobs.len() * 256);
         for job in self.jobs.values() {
             encode(job, &mut buf)?;
         }
-        {
-            let mut out = File::create(&tmp)?;
+        let written = File::create(&tmp).and_then(|mut out| {
             out.write_all(&buf)?;
-            out.sync_all()?;
+            out.sync_all()
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        std::fs::rename(&tmp, &self.path)?;
+        // Closed before the rename: Windows will not replace a file that is open.
+        self.file = None;
+        if let Err(e) = std::fs::rename(&tmp, &self.path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         sync_dir(&self.path);
-        let mut file = OpenOptions::new().read(true).write(true).open(&self.path)?;
-        file.seek(SeekFrom::End(0))?;
-        self.file = file;
         self.len = buf.len() as u64;
+        self.torn = false;
         self.records = self.jobs.len();
+        self.compact_after = 0;
+        // Opened again here; if that fails, the next write tries (the new journal is whole).
+        self.journal()?;
         Ok(())
+    }
+
+    /// From now on every write fails with `kind` (`None`: writes work again).
+    #[cfg(test)]
+    pub fn fail_writes(&mut self, kind: Option<io::ErrorKind>) {
+        self.fail_writes = kind;
     }
 
     /// Makes sure everything written is on disk (writes already fsync; this is for shutdown).
     pub fn flush(&mut self) -> io::Result<()> {
-        self.file.sync_all()
+        match &self.file {
+            Some(file) => file.sync_all(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -669,6 +763,44 @@ mod tests {
         assert_eq!(l.get(1).unwrap().state, JobState::Done);
         assert_eq!(l.get(2).unwrap().state, JobState::Processing);
         assert!(report.records < 1100);
+    }
+
+    #[test]
+    fn a_compaction_that_fails_never_fails_a_write_and_is_tried_again_later() {
+        let dir = TempDir::new();
+        let path = dir.0.join("jobs");
+        let (mut l, _) = Ledger::open(&path).unwrap();
+        // Where compaction writes its temp file, a directory: every compaction fails (as a
+        // rename over an open journal does on Windows, or a full disk).
+        std::fs::create_dir(dir.0.join("jobs.tmp")).unwrap();
+        let round = |l: &mut Ledger, n: usize| {
+            for i in 0..n {
+                let state = [JobState::Uploading, JobState::Processing][i % 2];
+                l.write(&[job(1, state), job(2, state)])
+                    .expect("a write whose batch is on disk succeeds");
+            }
+        };
+        round(&mut l, 600);
+        let grown = std::fs::metadata(&path).unwrap().len();
+        assert!(grown > 200 * 1024, "no compaction could run, size {grown}");
+        l.write(&[job(3, JobState::Queued)]).unwrap();
+        // (Read from a copy: opening clears what a compaction left, here the obstacle.)
+        std::fs::copy(&path, dir.0.join("copy")).unwrap();
+        let (reopened, report) = Ledger::open(&dir.0.join("copy")).unwrap();
+        assert_eq!(report.dropped_bytes, 0, "the journal stayed whole");
+        assert_eq!(reopened.get(3).unwrap().state, JobState::Queued);
+        drop(reopened);
+
+        // The obstacle gone, a later write compacts.
+        std::fs::remove_dir(dir.0.join("jobs.tmp")).unwrap();
+        round(&mut l, 600);
+        l.write(&[job(1, JobState::Done)]).unwrap();
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size < 200 * 1024, "compaction ran again, size {size}");
+        drop(l);
+        let (l, _) = Ledger::open(&path).unwrap();
+        assert_eq!(l.get(1).unwrap().state, JobState::Done);
+        assert_eq!(l.get(3).unwrap().state, JobState::Queued);
     }
 
     #[test]

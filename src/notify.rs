@@ -21,6 +21,10 @@ use crate::timefmt::rfc3339;
 
 /// The tunnel must be down this long before anyone is told.
 pub const TUNNEL_DOWN_AFTER: Duration = Duration::from_secs(5 * 60);
+/// The state dir must stay writable this long before its recovery is told: near full, space
+/// comes and goes (a file removed here, a record written there), and one outage is one pair of
+/// notices, not one per flicker.
+pub const STATE_DIR_UP_AFTER: Duration = Duration::from_secs(30);
 /// Hub events waiting for the notifier.
 const HUB_QUEUE: usize = 4096;
 /// Notices waiting to be sent.
@@ -47,6 +51,15 @@ pub enum Notice {
         since: SystemTime,
         detail: String,
     },
+    /// The state dir cannot be written (full, read-only, failing): uploads are paused, what
+    /// is seen is kept in memory. Said once per outage.
+    StateDirUnwritable {
+        detail: String,
+    },
+    /// It can be written again: everything kept was recorded, uploads go on.
+    StateDirWritable {
+        detail: String,
+    },
 }
 
 /// Decides which events become notices.
@@ -57,6 +70,10 @@ pub struct Notices {
     tunnel_down: Option<(Instant, SystemTime, String)>,
     tunnel_told: bool,
     auth_down: bool,
+    /// An unwritable state dir was told, its recovery not yet.
+    state_dir_told: bool,
+    /// Writable again since then (and the detail), while `state_dir_told`.
+    state_dir_up: Option<(Instant, String)>,
 }
 
 impl Notices {
@@ -67,10 +84,18 @@ impl Notices {
             tunnel_down: None,
             tunnel_told: false,
             auth_down: false,
+            state_dir_told: false,
+            state_dir_up: None,
         }
     }
 
     pub fn on_event(&mut self, event: &Event, now: Instant) -> Option<Notice> {
+        // Checked on events too: a busy hub may leave no quiet moment for `on_tick`.
+        self.event_notice(event, now)
+            .or_else(|| self.state_dir_recovered(now))
+    }
+
+    fn event_notice(&mut self, event: &Event, now: Instant) -> Option<Notice> {
         match event {
             Event::JobChanged(job) => match job.state {
                 JobState::Uploading => {
@@ -115,6 +140,23 @@ impl Notices {
                 notice
             }
             Event::Component {
+                name: "state_dir",
+                state,
+                detail,
+            } => {
+                if *state == ComponentState::Down {
+                    self.state_dir_up = None;
+                    if !std::mem::replace(&mut self.state_dir_told, true) {
+                        return Some(Notice::StateDirUnwritable {
+                            detail: detail.clone(),
+                        });
+                    }
+                } else if self.state_dir_told && self.state_dir_up.is_none() {
+                    self.state_dir_up = Some((now, detail.clone()));
+                }
+                None
+            }
+            Event::Component {
                 name: "tunnel",
                 state,
                 detail,
@@ -137,8 +179,23 @@ impl Notices {
         }
     }
 
-    /// Called now and then: the tunnel-down notice once it has been down long enough.
+    /// The state dir's recovery, once it has lasted [`STATE_DIR_UP_AFTER`].
+    fn state_dir_recovered(&mut self, now: Instant) -> Option<Notice> {
+        let (since, _) = self.state_dir_up.as_ref()?;
+        if now.duration_since(*since) < STATE_DIR_UP_AFTER {
+            return None;
+        }
+        let (_, detail) = self.state_dir_up.take()?;
+        self.state_dir_told = false;
+        Some(Notice::StateDirWritable { detail })
+    }
+
+    /// Called now and then: the tunnel-down notice once it has been down long enough, and
+    /// the state dir's recovery once it has lasted.
     pub fn on_tick(&mut self, now: Instant) -> Option<Notice> {
+        if let Some(notice) = self.state_dir_recovered(now) {
+            return Some(notice);
+        }
         let (since, wall, detail) = self.tunnel_down.as_ref()?;
         if self.tunnel_told || now.duration_since(*since) < self.tunnel_down_after {
             return None;
@@ -158,6 +215,8 @@ impl Notice {
             Notice::UploadFailed { .. } => "upload_failed",
             Notice::NeedsLogin { .. } => "needs_login",
             Notice::TunnelDown { .. } => "tunnel_down",
+            Notice::StateDirUnwritable { .. } => "state_dir_unwritable",
+            Notice::StateDirWritable { .. } => "state_dir_writable",
         }
     }
 
@@ -197,6 +256,14 @@ impl Notice {
                 "The Cloudflare tunnel has been down for more than 5 minutes ({detail}); \
                  uploads fall back to local upload or wait"
             ),
+            Notice::StateDirUnwritable { detail } => format!(
+                "postflow's state dir {detail}. Uploads are paused; files seen meanwhile are \
+                 kept and uploaded once it can be written again (free space, or make it writable)"
+            ),
+            Notice::StateDirWritable { detail } => format!(
+                "postflow's state dir {detail} can be written again: everything seen meanwhile \
+                 is recorded, uploads go on"
+            ),
         }
     }
 
@@ -235,6 +302,10 @@ impl Notice {
             Notice::TunnelDown { since, detail } => {
                 v["detail"] = json!(detail);
                 v["since"] = json!(rfc3339(*since));
+            }
+            Notice::StateDirUnwritable { detail } | Notice::StateDirWritable { detail } => {
+                v["detail"] = json!(detail);
+                v["time"] = json!(rfc3339(SystemTime::now()));
             }
         }
         v
@@ -469,6 +540,44 @@ mod tests {
         assert!(n.on_event(&needs, t).is_none());
         assert!(n.on_event(&connected, t).is_none());
         assert!(n.on_event(&needs, t).is_some());
+    }
+
+    #[test]
+    fn an_unwritable_state_dir_is_said_once_and_its_recovery_once_it_lasts() {
+        let mut n = Notices::new(TUNNEL_DOWN_AFTER);
+        let t = Instant::now();
+        let state_dir = |state, detail: &str| Event::Component {
+            name: "state_dir",
+            state,
+            detail: detail.into(),
+        };
+        let full = "cannot be written: /srv/state/jobs: No space left on device (os error 28)";
+        let told = n.on_event(&state_dir(ComponentState::Down, full), t);
+        let Some(notice @ Notice::StateDirUnwritable { .. }) = told else {
+            panic!("the outage is told: {told:?}");
+        };
+        assert!(notice.text().contains("No space left on device"));
+        assert!(notice.text().contains("Uploads are paused"));
+        // Another reason during the same outage (it went read-only too): still one notice.
+        let ro = "cannot be written: /srv/state/jobs: Read-only file system (os error 30)";
+        assert_eq!(n.on_event(&state_dir(ComponentState::Down, ro), t), None);
+        // Near full, space flickers: writable for a moment, then full again. Not told.
+        let up = state_dir(ComponentState::Up, "/srv/state");
+        assert_eq!(n.on_event(&up, t), None);
+        assert_eq!(n.on_tick(t + Duration::from_secs(5)), None);
+        let again = state_dir(ComponentState::Down, full);
+        assert_eq!(n.on_event(&again, t + Duration::from_secs(6)), None);
+        // Writable for good: told once, when it has lasted.
+        let back = t + Duration::from_secs(10);
+        assert_eq!(n.on_event(&up, back), None);
+        assert_eq!(n.on_tick(back + STATE_DIR_UP_AFTER / 2), None);
+        let told = n.on_tick(back + STATE_DIR_UP_AFTER);
+        assert!(
+            matches!(told, Some(Notice::StateDirWritable { .. })),
+            "{told:?}"
+        );
+        assert_eq!(n.on_tick(back + STATE_DIR_UP_AFTER * 2), None);
+        assert_eq!(n.on_event(&up, back + STATE_DIR_UP_AFTER * 2), None);
     }
 
     #[test]

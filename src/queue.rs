@@ -44,6 +44,21 @@
 //!   turn ([`crate::stack::Tracker`]) and records what it reports ([`QueueMsg::Stacked`]).
 //!   `RetryStack` retries only a failed stacking.
 //!
+//! # When the ledger cannot be written
+//!
+//! A change that cannot be recorded (a full disk, a read-only or failing state dir) is never
+//! dropped: the queue keeps the newest state of each job it could not record, builds on it
+//! (so a file seen twice is still one job), and writes all of it in one batch, again and
+//! again with backoff ([`UNRECORDED_RETRY`] doubling to [`UNRECORDED_RETRY_MAX`]) and with
+//! every new change, until the write succeeds. Until then nothing that depends on it goes
+//! ahead: nothing is published on the hub, no job is handed out (uploads pause; attempts are
+//! not counted, since none start), and a worker's [`QueueMsg::Creating`] is answered only once
+//! the record is on disk, so no Frame.io create goes out that the ledger would not know. The
+//! `state_dir` component says `down` with the reason and the path (the page's banner,
+//! `/health`'s 503, one notification), and `up` again once everything is recorded. While
+//! nothing is written, the state dir is probed every [`PROBE_EVERY`] (a small file written and
+//! removed), so a full disk is said before a change meets it.
+//!
 //! On start, jobs a crash left `uploading` go back to `queued`, keeping their `file_id` and
 //! attempt count: the upload worker sees the `file_id` and adopts or resumes the Frame.io file
 //! instead of creating a second one. Jobs left `processing` ([`watched_at_start`]) stay so:
@@ -58,7 +73,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Select, Sender};
 
 use crate::config::Config;
-use crate::events::{Event, Hub};
+use crate::events::{ComponentState, Event, Hub};
 use crate::layout::{Destination, Layout};
 use crate::ledger::{Job, JobState, Ledger, StackState};
 use crate::stack::{self, StackTask, StackUpdate, Tracker};
@@ -74,6 +89,13 @@ pub const BASE_DELAY: Duration = Duration::from_secs(5);
 /// every 30 s at most: 150 jobs), so it binds only when Frame.io has stopped finishing
 /// uploads; then new uploads wait instead of piling up more of them.
 pub const MAX_PROCESSING: usize = 1000;
+/// First wait before writing unrecorded changes again; doubles per failure.
+pub const UNRECORDED_RETRY: Duration = Duration::from_millis(500);
+/// The longest wait between two tries to write unrecorded changes.
+pub const UNRECORDED_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How often the state dir is probed while nothing is written to it (so that a full disk is
+/// said before a change is lost to it, even when idle).
+pub const PROBE_EVERY: Duration = Duration::from_secs(10);
 
 /// Whether a job the ledger has as `processing` at start is watched again (its bytes are all
 /// in Frame.io) rather than queued. A `processing` record without `all_in_ms` was written by
@@ -212,6 +234,10 @@ pub struct QueueStats {
     pub in_flight: usize,
     /// Files found by the last full rescan (`None` before the first one ends).
     pub watched_files: Option<usize>,
+    /// Job changes kept in memory because the ledger could not record them yet.
+    pub unrecorded: usize,
+    /// Why the ledger cannot be written, while it cannot ("<path>: <error>").
+    pub ledger_error: Option<String>,
 }
 
 /// What the queue needs from the config.
@@ -281,6 +307,7 @@ pub fn run_queue(
     let mut workers_gone = false;
     loop {
         let now = now_ms();
+        queue.tick(now);
         let offer = if workers_gone {
             None
         } else {
@@ -290,10 +317,11 @@ pub fn run_queue(
         let from_inbox = sel.recv(&inbox);
         let from_stop = sel.recv(&stop);
         let to_worker = offer.as_ref().map(|_| sel.send(&jobs_out));
-        // Wake for the next retry that comes due (an hour is "nothing to wait for").
-        let timeout = queue.next_wake().map_or(Duration::from_secs(3600), |t| {
-            Duration::from_millis(t.saturating_sub(now))
-        });
+        // Wake for the next retry that comes due, or the state dir's turn.
+        let wake = queue
+            .next_wake()
+            .map_or(queue.next_tick(), |t| t.min(queue.next_tick()));
+        let timeout = Duration::from_millis(wake.saturating_sub(now));
         let Ok(oper) = sel.select_timeout(timeout) else {
             continue;
         };
@@ -350,6 +378,22 @@ pub struct Queue {
     /// Versions to stack, and whose turn it is.
     stacks: Tracker,
     rng: u64,
+    /// The newest state of each job the ledger could not record yet (see the module doc).
+    unrecorded: BTreeMap<u64, Job>,
+    /// Workers waiting to send a create call until `unrecorded` is on disk.
+    creates_waiting: Vec<Sender<bool>>,
+    /// Set while the ledger cannot be written.
+    outage: Option<Outage>,
+    /// When to probe the state dir next (while there is no outage).
+    next_probe: u64,
+}
+
+/// The ledger cannot be written: why, and when to try again.
+struct Outage {
+    reason: String,
+    kind: std::io::ErrorKind,
+    failures: u32,
+    retry_at: u64,
 }
 
 /// Changes made while handling one message, written together.
@@ -385,6 +429,10 @@ impl Queue {
             only,
             stacks,
             rng: seed | 1,
+            unrecorded: BTreeMap::new(),
+            creates_waiting: Vec::new(),
+            outage: None,
+            next_probe: now,
         };
         let mut interrupted = Vec::new();
         let jobs: Vec<Job> = queue.ledger.jobs().values().cloned().collect();
@@ -458,9 +506,7 @@ impl Queue {
             QueueMsg::RetryStack { id, reply } => {
                 let _ = reply.send(self.retry_stack(id, now));
             }
-            QueueMsg::Creating { id, written } => {
-                let _ = written.send(self.creating(id, now));
-            }
+            QueueMsg::Creating { id, written } => self.creating(id, written, now),
         }
     }
 
@@ -478,6 +524,7 @@ impl Queue {
         }
         if self.paused
             || self.auth_held
+            || !self.unrecorded.is_empty()
             || self.out.len() >= self.settings.concurrency
             || self.watching.len() >= self.settings.max_processing
         {
@@ -501,6 +548,36 @@ impl Queue {
         self.timed.first().map(|&(due, _)| due)
     }
 
+    /// When the state dir's next turn is (see [`Queue::tick`]).
+    pub fn next_tick(&self) -> u64 {
+        self.outage.as_ref().map_or(self.next_probe, |o| o.retry_at)
+    }
+
+    /// The state dir's turn: during an outage, the next try (writing what is unrecorded, or a
+    /// probe when nothing is); otherwise the periodic probe.
+    pub fn tick(&mut self, now: u64) {
+        match &self.outage {
+            Some(o) if now >= o.retry_at => {
+                if self.unrecorded.is_empty() {
+                    self.probe(now);
+                } else {
+                    self.record_unrecorded(now);
+                }
+            }
+            None if now >= self.next_probe => self.probe(now),
+            _ => {}
+        }
+    }
+
+    fn probe(&mut self, now: u64) {
+        self.next_probe = now + PROBE_EVERY.as_millis() as u64;
+        let dir = self.ledger.path().parent().unwrap_or(Path::new("."));
+        match crate::statedir::probe_writable(dir) {
+            Ok(()) => self.ledger_up(0),
+            Err(e) => self.ledger_down(e, now),
+        }
+    }
+
     pub fn stats(&self) -> QueueStats {
         let mut counts: BTreeMap<JobState, usize> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
         for job in self.ledger.jobs().values() {
@@ -512,10 +589,21 @@ impl Queue {
             waiting_for_auth: self.auth_held,
             in_flight: self.out.len(),
             watched_files: self.watched_files,
+            unrecorded: self.unrecorded.len(),
+            ledger_error: self.outage.as_ref().map(|o| o.reason.clone()),
         }
     }
 
     fn close(mut self) {
+        if !self.record_unrecorded(now_ms()) {
+            // What the watcher saw is seen again by the next start's rescan; a create that
+            // went out is on disk as `unknown_file` (see `creating`) and found by its search.
+            log::error!(
+                "ledger {}: stopping with {} job change(s) not recorded",
+                self.ledger.path().display(),
+                self.unrecorded.len()
+            );
+        }
         if let Err(e) = self.ledger.flush() {
             log::error!(
                 "ledger {}: final flush failed: {e}",
@@ -545,13 +633,14 @@ impl Queue {
                 FileNews::Vanished { path } => self.vanished(&mut batch, &path, now),
             }
         }
+        let recorded = self.commit(batch.jobs.into_values().collect(), now);
         if baseline > 0 {
             log::info!(
-                "first start: {baseline} file(s) already in the watch folder recorded as baseline, \
-                 not uploaded (set watch.upload_existing to upload them, or retry them on the page)"
+                "first start: {baseline} file(s) already in the watch folder {} as baseline, \
+                 not uploaded (set watch.upload_existing to upload them, or retry them on the page)",
+                if recorded { "recorded" } else { "kept (to be recorded)" }
             );
         }
-        self.commit(batch.jobs.into_values().collect(), now);
     }
 
     /// Records one version of a file; returns whether a job was created or changed.
@@ -579,7 +668,7 @@ impl Queue {
         let prior = batch
             .jobs
             .get(&job.id)
-            .or_else(|| self.ledger.get(job.id))
+            .or_else(|| self.current(job.id))
             .cloned();
         job.size = file.size;
         job.mtime_ns = file.mtime_ns;
@@ -645,7 +734,12 @@ impl Queue {
             .new_paths
             .get(path)
             .or_else(|| self.by_path.get(path))?;
-        batch.jobs.get(id).or_else(|| self.ledger.get(*id))
+        batch.jobs.get(id).or_else(|| self.current(*id))
+    }
+
+    /// A job as the queue knows it: its unrecorded state if it has one, else the ledger's.
+    fn current(&self, id: u64) -> Option<&Job> {
+        self.unrecorded.get(&id).or_else(|| self.ledger.get(id))
     }
 
     fn new_job(&mut self, batch: &mut Batch, file: &FileVersion, now: u64) -> Job {
@@ -691,8 +785,7 @@ impl Queue {
 
     fn retry(&mut self, id: u64, now: u64) -> Result<(), String> {
         let mut job = self
-            .ledger
-            .get(id)
+            .current(id)
             .cloned()
             .ok_or_else(|| format!("no job {id}"))?;
         if !matches!(job.state, JobState::Failed | JobState::Skipped) {
@@ -706,15 +799,25 @@ impl Queue {
         if self.commit(vec![job], now) {
             Ok(())
         } else {
-            Err("cannot write the ledger (see the log)".into())
+            Err(self.not_recorded())
         }
+    }
+
+    /// The answer to a person whose request is kept but not yet recorded.
+    fn not_recorded(&self) -> String {
+        let why = self.outage.as_ref().map_or("", |o| o.reason.as_str());
+        format!("cannot write the ledger ({why}): kept, and done once it can be written")
     }
 
     fn retry_failed(&mut self, now: u64) -> usize {
         let failed: Vec<Job> = self
             .ledger
             .jobs()
-            .values()
+            .keys()
+            .chain(self.unrecorded.keys())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter_map(|&id| self.current(id))
             .filter(|j| j.state == JobState::Failed)
             .cloned()
             .collect();
@@ -756,7 +859,7 @@ impl Queue {
             results.push(result);
         }
         if !self.commit(batch.jobs.into_values().collect(), now) {
-            let err = "cannot write the ledger (see the log)".to_string();
+            let err = self.not_recorded();
             return results.into_iter().map(|_| Err(err.clone())).collect();
         }
         if let Some(only) = &mut self.only {
@@ -829,7 +932,7 @@ impl Queue {
             | AttemptUpdate::Done { id, .. }
             | AttemptUpdate::Failed { id, .. } => *id,
         };
-        let Some(mut job) = self.ledger.get(id).cloned() else {
+        let Some(mut job) = self.current(id).cloned() else {
             log::warn!("an upload worker reported on job {id}, which does not exist");
             return;
         };
@@ -903,18 +1006,28 @@ impl Queue {
         }
     }
 
-    /// Sets `unknown_file` before a create call; whether the ledger has it.
-    fn creating(&mut self, id: u64, now: u64) -> bool {
-        let Some(mut job) = self.ledger.get(id).cloned() else {
+    /// Sets `unknown_file` before a create call, and answers `written` once the ledger has it
+    /// (at once, or when the unrecorded changes are written: the worker waits until then).
+    fn creating(&mut self, id: u64, written: Sender<bool>, now: u64) {
+        let Some(mut job) = self.current(id).cloned() else {
             log::warn!("an upload worker is creating a file for job {id}, which does not exist");
-            return false;
+            let _ = written.send(false);
+            return;
         };
-        if job.unknown_file {
-            return true;
+        let on_disk = self.ledger.get(id).is_some_and(|j| j.unknown_file);
+        if !job.unknown_file {
+            job.unknown_file = true;
+            job.updated_ms = now;
+            if self.commit(vec![job], now) {
+                let _ = written.send(true);
+                return;
+            }
+        } else if on_disk {
+            let _ = written.send(true);
+            return;
         }
-        job.unknown_file = true;
-        job.updated_ms = now;
-        self.commit(vec![job], now)
+        log::info!("job {id}: its Frame.io file is created once the ledger can record it");
+        self.creates_waiting.push(written);
     }
 
     fn failed(&mut self, job: &mut Job, error: String, kind: FailureKind, now: u64) {
@@ -966,7 +1079,7 @@ impl Queue {
     // ---- version stacks ----
 
     fn stacked(&mut self, update: StackUpdate, now: u64) {
-        let Some(mut job) = self.ledger.get(update.id).cloned() else {
+        let Some(mut job) = self.current(update.id).cloned() else {
             log::warn!(
                 "the stacker reported on job {}, which does not exist",
                 update.id
@@ -994,8 +1107,7 @@ impl Queue {
 
     fn retry_stack(&mut self, id: u64, now: u64) -> Result<(), String> {
         let mut job = self
-            .ledger
-            .get(id)
+            .current(id)
             .cloned()
             .ok_or_else(|| format!("no job {id}"))?;
         let stacking = job
@@ -1010,7 +1122,7 @@ impl Queue {
             log::info!("job {id}: stacking it again, as asked");
             Ok(())
         } else {
-            Err("cannot write the ledger (see the log)".into())
+            Err(self.not_recorded())
         }
     }
 
@@ -1042,18 +1154,43 @@ impl Queue {
     // ---- ledger, index and hub ----
 
     /// Ledger first, then the scheduler's indexes, then the hub. `false` if the write failed:
-    /// then nothing changed, and the error is logged.
+    /// then the changes are kept with the others not recorded yet, written with the next try
+    /// (see the module doc), and nobody hears of them before.
     fn commit(&mut self, jobs: Vec<Job>, now: u64) -> bool {
         if jobs.is_empty() {
             return true;
         }
+        for job in jobs {
+            // A new job's path leads to it at once, recorded or not (a file is one job).
+            let latest = self.by_path.entry(job.path.clone()).or_insert(job.id);
+            *latest = (*latest).max(job.id);
+            self.unrecorded.insert(job.id, job);
+        }
+        self.record_unrecorded(now)
+    }
+
+    /// Writes every unrecorded change in one batch; on success publishes them, answers the
+    /// workers waiting to create, and ends an outage. `false` while the ledger cannot be
+    /// written.
+    fn record_unrecorded(&mut self, now: u64) -> bool {
+        if self.unrecorded.is_empty() {
+            return true;
+        }
+        let jobs: Vec<Job> = self.unrecorded.values().cloned().collect();
         if let Err(e) = self.ledger.write(&jobs) {
-            log::error!(
-                "ledger {}: cannot record {} job change(s): {e}",
-                self.ledger.path().display(),
-                jobs.len()
-            );
+            self.ledger_down(e, now);
             return false;
+        }
+        self.unrecorded.clear();
+        if self.outage.is_some() {
+            // The journal took it (an open file may still be written where new files are
+            // refused, as on a read-only bind): the outage ends only when a new file can be
+            // written too, or it would be said to end and begin again at every change.
+            let dir = self.ledger.path().parent().unwrap_or(Path::new("."));
+            match crate::statedir::probe_writable(dir) {
+                Ok(()) => self.ledger_up(jobs.len()),
+                Err(e) => self.ledger_down(e, now),
+            }
         }
         for job in jobs {
             self.index(&job, now);
@@ -1071,8 +1208,58 @@ impl Queue {
             }
             self.hub.publish(Event::JobChanged(job));
         }
+        for written in self.creates_waiting.drain(..) {
+            let _ = written.send(true);
+        }
         self.dispatch_stacks(now);
         true
+    }
+
+    /// A write or a probe failed: the first failure (and a new kind of error) is logged and
+    /// published (the `state_dir` component goes down); each one pushes the next try further,
+    /// up to [`UNRECORDED_RETRY_MAX`].
+    fn ledger_down(&mut self, e: std::io::Error, now: u64) {
+        let reason = format!("{}: {e}", self.ledger.path().display());
+        let failures = self.outage.as_ref().map_or(0, |o| o.failures) + 1;
+        let wait = UNRECORDED_RETRY
+            .checked_mul(1 << failures.saturating_sub(1).min(16))
+            .unwrap_or(UNRECORDED_RETRY_MAX)
+            .min(UNRECORDED_RETRY_MAX);
+        if self.outage.as_ref().map(|o| o.kind) != Some(e.kind()) {
+            log::error!(
+                "state dir cannot be written ({reason}): job changes are kept in memory and \
+                 recorded as soon as it can be written again; uploads are paused until then"
+            );
+            self.hub.publish(Event::Component {
+                name: "state_dir",
+                state: ComponentState::Down,
+                detail: format!("cannot be written: {reason}"),
+            });
+        }
+        self.outage = Some(Outage {
+            reason,
+            kind: e.kind(),
+            failures,
+            retry_at: now + wait.as_millis() as u64,
+        });
+    }
+
+    /// A write or a probe worked: an outage ends (said once, and published).
+    fn ledger_up(&mut self, recorded: usize) {
+        let Some(outage) = self.outage.take() else {
+            return;
+        };
+        log::info!(
+            "state dir {} can be written again: {recorded} job change(s) kept meanwhile are \
+             recorded (after {} failed tries); uploads go on",
+            state_dir_detail(self.ledger.path()),
+            outage.failures
+        );
+        self.hub.publish(Event::Component {
+            name: "state_dir",
+            state: ComponentState::Up,
+            detail: state_dir_detail(self.ledger.path()),
+        });
     }
 
     fn unschedule(&mut self, id: u64) {
@@ -1122,6 +1309,13 @@ enum Target {
     Baseline,
     Waiting(String),
     Queued,
+}
+
+/// The `state_dir` component's detail while it is up: the dir that holds the ledger.
+fn state_dir_detail(ledger: &Path) -> String {
+    ledger
+        .parent()
+        .map_or_else(|| ledger.display().to_string(), |d| d.display().to_string())
 }
 
 fn same_version(job: &Job, file: &FileVersion) -> bool {
@@ -1563,6 +1757,80 @@ mod tests {
             T0,
         );
         assert!(!job(&q, a).unknown_file);
+    }
+
+    #[test]
+    fn changes_the_ledger_cannot_record_are_kept_and_held_back_until_it_can() {
+        let dir = TempDir::new();
+        let (ledger, _) = Ledger::open(&dir.0.join("jobs")).unwrap();
+        let (hub, inbox) = Hub::new();
+        let seen = hub.subscribe(64);
+        std::thread::spawn(move || crate::events::run_hub(inbox));
+        let mut q = Queue::new(ledger, settings(&dir.0, 2, 10), hub, T0);
+        let started = stable(&mut q, "started.mov", T0);
+        assert_eq!(take(&mut q, T0), Some(started));
+
+        q.ledger.fail_writes(Some(std::io::ErrorKind::StorageFull));
+        let baseline = vec![FileNews::Present(file("old.mov", 10))];
+        q.handle(QueueMsg::FilesSeen(baseline), T0);
+        let new = stable(&mut q, "new.mov", T0);
+        // Seen again while still unrecorded: the same job, not a second one.
+        assert_eq!(stable(&mut q, "new.mov", T0 + 1), new);
+        let (tx, created) = crossbeam_channel::bounded(1);
+        q.handle(
+            QueueMsg::Creating {
+                id: started,
+                written: tx,
+            },
+            T0,
+        );
+
+        assert_eq!(
+            q.next_job(T0 + 2),
+            None,
+            "nothing handed out while unrecorded"
+        );
+        assert!(
+            created.try_recv().is_err(),
+            "no create before its record is on disk"
+        );
+        let stats = q.stats();
+        assert_eq!(stats.unrecorded, 3);
+        assert!(stats.ledger_error.as_deref().unwrap().contains("simulated"));
+        assert!(q.next_tick() <= T0 + 5_000, "a retry is due");
+        let (ledger, _) = Ledger::open(&dir.0.join("jobs")).unwrap();
+        assert!(ledger.get(new).is_none(), "not on disk yet");
+        drop(ledger);
+
+        q.ledger.fail_writes(None);
+        q.tick(T0 + 10_000);
+        assert_eq!(created.try_recv(), Ok(true), "the create goes out now");
+        assert_eq!(q.stats().ledger_error, None);
+        assert_eq!(job(&q, new).state, JobState::Queued);
+        assert_eq!(job(&q, q.by_path["old.mov"]).state, JobState::Skipped);
+        assert!(job(&q, started).unknown_file);
+        assert_eq!(q.next_job(T0 + 10_000).map(|j| j.id), Some(new));
+
+        let mut states = Vec::new();
+        while let Ok(event) = seen.recv_timeout(Duration::from_secs(5)) {
+            match &*event {
+                Event::Component {
+                    name: "state_dir",
+                    state,
+                    ..
+                } => states.push(state.as_str()),
+                Event::JobChanged(j) if j.id == new => states.push("new.mov recorded"),
+                _ => {}
+            }
+            if states.len() == 3 {
+                break;
+            }
+        }
+        assert_eq!(
+            states,
+            ["down", "up", "new.mov recorded"],
+            "down once, up once, and the job heard of only once recorded"
+        );
     }
 
     #[test]

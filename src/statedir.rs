@@ -77,11 +77,21 @@ impl StateDir {
         self.path.join("jobs")
     }
 
-    /// True when a file can be created and synced in the dir right now (for `/health`).
-    pub fn is_writable(&self) -> bool {
-        let probe = self.path.join(".write-probe");
-        let ok = File::create(&probe).and_then(|f| f.sync_all()).is_ok();
-        let _ = std::fs::remove_file(&probe);
-        ok
+    /// Whether the dir takes new data right now (for `/health`); see [`probe_writable`].
+    pub fn probe_writable(&self) -> io::Result<()> {
+        probe_writable(&self.path)
     }
+}
+
+/// Whether `dir` takes new data right now: a small file is created, written, synced and
+/// removed. Bytes, not just a name: a full disk still creates an empty file (it needs no
+/// block), and only a write says `No space left on device`.
+pub fn probe_writable(dir: &Path) -> io::Result<()> {
+    let probe = dir.join(".write-probe");
+    let written = File::create(&probe).and_then(|mut f| {
+        f.write_all(&[b'.'; 4096])?;
+        f.sync_all()
+    });
+    let _ = std::fs::remove_file(&probe);
+    written
 }

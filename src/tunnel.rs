@@ -609,9 +609,15 @@ impl State {
             Ok(a) => a,
             Err(e) => return Some((None, Duration::ZERO, format!("no free local port: {e}"))),
         };
-        if let Err(e) = std::fs::write(&self.config_path, "{}\n") {
-            let reason = format!("cannot write {}: {e}", self.config_path.display());
-            return Some((None, Duration::ZERO, reason));
+        // Written only when it is not already right: a restart of cloudflared on a full or
+        // read-only state dir must not fail over a file that needs no change.
+        let config = b"{}\n";
+        let current = std::fs::read(&self.config_path).ok();
+        if current.as_deref() != Some(config.as_slice()) {
+            if let Err(e) = std::fs::write(&self.config_path, config) {
+                let reason = format!("cannot write {}: {e}", self.config_path.display());
+                return Some((None, Duration::ZERO, reason));
+            }
         }
         let mut child = match process::spawn_in_own_group(&mut self.command(program, metrics)) {
             Ok(c) => c,

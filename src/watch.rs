@@ -41,7 +41,15 @@ pub struct StartState {
     pub known: Vec<(String, u64, i64, bool)>,
     /// The ledger holds no job at all: files present now are the baseline.
     pub first_start: bool,
+    /// An earlier first start whose baseline was never recorded (the state dir was full, say)
+    /// began at this time (ns since the epoch): only files older than it are the baseline,
+    /// what arrived since is uploaded.
+    pub baseline_before_ns: Option<i64>,
 }
+
+/// In the state dir while no baseline is recorded: an empty file whose mtime says when the
+/// first start was. Empty, so that it can be created even on a full disk.
+pub const FIRST_START_MARK: &str = "first-start";
 
 impl StartState {
     pub fn from_ledger(ledger: &Ledger) -> StartState {
@@ -52,12 +60,48 @@ impl StartState {
                     && job.reason.as_deref() == Some(VANISHED_REASON)));
             latest.insert(job.path.as_str(), (job.size, job.mtime_ns, settled));
         }
+        let first_start = ledger.jobs().is_empty();
+        let mark = ledger.path().with_file_name(FIRST_START_MARK);
+        let baseline_before_ns = if first_start {
+            first_start_mark(&mark)
+        } else {
+            // The baseline is recorded: the mark has done its work.
+            let _ = std::fs::remove_file(&mark);
+            None
+        };
         StartState {
             known: latest
                 .into_iter()
                 .map(|(p, (s, m, settled))| (p.to_string(), s, m, settled))
                 .collect(),
-            first_start: ledger.jobs().is_empty(),
+            first_start,
+            baseline_before_ns,
+        }
+    }
+}
+
+/// At a start with an empty ledger: the time of an earlier first start from its mark, or none
+/// (this is the first start: the mark is made now).
+fn first_start_mark(mark: &Path) -> Option<i64> {
+    match std::fs::metadata(mark) {
+        Ok(meta) => {
+            let since = mtime_ns(&meta);
+            log::info!(
+                "first start again with no baseline recorded: files changed since the first \
+                 start ({}) are uploaded, older ones are the baseline",
+                mark.display()
+            );
+            Some(since)
+        }
+        Err(_) => {
+            if let Err(e) = std::fs::File::create(mark) {
+                log::warn!(
+                    "{}: {e}; if the baseline cannot be recorded either, a restart takes what \
+                     arrives meanwhile for baseline too",
+                    mark.display()
+                );
+            }
+            None
         }
     }
 }
@@ -510,6 +554,8 @@ struct Watcher {
     news: Vec<FileNews>,
     /// First start with an empty ledger, until the first full scan ends.
     baseline: bool,
+    /// See [`StartState::baseline_before_ns`].
+    baseline_before_ns: Option<i64>,
     scans: u64,
 }
 
@@ -531,6 +577,7 @@ impl Watcher {
                 exclude: config.exclude.clone(),
             },
             baseline: start.first_start && !config.upload_existing,
+            baseline_before_ns: start.baseline_before_ns,
             config,
             tracker,
             queue,
@@ -572,12 +619,14 @@ impl Watcher {
         self.tracker.begin_scan();
         let now = now_ms();
         let baseline = self.baseline;
+        let before = self.baseline_before_ns;
         let (tracker, news) = (&mut self.tracker, &mut self.news);
         let result = walk(
             &self.config.root,
             "",
             &self.filter,
             &mut |rel, size, mtime| {
+                let baseline = baseline && before.is_none_or(|t| mtime <= t);
                 if let Some(n) = tracker.saw(rel, size, mtime, now, baseline) {
                     news.push(n);
                 }
@@ -730,6 +779,57 @@ mod tests {
                 other => format!("{other:?}"),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_first_start_whose_baseline_was_never_recorded_is_remembered_until_it_is() {
+        let dir = crate::testutil::TempDir::new();
+        let mark = dir.0.join(FIRST_START_MARK);
+        let (mut ledger, _) = Ledger::open(&dir.0.join("jobs")).unwrap();
+        let first = StartState::from_ledger(&ledger);
+        assert!(first.first_start);
+        assert_eq!(
+            first.baseline_before_ns, None,
+            "the very first start: all is baseline"
+        );
+        assert!(mark.exists(), "the first start is marked");
+        assert_eq!(
+            std::fs::metadata(&mark).unwrap().len(),
+            0,
+            "empty: fits a full disk"
+        );
+
+        // Restarted before anything was recorded (a full disk): the first start's time.
+        let again = StartState::from_ledger(&ledger);
+        let since = mtime_ns(&std::fs::metadata(&mark).unwrap());
+        assert!(again.first_start);
+        assert_eq!(again.baseline_before_ns, Some(since));
+
+        // Once the baseline is recorded the mark goes.
+        let mut job = crate::ledger::Job {
+            id: ledger.new_id(),
+            path: "old.mov".into(),
+            size: 1,
+            mtime_ns: 1,
+            state: JobState::Skipped,
+            folder: String::new(),
+            attempts: 0,
+            next_attempt_ms: None,
+            reason: None,
+            file_id: None,
+            unknown_file: false,
+            view_url: None,
+            all_in_ms: None,
+            created_ms: 1,
+            updated_ms: 1,
+            stack: None,
+        };
+        job.reason = Some(crate::queue::BASELINE_REASON.into());
+        ledger.write(&[job]).unwrap();
+        let later = StartState::from_ledger(&ledger);
+        assert!(!later.first_start);
+        assert_eq!(later.baseline_before_ns, None);
+        assert!(!mark.exists());
     }
 
     #[test]

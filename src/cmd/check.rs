@@ -12,9 +12,17 @@ use crate::human;
 use crate::process::find_program;
 use crate::tunnel;
 
+mod space;
+
+/// Below this much free space in the state dir, `check` warns: the ledger, tokens and logs
+/// would soon stop being written (uploads pause then; nothing is lost, but nothing moves).
+const LOW_SPACE: u64 = 100 * 1024 * 1024;
+
 /// One line of the `check` checklist, with indented lines under it (ids to choose from).
 struct Check {
     ok: bool,
+    /// Passes, but a person should know (shown as `[warn]`).
+    warn: bool,
     what: String,
     more: Vec<String>,
 }
@@ -23,6 +31,16 @@ impl Check {
     fn pass(what: impl Into<String>) -> Check {
         Check {
             ok: true,
+            warn: false,
+            what: what.into(),
+            more: Vec::new(),
+        }
+    }
+
+    fn warn(what: impl Into<String>) -> Check {
+        Check {
+            ok: true,
+            warn: true,
             what: what.into(),
             more: Vec::new(),
         }
@@ -31,6 +49,7 @@ impl Check {
     fn fail(what: impl Into<String>) -> Check {
         Check {
             ok: false,
+            warn: false,
             what: what.into(),
             more: Vec::new(),
         }
@@ -64,6 +83,7 @@ pub fn check(config: Config) -> ExitCode {
         Err(e) => Check::fail(format!("watch.root {}: {e}", config.watch.root.display())),
     });
     lines.push(check_state_dir(&config.state_dir));
+    lines.push(check_free_space(&config.state_dir));
     lines.extend(check_frameio(&config));
     if matches!(config.tunnel.mode, TunnelMode::Quick | TunnelMode::Named) {
         lines.push(match find_program(&config.tunnel.cloudflared) {
@@ -83,7 +103,11 @@ pub fn check(config: Config) -> ExitCode {
         all_ok &= line.ok;
         println!(
             "{} {}",
-            if line.ok { "[ok]  " } else { "[FAIL]" },
+            match (line.ok, line.warn) {
+                (true, false) => "[ok]  ",
+                (true, true) => "[warn]",
+                (false, _) => "[FAIL]",
+            },
             line.what
         );
         for more in &line.more {
@@ -101,6 +125,27 @@ fn check_state_dir(path: &Path) -> Check {
     match result {
         Ok(()) => Check::pass(format!("state_dir {} is writable", path.display())),
         Err(e) => Check::fail(format!("state_dir {}: {e}", path.display())),
+    }
+}
+
+fn check_free_space(path: &Path) -> Check {
+    match space::available(path) {
+        Ok(free) if free < LOW_SPACE => Check::warn(format!(
+            "state_dir {} has only {} free (under {}): when it fills, uploads pause until \
+             space is freed",
+            path.display(),
+            human::size(free),
+            human::size(LOW_SPACE)
+        )),
+        Ok(free) => Check::pass(format!(
+            "state_dir {} has {} free",
+            path.display(),
+            human::size(free)
+        )),
+        Err(e) => Check::fail(format!(
+            "state_dir {}: cannot tell the free space: {e}",
+            path.display()
+        )),
     }
 }
 

@@ -473,17 +473,25 @@ fn probe_source(links: Links, state_dir: &Path) -> ProbeSource {
     let file = state_dir.join("probe.txt");
     // Without random bytes there is no probe, and so the tunnel never counts as up.
     let body = crate::frameio::random_hex(16).map(|r| format!("postflow probe {r}\n"));
-    match &body {
-        Ok(body) => {
-            if let Err(e) = std::fs::write(&file, body) {
-                log::warn!("cannot write the tunnel probe {}: {e}", file.display());
-            }
+    let written = match &body {
+        Ok(body) => std::fs::write(&file, body),
+        Err(e) => {
+            log::error!("no tunnel probe: {e}");
+            Ok(())
         }
-        Err(e) => log::error!("no tunnel probe: {e}"),
+    };
+    if let Err(e) = &written {
+        log::warn!("cannot write the tunnel probe {}: {e}", file.display());
     }
+    // Written again at the next probe when the state dir was full or read-only at start.
+    let written = std::sync::atomic::AtomicBool::new(written.is_ok());
     let last: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
     Arc::new(move || {
         let body = body.as_ref().ok()?;
+        if !written.load(std::sync::atomic::Ordering::SeqCst) {
+            std::fs::write(&file, body).ok()?;
+            written.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         let link = links.register(PROBE_JOB, &file).ok()?;
         let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = last.replace(link.token.clone()) {

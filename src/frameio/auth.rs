@@ -16,6 +16,11 @@
 //! last one seen, and a changed file is read again, which ends a `needs_login` state without a
 //! restart.
 //!
+//! A full or read-only state dir never costs a sign-in: a refresh token is spent only when the
+//! dir takes a write (a probe first; until it does, the current access token is used while it
+//! lasts and calls wait after that), and a rotated pair whose save fails anyway is saved again
+//! a few times at once and then before every later use, until it is on disk.
+//!
 //! Token strings never reach a log line or a `Debug` output.
 
 use std::fmt;
@@ -552,6 +557,33 @@ struct Current {
     /// The version of `tokens.json` that `tokens` came from or went to.
     stamp: Option<Stamp>,
     state: AuthState,
+    /// Refreshes are held back because the tokens' dir takes no write (said once).
+    refresh_held: bool,
+    /// The rotated pair in `tokens` could not be saved yet (the file still holds the spent
+    /// one): saved again before every use until it is.
+    unsaved: bool,
+}
+
+/// Saves of a rotated pair tried at once before it is left to later uses: the waits between.
+const SAVE_RETRIES: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(400),
+    Duration::from_millis(1600),
+];
+
+/// Whether the tokens' dir takes new bytes now: a small file written, synced and removed.
+fn dir_takes_writes(tokens: &Path) -> std::io::Result<()> {
+    let dir = tokens
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let probe = dir.join(format!(".tokens.json.{}.probe", std::process::id()));
+    let written = File::create(&probe).and_then(|mut f| {
+        f.write_all(&[b'.'; 4096])?;
+        f.sync_all()
+    });
+    let _ = std::fs::remove_file(&probe);
+    written
 }
 
 struct Inner {
@@ -603,6 +635,8 @@ impl Auth {
             state: AuthState::NeedsLogin {
                 reason: "no tokens saved yet".into(),
             },
+            refresh_held: false,
+            unsaved: false,
         };
         let auth = Auth {
             inner: Arc::new(Inner {
@@ -648,6 +682,7 @@ impl Auth {
     /// A valid access token, refreshed first when it is near its expiry.
     /// `Err(NeedsLogin)` means wait for a sign-in; `Err(Transport)` is worth retrying later.
     pub fn access_token(&self) -> Result<AccessToken, AuthError> {
+        self.save_if_unsaved();
         let mut refreshed = false;
         loop {
             let generation = {
@@ -680,7 +715,14 @@ impl Auth {
                 // stop calls while the current token still works; the next call tries again.
                 if !matches!(e, AuthError::NeedsLogin(_)) {
                     if let Some(token) = self.unexpired() {
-                        log::warn!("early token refresh failed, using the current token: {e}");
+                        // A refresh held back for the state dir was said once, in `refresh`.
+                        if matches!(e, AuthError::Store { .. }) {
+                            log::debug!(
+                                "early token refresh held back, using the current token: {e}"
+                            );
+                        } else {
+                            log::warn!("early token refresh failed, using the current token: {e}");
+                        }
                         return Ok(token);
                     }
                 }
@@ -754,21 +796,39 @@ impl Auth {
                 None => return Err(AuthError::NeedsLogin("no tokens saved yet".into())),
             }
         };
+        // IMS rotates the refresh token: the one on disk is spent by this call. Spend it only
+        // when its successor can be saved, or a restart would need a new sign-in.
+        self.hold_while_unwritable()?;
         let issued = SystemTime::now();
         log::debug!("refreshing the Frame.io access token");
         match self.inner.ims.refresh(&refresh_token) {
             Ok(grant) => {
                 let set = grant.into_set(issued, Some(refresh_token))?;
-                // On disk before anyone uses it: the old refresh token is spent now.
-                let saved = save_tokens(&self.inner.path, &set);
+                // On disk before anyone uses it: the old refresh token is spent now. A save
+                // that fails (the disk filled since the probe) is tried again.
+                let mut saved = save_tokens(&self.inner.path, &set);
+                for wait in SAVE_RETRIES {
+                    if saved.is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(wait);
+                    saved = save_tokens(&self.inner.path, &set);
+                }
                 let mut cur = lock(&self.inner.current);
                 match saved {
-                    Ok(stamp) => cur.stamp = Some(stamp),
-                    // Keep going with the new pair in memory (the old one is dead anyway);
-                    // the next refresh tries to save again.
-                    Err(e) => log::error!(
-                        "{e}; a restart before the next refresh will need `postflow auth`"
-                    ),
+                    Ok(stamp) => {
+                        cur.stamp = Some(stamp);
+                        cur.unsaved = false;
+                    }
+                    // Keep going with the new pair in memory (the old one is spent); it is
+                    // saved again before every use until that works.
+                    Err(e) => {
+                        log::error!(
+                            "{e}; the new tokens are kept in memory and saved as soon as the \
+                             state dir can be written (a restart before that needs `postflow auth`)"
+                        );
+                        cur.unsaved = true;
+                    }
                 }
                 cur.tokens = Some(set);
                 cur.generation += 1;
@@ -795,6 +855,57 @@ impl Auth {
         }
     }
 
+    /// `Err(Store)` while the tokens' dir takes no write: the refresh token on disk is not spent
+    /// then. Said once at WARN when it starts, at INFO when it ends.
+    fn hold_while_unwritable(&self) -> Result<(), AuthError> {
+        let probe = dir_takes_writes(&self.inner.path);
+        let mut cur = lock(&self.inner.current);
+        match probe {
+            Ok(()) => {
+                if std::mem::take(&mut cur.refresh_held) {
+                    log::info!("the state dir takes writes again: Frame.io tokens are refreshed");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let message =
+                    format!("{e}; the refresh token is not spent until its successor can be saved");
+                if !std::mem::replace(&mut cur.refresh_held, true) {
+                    log::warn!(
+                        "cannot save Frame.io tokens to {}: {message}",
+                        self.inner.path.display()
+                    );
+                }
+                Err(AuthError::Store {
+                    path: self.inner.path.clone(),
+                    message,
+                })
+            }
+        }
+    }
+
+    /// A rotated pair that could not be saved: tried again (skipped while a refresh runs).
+    fn save_if_unsaved(&self) {
+        let Ok(_gate) = self.inner.gate.try_lock() else {
+            return;
+        };
+        let mut cur = lock(&self.inner.current);
+        if !cur.unsaved {
+            return;
+        }
+        let Some(set) = cur.tokens.clone() else {
+            return;
+        };
+        if let Ok(stamp) = save_tokens(&self.inner.path, &set) {
+            log::info!(
+                "Frame.io tokens saved to {} now that the state dir takes writes",
+                self.inner.path.display()
+            );
+            cur.stamp = Some(stamp);
+            cur.unsaved = false;
+        }
+    }
+
     /// Reads `tokens.json` again when it is not the version we last saw.
     fn sync_from_disk(&self, cur: &mut Current) {
         let path = &self.inner.path;
@@ -808,6 +919,8 @@ impl Auth {
         }
         match read_tokens(path) {
             Ok(Some((set, stamp))) => {
+                // A new sign-in (`postflow auth`): it replaces a pair not saved yet.
+                cur.unsaved = false;
                 cur.tokens = Some(set);
                 cur.stamp = Some(stamp);
                 cur.generation += 1;
