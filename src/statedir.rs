@@ -87,7 +87,12 @@ impl StateDir {
 /// removed. Bytes, not just a name: a full disk still creates an empty file (it needs no
 /// block), and only a write says `No space left on device`.
 pub fn probe_writable(dir: &Path) -> io::Result<()> {
-    let probe = dir.join(".write-probe");
+    // A name of its own per probe: `/health` and the queue probe at the same time, and on
+    // Windows a file another probe is deleting cannot be created again until its last handle
+    // closes ("Access is denied"), which would read as a state dir that cannot be written.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!(".write-probe-{}-{n}", std::process::id()));
     let written = File::create(&probe).and_then(|mut f| {
         f.write_all(&[b'.'; 4096])?;
         f.sync_all()
