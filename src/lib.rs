@@ -3,7 +3,8 @@
 //! The binary (`src/main.rs`) is a thin CLI over this library; the modules are public to the
 //! crate's integration tests and benches, not a stable API.
 
-// `deny`, not `forbid`: `process` alone may call kill(2), which std does not offer.
+// `deny`, not `forbid`: a few small platform modules call what std does not offer (`process`:
+// kill(2); `lockfile`, `file_id`, `private_file`: Win32 locks, file ids and ACLs).
 #![deny(unsafe_code)]
 
 pub mod cmd;
@@ -18,6 +19,7 @@ pub mod human;
 pub mod layout;
 pub mod ledger;
 pub mod links;
+pub mod lockfile;
 pub mod logtail;
 pub mod notify;
 pub mod process;
