@@ -239,12 +239,15 @@ impl Config {
                 message,
             })?;
         config.path = path.to_path_buf();
+        // A Discord or Slack webhook URL is a credential too: whoever holds it may post.
         let holds_secret = (!config.frameio.client_secret.is_empty() && secret_env.is_none())
-            || config.dashboard.token.is_some();
-        if holds_secret && readable_by_others(path) {
+            || config.dashboard.token.is_some()
+            || config.notify.webhook_url.is_some();
+        if holds_secret && crate::private_file::readable_by_others(path) {
             config.warnings.push(format!(
-                "{file} holds a secret and is readable by other users: run `chmod 600 {file}` \
-                 (or pass the client secret in {SECRET_ENV})"
+                "{file} holds a secret and is readable by other users: run `{}` \
+                 (or pass the client secret in {SECRET_ENV})",
+                crate::private_file::how_to_restrict(path)
             ));
         }
         Ok(config)
@@ -298,17 +301,6 @@ fn strip_position(message: &str) -> &str {
         Some(i) => &message[..i],
         None => message,
     }
-}
-
-#[cfg(unix)]
-fn readable_by_others(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
-}
-
-#[cfg(not(unix))]
-fn readable_by_others(_path: &Path) -> bool {
-    false
 }
 
 /// A JSON object being consumed key by key; leftover keys are unknown keys.
