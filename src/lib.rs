@@ -23,6 +23,7 @@ pub mod links;
 pub mod lockfile;
 pub mod logtail;
 pub mod notify;
+pub mod paths;
 pub mod private_file;
 pub mod process;
 pub mod queue;
