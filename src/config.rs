@@ -295,6 +295,14 @@ impl Config {
     }
 }
 
+/// Frame.io folder paths (`frameio.folder`, `layout.folders`) are `/`-separated, and a `\` in
+/// them is a separator too, on every platform: a Windows user writes `Dailies\\Day 01` (JSON
+/// for `Dailies\Day 01`) meaning two folders, and a Frame.io folder named with a backslash is
+/// never what anyone meant.
+fn backslashes_as_slashes(path: String) -> String {
+    path.replace('\\', "/")
+}
+
 /// serde_json appends " at line L column C"; we print the position ourselves.
 fn strip_position(message: &str) -> &str {
     match message.rfind(" at line ") {
@@ -594,7 +602,7 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
         account_id: f.string_or("account_id", "")?,
         project_id: f.string_or("project_id", "")?,
         folder: {
-            let folder = f.string_or("folder", "")?;
+            let folder = backslashes_as_slashes(f.string_or("folder", "")?);
             folder_parts(&folder).or_else(|e| key_err("frameio.folder", e))?;
             folder
         },
@@ -627,12 +635,16 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
             .transpose()
     };
     let pattern = template("layout.pattern", l.string("pattern")?)?;
-    let folders = template("layout.folders", l.string("folders")?)?;
+    let folders = template(
+        "layout.folders",
+        l.string("folders")?.map(backslashes_as_slashes),
+    )?;
     if let Some(p) = &pattern {
-        if p.as_str().contains('/') {
+        // A `\` would be a folder separator here too (see `backslashes_as_slashes`).
+        if p.as_str().contains(['/', '\\']) {
             return key_err(
                 "layout.pattern",
-                "matches file names only and cannot contain `/`",
+                "matches file names only and cannot contain `/` or `\\`",
             );
         }
     }
@@ -1113,6 +1125,36 @@ mod tests {
         assert_eq!(
             err_of(with(minimal(), "", "log_level", json!("loud"))).0,
             "log_level"
+        );
+    }
+
+    #[test]
+    fn a_backslash_in_a_frameio_folder_path_makes_nested_folders() {
+        let v = with(minimal(), "frameio", "folder", json!("Dailies\\Day 01"));
+        let v = with(
+            v,
+            "layout",
+            "pattern",
+            json!("{seq}_UNDLM_{shot}_v{version}.{ext}"),
+        );
+        let v = with(v, "layout", "folders", json!("{seq}\\UNDLM_{shot}"));
+        let config = load(v).unwrap();
+        assert_eq!(config.frameio.folder, "Dailies/Day 01");
+        assert_eq!(
+            config.layout().destination("SQ07_UNDLM_00146_v003.mov"),
+            crate::layout::Destination::Folder("Dailies/Day 01/SQ07/UNDLM_00146".into())
+        );
+        let (key, msg) = err_of(with(
+            minimal(),
+            "layout",
+            "pattern",
+            json!("{seq}\\{shot}.{ext}"),
+        ));
+        assert_eq!(key, "layout.pattern");
+        assert!(msg.contains("file names only"), "{msg}");
+        assert_eq!(
+            err_of(with(minimal(), "frameio", "folder", json!("a\\..\\b"))).0,
+            "frameio.folder"
         );
     }
 
