@@ -12,8 +12,9 @@
 //! folders that are neither hidden (a name starting with `.`) nor excluded; such folders are not
 //! descended into. Nor are a volume's `$RECYCLE.BIN` and `System Volume Information` (by name,
 //! on every platform: a drive-root watch such as `E:\` lists them, and the latter cannot even
-//! be read), nor, on Windows, any folder or file marked hidden or system (see [`marked_by_os`]). Symbolic links are skipped, files and folders alike: a link can point out of
-//! the root, and what is uploaded must stay inside it. Paths handed to the queue are relative to
+//! be read), nor, on Windows, any folder or file marked hidden or system (see
+//! [`marked_by_os`]). Symbolic links are skipped, files and folders alike: a link can point out
+//! of the root, and what is uploaded must stay inside it. Paths handed to the queue are relative to
 //! the root and `/`-separated; names that are not valid UTF-8 are skipped (logged at DEBUG).
 //!
 //! A folder that cannot be read during a rescan (a network hiccup) does not make its files
