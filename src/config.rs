@@ -239,12 +239,15 @@ impl Config {
                 message,
             })?;
         config.path = path.to_path_buf();
+        // A Discord or Slack webhook URL is a credential too: whoever holds it may post.
         let holds_secret = (!config.frameio.client_secret.is_empty() && secret_env.is_none())
-            || config.dashboard.token.is_some();
-        if holds_secret && readable_by_others(path) {
+            || config.dashboard.token.is_some()
+            || config.notify.webhook_url.is_some();
+        if holds_secret && crate::private_file::readable_by_others(path) {
             config.warnings.push(format!(
-                "{file} holds a secret and is readable by other users: run `chmod 600 {file}` \
-                 (or pass the client secret in {SECRET_ENV})"
+                "{file} holds a secret and is readable by other users: run `{}` \
+                 (or pass the client secret in {SECRET_ENV})",
+                crate::private_file::how_to_restrict(path)
             ));
         }
         Ok(config)
@@ -292,23 +295,20 @@ impl Config {
     }
 }
 
+/// Frame.io folder paths (`frameio.folder`, `layout.folders`) are `/`-separated, and a `\` in
+/// them is a separator too, on every platform: a Windows user writes `Dailies\\Day 01` (JSON
+/// for `Dailies\Day 01`) meaning two folders, and a Frame.io folder named with a backslash is
+/// never what anyone meant.
+fn backslashes_as_slashes(path: String) -> String {
+    path.replace('\\', "/")
+}
+
 /// serde_json appends " at line L column C"; we print the position ourselves.
 fn strip_position(message: &str) -> &str {
     match message.rfind(" at line ") {
         Some(i) => &message[..i],
         None => message,
     }
-}
-
-#[cfg(unix)]
-fn readable_by_others(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
-}
-
-#[cfg(not(unix))]
-fn readable_by_others(_path: &Path) -> bool {
-    false
 }
 
 /// A JSON object being consumed key by key; leftover keys are unknown keys.
@@ -602,7 +602,7 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
         account_id: f.string_or("account_id", "")?,
         project_id: f.string_or("project_id", "")?,
         folder: {
-            let folder = f.string_or("folder", "")?;
+            let folder = backslashes_as_slashes(f.string_or("folder", "")?);
             folder_parts(&folder).or_else(|e| key_err("frameio.folder", e))?;
             folder
         },
@@ -635,12 +635,16 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
             .transpose()
     };
     let pattern = template("layout.pattern", l.string("pattern")?)?;
-    let folders = template("layout.folders", l.string("folders")?)?;
+    let folders = template(
+        "layout.folders",
+        l.string("folders")?.map(backslashes_as_slashes),
+    )?;
     if let Some(p) = &pattern {
-        if p.as_str().contains('/') {
+        // A `\` would be a folder separator here too (see `backslashes_as_slashes`).
+        if p.as_str().contains(['/', '\\']) {
             return key_err(
                 "layout.pattern",
-                "matches file names only and cannot contain `/`",
+                "matches file names only and cannot contain `/` or `\\`",
             );
         }
     }
@@ -1121,6 +1125,36 @@ mod tests {
         assert_eq!(
             err_of(with(minimal(), "", "log_level", json!("loud"))).0,
             "log_level"
+        );
+    }
+
+    #[test]
+    fn a_backslash_in_a_frameio_folder_path_makes_nested_folders() {
+        let v = with(minimal(), "frameio", "folder", json!("Dailies\\Day 01"));
+        let v = with(
+            v,
+            "layout",
+            "pattern",
+            json!("{seq}_UNDLM_{shot}_v{version}.{ext}"),
+        );
+        let v = with(v, "layout", "folders", json!("{seq}\\UNDLM_{shot}"));
+        let config = load(v).unwrap();
+        assert_eq!(config.frameio.folder, "Dailies/Day 01");
+        assert_eq!(
+            config.layout().destination("SQ07_UNDLM_00146_v003.mov"),
+            crate::layout::Destination::Folder("Dailies/Day 01/SQ07/UNDLM_00146".into())
+        );
+        let (key, msg) = err_of(with(
+            minimal(),
+            "layout",
+            "pattern",
+            json!("{seq}\\{shot}.{ext}"),
+        ));
+        assert_eq!(key, "layout.pattern");
+        assert!(msg.contains("file names only"), "{msg}");
+        assert_eq!(
+            err_of(with(minimal(), "frameio", "folder", json!("a\\..\\b"))).0,
+            "frameio.folder"
         );
     }
 

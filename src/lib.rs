@@ -3,8 +3,9 @@
 //! The binary (`src/main.rs`) is a thin CLI over this library; the modules are public to the
 //! crate's integration tests and benches, not a stable API.
 
-// `deny`, not `forbid`: `process` may call kill(2), which std does not offer, and
-// `shutdown::windows` and the service's Windows room make Win32 calls std lacks.
+// `deny`, not `forbid`: a few small platform modules call what std does not offer (`process`:
+// kill(2) and the Win32 process calls; `lockfile`, `file_id`, `private_file`: Win32 locks, file
+// ids and ACLs; `shutdown::windows` and the service's Windows room: console, events, the SCM).
 #![deny(unsafe_code)]
 
 pub mod cmd;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod container;
 pub mod dashboard;
 pub mod events;
+pub mod file_id;
 pub mod frameio;
 pub mod glob;
 pub mod http1;
@@ -19,9 +21,12 @@ pub mod human;
 pub mod layout;
 pub mod ledger;
 pub mod links;
+pub mod lockfile;
 pub mod logfile;
 pub mod logtail;
 pub mod notify;
+pub mod paths;
+pub mod private_file;
 pub mod process;
 pub mod queue;
 pub mod range;

@@ -1,11 +1,12 @@
 //! The state dir: created on start, and locked so that only one `run` uses it.
 //!
-//! The lock is an OS advisory lock (`flock` on Unix) on `<state_dir>/lock`, held for the life of
-//! the process. The kernel releases it when the process dies, however it dies (`kill -9`
-//! included), so a stale lock file never blocks a restart. The file holds the owner's pid so a
-//! second instance can say who is running.
+//! The lock is an OS lock on `<state_dir>/lock` (see `lockfile`: `flock` on Unix, a byte range
+//! past the data on Windows), held for the life of the process. The kernel releases it when the
+//! process dies, however it dies (`kill -9` included), so a stale lock file never blocks a
+//! restart. The file holds the owner's pid, readable while locked, so a second instance can say
+//! who is running.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -47,14 +48,14 @@ impl StateDir {
             .truncate(false)
             .open(&lock_path)
             .map_err(|e| io_err(&lock_path, e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
+        match crate::lockfile::try_lock(&file) {
+            Ok(true) => {}
+            Ok(false) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
                 return Err(LockError::AlreadyRunning(text.trim().parse().ok()));
             }
-            Err(TryLockError::Error(e)) => return Err(io_err(&lock_path, e)),
+            Err(e) => return Err(io_err(&lock_path, e)),
         }
         let write_pid = |f: &mut File| -> io::Result<()> {
             f.set_len(0)?;
@@ -99,4 +100,27 @@ pub fn probe_writable(dir: &Path) -> io::Result<()> {
     });
     let _ = std::fs::remove_file(&probe);
     written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_instance_on_the_same_state_dir_says_which_pid_runs() {
+        let dir = crate::testutil::TempDir::new();
+        let first = StateDir::lock(&dir.0).unwrap();
+        match StateDir::lock(&dir.0) {
+            Err(e @ LockError::AlreadyRunning(_)) => assert_eq!(
+                e.to_string(),
+                format!("already running (pid {})", std::process::id())
+            ),
+            other => panic!("the second lock was not refused: {other:?}"),
+        }
+        drop(first);
+        assert!(
+            StateDir::lock(&dir.0).is_ok(),
+            "the lock is free once the first instance is gone"
+        );
+    }
 }

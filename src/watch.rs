@@ -10,8 +10,11 @@
 //!
 //! What is looked at: files whose name matches `watch.include` and not `watch.exclude`, in
 //! folders that are neither hidden (a name starting with `.`) nor excluded; such folders are not
-//! descended into. Symbolic links are skipped, files and folders alike: a link can point out of
-//! the root, and what is uploaded must stay inside it. Paths handed to the queue are relative to
+//! descended into. Nor are a volume's `$RECYCLE.BIN` and `System Volume Information` (by name,
+//! on every platform: a drive-root watch such as `E:\` lists them, and the latter cannot even
+//! be read), nor, on Windows, any folder or file marked hidden or system (see
+//! [`marked_by_os`]). Symbolic links are skipped, files and folders alike: a link can point out
+//! of the root, and what is uploaded must stay inside it. Paths handed to the queue are relative to
 //! the root and `/`-separated; names that are not valid UTF-8 are skipped (logged at DEBUG).
 //!
 //! A folder that cannot be read during a rescan (a network hiccup) does not make its files
@@ -114,9 +117,9 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Folders: not hidden, not excluded.
+    /// Folders: not hidden, not a volume's system folder, not excluded.
     pub fn dir_ok(&self, name: &str) -> bool {
-        !name.starts_with('.') && !self.exclude.matches(name)
+        !name.starts_with('.') && !marked_by_os(name, 0) && !self.exclude.matches(name)
     }
 
     /// Files: included and not excluded.
@@ -139,6 +142,61 @@ impl Filter {
         }
         true
     }
+}
+
+/// The folders Windows keeps at the root of every volume: deleted files (whose copies keep
+/// their names' extensions, `$R1A2B3C.mov`) and restore points.
+const VOLUME_FOLDERS: [&str; 2] = ["$RECYCLE.BIN", "System Volume Information"];
+
+/// FILE_ATTRIBUTE_HIDDEN | FILE_ATTRIBUTE_SYSTEM.
+const HIDDEN_OR_SYSTEM: u32 = 0x2 | 0x4;
+
+/// Whether the system, not a person, owns an entry: one of a volume's own folders by name
+/// (any case), or, with `attributes` from Windows, one marked hidden or system. Unix has no
+/// such attributes (hidden there is a name starting with `.`, which [`Filter`] checks), and its
+/// `attributes` is 0.
+pub fn marked_by_os(name: &str, attributes: u32) -> bool {
+    attributes & HIDDEN_OR_SYSTEM != 0
+        || VOLUME_FOLDERS
+            .iter()
+            .any(|folder| folder.eq_ignore_ascii_case(name))
+}
+
+/// An entry's Windows attributes: free there, as they come with the listing.
+#[cfg(windows)]
+fn attributes(meta: &std::fs::Metadata) -> u32 {
+    std::os::windows::fs::MetadataExt::file_attributes(meta)
+}
+
+/// Unix has no hidden or system attributes.
+#[cfg(unix)]
+fn attributes(_meta: &std::fs::Metadata) -> u32 {
+    0
+}
+
+/// Whether a folder on the way from the root to `rel`, or `rel` itself, is marked hidden or
+/// system (an OS event can name a path deep inside such a folder). Names are checked by the
+/// filter; this asks Windows for the attributes, and on unix there are none to ask for.
+fn under_marked_folder(root: &Path, rel: &str) -> bool {
+    if cfg!(unix) {
+        return false;
+    }
+    let mut path = root.to_path_buf();
+    rel.split('/').any(|name| {
+        path.push(name);
+        std::fs::symlink_metadata(&path).is_ok_and(|m| marked_by_os(name, attributes(&m)))
+    })
+}
+
+/// An OS event's path relative to the root, `/`-separated; None when it is not under the
+/// root. The event may name the root as configured or, as macOS's FSEvents does, in its
+/// canonical form (`/private/var/…` for a root under `/var`, a symlinked root resolved).
+fn event_rel(path: &Path, root: &Path, canonical_root: Option<&Path>) -> Option<String> {
+    let rel = path
+        .strip_prefix(root)
+        .ok()
+        .or_else(|| path.strip_prefix(canonical_root?).ok())?;
+    crate::queue::rel_string(rel)
 }
 
 /// What a walk found, besides the files it reported.
@@ -198,11 +256,17 @@ pub fn walk(
             }
             rel.push_str(name);
             if kind.is_dir() {
-                if filter.dir_ok(name) {
+                // Only Windows has attributes to look at, and there they come with the listing.
+                let marked = cfg!(windows)
+                    && entry
+                        .metadata()
+                        .is_ok_and(|m| marked_by_os(name, attributes(&m)));
+                if filter.dir_ok(name) && !marked {
                     stack.push(rel.clone());
                 }
             } else if kind.is_file() && filter.file_ok(name) {
                 match entry.metadata() {
+                    Ok(meta) if marked_by_os(name, attributes(&meta)) => {}
                     Ok(meta) => {
                         outcome.files += 1;
                         found(&rel, meta.len(), mtime_ns(&meta));
@@ -557,6 +621,9 @@ struct Watcher {
     /// See [`StartState::baseline_before_ns`].
     baseline_before_ns: Option<i64>,
     scans: u64,
+    /// The root as the OS resolves it, when that differs from `config.root`: what event
+    /// paths may start with instead (see `event_rel`).
+    canonical_root: Option<PathBuf>,
 }
 
 impl Watcher {
@@ -578,6 +645,9 @@ impl Watcher {
             },
             baseline: start.first_start && !config.upload_existing,
             baseline_before_ns: start.baseline_before_ns,
+            canonical_root: std::fs::canonicalize(&config.root)
+                .ok()
+                .filter(|c| *c != config.root),
             config,
             tracker,
             queue,
@@ -686,12 +756,13 @@ impl Watcher {
 
     /// An OS event named `path`: look at it (a folder: walk it) now.
     fn look_at(&mut self, path: &Path) {
-        let Ok(rel) = path.strip_prefix(&self.config.root) else {
+        let canonical_root = self.canonical_root.as_deref();
+        let Some(rel) = event_rel(path, &self.config.root, canonical_root) else {
             return;
         };
-        let Some(rel) = crate::queue::rel_string(rel) else {
+        if under_marked_folder(&self.config.root, &rel) {
             return;
-        };
+        }
         let now = now_ms();
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.is_dir() => {
@@ -925,5 +996,110 @@ mod tests {
         assert!(!f.path_ok("a/._a.mov"));
         assert!(!f.path_ok("a.mov.part"));
         assert!(!f.path_ok("a.mxf"));
+        assert!(!f.path_ok("$Recycle.Bin/S-1-5-21-1/$R1A2B3C.mov"));
+        assert!(!f.path_ok("system volume information/a.mov"));
+    }
+
+    const HIDDEN: u32 = 0x2;
+    const SYSTEM: u32 = 0x4;
+    /// FILE_ATTRIBUTE_DIRECTORY | FILE_ATTRIBUTE_READONLY | FILE_ATTRIBUTE_ARCHIVE.
+    const PLAIN: u32 = 0x10 | 0x1 | 0x20;
+
+    #[test]
+    fn a_volumes_own_folders_and_what_windows_marks_hidden_or_system_are_not_walked() {
+        for name in ["$RECYCLE.BIN", "$Recycle.Bin", "System Volume Information"] {
+            assert!(marked_by_os(name, 0), "{name} by name, on every platform");
+        }
+        assert!(marked_by_os("Config.Msi", HIDDEN | SYSTEM));
+        assert!(marked_by_os("Thumbs.db", HIDDEN));
+        assert!(marked_by_os("pagefile.sys", SYSTEM));
+        assert!(
+            !marked_by_os("4_OUT", PLAIN),
+            "read-only or archived is the user's"
+        );
+        assert!(!marked_by_os("SQ07", 0));
+        assert!(!marked_by_os("System Volume", 0));
+    }
+
+    #[test]
+    fn a_drive_root_watch_skips_the_system_folders_and_is_not_degraded() {
+        let dir = crate::testutil::TempDir::new();
+        let root = &dir.0;
+        std::fs::create_dir_all(root.join("$RECYCLE.BIN/S-1-5-21-1")).unwrap();
+        std::fs::write(root.join("$RECYCLE.BIN/S-1-5-21-1/$R1A2B3C.mov"), b"x").unwrap();
+        let svi = root.join("System Volume Information");
+        std::fs::create_dir_all(&svi).unwrap();
+        std::fs::write(svi.join("old.mov"), b"x").unwrap();
+        std::fs::create_dir_all(root.join("SQ07")).unwrap();
+        std::fs::write(root.join("SQ07/a.mov"), b"x").unwrap();
+        // As on Windows: nobody but SYSTEM may list it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&svi, std::fs::Permissions::from_mode(0o000)).unwrap();
+        }
+        let globs = |g: &[&str]| GlobSet::new(g.iter().map(|s| Glob::new(s).unwrap()).collect());
+        let filter = Filter {
+            include: globs(&["*.mov"]),
+            exclude: globs(&[]),
+        };
+        let mut found = Vec::new();
+        let outcome = walk(root, "", &filter, &mut |rel, _, _| {
+            found.push(rel.to_string())
+        });
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&svi, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let outcome = outcome.unwrap();
+        assert_eq!(found, vec!["SQ07/a.mov"]);
+        assert!(outcome.failed_dirs.is_empty(), "{:?}", outcome.failed_dirs);
+    }
+
+    #[test]
+    fn event_paths_match_the_root_as_configured_or_as_the_os_resolves_it() {
+        let root = Path::new("/var/folders/ab/inbox");
+        let canonical = Path::new("/private/var/folders/ab/inbox");
+        let rel = |p: &str| event_rel(Path::new(p), root, Some(canonical));
+        assert_eq!(
+            rel("/var/folders/ab/inbox/SQ07/a.mov").as_deref(),
+            Some("SQ07/a.mov")
+        );
+        assert_eq!(
+            rel("/private/var/folders/ab/inbox/SQ07/a.mov").as_deref(),
+            Some("SQ07/a.mov"),
+            "FSEvents' canonical form"
+        );
+        assert_eq!(rel("/private/var/folders/ab/other/a.mov"), None);
+        assert_eq!(rel("/var/folders/ab/inbox"), None, "the root itself");
+        assert_eq!(
+            event_rel(Path::new("/private/var/folders/ab/inbox/a.mov"), root, None),
+            None
+        );
+    }
+
+    /// The stand-in for macOS on Linux: a root reached through a symlink, and events named
+    /// by the resolved path, as FSEvents names them.
+    #[cfg(unix)]
+    #[test]
+    fn events_under_a_symlinked_root_are_matched_by_its_resolved_path() {
+        let dir = crate::testutil::TempDir::new();
+        let real = dir.0.join("real");
+        std::fs::create_dir_all(real.join("SQ07")).unwrap();
+        let link = dir.0.join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let canonical = std::fs::canonicalize(&link).unwrap();
+        assert_ne!(canonical, link);
+        let event = canonical.join("SQ07").join("a.mov");
+        assert_eq!(
+            event_rel(&event, &link, None),
+            None,
+            "what was dropped before"
+        );
+        assert_eq!(
+            event_rel(&event, &link, Some(&canonical)).as_deref(),
+            Some("SQ07/a.mov")
+        );
     }
 }

@@ -33,7 +33,8 @@ pub fn upload(config: Config, paths: &[PathBuf]) -> ExitCode {
 
 /// Each path made absolute (relative ones are relative to the current directory, as in any
 /// command), canonical, a file, and inside `watch.root`; else what is wrong with the first
-/// one that is not.
+/// one that is not. The paths come back as people read them (`C:\x`, not `\\?\C:\x`): they
+/// are printed and sent to a running instance, which makes them canonical again.
 fn files_inside_root(config: &Config, paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     let root = &config.watch.root;
     let canonical_root =
@@ -55,7 +56,7 @@ fn files_inside_root(config: &Config, paths: &[PathBuf]) -> Result<Vec<PathBuf>,
                 path.display()
             ));
         }
-        files.push(file);
+        files.push(crate::paths::simplified(&file));
     }
     Ok(files)
 }

@@ -25,7 +25,7 @@
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,6 +38,7 @@ use super::api::rate_limit_wait;
 use super::{base64, form_encode, parse_query, url_encode};
 use crate::config::FrameioConfig;
 use crate::events::{Event, Hub};
+use crate::file_id::FileId;
 
 /// Refresh this long before the access token expires (or at half its lifetime when that is
 /// shorter, so that tokens of a few seconds still get used).
@@ -187,26 +188,23 @@ struct TokenFile {
     expires_at: u64,
 }
 
-/// What identifies one version of `tokens.json`: a replace changes the inode, an edit the
-/// size or mtime.
+/// What identifies one version of `tokens.json`: a replace changes the file's identity (inode,
+/// or volume and file index on Windows), an edit the size or mtime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stamp {
-    ino: u64,
+    id: FileId,
     len: u64,
     modified: Option<SystemTime>,
 }
 
 impl Stamp {
-    fn of(meta: &std::fs::Metadata) -> Stamp {
-        #[cfg(unix)]
-        let ino = std::os::unix::fs::MetadataExt::ino(meta);
-        #[cfg(not(unix))]
-        let ino = 0;
-        Stamp {
-            ino,
+    fn of(file: &File) -> std::io::Result<Stamp> {
+        let meta = file.metadata()?;
+        Ok(Stamp {
+            id: FileId::of(file)?,
             len: meta.len(),
             modified: meta.modified().ok(),
-        }
+        })
     }
 }
 
@@ -225,6 +223,7 @@ fn read_tokens(path: &Path) -> Result<Option<(TokenSet, Stamp)>, String> {
     let meta = file
         .metadata()
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let stamp = Stamp::of(&file).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut text = String::new();
     file.read_to_string(&mut text)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -245,58 +244,28 @@ fn read_tokens(path: &Path) -> Result<Option<(TokenSet, Stamp)>, String> {
         expires_at,
         lifetime,
     };
-    Ok(Some((set, Stamp::of(&meta))))
+    Ok(Some((set, stamp)))
 }
 
-/// Replaces `tokens.json` atomically with mode 0600; returns the new file's stamp.
+/// Replaces `tokens.json` atomically, owner-only (`private_file`); returns the new file's
+/// stamp.
 fn save_tokens(path: &Path, set: &TokenSet) -> Result<Stamp, AuthError> {
     let store_err = |e: std::io::Error| AuthError::Store {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(store_err)?;
-    let body = serde_json::to_vec_pretty(&TokenFile {
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(store_err)?;
+    }
+    let mut body = serde_json::to_vec_pretty(&TokenFile {
         access_token: set.access_token.clone(),
         refresh_token: set.refresh_token.clone(),
         // Rounded down: never later than the real expiry.
         expires_at: unix_secs(set.expires_at),
     })
     .map_err(|e| store_err(std::io::Error::other(e)))?;
-    let suffix = super::random_hex(4).map_err(store_err)?;
-    let tmp = dir.join(format!(".tokens.json.{}.{suffix}.tmp", std::process::id()));
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = (|| {
-        let mut f = options.open(&tmp)?;
-        f.write_all(&body)?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        // A rename keeps the inode and mtime, so this is the stamp of the renamed file.
-        let stamp = Stamp::of(&f.metadata()?);
-        std::fs::rename(&tmp, path)?;
-        sync_dir(dir)?;
-        Ok(stamp)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.map_err(store_err)
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> std::io::Result<()> {
-    Ok(())
+    body.push(b'\n');
+    crate::private_file::write_atomic(path, &body, Stamp::of).map_err(store_err)
 }
 
 /// An exclusive advisory lock on `tokens.lock`, held across a refresh so that two processes
@@ -571,19 +540,13 @@ const SAVE_RETRIES: [Duration; 3] = [
     Duration::from_millis(1600),
 ];
 
-/// Whether the tokens' dir takes new bytes now: a small file written, synced and removed.
+/// Whether the tokens' dir takes new bytes now (the state dir's own probe).
 fn dir_takes_writes(tokens: &Path) -> std::io::Result<()> {
     let dir = tokens
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let probe = dir.join(format!(".tokens.json.{}.probe", std::process::id()));
-    let written = File::create(&probe).and_then(|mut f| {
-        f.write_all(&[b'.'; 4096])?;
-        f.sync_all()
-    });
-    let _ = std::fs::remove_file(&probe);
-    written
+    crate::statedir::probe_writable(dir)
 }
 
 struct Inner {
@@ -909,8 +872,8 @@ impl Auth {
     /// Reads `tokens.json` again when it is not the version we last saw.
     fn sync_from_disk(&self, cur: &mut Current) {
         let path = &self.inner.path;
-        let stamp = match std::fs::metadata(path) {
-            Ok(meta) => Stamp::of(&meta),
+        let stamp = match File::open(path).and_then(|f| Stamp::of(&f)) {
+            Ok(stamp) => stamp,
             // Gone or unreadable: keep what we have in memory.
             Err(_) => return,
         };
@@ -1169,8 +1132,37 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        assert!(!crate::private_file::readable_by_others(&path));
         let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp file left behind");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_tokens_file_replaced_with_the_same_size_and_mtime_is_still_noticed() {
+        let dir = crate::testutil::TempDir::new();
+        let path = dir.0.join("tokens.json");
+        let set = TokenSet {
+            access_token: "acc".into(),
+            refresh_token: "ref".into(),
+            expires_at: SystemTime::now() + Duration::from_secs(100),
+            lifetime: Duration::from_secs(100),
+        };
+        let ours = save_tokens(&path, &set).unwrap();
+        // Another process writes the same bytes beside it, with the same mtime, and renames
+        // it over: only the file's identity tells.
+        let other = dir.0.join("other.json");
+        std::fs::write(&other, std::fs::read(&path).unwrap()).unwrap();
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        File::options()
+            .write(true)
+            .open(&other)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        let (_, theirs) = read_tokens(&path).unwrap().unwrap();
+        assert_eq!((theirs.len, theirs.modified), (ours.len, ours.modified));
+        assert_ne!(theirs, ours);
     }
 }

@@ -5,15 +5,15 @@
 //! Kept out of the ledger on purpose: a big file has thousands of parts, and recording each
 //! finished part in the job's ledger record would rewrite all the URLs every time. Only the
 //! worker holding the job touches its files. The URLs are secrets (anyone holding one can
-//! write that part): the files are created 0600.
+//! write that part): the files are created owner-only (`private_file`).
 
-use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::parts::Part;
+use crate::private_file;
 
 /// What Frame.io returned for a local upload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -51,17 +51,7 @@ impl Sidecar {
     pub fn save_plan(&self, job: u64, plan: &LocalPlan) -> io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let _ = std::fs::remove_file(self.done_path(job));
-        let tmp = self.dir.join(format!("{job}.json.tmp"));
-        {
-            let mut f = private_file(&tmp, false)?;
-            f.write_all(&serde_json::to_vec(plan)?)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, self.plan_path(job))?;
-        if let Ok(d) = File::open(&self.dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        private_file::write_atomic(&self.plan_path(job), &serde_json::to_vec(plan)?, |_| Ok(()))
     }
 
     /// Whether a plan is saved for the job (a local upload's, until the job ends).
@@ -88,7 +78,7 @@ impl Sidecar {
 
     /// Records a finished part durably.
     pub fn record_done(&self, job: u64, index: usize) -> io::Result<()> {
-        let mut f = private_file(&self.done_path(job), true)?;
+        let mut f = private_file::open_append(&self.done_path(job))?;
         writeln!(f, "{index}")?;
         f.sync_data()
     }
@@ -97,22 +87,6 @@ impl Sidecar {
         let _ = std::fs::remove_file(self.plan_path(job));
         let _ = std::fs::remove_file(self.done_path(job));
     }
-}
-
-fn private_file(path: &Path, append: bool) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.write(true).create(true);
-    if append {
-        options.append(true);
-    } else {
-        options.truncate(true);
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)
 }
 
 #[cfg(test)]
@@ -142,23 +116,21 @@ mod tests {
         sc.record_done(7, 2).unwrap();
         sc.record_done(7, 0).unwrap();
         sc.record_done(7, 2).unwrap();
-        let mut f = OpenOptions::new()
+        // A torn last line (no newline); the handle is closed at once, as a crashed writer's
+        // is, so that Windows can remove the file when a new plan starts over.
+        std::fs::OpenOptions::new()
             .append(true)
             .open(sc.done_path(7))
+            .unwrap()
+            .write_all(b"3")
             .unwrap();
-        f.write_all(b"3").unwrap(); // torn: no newline
         let (loaded, done) = sc.load(7).unwrap();
         assert_eq!(loaded, plan);
         assert_eq!(done, vec![0, 2]);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(sc.plan_path(7))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o077, 0, "part URLs are secrets");
-        }
+        assert!(
+            !private_file::readable_by_others(&sc.plan_path(7)),
+            "part URLs are secrets"
+        );
         sc.save_plan(7, &plan).unwrap();
         assert_eq!(
             sc.load(7).unwrap().1,

@@ -49,15 +49,12 @@ impl Sandbox {
         })
     }
 
-    /// Writes `config` as `config.json` in the sandbox (mode 0600) and returns its path.
+    /// Writes `config` as `config.json` in the sandbox, owner-only (it holds a secret: mode
+    /// 0600, or an owner-only ACL on Windows) and returns its path.
     pub fn write_config(&self, config: &Value) -> PathBuf {
         let path = self.dir.join("config.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
+        let body = serde_json::to_vec_pretty(config).unwrap();
+        postflow::private_file::write_atomic(&path, &body, |_| Ok(())).unwrap();
         path
     }
 
