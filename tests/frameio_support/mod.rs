@@ -142,6 +142,7 @@ pub fn run_auth(
         .stderr(Stdio::piped())
         .spawn()
         .expect("start postflow auth");
+    sandbox.track(&child);
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut seen = String::new();
     let url = loop {
