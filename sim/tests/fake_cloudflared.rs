@@ -1,11 +1,13 @@
 //! Black-box tests of the `fake-cloudflared` binary: spawned like postflow
 //! spawns cloudflared, observed only through stderr, stdout, the metrics
 //! port, the edge port, files and exit status.
-#![cfg(unix)]
+//!
+//! The tests that signal the stand-in (SIGTERM, SIGINT, SIGUSR1) are unix-only: it reacts to
+//! them as Go's runtime does through sigaction (sim/src/cloudflared/signals.rs), and Windows
+//! has no signals to send it; each such test says so.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -151,6 +153,7 @@ impl Fake {
         }
     }
 
+    #[cfg(unix)]
     fn signal(&self, sig: i32) {
         unsafe {
             libc::kill(self.child.id() as i32, sig);
@@ -306,6 +309,7 @@ fn is_console_line(l: &str) -> bool {
 
 // ---------------------------------------------------------------- quick mode
 
+#[cfg(unix)] // sends SIGTERM: no signals to send on Windows
 #[test]
 fn quick_tunnel_prints_box_serves_metrics_and_stops_on_sigterm() {
     let o = origin();
@@ -392,6 +396,7 @@ fn quick_tunnel_prints_box_serves_metrics_and_stops_on_sigterm() {
     assert!(f.stdout().is_empty(), "stdout must stay empty");
 }
 
+#[cfg(unix)] // sends SIGTERM: no signals to send on Windows
 #[test]
 fn edge_forwards_bytes_and_ranges_exactly_and_registry_follows_lifetime() {
     let o = origin();
@@ -518,6 +523,7 @@ fn rate_limit_exits_1_with_the_429_line() {
     );
 }
 
+#[cfg(unix)] // sends SIGTERM: no signals to send on Windows
 #[test]
 fn edge_unreachable_retries_with_growing_backoff_and_never_gets_ready() {
     let mut f = Fake::quick(
@@ -650,6 +656,7 @@ fn log_flood_blocks_when_stderr_is_not_drained() {
 
 // ---------------------------------------------------------------- signals
 
+#[cfg(unix)] // sends SIGINT: no signals to send on Windows
 #[test]
 fn sigint_says_interrupt_and_exits_0() {
     let mut f = Fake::quick(
@@ -668,6 +675,7 @@ fn sigint_says_interrupt_and_exits_0() {
     f.wait_line(" INF Initiating graceful shutdown due to signal interrupt ...");
 }
 
+#[cfg(unix)] // sends SIGTERM: no signals to send on Windows
 #[test]
 fn sigterm_waits_for_an_in_flight_download_then_exits_0() {
     let o = origin();
@@ -709,6 +717,7 @@ fn sigterm_waits_for_an_in_flight_download_then_exits_0() {
     assert!(body == *o.body);
 }
 
+#[cfg(unix)] // sends SIGTERM: no signals to send on Windows
 #[test]
 fn grace_period_bounds_the_wait_for_a_hung_request() {
     let o = origin();
@@ -738,6 +747,7 @@ fn grace_period_bounds_the_wait_for_a_hung_request() {
     );
 }
 
+#[cfg(unix)] // sends SIGTERM: no signals to send on Windows
 #[test]
 fn slow_shutdown_is_capped_by_grace_and_a_second_signal_kills() {
     // slow-shutdown=1 with the default grace: takes about 1 s, exit 0.
@@ -789,6 +799,7 @@ fn slow_shutdown_is_capped_by_grace_and_a_second_signal_kills() {
     let t = Instant::now();
     f.signal(libc::SIGTERM);
     let st = f.wait_exit(Duration::from_secs(5));
+    use std::os::unix::process::ExitStatusExt;
     assert_eq!(st.signal(), Some(libc::SIGTERM), "{st:?}");
     assert!(t.elapsed() < Duration::from_secs(1));
     assert_eq!(f.count("Tunnel server stopped"), 0);
@@ -808,6 +819,7 @@ fn named(extra_before_run: &[&str], after_run: &[&str], envs: &[(&str, &str)]) -
     Fake::spawn(&args, envs, metrics)
 }
 
+#[cfg(unix)] // sends SIGTERM: no signals to send on Windows
 #[test]
 fn named_tunnel_reads_the_token_file_and_registers_four_connections() {
     let o = origin();
@@ -874,6 +886,7 @@ fn named_tunnel_reads_the_token_file_and_registers_four_connections() {
     assert!(!reg.join("files.example.com").exists());
 }
 
+#[cfg(unix)] // sends SIGTERM: no signals to send on Windows
 #[test]
 fn named_flags_may_come_before_run_and_token_problems_are_usage_errors() {
     let dir = temp_dir("named-errs");
@@ -1273,6 +1286,7 @@ fn a_gzip_answer_to_the_gzip_cloudflared_asked_for_is_decompressed_on_the_way_ba
     assert!(plain == *o.body);
 }
 
+#[cfg(unix)] // sends SIGUSR1: no signals to send on Windows
 #[test]
 fn an_edge_drop_cuts_what_is_in_flight_answers_530_and_comes_back_with_the_same_hostname() {
     let o = origin();
@@ -1331,6 +1345,7 @@ fn an_edge_drop_cuts_what_is_in_flight_answers_530_and_comes_back_with_the_same_
     );
 }
 
+#[cfg(unix)] // sends SIGUSR1: no signals to send on Windows
 #[test]
 fn over_http2_a_drop_logs_what_the_real_one_logs_and_the_reconnect_only_registers() {
     let f = Fake::quick(
@@ -1369,6 +1384,7 @@ fn over_http2_a_drop_logs_what_the_real_one_logs_and_the_reconnect_only_register
     f.wait_ready();
 }
 
+#[cfg(unix)] // sends SIGUSR1: no signals to send on Windows
 #[test]
 fn a_refused_reregistration_is_logged_and_the_tunnel_comes_back_later() {
     let f = Fake::quick(
