@@ -9,9 +9,10 @@
 //! and probe (postflow's own file server and a link on it) are exercised by tests/upload_e2e.rs.
 //!
 //! On Windows (under Wine in CI) cloudflared is asked to stop with a Ctrl-Break to its process
-//! group, which Wine cannot deliver (GenerateConsoleCtrlEvent fails there), and the stand-in
-//! reacts to signals only on unix: the tests of a graceful cloudflared stop, and those that
-//! signal the stand-in, are not run there; each says so. macOS has no /proc to tell a live
+//! group, which Wine cannot deliver (GenerateConsoleCtrlEvent fails there), and the stand-in's
+//! other signals (SIGUSR1 for an edge drop, SIGSTOP) have no Windows counterpart: the tests of
+//! a graceful cloudflared stop, and those that signal the stand-in, are not run there; each
+//! says so. macOS has no /proc to tell a live
 //! process from a zombie with (`common::is_alive`).
 #![cfg(any(target_os = "linux", windows))]
 
@@ -592,8 +593,8 @@ fn a_tunnel_that_stops_answering_is_reconnecting_and_comes_back_with_the_same_ur
 #[test]
 #[cfg_attr(
     windows,
-    ignore = "stops the stand-in with a signal: a Ctrl-Break on Windows, which Wine cannot \
-              deliver, and the stand-in handles signals only on unix"
+    ignore = "stops the stand-in by hand with a signal: on Windows a Ctrl-Break to its \
+              console group, which Wine cannot deliver"
 )]
 fn a_cloudflared_stopped_by_hand_is_brought_back() {
     let f = Fixture::new("tunnel-by-hand");
@@ -905,7 +906,7 @@ fn a_clean_cloudflared_shutdown_and_its_err_lines_are_not_a_failure() {
     let lines = run.lines();
     let stopping = lines
         .iter()
-        .position(|l| l.contains("stopping (signal received)"))
+        .position(|l| l.contains(common::STOPPING))
         .unwrap();
     let after = &lines[stopping..];
     // cloudflared said ERR, as the real one does on a clean shutdown ...

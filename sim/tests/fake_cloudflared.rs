@@ -2,9 +2,9 @@
 //! spawns cloudflared, observed only through stderr, stdout, the metrics
 //! port, the edge port, files and exit status.
 //!
-//! The tests that signal the stand-in (SIGTERM, SIGINT, SIGUSR1) do not run on Windows: it
-//! reacts to them as Go's runtime does through sigaction (sim/src/cloudflared/signals.rs), and
-//! Windows has no signals to send it; each such test says so.
+//! The tests that signal the stand-in (SIGTERM, SIGINT, SIGUSR1) do not run on Windows, where
+//! a stop is a Ctrl-Break to its console group that Wine cannot deliver, and an edge drop
+//! (SIGUSR1) has no counterpart; each such test says so.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -330,7 +330,7 @@ fn is_console_line(l: &str) -> bool {
 #[test]
 #[cfg_attr(
     windows,
-    ignore = "sends SIGTERM: Windows has no signal to send the stand-in"
+    ignore = "sends SIGTERM: on Windows a Ctrl-Break to its console group, which Wine cannot deliver"
 )]
 fn quick_tunnel_prints_box_serves_metrics_and_stops_on_sigterm() {
     let o = origin();
@@ -420,7 +420,7 @@ fn quick_tunnel_prints_box_serves_metrics_and_stops_on_sigterm() {
 #[test]
 #[cfg_attr(
     windows,
-    ignore = "sends SIGTERM: Windows has no signal to send the stand-in"
+    ignore = "sends SIGTERM: on Windows a Ctrl-Break to its console group, which Wine cannot deliver"
 )]
 fn edge_forwards_bytes_and_ranges_exactly_and_registry_follows_lifetime() {
     let o = origin();
@@ -550,7 +550,7 @@ fn rate_limit_exits_1_with_the_429_line() {
 #[test]
 #[cfg_attr(
     windows,
-    ignore = "sends SIGTERM: Windows has no signal to send the stand-in"
+    ignore = "sends SIGTERM: on Windows a Ctrl-Break to its console group, which Wine cannot deliver"
 )]
 fn edge_unreachable_retries_with_growing_backoff_and_never_gets_ready() {
     let mut f = Fake::quick(
@@ -686,7 +686,7 @@ fn log_flood_blocks_when_stderr_is_not_drained() {
 #[test]
 #[cfg_attr(
     windows,
-    ignore = "sends SIGINT: Windows has no signal to send the stand-in"
+    ignore = "sends SIGINT: on Windows a Ctrl-Break to its console group, which Wine cannot deliver"
 )]
 fn sigint_says_interrupt_and_exits_0() {
     let mut f = Fake::quick(
@@ -708,7 +708,7 @@ fn sigint_says_interrupt_and_exits_0() {
 #[test]
 #[cfg_attr(
     windows,
-    ignore = "sends SIGTERM: Windows has no signal to send the stand-in"
+    ignore = "sends SIGTERM: on Windows a Ctrl-Break to its console group, which Wine cannot deliver"
 )]
 fn sigterm_waits_for_an_in_flight_download_then_exits_0() {
     let o = origin();
@@ -753,7 +753,7 @@ fn sigterm_waits_for_an_in_flight_download_then_exits_0() {
 #[test]
 #[cfg_attr(
     windows,
-    ignore = "sends SIGTERM: Windows has no signal to send the stand-in"
+    ignore = "sends SIGTERM: on Windows a Ctrl-Break to its console group, which Wine cannot deliver"
 )]
 fn grace_period_bounds_the_wait_for_a_hung_request() {
     let o = origin();
@@ -786,7 +786,7 @@ fn grace_period_bounds_the_wait_for_a_hung_request() {
 #[test]
 #[cfg_attr(
     windows,
-    ignore = "sends SIGTERM: Windows has no signal to send the stand-in"
+    ignore = "sends SIGTERM: on Windows a Ctrl-Break to its console group, which Wine cannot deliver"
 )]
 fn slow_shutdown_is_capped_by_grace_and_a_second_signal_kills() {
     // slow-shutdown=1 with the default grace: takes about 1 s, exit 0.
@@ -866,7 +866,7 @@ fn named(extra_before_run: &[&str], after_run: &[&str], envs: &[(&str, &str)]) -
 #[test]
 #[cfg_attr(
     windows,
-    ignore = "sends SIGTERM: Windows has no signal to send the stand-in"
+    ignore = "sends SIGTERM: on Windows a Ctrl-Break to its console group, which Wine cannot deliver"
 )]
 fn named_tunnel_reads_the_token_file_and_registers_four_connections() {
     let o = origin();
@@ -936,7 +936,7 @@ fn named_tunnel_reads_the_token_file_and_registers_four_connections() {
 #[test]
 #[cfg_attr(
     windows,
-    ignore = "sends SIGTERM: Windows has no signal to send the stand-in"
+    ignore = "sends SIGTERM: on Windows a Ctrl-Break to its console group, which Wine cannot deliver"
 )]
 fn named_flags_may_come_before_run_and_token_problems_are_usage_errors() {
     let dir = temp_dir("named-errs");
@@ -1339,7 +1339,7 @@ fn a_gzip_answer_to_the_gzip_cloudflared_asked_for_is_decompressed_on_the_way_ba
 #[test]
 #[cfg_attr(
     windows,
-    ignore = "sends SIGUSR1: Windows has no signal to send the stand-in"
+    ignore = "sends SIGUSR1 (an edge drop), which has no Windows counterpart"
 )]
 fn an_edge_drop_cuts_what_is_in_flight_answers_530_and_comes_back_with_the_same_hostname() {
     let o = origin();
@@ -1401,7 +1401,7 @@ fn an_edge_drop_cuts_what_is_in_flight_answers_530_and_comes_back_with_the_same_
 #[test]
 #[cfg_attr(
     windows,
-    ignore = "sends SIGUSR1: Windows has no signal to send the stand-in"
+    ignore = "sends SIGUSR1 (an edge drop), which has no Windows counterpart"
 )]
 fn over_http2_a_drop_logs_what_the_real_one_logs_and_the_reconnect_only_registers() {
     let f = Fake::quick(
@@ -1443,7 +1443,7 @@ fn over_http2_a_drop_logs_what_the_real_one_logs_and_the_reconnect_only_register
 #[test]
 #[cfg_attr(
     windows,
-    ignore = "sends SIGUSR1: Windows has no signal to send the stand-in"
+    ignore = "sends SIGUSR1 (an edge drop), which has no Windows counterpart"
 )]
 fn a_refused_reregistration_is_logged_and_the_tunnel_comes_back_later() {
     let f = Fake::quick(

@@ -228,6 +228,13 @@ pub fn signal(pid: u32, name: &str) {
     assert!(ok, "kill -{name} {pid} failed");
 }
 
+/// How postflow's log names the stop `signal(pid, "TERM")` asks for: a signal on unix, the
+/// named stop event (what `postflow stop` sets) on Windows.
+#[cfg(unix)]
+pub const STOPPING: &str = "stopping (signal received)";
+#[cfg(windows)]
+pub const STOPPING: &str = "stopping (asked by `postflow stop`)";
+
 /// What a signal by name means to a postflow on Windows: `TERM` and `INT` are the graceful
 /// stop a service stop or a console Ctrl-C gives, asked through postflow's named event
 /// `Local\postflow-stop-<pid>`; `KILL` is `TerminateProcess`. Windows has no counterpart for
