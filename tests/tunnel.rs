@@ -1003,6 +1003,7 @@ fn after_kill_9_of_postflow_a_restart_leaves_exactly_one_cloudflared() {
 fn a_pid_file_naming_an_unrelated_process_leaves_it_alone() {
     let f = Fixture::new("tunnel-foreign-pid");
     let mut bystander = bystander();
+    f.sandbox.track(&bystander);
     std::fs::create_dir_all(f.sandbox.state_dir()).unwrap();
     std::fs::write(
         f.state_file("cloudflared.pid"),
