@@ -76,15 +76,12 @@ impl Sandbox {
         })
     }
 
-    /// Writes `config` as `config.json` in the sandbox (mode 0600) and returns its path.
+    /// Writes `config` as `config.json` in the sandbox, readable by its owner only (it holds
+    /// a secret: mode 0600, or an owner-only DACL on Windows), and returns its path.
     pub fn write_config(&self, config: &Value) -> PathBuf {
         let path = self.dir.join("config.json");
         std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
+        owner_only(&path);
         path
     }
 
@@ -186,6 +183,18 @@ impl Drop for Sandbox {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Makes `path` readable by its owner only, as postflow wants a file holding a secret: mode
+/// 0600 on unix, a protected owner-only DACL on Windows.
+pub fn owner_only(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    #[cfg(windows)]
+    win32::owner_only(path);
 }
 
 /// Polls `cond` every 20 ms until it holds, or panics naming what it waited for.

@@ -1,15 +1,22 @@
 //! The harness's process calls on Windows, where there is no `kill` command and no /proc.
 //!
 //! Unsafe calls, each sound for the same reasons: the Win32 functions are called with handles
-//! this module opened and checked for null (or that a live `OwnedHandle` owns), with a
-//! NUL-terminated UTF-16 name that outlives the call, and every handle opened here is closed
-//! exactly once, by `OwnedHandle`'s drop.
+//! this module opened and checked for null (or that a live `OwnedHandle` owns), with
+//! NUL-terminated UTF-16 strings that outlive the call, and every handle opened here is closed
+//! exactly once, by `OwnedHandle`'s drop (the one security descriptor, by `LocalFree`).
 #![allow(unsafe_code)]
 
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 use std::time::{Duration, Instant};
 
-use windows_sys::Win32::Foundation::WAIT_TIMEOUT;
+use windows_sys::Win32::Foundation::{LocalFree, WAIT_TIMEOUT};
+use windows_sys::Win32::Security::Authorization::{
+    ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+};
+use windows_sys::Win32::Security::{
+    SetFileSecurityW, DACL_SECURITY_INFORMATION, PROTECTED_DACL_SECURITY_INFORMATION,
+    PSECURITY_DESCRIPTOR,
+};
 use windows_sys::Win32::System::Threading::{
     OpenEventW, OpenProcess, SetEvent, TerminateProcess, WaitForSingleObject, EVENT_MODIFY_STATE,
     PROCESS_SYNCHRONIZE, PROCESS_TERMINATE,
@@ -89,4 +96,47 @@ pub fn is_alive(pid: u32) -> bool {
     let process = unsafe { OwnedHandle::from_raw_handle(raw) };
     // SAFETY: `process` is open for SYNCHRONIZE.
     unsafe { WaitForSingleObject(process.as_raw_handle(), 0) == WAIT_TIMEOUT }
+}
+
+/// What mode 0600 is on unix: `path` readable and writable by its owner only, through a
+/// protected DACL (nothing inherited from the folder) granting full control to the owner,
+/// SYSTEM and Administrators, as postflow gives its own secrets.
+pub fn owner_only(path: &std::path::Path) {
+    use std::os::windows::ffi::OsStrExt;
+    let sddl: Vec<u16> = "D:P(A;;FA;;;OW)(A;;FA;;;SY)(A;;FA;;;BA)"
+        .encode_utf16()
+        .chain([0])
+        .collect();
+    let wide: Vec<u16> = path.as_os_str().encode_wide().chain([0]).collect();
+    let mut descriptor: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+    // SAFETY: `sddl` is NUL-terminated; `descriptor` receives a LocalAlloc'ed descriptor.
+    let parsed = unsafe {
+        ConvertStringSecurityDescriptorToSecurityDescriptorW(
+            sddl.as_ptr(),
+            SDDL_REVISION_1,
+            &mut descriptor,
+            std::ptr::null_mut(),
+        )
+    };
+    assert!(
+        parsed != 0,
+        "cannot parse the owner-only DACL: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: `wide` is NUL-terminated and `descriptor` a valid descriptor until freed below.
+    let set = unsafe {
+        SetFileSecurityW(
+            wide.as_ptr(),
+            DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
+            descriptor,
+        )
+    };
+    let error = std::io::Error::last_os_error();
+    // SAFETY: allocated by ConvertStringSecurityDescriptorToSecurityDescriptorW, freed once.
+    unsafe { LocalFree(descriptor) };
+    assert!(
+        set != 0,
+        "cannot make {} readable by its owner only: {error}",
+        path.display()
+    );
 }
