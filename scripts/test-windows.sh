@@ -19,6 +19,10 @@ CARGO=${CARGO:-cargo}
 # A test binary that runs longer than this is taken for a hung Wine and killed. The slowest
 # binary takes about a minute under Wine on a 2-core machine.
 PER_BINARY_SECS=${PER_BINARY_SECS:-600}
+# Four tests at a time in each binary, not one per core: under Wine most of a test's time is
+# spent waiting (for postflow's settle time, the simulator's deadlines, Wine's process start),
+# and the suite takes half as long.
+export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
 WINE_DIR=$PWD/target/wine
 export WINEPREFIX=$WINE_DIR/prefix
 export WINEDEBUG=-all
