@@ -200,11 +200,6 @@ fn bad_usage_exits_2_and_says_what_to_type() {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine does not model ACLs: on Windows the warning comes from the file's ACL, \
-              decided by the unit tests of that check in src/"
-)]
 fn a_config_holding_a_secret_readable_by_others_gets_a_warning() {
     let sandbox = Sandbox::new("config-perms");
     let path = sandbox.write_config(&sandbox.base_config());
@@ -212,14 +207,25 @@ fn a_config_holding_a_secret_readable_by_others_gets_a_warning() {
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let out = sandbox.postflow().arg("check").arg(&path).output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(stdout.contains("chmod 600"), "{stdout}");
-        assert!(
-            !stdout.contains("test-secret"),
-            "the secret itself is never printed"
-        );
     }
-    #[cfg(not(unix))]
-    let _ = path;
+    // Windows: read for Everyone (Wine keeps no ACLs, and reads a fresh file's 0644 mode as
+    // that already; its icacls does nothing).
+    #[cfg(windows)]
+    {
+        let body = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, body).unwrap();
+        let _ = std::process::Command::new("icacls")
+            .arg(&path)
+            .args(["/grant", "*S-1-1-0:R"])
+            .output();
+    }
+    let out = sandbox.postflow().arg("check").arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let fix = if cfg!(windows) { "icacls" } else { "chmod 600" };
+    assert!(stdout.contains(fix), "{stdout}");
+    assert!(
+        !stdout.contains("test-secret"),
+        "the secret itself is never printed"
+    );
 }
