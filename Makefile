@@ -1,7 +1,7 @@
 # postflow: common tasks. `make test` is what CI runs (through .ci/run).
 CARGO ?= cargo
 
-.PHONY: build release dist check-macos test test-durability test-browser screenshots lint run clean bench demo soak soak-ci
+.PHONY: build release dist check-macos test test-durability test-windows test-browser screenshots lint run clean bench demo soak soak-ci
 
 # Everything on this machine: the Frame.io simulator, the cloudflared stand-in and postflow,
 # with generated media dropped into demo/inbox. Prints the dashboard URL; Ctrl-C stops it.
@@ -37,6 +37,13 @@ test-durability:
 	@if [ "$$(id -u)" != 0 ]; then echo "test-durability: needs root (mounts a tmpfs)" >&2; exit 1; fi
 	@unshare --mount --propagation private true || { echo "test-durability: unshare --mount does not work here" >&2; exit 1; }
 	$(CARGO) test --test durability -- --ignored
+
+# The same tests cross-compiled for Windows (mingw-w64) and run under Wine, one binary at a
+# time with a time limit; installs mingw-w64 and Wine when missing, keeps its Wine prefix in
+# target/wine. Ends with `windows: N passed, N failed, N ignored`. CONTRIBUTING.md says what
+# Wine does not model.
+test-windows:
+	CARGO=$(CARGO) scripts/test-windows.sh
 
 # Headless Chromium loads the page while a job runs (installs chromium when missing); its
 # screenshot goes to target/tmp/browser-test.png, never into the tree.

@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
-# `make dist`: the release tarball a studio copies to any Linux ingest machine.
+# `make dist`: the release tarball a studio copies to any Linux ingest machine, and the zip
+# for a Windows one.
 #
-#   scripts/dist.sh                     build, check and package into dist/
-#   scripts/dist.sh package BINARY DIR  only package an already built BINARY into DIR
-#   scripts/dist.sh check-macos         clippy for x86_64-apple-darwin (compiles, cannot link)
+#   scripts/dist.sh                             build, check and package both into dist/
+#   scripts/dist.sh package BINARY DIR          only package an already built BINARY into DIR
+#   scripts/dist.sh windows                     build, check and package only the Windows zip
+#   scripts/dist.sh package-windows EXE DIR     only package an already built postflow.exe
+#   scripts/dist.sh check-macos                 clippy for x86_64-apple-darwin (compiles, cannot link)
 #
 # The binary is built with cargo-zigbuild against glibc 2.17 (CentOS 7; everything newer runs
 # it too), because a plain `cargo build --release` links against this machine's glibc and
 # then refuses to start on Debian 11, Ubuntu 20.04 or RHEL 8. Zig and cargo-zigbuild come
 # from PyPI into a virtualenv under target/, so a fresh machine needs only Rust, python3 (with
 # venv) and network access to PyPI once.
+#
+# postflow.exe is cross-built with mingw-w64 (x86_64-pc-windows-gnu), and run once under Wine
+# to ask its version, as the tarball's binary is (`make test-windows` sets up mingw-w64, Wine
+# and the Wine prefix this uses).
 set -euo pipefail
 # Paths on the command line are the caller's; the script itself works from the repository.
 caller=$PWD
 cd "$(dirname "$0")/.."
 
 TRIPLE=x86_64-unknown-linux-gnu
+WINDOWS=x86_64-pc-windows-gnu
 GLIBC=2.17
 MAX_BYTES=$((6 * 1024 * 1024))
 # Pinned so that two releases of the same commit are built by the same toolchain.
@@ -63,6 +71,76 @@ package() {
         --directory="$stage" "$name" | gzip -n -9 >"$out/$name.tar.gz"
     (cd "$out" && sha256sum "$name.tar.gz" >"$name.tar.gz.sha256")
     echo "$out/$name.tar.gz"
+}
+
+# The zip: postflow-VERSION-x86_64-windows/ holding postflow.exe, README.md, config.json,
+# LICENSE and docs/, and beside it its .sha256. The version is the one the binary prints; it
+# must name the Windows target. The version is asked with $RUN_EXE (Wine by default: this runs
+# on Linux). Entries sorted, with the commit's time and fixed permissions, no extra fields, so
+# packaging the same binary twice gives the same bytes.
+package_windows() {
+    local exe=$1 out=$2
+    [ -f "$exe" ] || die "no binary at $exe"
+    local run_exe=${RUN_EXE:-wine} line version
+    line=$($run_exe "$exe" --version 2>/dev/null | awk '$1 == "postflow"') || true
+    version=$(awk '{print $2}' <<<"$line")
+    [ -n "$version" ] || die "$exe --version (run with $run_exe) does not print \`postflow VERSION ...\`"
+    case "$line" in
+    *"$WINDOWS)") ;;
+    *) die "$exe says \`$line\`, not built for $WINDOWS" ;;
+    esac
+    local name="postflow-$version-x86_64-windows"
+    local mtime
+    mtime=$(git log -1 --format=%ct 2>/dev/null || stat -c %Y "$exe")
+    mkdir -p "$out"
+    python3 - "$out/$name.zip" "$name" "$mtime" "$exe" <<'PY' || die "cannot write $out/$name.zip"
+import os, sys, time, zipfile
+zip_path, top, mtime, exe = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+# Zip times are local times of day with a 2-second step, and nothing before 1980.
+stamp = time.gmtime(max(mtime, 315532800))[:6]
+files = {"postflow.exe": exe, "README.md": "README.md", "config.json": "config.json",
+         "LICENSE": "LICENSE"}
+for root, _, names in os.walk("docs"):
+    for n in names:
+        files[os.path.join(root, n).replace(os.sep, "/")] = os.path.join(root, n)
+with zipfile.ZipFile(zip_path + ".part", "w") as z:
+    for arc in sorted(files):
+        info = zipfile.ZipInfo(f"{top}/{arc}", date_time=stamp)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info.create_system = 3  # unix, so that the permissions below are read
+        info.external_attr = (0o100755 if arc.endswith(".exe") else 0o100644) << 16
+        with open(files[arc], "rb") as f:
+            z.writestr(info, f.read(), compresslevel=9)
+os.replace(zip_path + ".part", zip_path)
+PY
+    (cd "$out" && sha256sum "$name.zip" >"$name.zip.sha256")
+    echo "$out/$name.zip"
+}
+
+# The Windows zip: postflow.exe cross-built in release with mingw-w64 (the same release
+# profile and --locked as the tarball's binary; the linker told not to stamp the build time
+# into the PE header, so two builds of one commit give the same bytes), checked and packaged.
+build_windows() {
+    command -v x86_64-w64-mingw32-gcc >/dev/null ||
+        die "x86_64-w64-mingw32-gcc not found (Debian/Ubuntu: apt-get install gcc-mingw-w64-x86-64)"
+    command -v wine >/dev/null || die "wine not found (Debian/Ubuntu: apt-get install wine wine64)"
+    if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$WINDOWS"; then
+        rustup target add "$WINDOWS" >&2 || die "the Rust target $WINDOWS is missing and cannot be added"
+    fi
+    CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUSTFLAGS="-C link-arg=-Wl,--no-insert-timestamp" \
+        "$CARGO" build --release --locked -p postflow --bin postflow --target "$WINDOWS" ||
+        die "cargo build --target $WINDOWS failed"
+    local exe="target/$WINDOWS/release/postflow.exe"
+    # Wine's own prefix under target/ (with the ProcessPrng shim Wine 8.0 lacks), as
+    # `make test-windows` makes it.
+    [ -f target/wine/prefix/system.reg ] ||
+        die "no Wine prefix in target/wine/prefix: run \`make test-windows\` once (it makes it)"
+    local zip
+    zip=$(WINEPREFIX=$PWD/target/wine/prefix WINEDEBUG=-all package_windows "$exe" dist)
+    echo "dist: $exe is $(stat -c %s "$exe") bytes; it prints:" \
+        "$(WINEPREFIX=$PWD/target/wine/prefix WINEDEBUG=-all wine "$exe" --version 2>/dev/null)"
+    echo "dist: $zip"
+    echo "dist: $(cat "$zip.sha256")"
 }
 
 # cargo-zigbuild and zig in target/dist-tools/venv, installed when missing or not the pinned
@@ -121,6 +199,7 @@ build() {
     tarball=$(package "$binary" dist)
     echo "dist: $tarball"
     echo "dist: $(cat "$tarball.sha256")"
+    build_windows
 }
 
 # Whether the code still compiles for a Mac, from Linux: zig stands in for the C compiler that
@@ -141,9 +220,15 @@ check_macos() {
 case "${1:-}" in
 "") build ;;
 check-macos) check_macos ;;
+windows) build_windows ;;
+package-windows)
+    [ $# = 3 ] || die "usage: scripts/dist.sh package-windows EXE DIR"
+    exe=$(from_caller "$2") out=$(from_caller "$3")
+    package_windows "$exe" "$out"
+    ;;
 package)
     [ $# = 3 ] || die "usage: scripts/dist.sh package BINARY DIR"
     package "$(from_caller "$2")" "$(from_caller "$3")"
     ;;
-*) die "usage: scripts/dist.sh [package BINARY DIR | check-macos]" ;;
+*) die "usage: scripts/dist.sh [package BINARY DIR | windows | package-windows EXE DIR | check-macos]" ;;
 esac

@@ -40,6 +40,8 @@ fn auth_signs_in_with_the_pasted_address_and_saves_the_tokens() {
                 && Some(t.token.as_str()) == tokens["refresh_token"].as_str())
     );
     assert!(tokens["expires_at"].as_u64().unwrap() > 1_700_000_000);
+    // Owner-only. On Windows that is an ACL, which Wine does not model: the unit tests of the
+    // code that writes it cover it there.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

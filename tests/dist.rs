@@ -1,7 +1,10 @@
-//! The release tarball's layout (`scripts/dist.sh package`, the last step of `make dist`): what
-//! a studio unpacks on an ingest machine. The cross-build itself is too slow for the test
-//! suite and needs PyPI; `make dist` checks its binary (glibc symbol versions, size).
-#![cfg(target_os = "linux")] // GNU tar and sha256sum
+//! The release archives' layout (`scripts/dist.sh package` and `package-windows`, the last
+//! steps of `make dist`): what a studio unpacks on an ingest machine. The cross-builds
+//! themselves are too slow for the test suite and need PyPI or mingw-w64; `make dist` checks
+//! its binaries (glibc symbol versions, size; the Windows one's target under Wine).
+// Linux only: scripts/dist.sh is the packager, run on Linux (bash, GNU tar, sha256sum,
+// python3); a Windows build of this test could not run it.
+#![cfg(target_os = "linux")]
 
 mod common;
 
@@ -28,6 +31,28 @@ fn package(sandbox: &Sandbox, binary: &Path, out: &str) -> Output {
         .current_dir(&sandbox.dir)
         .output()
         .unwrap()
+}
+
+/// `scripts/dist.sh package-windows`, with the stand-in binary asked its version by `sh`
+/// instead of Wine.
+fn package_windows(sandbox: &Sandbox, exe: &Path, out: &str) -> Output {
+    Command::new(Path::new(REPO).join("scripts/dist.sh"))
+        .args(["package-windows".as_ref(), exe.as_os_str(), out.as_ref()])
+        .env("RUN_EXE", "sh")
+        .current_dir(&sandbox.dir)
+        .output()
+        .unwrap()
+}
+
+/// The names inside a zip, as a user's unzip lists them.
+fn zip_names(zip: &Path) -> BTreeSet<String> {
+    let script = "import sys, zipfile; print('\\n'.join(zipfile.ZipFile(sys.argv[1]).namelist()))";
+    let listed = run(
+        zip.parent().unwrap(),
+        "python3",
+        &["-c", script, zip.to_str().unwrap()],
+    );
+    listed.lines().map(str::to_string).collect()
 }
 
 fn run(dir: &Path, program: &str, args: &[&str]) -> String {
@@ -141,6 +166,70 @@ fn a_binary_that_does_not_say_its_version_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("does not print `postflow VERSION"),
+        "{stderr}"
+    );
+    assert!(
+        !sandbox.dir.join("out").exists(),
+        "nothing half-made is left"
+    );
+}
+
+#[test]
+fn the_windows_zip_holds_the_exe_the_readme_the_manual_the_example_config_and_the_license() {
+    let sandbox = Sandbox::new("dist-zip");
+    let exe = fake_binary(&sandbox, "postflow 9.8.7 (abc1234, x86_64-pc-windows-gnu)");
+    let out = package_windows(&sandbox, &exe, "out");
+    assert!(out.status.success(), "{out:?}");
+    let out_dir = sandbox.dir.join("out");
+    let zip = out_dir.join("postflow-9.8.7-x86_64-windows.zip");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        zip.display().to_string(),
+        "the version in the name is the one the binary prints"
+    );
+    let checked = run(
+        &out_dir,
+        "sha256sum",
+        &["-c", "postflow-9.8.7-x86_64-windows.zip.sha256"],
+    );
+    assert_eq!(checked.trim(), "postflow-9.8.7-x86_64-windows.zip: OK");
+
+    // One folder, holding what the install guide's Windows section promises (no systemd
+    // unit or launchd agent: contrib/ is for Linux and macOS).
+    let top = "postflow-9.8.7-x86_64-windows";
+    let mut expected: BTreeSet<String> = ["postflow.exe", "README.md", "config.json", "LICENSE"]
+        .iter()
+        .map(|f| format!("{top}/{f}"))
+        .collect();
+    for entry in std::fs::read_dir(Path::new(REPO).join("docs")).unwrap() {
+        let name = entry.unwrap().file_name();
+        expected.insert(format!("{top}/docs/{}", name.to_string_lossy()));
+    }
+    assert_eq!(zip_names(&zip), expected);
+
+    // Packaging the same binary again gives the same bytes, so a checksum can be compared.
+    let again = package_windows(&sandbox, &exe, "again");
+    assert!(again.status.success(), "{again:?}");
+    let second =
+        std::fs::read(sandbox.dir.join("again/postflow-9.8.7-x86_64-windows.zip")).unwrap();
+    assert!(
+        std::fs::read(&zip).unwrap() == second,
+        "two packagings of one binary differ"
+    );
+}
+
+#[test]
+fn a_binary_not_built_for_windows_is_refused_for_the_zip() {
+    let sandbox = Sandbox::new("dist-zip-linux");
+    let exe = fake_binary(
+        &sandbox,
+        "postflow 9.8.7 (abc1234, x86_64-unknown-linux-gnu)",
+    );
+    let out = package_windows(&sandbox, &exe, "out");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not built for x86_64-pc-windows-gnu"),
         "{stderr}"
     );
     assert!(

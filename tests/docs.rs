@@ -446,6 +446,7 @@ fn the_readme_is_a_front_door() {
     for command in [
         "make lint",
         "make test",
+        "make test-windows",
         "make test-browser",
         "make soak-ci",
     ] {

@@ -39,7 +39,7 @@ fn sigterm_stops_a_running_instance_with_exit_0_within_5_seconds() {
     let status = wait_exit(&mut child, Duration::from_secs(5));
     assert_eq!(status.code(), Some(0));
     let log = sandbox.log();
-    assert!(log.contains("stopping (signal received)"), "{log}");
+    assert!(log.contains(common::STOPPING), "{log}");
     assert!(log.contains("stopped"), "{log}");
 }
 

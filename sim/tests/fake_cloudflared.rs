@@ -1,11 +1,13 @@
 //! Black-box tests of the `fake-cloudflared` binary: spawned like postflow
 //! spawns cloudflared, observed only through stderr, stdout, the metrics
 //! port, the edge port, files and exit status.
-#![cfg(unix)]
+//!
+//! The tests that signal the stand-in (SIGTERM, SIGINT, SIGUSR1) do not run on Windows, where
+//! a stop is a Ctrl-Break to its console group that Wine cannot deliver, and an edge drop
+//! (SIGUSR1) has no counterpart; each such test says so.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +16,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fake-cloudflared");
+
+/// The signals the stand-in reacts to (unix only).
+#[derive(Debug, Clone, Copy)]
+enum Sig {
+    Term,
+    Int,
+    Usr1,
+}
 const T: Duration = Duration::from_secs(15);
 
 fn free_port() -> u16 {
@@ -151,10 +161,21 @@ impl Fake {
         }
     }
 
-    fn signal(&self, sig: i32) {
+    #[cfg(unix)]
+    fn signal(&self, sig: Sig) {
+        let sig = match sig {
+            Sig::Term => libc::SIGTERM,
+            Sig::Int => libc::SIGINT,
+            Sig::Usr1 => libc::SIGUSR1,
+        };
         unsafe {
             libc::kill(self.child.id() as i32, sig);
         }
+    }
+
+    #[cfg(not(unix))]
+    fn signal(&self, sig: Sig) {
+        panic!("{sig:?} has no counterpart here; this test must not run on this platform");
     }
 
     fn wait_exit(&mut self, within: Duration) -> ExitStatus {
@@ -307,6 +328,10 @@ fn is_console_line(l: &str) -> bool {
 // ---------------------------------------------------------------- quick mode
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "sends SIGTERM: on Windows a Ctrl-Break to its console group, which Wine cannot deliver"
+)]
 fn quick_tunnel_prints_box_serves_metrics_and_stops_on_sigterm() {
     let o = origin();
     let mut f = Fake::quick(o.port, &[], &[("FAKE_CLOUDFLARED_READY_DELAY_MS", "1500")]);
@@ -372,7 +397,7 @@ fn quick_tunnel_prints_box_serves_metrics_and_stops_on_sigterm() {
     assert!(lines.iter().any(|l| l.contains("CONNECTIVITY PRE-CHECKS")));
     assert!(lines.iter().all(|l| is_console_line(l)), "{lines:#?}");
 
-    f.signal(libc::SIGTERM);
+    f.signal(Sig::Term);
     let st = f.wait_exit(Duration::from_secs(5));
     assert_eq!(st.code(), Some(0));
     let lines = f.lines();
@@ -393,6 +418,10 @@ fn quick_tunnel_prints_box_serves_metrics_and_stops_on_sigterm() {
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "sends SIGTERM: on Windows a Ctrl-Break to its console group, which Wine cannot deliver"
+)]
 fn edge_forwards_bytes_and_ranges_exactly_and_registry_follows_lifetime() {
     let o = origin();
     let reg = temp_dir("reg");
@@ -441,7 +470,7 @@ fn edge_forwards_bytes_and_ranges_exactly_and_registry_follows_lifetime() {
     let (_, m) = f.get("/metrics");
     assert!(m.contains("cloudflared_tunnel_total_requests 2"), "{m}");
 
-    f.signal(libc::SIGTERM);
+    f.signal(Sig::Term);
     assert_eq!(f.wait_exit(Duration::from_secs(5)).code(), Some(0));
     assert!(!file.exists(), "registry file must be removed on exit");
     assert!(
@@ -519,6 +548,10 @@ fn rate_limit_exits_1_with_the_429_line() {
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "sends SIGTERM: on Windows a Ctrl-Break to its console group, which Wine cannot deliver"
+)]
 fn edge_unreachable_retries_with_growing_backoff_and_never_gets_ready() {
     let mut f = Fake::quick(
         free_port(),
@@ -543,7 +576,7 @@ fn edge_unreachable_retries_with_growing_backoff_and_never_gets_ready() {
         f.child.try_wait().unwrap().is_none(),
         "must not exit on its own"
     );
-    f.signal(libc::SIGTERM);
+    f.signal(Sig::Term);
     assert_eq!(f.wait_exit(Duration::from_secs(5)).code(), Some(0));
     assert_eq!(f.count("Unregistered"), 0);
 }
@@ -651,6 +684,10 @@ fn log_flood_blocks_when_stderr_is_not_drained() {
 // ---------------------------------------------------------------- signals
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "sends SIGINT: on Windows a Ctrl-Break to its console group, which Wine cannot deliver"
+)]
 fn sigint_says_interrupt_and_exits_0() {
     let mut f = Fake::quick(
         free_port(),
@@ -659,7 +696,7 @@ fn sigint_says_interrupt_and_exits_0() {
     );
     f.wait_ready();
     let t = Instant::now();
-    f.signal(libc::SIGINT);
+    f.signal(Sig::Int);
     assert_eq!(f.wait_exit(Duration::from_secs(5)).code(), Some(0));
     assert!(
         t.elapsed() < Duration::from_secs(2),
@@ -669,6 +706,10 @@ fn sigint_says_interrupt_and_exits_0() {
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "sends SIGTERM: on Windows a Ctrl-Break to its console group, which Wine cannot deliver"
+)]
 fn sigterm_waits_for_an_in_flight_download_then_exits_0() {
     let o = origin();
     let reg = temp_dir("inflight");
@@ -688,7 +729,7 @@ fn sigterm_waits_for_an_in_flight_download_then_exits_0() {
     let dl = thread::spawn(move || http_get(edge, "/slow/1500", &[]));
     thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
-    f.signal(libc::SIGTERM);
+    f.signal(Sig::Term);
     // /ready flips to 503 straight away.
     let end = Instant::now() + Duration::from_secs(2);
     while f.get("/ready").0 != 503 {
@@ -710,6 +751,10 @@ fn sigterm_waits_for_an_in_flight_download_then_exits_0() {
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "sends SIGTERM: on Windows a Ctrl-Break to its console group, which Wine cannot deliver"
+)]
 fn grace_period_bounds_the_wait_for_a_hung_request() {
     let o = origin();
     let reg = temp_dir("grace");
@@ -729,7 +774,7 @@ fn grace_period_bounds_the_wait_for_a_hung_request() {
     let _dl = thread::spawn(move || http_get(edge, "/hang", &[]));
     thread::sleep(Duration::from_millis(200));
     let t = Instant::now();
-    f.signal(libc::SIGTERM);
+    f.signal(Sig::Term);
     assert_eq!(f.wait_exit(Duration::from_secs(10)).code(), Some(0));
     let el = t.elapsed();
     assert!(
@@ -739,6 +784,10 @@ fn grace_period_bounds_the_wait_for_a_hung_request() {
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "sends SIGTERM: on Windows a Ctrl-Break to its console group, which Wine cannot deliver"
+)]
 fn slow_shutdown_is_capped_by_grace_and_a_second_signal_kills() {
     // slow-shutdown=1 with the default grace: takes about 1 s, exit 0.
     let mut f = Fake::quick(
@@ -751,7 +800,7 @@ fn slow_shutdown_is_capped_by_grace_and_a_second_signal_kills() {
     );
     f.wait_ready();
     let t = Instant::now();
-    f.signal(libc::SIGTERM);
+    f.signal(Sig::Term);
     assert_eq!(f.wait_exit(Duration::from_secs(10)).code(), Some(0));
     assert!(
         t.elapsed() >= Duration::from_millis(950),
@@ -770,7 +819,7 @@ fn slow_shutdown_is_capped_by_grace_and_a_second_signal_kills() {
     );
     f.wait_ready();
     let t = Instant::now();
-    f.signal(libc::SIGTERM);
+    f.signal(Sig::Term);
     assert_eq!(f.wait_exit(Duration::from_secs(10)).code(), Some(0));
     assert!(t.elapsed() < Duration::from_secs(3));
 
@@ -784,12 +833,18 @@ fn slow_shutdown_is_capped_by_grace_and_a_second_signal_kills() {
         ],
     );
     f.wait_ready();
-    f.signal(libc::SIGTERM);
+    f.signal(Sig::Term);
     f.wait_line("Initiating graceful shutdown");
     let t = Instant::now();
-    f.signal(libc::SIGTERM);
+    f.signal(Sig::Term);
     let st = f.wait_exit(Duration::from_secs(5));
-    assert_eq!(st.signal(), Some(libc::SIGTERM), "{st:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(st.signal(), Some(libc::SIGTERM), "{st:?}");
+    }
+    #[cfg(not(unix))]
+    let _ = st;
     assert!(t.elapsed() < Duration::from_secs(1));
     assert_eq!(f.count("Tunnel server stopped"), 0);
 }
@@ -809,6 +864,10 @@ fn named(extra_before_run: &[&str], after_run: &[&str], envs: &[(&str, &str)]) -
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "sends SIGTERM: on Windows a Ctrl-Break to its console group, which Wine cannot deliver"
+)]
 fn named_tunnel_reads_the_token_file_and_registers_four_connections() {
     let o = origin();
     let dir = temp_dir("named");
@@ -868,13 +927,17 @@ fn named_tunnel_reads_the_token_file_and_registers_four_connections() {
     assert!(line.contains("\"run\",\"--token-file\""), "{line}");
     assert!(!line.contains(&token), "token leaked into argv");
 
-    f.signal(libc::SIGTERM);
+    f.signal(Sig::Term);
     assert_eq!(f.wait_exit(Duration::from_secs(5)).code(), Some(0));
     assert_eq!(f.count("Unregistered tunnel connection"), 4);
     assert!(!reg.join("files.example.com").exists());
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "sends SIGTERM: on Windows a Ctrl-Break to its console group, which Wine cannot deliver"
+)]
 fn named_flags_may_come_before_run_and_token_problems_are_usage_errors() {
     let dir = temp_dir("named-errs");
     let good = dir.join("good");
@@ -889,7 +952,7 @@ fn named_flags_may_come_before_run_and_token_problems_are_usage_errors() {
         &[("FAKE_CLOUDFLARED_READY_DELAY_MS", "0")],
     );
     f.wait_ready();
-    f.signal(libc::SIGTERM);
+    f.signal(Sig::Term);
     assert_eq!(f.wait_exit(T).code(), Some(0));
 
     let missing = dir.join("missing");
@@ -1274,6 +1337,10 @@ fn a_gzip_answer_to_the_gzip_cloudflared_asked_for_is_decompressed_on_the_way_ba
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "sends SIGUSR1 (an edge drop), which has no Windows counterpart"
+)]
 fn an_edge_drop_cuts_what_is_in_flight_answers_530_and_comes_back_with_the_same_hostname() {
     let o = origin();
     let reg = temp_dir("drop");
@@ -1295,7 +1362,7 @@ fn an_edge_drop_cuts_what_is_in_flight_answers_530_and_comes_back_with_the_same_
     let download = thread::spawn(move || http_get(edge, "/f/big", &[]));
     thread::sleep(Duration::from_millis(500));
 
-    f.signal(libc::SIGUSR1);
+    f.signal(Sig::Usr1);
     let lost = f.wait_line("failed to accept incoming stream requests");
     assert!(
         lost.ends_with(" ERR failed to accept incoming stream requests error=\"failed to accept QUIC stream: Application error 0x0 (remote)\" connIndex=0 event=0 ip=198.41.200.63"),
@@ -1332,6 +1399,10 @@ fn an_edge_drop_cuts_what_is_in_flight_answers_530_and_comes_back_with_the_same_
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "sends SIGUSR1 (an edge drop), which has no Windows counterpart"
+)]
 fn over_http2_a_drop_logs_what_the_real_one_logs_and_the_reconnect_only_registers() {
     let f = Fake::quick(
         free_port(),
@@ -1342,7 +1413,7 @@ fn over_http2_a_drop_logs_what_the_real_one_logs_and_the_reconnect_only_register
         ],
     );
     f.wait_ready();
-    f.signal(libc::SIGUSR1);
+    f.signal(Sig::Usr1);
     f.wait_count("Registered tunnel connection", 2);
     let lines = f.bodies();
     let lost = lines
@@ -1370,6 +1441,10 @@ fn over_http2_a_drop_logs_what_the_real_one_logs_and_the_reconnect_only_register
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "sends SIGUSR1 (an edge drop), which has no Windows counterpart"
+)]
 fn a_refused_reregistration_is_logged_and_the_tunnel_comes_back_later() {
     let f = Fake::quick(
         free_port(),
@@ -1382,7 +1457,7 @@ fn a_refused_reregistration_is_logged_and_the_tunnel_comes_back_later() {
         ],
     );
     f.wait_ready();
-    f.signal(libc::SIGUSR1);
+    f.signal(Sig::Usr1);
     let refused = f.wait_line("Register tunnel error from server side");
     assert!(
         refused.contains(" ERR Register tunnel error from server side error=\""),

@@ -14,6 +14,9 @@
 //! not (a path of this machine, a `/` folder, markup as text).
 //!
 //! Ignored by a plain `cargo test`: it needs Chromium and `unshare`, and takes a minute or two.
+// Linux only: the studio's path is shown through a Linux mount namespace (`unshare`), and the
+// README's picture is taken on Linux; nothing here is about Windows or macOS behaviour.
+#![cfg(target_os = "linux")]
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -259,6 +262,7 @@ fn spawn_in_studio_namespace(sandbox: &Sandbox, config: &Path, registry: &Path) 
         .env("FAKE_CLOUDFLARED_RATE", UPLINK_BYTES_PER_SEC.to_string())
         .stdin(Stdio::null());
     let child = spawn_logged(&mut unshare, &sandbox.log_path());
+    sandbox.track(&child);
     sandbox.wait_for_lock_owner(child.id());
     child
 }

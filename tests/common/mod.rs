@@ -3,6 +3,8 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 pub mod sim_bins;
+#[cfg(windows)]
+mod win32;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -13,6 +15,10 @@ use serde_json::{json, Value};
 /// A directory of its own for one test, with a `watch` folder inside, removed at the end.
 pub struct Sandbox {
     pub dir: PathBuf,
+    /// Windows: the processes started for this sandbox (`track`), killed when it is dropped.
+    /// Handles, not pids: an open handle keeps its pid from going to another process.
+    #[cfg(windows)]
+    spawned: std::sync::Mutex<Vec<std::os::windows::io::OwnedHandle>>,
 }
 
 impl Sandbox {
@@ -21,7 +27,28 @@ impl Sandbox {
             Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("watch")).unwrap();
-        Sandbox { dir }
+        Sandbox {
+            dir,
+            #[cfg(windows)]
+            spawned: Default::default(),
+        }
+    }
+
+    /// Notes a process started for this sandbox (postflow, a sim binary), so that a test that
+    /// fails before stopping it does not leave it running. On unix the leftovers are found by
+    /// their working directory instead (which also finds their children).
+    pub fn track(&self, child: &Child) {
+        #[cfg(windows)]
+        {
+            use std::os::windows::io::AsHandle;
+            let handle = child
+                .as_handle()
+                .try_clone_to_owned()
+                .expect("duplicate the handle of a process just started");
+            self.spawned.lock().unwrap().push(handle);
+        }
+        #[cfg(not(windows))]
+        let _ = child;
     }
 
     pub fn watch_root(&self) -> PathBuf {
@@ -49,12 +76,12 @@ impl Sandbox {
         })
     }
 
-    /// Writes `config` as `config.json` in the sandbox, owner-only (it holds a secret: mode
-    /// 0600, or an owner-only ACL on Windows) and returns its path.
+    /// Writes `config` as `config.json` in the sandbox, readable by its owner only (it holds
+    /// a secret: mode 0600, or an owner-only DACL on Windows), and returns its path.
     pub fn write_config(&self, config: &Value) -> PathBuf {
         let path = self.dir.join("config.json");
-        let body = serde_json::to_vec_pretty(config).unwrap();
-        postflow::private_file::write_atomic(&path, &body, |_| Ok(())).unwrap();
+        std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
+        owner_only(&path);
         path
     }
 
@@ -76,13 +103,16 @@ impl Sandbox {
             .append(true)
             .open(self.log_path())
             .unwrap();
-        self.postflow()
+        let child = self
+            .postflow()
             .arg("run")
             .arg(config)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
-            .expect("start postflow")
+            .expect("start postflow");
+        self.track(&child);
+        child
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -110,6 +140,7 @@ impl Sandbox {
     /// postflow, and that postflow's children): every process whose working directory is in
     /// it, found in /proc. A stray instance would otherwise outlive the test and load the
     /// machine for the tests after it.
+    #[cfg(unix)]
     fn kill_leftovers(&self) {
         let Ok(procs) = std::fs::read_dir("/proc") else {
             return;
@@ -132,6 +163,17 @@ impl Sandbox {
             }
         }
     }
+
+    /// Kills the processes `track` noted that still run. Their children go with them:
+    /// postflow runs cloudflared in a job object that is killed when postflow's handle to it
+    /// closes, whatever ends postflow.
+    #[cfg(windows)]
+    fn kill_leftovers(&self) {
+        let spawned = std::mem::take(&mut *self.spawned.lock().unwrap_or_else(|e| e.into_inner()));
+        for process in spawned {
+            win32::terminate(&process);
+        }
+    }
 }
 
 impl Drop for Sandbox {
@@ -141,6 +183,18 @@ impl Drop for Sandbox {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Makes `path` readable by its owner only, as postflow wants a file holding a secret: mode
+/// 0600 on unix, a protected owner-only DACL on Windows.
+pub fn owner_only(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    #[cfg(windows)]
+    win32::owner_only(path);
 }
 
 /// Polls `cond` every 20 ms until it holds, or panics naming what it waited for.
@@ -172,6 +226,7 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
 }
 
 /// Sends a signal by name (`TERM`, `KILL`, …) with the system's `kill` command.
+#[cfg(unix)]
 pub fn signal(pid: u32, name: &str) {
     let ok = Command::new("kill")
         .arg(format!("-{name}"))
@@ -180,4 +235,42 @@ pub fn signal(pid: u32, name: &str) {
         .expect("run kill")
         .success();
     assert!(ok, "kill -{name} {pid} failed");
+}
+
+/// How postflow's log names the stop `signal(pid, "TERM")` asks for: a signal on unix, the
+/// named stop event (what `postflow stop` sets) on Windows.
+#[cfg(unix)]
+pub const STOPPING: &str = "stopping (signal received)";
+#[cfg(windows)]
+pub const STOPPING: &str = "stopping (asked by `postflow stop`)";
+
+/// What a signal by name means to a postflow on Windows: `TERM` and `INT` are the graceful
+/// stop a service stop or a console Ctrl-C gives, asked through postflow's named event
+/// `Local\postflow-stop-<pid>`; `KILL` is `TerminateProcess`. Windows has no counterpart for
+/// the others (`STOP`, `USR1`, …): a test that needs one is not run on Windows.
+#[cfg(windows)]
+pub fn signal(pid: u32, name: &str) {
+    match name {
+        "TERM" | "INT" => win32::ask_to_stop(pid),
+        "KILL" => win32::terminate_pid(pid),
+        other => {
+            panic!("signal {other} has no Windows counterpart; this test must not run on Windows")
+        }
+    }
+}
+
+/// True while `pid` is a running process (on Linux: not a zombie).
+#[cfg(target_os = "linux")]
+pub fn is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+/// True while `pid` is a running process.
+#[cfg(windows)]
+pub fn is_alive(pid: u32) -> bool {
+    win32::is_alive(pid)
 }

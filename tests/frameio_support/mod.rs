@@ -56,11 +56,7 @@ pub fn seed_tokens(sim: &FrameIo, state_dir: &Path, expires_in: Option<u64>) -> 
     std::fs::create_dir_all(state_dir).unwrap();
     let path = state_dir.join("tokens.json");
     std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    crate::common::owner_only(&path);
     t.refresh_token
 }
 
@@ -142,6 +138,7 @@ pub fn run_auth(
         .stderr(Stdio::piped())
         .spawn()
         .expect("start postflow auth");
+    sandbox.track(&child);
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut seen = String::new();
     let url = loop {

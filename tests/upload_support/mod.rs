@@ -125,6 +125,7 @@ impl Rig {
         let mut cmd = self.sandbox.postflow();
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = spawn_logged(cmd.arg("run").arg(&path), &self.sandbox.log_path());
+        self.sandbox.track(&child);
         self.sandbox.wait_for_lock_owner(child.id());
         child
     }

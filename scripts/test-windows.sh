@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# `make test-windows`: the workspace's tests cross-compiled for x86_64-pc-windows-gnu with
+# mingw-w64 and run under Wine, one test binary at a time, each under a time limit.
+#
+#   scripts/test-windows.sh [CARGO TEST ARGS]   e.g. `--test watch_stories`, or a test name
+#
+# Installs what is missing (Debian/Ubuntu: gcc-mingw-w64-x86-64, wine and wine64 with apt-get;
+# the Rust target with rustup), and keeps its Wine prefix in target/wine/prefix with the
+# ProcessPrng shim (scripts/wine/bcryptprimitives.c: Wine 8.0 lacks it and Rust std needs it).
+# Prints a line per test binary (wall time, counts) and then the totals on a line of their
+# own, `windows: N passed, N failed, N ignored`; exits non-zero when a test failed or a test
+# binary crashed or hung. Wine does not model everything Windows does: CONTRIBUTING.md,
+# "Windows and macOS", says what, and where those semantics are tested instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TRIPLE=x86_64-pc-windows-gnu
+CARGO=${CARGO:-cargo}
+# A test binary that runs longer than this is taken for a hung Wine and killed. The slowest
+# binary takes about a minute under Wine on a 2-core machine.
+PER_BINARY_SECS=${PER_BINARY_SECS:-600}
+# Four tests at a time in each binary, not one per core: under Wine most of a test's time is
+# spent waiting (for postflow's settle time, the simulator's deadlines, Wine's process start),
+# and the suite takes half as long.
+export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
+WINE_DIR=$PWD/target/wine
+export WINEPREFIX=$WINE_DIR/prefix
+export WINEDEBUG=-all
+# No Mono or Gecko download prompts from a headless wineboot: the tests need neither.
+export WINEDLLOVERRIDES="mscoree=;mshtml="
+
+die() {
+    echo "test-windows: $*" >&2
+    exit 1
+}
+
+# ------------------------------------------------------------------ one test binary
+# Cargo's runner for the Windows target (see `run_all`): runs one test binary under Wine with
+# a time limit, shows its output, and records its wall time, exit code and counts.
+run_one() {
+    local exe=$1
+    shift
+    local name out rc=0 start elapsed
+    name=$(basename "$exe" .exe)
+    name=${name%-*} # cargo's hash
+    out=$(mktemp)
+    start=$EPOCHREALTIME
+    # Output into a file, not a pipe: a postflow.exe left behind by a failed test would hold
+    # a pipe open and hang the reader.
+    timeout --kill-after=15 "$PER_BINARY_SECS" wine "$exe" "$@" >"$out" 2>&1 || rc=$?
+    elapsed=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { print b - a }')
+    cat "$out"
+    local passed=0 failed=0 ignored=0
+    # `test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ...`
+    read -r passed failed ignored < <(awk '/^test result:/ {
+        for (i = 1; i <= NF; i++) {
+            if ($(i+1) ~ /^passed;/) p += $i
+            if ($(i+1) ~ /^failed;/) f += $i
+            if ($(i+1) ~ /^ignored;/) g += $i
+        } } END { print p + 0, f + 0, g + 0 }' "$out")
+    rm -f "$out"
+    local verdict=ok
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+        verdict="hung (killed after ${PER_BINARY_SECS}s)"
+        # Whatever it started is still running in the prefix; stop all of it before the
+        # next binary (the wineserver restarts on the next `wine`).
+        wineserver -k || true
+    elif [ "$rc" != 0 ] && [ "$failed" = 0 ]; then
+        verdict="crashed (exit $rc)"
+    elif [ "$rc" != 0 ]; then
+        verdict=failed
+    fi
+    printf '%s\t%s\t%s\t%s\t%.1f\t%s\n' "$name" "$passed" "$failed" "$ignored" "$elapsed" \
+        "$verdict" >>"$POSTFLOW_WINE_RESULTS"
+    return "$rc"
+}
+
+# ------------------------------------------------------------------ the tools
+apt_install() {
+    command -v apt-get >/dev/null ||
+        die "$* missing and no apt-get here: install mingw-w64 and Wine (64-bit) by hand"
+    local sudo=
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    echo "test-windows: installing $* with apt-get" >&2
+    $sudo apt-get update -q >&2 || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -q -y --no-install-recommends "$@" >&2 ||
+        die "apt-get install $* failed"
+}
+
+tools() {
+    command -v x86_64-w64-mingw32-gcc >/dev/null || apt_install gcc-mingw-w64-x86-64
+    # Debian's `wine64` is the 64-bit loader; `wine` the command that starts it.
+    command -v wine >/dev/null || apt_install wine wine64
+    command -v timeout >/dev/null || die "timeout (coreutils) not found"
+    command -v "$CARGO" >/dev/null || die "$CARGO not found; install Rust from rustup.rs"
+    if [ ! -d "$(rustc --print sysroot)/lib/rustlib/$TRIPLE/lib" ]; then
+        command -v rustup >/dev/null || die "the Rust std for $TRIPLE is missing and rustup is not here"
+        rustup target add "$TRIPLE" >&2 || die "rustup target add $TRIPLE failed"
+    fi
+}
+
+# The prefix under target/, created once; the shim rebuilt when its source changes.
+prefix() {
+    mkdir -p "$WINE_DIR"
+    if [ ! -f "$WINEPREFIX/system.reg" ]; then
+        echo "test-windows: creating the Wine prefix $WINEPREFIX (once, about a minute)" >&2
+        wineboot -i >/dev/null 2>&1 || die "wineboot -i failed for $WINEPREFIX"
+        wineserver -w
+    fi
+    local src=scripts/wine/bcryptprimitives.c dll=$WINE_DIR/bcryptprimitives.dll
+    if [ ! -f "$dll" ] || [ "$src" -nt "$dll" ]; then
+        x86_64-w64-mingw32-gcc -shared -O2 -o "$dll" "$src" ||
+            die "cannot build the ProcessPrng shim from $src"
+    fi
+    cp "$dll" "$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll"
+}
+
+# ------------------------------------------------------------------ everything
+run_all() {
+    tools
+    prefix
+    # One wineserver for the whole run (not one per binary), stopped at the end whatever
+    # happens, with anything a test left running in the prefix.
+    wineserver -p
+    trap 'wineserver -k 2>/dev/null || true' EXIT
+
+    # The sim binaries first: tests on Windows use them from beside postflow.exe
+    # (tests/common/sim_bins.rs), since a Wine process cannot wait for a cargo it starts.
+    "$CARGO" build --workspace --bins --target "$TRIPLE" || die "cargo build for $TRIPLE failed"
+    "$CARGO" test --workspace --target "$TRIPLE" --no-run ||
+        die "the tests do not compile for $TRIPLE"
+
+    POSTFLOW_WINE_RESULTS=$(mktemp)
+    export POSTFLOW_WINE_RESULTS
+    local status=0
+    CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$PWD/scripts/test-windows.sh run-one" \
+        "$CARGO" test --workspace --target "$TRIPLE" --no-fail-fast "$@" || status=$?
+
+    echo
+    echo "test-windows: per test binary under Wine (passed, failed, ignored, wall time):"
+    sort "$POSTFLOW_WINE_RESULTS" |
+        awk -F'\t' '{ printf "  %-28s %4d %4d %4d %7.1fs  %s\n", $1, $2, $3, $4, $5, $6 }'
+    local totals
+    totals=$(awk -F'\t' '
+        { p += $2; f += $3; g += $4; if ($6 != "ok" && $6 != "failed") bad++ }
+        END {
+            line = sprintf("windows: %d passed, %d failed, %d ignored", p, f, g)
+            if (bad) line = line sprintf(", %d test binaries crashed or hung", bad)
+            print line
+        }' "$POSTFLOW_WINE_RESULTS")
+    local bad
+    bad=$(awk -F'\t' '$3 > 0 || ($6 != "ok" && $6 != "failed") { n++ } END { print n + 0 }' \
+        "$POSTFLOW_WINE_RESULTS")
+    rm -f "$POSTFLOW_WINE_RESULTS"
+    echo "$totals"
+    if [ "$bad" != 0 ] || [ "$status" != 0 ]; then
+        exit 1
+    fi
+}
+
+case "${1:-}" in
+run-one)
+    shift
+    run_one "$@"
+    ;;
+*) run_all "$@" ;;
+esac
