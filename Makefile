@@ -22,7 +22,7 @@ release:
 dist:
 	CARGO=$(CARGO) scripts/dist.sh
 
-# Clippy for x86_64-apple-darwin with zig as the C compiler: the Mac build compiles, nothing
+# Clippy for both Apple targets (x86_64 and aarch64) with zig as the C compiler: the Mac build compiles, nothing
 # more (linking needs Apple's SDK). Same tools as `make dist`.
 check-macos:
 	CARGO=$(CARGO) scripts/dist.sh check-macos

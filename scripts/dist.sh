@@ -6,7 +6,7 @@
 #   scripts/dist.sh package BINARY DIR          only package an already built BINARY into DIR
 #   scripts/dist.sh windows                     build, check and package only the Windows zip
 #   scripts/dist.sh package-windows EXE DIR     only package an already built postflow.exe
-#   scripts/dist.sh check-macos                 clippy for x86_64-apple-darwin (compiles, cannot link)
+#   scripts/dist.sh check-macos                 clippy for both Apple targets (compiles, cannot link)
 #
 # The binary is built with cargo-zigbuild against glibc 2.17 (CentOS 7; everything newer runs
 # it too), because a plain `cargo build --release` links against this machine's glibc and
@@ -206,15 +206,16 @@ build() {
 # ring's build script needs, and clippy never links (linking needs Apple's SDK, which
 # cannot be had here), so this checks the Rust code and cfg(unix) gates, not a binary.
 check_macos() {
-    local mac=x86_64-apple-darwin
-    if ! rustup target list --installed | grep -qx "$mac"; then
-        rustup target add "$mac" >&2 || die "the Rust target $mac is missing and cannot be added"
-    fi
-    local bin
+    local bin mac
     bin=$(tools)
-    PATH="$PWD/$bin:$PATH" cargo-zigbuild clippy --locked --workspace --all-targets \
-        --target "$mac" -- -D warnings || die "clippy for $mac failed"
-    echo "dist: the workspace compiles for $mac without warnings (not linked, not run)"
+    for mac in x86_64-apple-darwin aarch64-apple-darwin; do
+        if ! rustup target list --installed | grep -qx "$mac"; then
+            rustup target add "$mac" >&2 || die "the Rust target $mac is missing and cannot be added"
+        fi
+        PATH="$PWD/$bin:$PATH" cargo-zigbuild clippy --locked --workspace --all-targets \
+            --target "$mac" -- -D warnings || die "clippy for $mac failed"
+        echo "dist: the workspace compiles for $mac without warnings (not linked, not run)"
+    done
 }
 
 case "${1:-}" in
