@@ -2,14 +2,16 @@
 # `make test-windows`: the workspace's tests cross-compiled for x86_64-pc-windows-gnu with
 # mingw-w64 and run under Wine, one test binary at a time, each under a time limit.
 #
-#   scripts/test-windows.sh [CARGO TEST ARGS]   e.g. `--test watch_stories`, or a test name
+#   scripts/test-windows.sh [CARGO ARGS] [-- TEST ARGS]
+#       e.g. `--test watch_stories`, `-p sim`, `--test tunnel -- quick_mode`
 #
 # Installs what is missing (Debian/Ubuntu: gcc-mingw-w64-x86-64, wine and wine64 with apt-get;
 # the Rust target with rustup), and keeps its Wine prefix in target/wine/prefix with the
 # ProcessPrng shim (scripts/wine/bcryptprimitives.c: Wine 8.0 lacks it and Rust std needs it).
-# Prints a line per test binary (wall time, counts) and then the totals on a line of their
-# own, `windows: N passed, N failed, N ignored`; exits non-zero when a test failed or a test
-# binary crashed or hung. Wine does not model everything Windows does: CONTRIBUTING.md,
+# One test binary at a time (PARALLEL_BINARIES=2 for two), each under Wine from its
+# package's folder, as cargo's runner for the target would run it. Prints a line per test binary (wall time, counts) and then
+# the totals on a line of their own, `windows: N passed, N failed, N ignored`; exits non-zero
+# when a test failed or a test binary crashed or hung. Wine does not model everything Windows does: CONTRIBUTING.md,
 # "Windows and macOS", says what, and where those semantics are tested instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,9 +22,11 @@ CARGO=${CARGO:-cargo}
 # binary takes about a minute under Wine on a 2-core machine.
 PER_BINARY_SECS=${PER_BINARY_SECS:-600}
 # Four tests at a time in each binary, not one per core: under Wine most of a test's time is
-# spent waiting (for postflow's settle time, the simulator's deadlines, Wine's process start),
-# and the suite takes half as long.
+# spent waiting (postflow's settle time, the simulator's deadlines, Wine's process start). Two
+# binaries at a time would save a third more, but tests that take a free port and start
+# postflow on it again after a kill -9 then race the other binary for it (measured: a hang).
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
+PARALLEL_BINARIES=${PARALLEL_BINARIES:-1}
 WINE_DIR=$PWD/target/wine
 export WINEPREFIX=$WINE_DIR/prefix
 export WINEDEBUG=-all
@@ -35,8 +39,9 @@ die() {
 }
 
 # ------------------------------------------------------------------ one test binary
-# Cargo's runner for the Windows target (see `run_all`): runs one test binary under Wine with
-# a time limit, shows its output, and records its wall time, exit code and counts.
+# Runs one test binary under Wine with a time limit, from its package's folder (as cargo
+# would), shows its output, and records its wall time, exit code and counts. Also usable as
+# cargo's runner: CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="scripts/test-windows.sh run-one".
 run_one() {
     local exe=$1
     shift
@@ -49,6 +54,8 @@ run_one() {
     # a pipe open and hang the reader.
     timeout --kill-after=15 "$PER_BINARY_SECS" wine "$exe" "$@" >"$out" 2>&1 || rc=$?
     elapsed=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { print b - a }')
+    # One block per binary, after it ends, so that two binaries' outputs do not mix.
+    echo "     Ran $exe under Wine"
     cat "$out"
     local passed=0 failed=0 ignored=0
     # `test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ...`
@@ -61,10 +68,9 @@ run_one() {
     rm -f "$out"
     local verdict=ok
     if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+        # What it started may still run in the prefix: `run_all` kills all of that at the end
+        # (not here, where it would kill the binary running beside this one).
         verdict="hung (killed after ${PER_BINARY_SECS}s)"
-        # Whatever it started is still running in the prefix; stop all of it before the
-        # next binary (the wineserver restarts on the next `wine`).
-        wineserver -k || true
     elif [ "$rc" != 0 ] && [ "$failed" = 0 ]; then
         verdict="crashed (exit $rc)"
     elif [ "$rc" != 0 ]; then
@@ -73,6 +79,13 @@ run_one() {
     printf '%s\t%s\t%s\t%s\t%.1f\t%s\n' "$name" "$passed" "$failed" "$ignored" "$elapsed" \
         "$verdict" >>"$POSTFLOW_WINE_RESULTS"
     return "$rc"
+}
+
+# `DIR<TAB>EXE`: one line of the list `run_all` makes.
+run_in() {
+    local dir=${1%%$'\t'*} exe=${1#*$'\t'}
+    shift
+    cd "$dir" && run_one "$exe" "$@"
 }
 
 # ------------------------------------------------------------------ the tools
@@ -127,14 +140,32 @@ run_all() {
     # The sim binaries first: tests on Windows use them from beside postflow.exe
     # (tests/common/sim_bins.rs), since a Wine process cannot wait for a cargo it starts.
     "$CARGO" build --workspace --bins --target "$TRIPLE" || die "cargo build for $TRIPLE failed"
-    "$CARGO" test --workspace --target "$TRIPLE" --no-run ||
-        die "the tests do not compile for $TRIPLE"
+    # Arguments before `--` choose test binaries (cargo's), after it tests (the binaries').
+    local cargo_args=() test_args=()
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do
+        cargo_args+=("$1")
+        shift
+    done
+    [ $# -gt 0 ] && shift && test_args=("$@")
+    local list
+    list=$(mktemp)
+    # Each test binary with its package's folder, from cargo's own list.
+    "$CARGO" test --workspace --target "$TRIPLE" --no-run --message-format=json \
+        "${cargo_args[@]}" | python3 -c '
+import json, os, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("profile", {}).get("test") \
+            and m.get("executable"):
+        print(os.path.dirname(m["manifest_path"]) + "\t" + m["executable"])
+' >"$list" || die "the tests do not compile for $TRIPLE"
 
     POSTFLOW_WINE_RESULTS=$(mktemp)
     export POSTFLOW_WINE_RESULTS
     local status=0
-    CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$PWD/scripts/test-windows.sh run-one" \
-        "$CARGO" test --workspace --target "$TRIPLE" --no-fail-fast "$@" || status=$?
+    xargs -d '\n' -P "$PARALLEL_BINARIES" -I{} "$PWD/scripts/test-windows.sh" run-in {} \
+        "${test_args[@]}" <"$list" || status=$?
+    rm -f "$list"
 
     echo
     echo "test-windows: per test binary under Wine (passed, failed, ignored, wall time):"
@@ -162,6 +193,10 @@ case "${1:-}" in
 run-one)
     shift
     run_one "$@"
+    ;;
+run-in)
+    shift
+    run_in "$@"
     ;;
 *) run_all "$@" ;;
 esac
