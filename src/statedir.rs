@@ -63,7 +63,16 @@ impl StateDir {
             writeln!(f, "{}", std::process::id())?;
             f.sync_all()
         };
-        write_pid(&mut file).map_err(|e| io_err(&lock_path, e))?;
+        // The lock keeps a second instance out; the pid only lets it say who runs. A full
+        // state dir (no block left for the pid) must not keep postflow from starting: it then
+        // says so on /health and holds what it cannot record until space comes back.
+        if let Err(e) = write_pid(&mut file) {
+            log::warn!(
+                "cannot write this instance's pid into {}: {e} (a second instance will say \
+                 \"already running\" without it)",
+                lock_path.display()
+            );
+        }
         Ok(StateDir {
             path: path.to_path_buf(),
             _lock: file,
