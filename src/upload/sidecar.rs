@@ -79,7 +79,10 @@ impl Sidecar {
     /// Records a finished part durably.
     pub fn record_done(&self, job: u64, index: usize) -> io::Result<()> {
         let mut f = private_file::open_append(&self.done_path(job))?;
-        writeln!(f, "{index}")?;
+        // One write of the whole line: parts finish on several threads at once, and an
+        // appending write is atomic only as a whole (`writeln!` would write the number and the
+        // newline apart, and two threads could make "31\n\n" of parts 3 and 1).
+        f.write_all(format!("{index}\n").as_bytes())?;
         f.sync_data()
     }
 
@@ -92,6 +95,41 @@ impl Sidecar {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_finishing_on_many_threads_at_once_are_all_recorded() {
+        let dir = std::env::temp_dir().join(format!("postflow-sidecar-mt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let sc = Sidecar::new(&dir);
+        let parts = 64;
+        let plan = LocalPlan {
+            file_id: "f".into(),
+            media_type: "video/quicktime".into(),
+            parts: (0..parts)
+                .map(|i| Part {
+                    url: format!("https://s3/p{i}"),
+                    size: 1,
+                })
+                .collect(),
+            size: parts as u64,
+            mtime_ns: 1,
+            issued_at: 0,
+        };
+        sc.save_plan(9, &plan).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let sc = &sc;
+                s.spawn(move || {
+                    for i in (t..parts).step_by(8) {
+                        sc.record_done(9, i).unwrap();
+                    }
+                });
+            }
+        });
+        let (_, done) = sc.load(9).unwrap();
+        assert_eq!(done, (0..parts).collect::<Vec<_>>());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn plans_and_finished_parts_survive_and_a_torn_line_is_ignored() {
