@@ -41,13 +41,12 @@ pub fn uninstall() -> String {
 /// the command; none for root). Its comments are the commands that install it: the whole text
 /// can be piped into place.
 pub fn systemd_unit(exe: &Path, config: &Path, user: Option<&str>) -> String {
-    let exe_s = exe.display().to_string();
-    let config_s = config.display().to_string();
-    let dir = config
-        .parent()
-        .unwrap_or(Path::new("/"))
-        .display()
-        .to_string();
+    let Words {
+        exe: exe_s,
+        config: config_s,
+        dir,
+        install,
+    } = Words::new(exe, config);
     let (user_note, user_line) = match user {
         Some(u) => (
             format!("# It runs as {u}, who must be able to read the watch folder and write the state dir."),
@@ -91,11 +90,6 @@ PrivateTmp=yes
 [Install]
 WantedBy=multi-user.target
 ",
-        install = format_args!(
-            "{} service install {}",
-            shell_word(&exe_s),
-            shell_word(&config_s)
-        ),
         dir = dir.replace('%', "%%"),
         exec = systemd_word(&exe_s),
         conf = systemd_word(&config_s),
@@ -105,19 +99,13 @@ WantedBy=multi-user.target
 /// contrib/com.example.postflow.plist for this binary and config: a user agent (so the
 /// user's LucidLink or SMB mounts are visible), logging beside the config.
 pub fn launchd_agent(exe: &Path, config: &Path) -> String {
-    let exe_s = exe.display().to_string();
-    let config_s = config.display().to_string();
-    let dir = config
-        .parent()
-        .unwrap_or(Path::new("/"))
-        .display()
-        .to_string();
-    let log = config
-        .parent()
-        .unwrap_or(Path::new("/"))
-        .join("postflow.log")
-        .display()
-        .to_string();
+    let Words {
+        exe: exe_s,
+        config: config_s,
+        dir,
+        install,
+    } = Words::new(exe, config);
+    let log = Path::new(&dir).join("postflow.log").display().to_string();
     let plist = format!("~/Library/LaunchAgents/{LAUNCHD_LABEL}.plist");
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -156,11 +144,7 @@ pub fn launchd_agent(exe: &Path, config: &Path) -> String {
 </dict>
 </plist>
 "#,
-        install = comment(&format!(
-            "{} service install {}",
-            shell_word(&exe_s),
-            shell_word(&config_s)
-        )),
+        install = comment(&install),
         log_c = comment(&log),
         exe_c = comment(&exe_s),
         exe_x = xml(&exe_s),
@@ -168,6 +152,38 @@ pub fn launchd_agent(exe: &Path, config: &Path) -> String {
         dir_x = xml(&dir),
         log_x = xml(&log),
     )
+}
+
+/// What both templates fill in: the binary, the config, the config's folder (the working
+/// directory), and the command that prints the template again.
+struct Words {
+    exe: String,
+    config: String,
+    dir: String,
+    install: String,
+}
+
+impl Words {
+    fn new(exe: &Path, config: &Path) -> Words {
+        let exe = exe.display().to_string();
+        let dir = config
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .display()
+            .to_string();
+        let config = config.display().to_string();
+        let install = format!(
+            "{} service install {}",
+            shell_word(&exe),
+            shell_word(&config)
+        );
+        Words {
+            exe,
+            config,
+            dir,
+            install,
+        }
+    }
 }
 
 /// A word for a POSIX shell: as is when it is plain, else in single quotes.
