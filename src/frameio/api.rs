@@ -272,22 +272,26 @@ pub enum Class {
 const CLASSES: usize = 14;
 
 impl Class {
-    /// (one request per interval, burst). The 10-a-minute classes keep half their bucket in
-    /// hand, so a clock a little off never tips them over.
+    /// (one request per interval, burst). Each burst keeps one slot of Frame.io's bucket in
+    /// hand: requests leave here paced to the interval but reach Frame.io with the jitter of
+    /// thread scheduling and the network, and a bucket paced to its brim refuses the one
+    /// that arrives a little early (seen with two projects' uploads sharing one account's
+    /// budget on a busy machine). The 10-a-minute classes keep half their bucket in hand, so
+    /// a clock a little off never tips them over.
     fn rate(self) -> (Duration, u32) {
         match self {
-            Class::Read => (Duration::from_millis(600), 20),
-            Class::CreateFolder => (Duration::from_millis(334), 3),
+            Class::Read => (Duration::from_millis(600), 19),
+            Class::CreateFolder => (Duration::from_millis(334), 2),
             Class::RemoteUpload
             | Class::LocalUpload
             | Class::FileStatus
             | Class::ListFiles
-            | Class::ListStacks => (Duration::from_millis(200), 5),
-            Class::ShowFile => (Duration::from_millis(100), 10),
-            Class::Delete => (Duration::from_millis(600), 10),
+            | Class::ListStacks => (Duration::from_millis(200), 4),
+            Class::ShowFile => (Duration::from_millis(100), 9),
+            Class::Delete => (Duration::from_millis(600), 9),
             Class::CreateStack | Class::Reorder => (Duration::from_secs(6), 5),
             Class::Move | Class::ShowStack | Class::StackChildren => {
-                (Duration::from_millis(600), 10)
+                (Duration::from_millis(600), 9)
             }
         }
     }
@@ -1484,7 +1488,8 @@ mod tests {
     #[test]
     fn the_pacer_allows_a_burst_then_one_per_interval() {
         let p = Pacer::new();
-        for _ in 0..3 {
+        // Frame.io's 3 at once, less the one kept in hand.
+        for _ in 0..2 {
             assert_eq!(p.reserve(Class::CreateFolder), Duration::ZERO);
         }
         let wait = p.reserve(Class::CreateFolder);
@@ -1502,17 +1507,17 @@ mod tests {
     #[test]
     fn each_upload_endpoint_has_its_own_budget_as_on_frameio() {
         let p = Pacer::new();
-        for _ in 0..5 {
+        for _ in 0..4 {
             assert_eq!(p.reserve(Class::RemoteUpload), Duration::ZERO);
         }
         assert!(p.reserve(Class::RemoteUpload) > Duration::ZERO);
         // Creates used up their burst; a status poll and a local upload still go at once.
-        for _ in 0..5 {
+        for _ in 0..4 {
             assert_eq!(p.reserve(Class::FileStatus), Duration::ZERO);
             assert_eq!(p.reserve(Class::LocalUpload), Duration::ZERO);
         }
         // Show file is 10/s.
-        for _ in 0..10 {
+        for _ in 0..9 {
             assert_eq!(p.reserve(Class::ShowFile), Duration::ZERO);
         }
         let wait = p.reserve(Class::ShowFile);
