@@ -357,11 +357,6 @@ impl Config {
         }
     }
 
-    /// The layout engine of the first project (the only one without `projects`).
-    pub fn layout(&self) -> Layout {
-        self.projects[0].layout()
-    }
-
     /// The project named `name`.
     pub fn project(&self, name: &str) -> Option<&ProjectConfig> {
         self.projects.iter().find(|p| p.name == name)
@@ -1471,7 +1466,9 @@ mod tests {
         let config = load(v).unwrap();
         assert_eq!(config.frameio.folder, "Dailies/Day 01");
         assert_eq!(
-            config.layout().destination("SQ07_UNDLM_00146_v003.mov"),
+            config.projects[0]
+                .layout()
+                .destination("SQ07_UNDLM_00146_v003.mov"),
             crate::layout::Destination::Folder("Dailies/Day 01/SQ07/UNDLM_00146".into())
         );
         let (key, msg) = err_of(with(
@@ -1494,5 +1491,60 @@ mod tests {
             err_of(with(minimal(), "frameio", "folder", json!("a/../b"))).0,
             "frameio.folder"
         );
+    }
+
+    #[test]
+    fn without_projects_the_one_project_is_default_made_of_the_top_level_keys() {
+        let v = with(minimal(), "frameio", "project_id", json!("p1"));
+        let v = with(v, "frameio", "account_id", json!("a1"));
+        let v = with(v, "frameio", "folder", json!("Dailies"));
+        let c = load(v).unwrap();
+        assert!(!c.several_projects);
+        assert_eq!(c.projects.len(), 1);
+        let p = &c.projects[0];
+        assert_eq!(p.name, DEFAULT_PROJECT);
+        assert_eq!(p.root, root());
+        assert_eq!((p.account_id.as_str(), p.project_id.as_str()), ("a1", "p1"));
+        assert_eq!(p.folder, "Dailies");
+        assert_eq!(p.root_key(), "watch.root");
+    }
+
+    #[test]
+    fn a_project_takes_the_top_level_keys_it_does_not_set() {
+        let dir = std::env::temp_dir().join(format!("postflow-config-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("a")).unwrap();
+        std::fs::create_dir_all(dir.join("b")).unwrap();
+        let v = json!({
+            "frameio": { "account_id": "acc" },
+            "layout": { "pattern": "{shot}_v{version}.{ext}" },
+            "notify": { "webhook_url": "https://hooks.example/top" },
+            "watch": { "include": ["*.mov"] },
+            "projects": [
+                { "name": "a", "root": dir.join("a"), "project_id": "pa" },
+                { "name": "b.2", "root": dir.join("b"), "project_id": "pb", "account_id": "other",
+                  "folder": "In\\Day 1", "layout": { "unmatched": "mirror" },
+                  "notify": { "webhook_url": "https://hooks.example/b", "format": "slack" },
+                  "include": ["*.wav"] }
+            ]
+        });
+        let c = from_value(v, &root(), None).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(c.several_projects);
+        let (a, b) = (&c.projects[0], &c.projects[1]);
+        assert_eq!(a.account_id, "acc");
+        assert!(a.layout.stack_versions && a.include.matches("x.mov"));
+        assert_eq!(
+            a.notify.webhook_url.as_deref(),
+            Some("https://hooks.example/top")
+        );
+        assert_eq!(b.account_id, "other");
+        assert_eq!(b.folder, "In/Day 1");
+        assert!(b.layout.pattern.is_none() && b.layout.mirror_unmatched);
+        assert_eq!(b.notify.format, NotifyFormat::Slack);
+        assert!(b.include.matches("x.wav") && !b.include.matches("x.mov"));
+        assert_eq!(b.root_key(), "projects[1].root");
+        for key in PROJECT_KEYS {
+            assert!(c.keys.iter().any(|k| k == key), "{key} recorded");
+        }
     }
 }

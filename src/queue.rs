@@ -483,7 +483,9 @@ impl Queue {
         let mut interrupted = Vec::new();
         let jobs: Vec<Job> = queue.ledger.jobs().values().cloned().collect();
         for job in jobs {
-            if watched_at_start(&job) {
+            // A removed project's processing job is not watched (its account is not known).
+            let configured = queue.settings.project(&job.project).is_some();
+            if watched_at_start(&job) && configured {
                 queue.watching.insert(job.id);
             } else if matches!(job.state, JobState::Uploading | JobState::Processing) {
                 let mut j = job.clone();

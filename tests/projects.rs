@@ -467,3 +467,106 @@ fn renaming_adding_and_removing_projects_uploads_nothing_again() {
     assert_project_holds(&rig, &b_id, &in_b);
     assert_project_holds(&rig, &c_id, &BTreeMap::new());
 }
+
+#[test]
+fn check_upload_and_status_know_every_project() {
+    let mut rig = rig("projects-cli", &["Show B"], Value::Null);
+    let (a_id, b_id) = (rig.sim.project_id(), project_id(&rig, "Show B"));
+    rig.with_dashboard();
+    std::fs::create_dir_all(rig.sandbox.dir.join("a")).unwrap();
+    rig.config["projects"] = json!([
+        { "name": "a", "root": "a", "project_id": a_id },
+        { "name": "b", "root": "b", "project_id": "no-such-project", "folder": "Edit" }
+    ]);
+    let b_file = rig.sandbox.dir.join("b/cut.wav");
+    let b_sha = make(&rig, "b", "cut.wav", 2_500, 9);
+
+    // check: every project; a wrong id names its key and lists what can be seen.
+    let out = rig
+        .sandbox
+        .postflow()
+        .arg("check")
+        .arg(rig.config_path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("projects[0].root"), "{text}");
+    assert!(text.contains("project a: Frame.io project"), "{text}");
+    assert!(
+        text.contains(r#"[FAIL] project b: projects[1].project_id "no-such-project""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("project {b_id} \"Show B\"")),
+        "{text}"
+    );
+    rig.config["projects"][1]["project_id"] = json!(b_id);
+    let out = rig
+        .sandbox
+        .postflow()
+        .arg("check")
+        .arg(rig.config_path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(r#"project b: projects[1].folder "Edit" is not in the project yet"#),
+        "{text}"
+    );
+
+    // upload: the file's project is the one whose root holds it; a path under no root is
+    // refused before anything is queued.
+    let outside = rig.sandbox.dir.join("elsewhere.wav");
+    make_file(&outside, 100, 1);
+    let out = rig
+        .sandbox
+        .postflow()
+        .arg("upload")
+        .arg(rig.config_path())
+        .arg(&outside)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is outside every project's root"), "{err}");
+    let out = rig
+        .sandbox
+        .postflow()
+        .env("POSTFLOW_POLL_MS", "200")
+        .arg("upload")
+        .arg(rig.config_path())
+        .arg(&b_file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_project_holds(
+        &rig,
+        &b_id,
+        &BTreeMap::from([("Edit/cut.wav".to_string(), b_sha)]),
+    );
+
+    // status: each project's counts.
+    let child = rig.start();
+    make(&rig, "a", "take.wav", 1_500, 10);
+    rig.wait_done(2, Duration::from_secs(60));
+    let out = rig
+        .sandbox
+        .postflow()
+        .arg("status")
+        .arg(rig.config_path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("\n  a: 1 done\n"), "{text}");
+    assert!(text.contains("\n  b: 1 done\n"), "{text}");
+    stop(&rig, child);
+}
