@@ -570,3 +570,44 @@ fn check_upload_and_status_know_every_project() {
     assert!(text.contains("\n  b: 1 done\n"), "{text}");
     stop(&rig, child);
 }
+
+#[test]
+fn versions_stack_within_their_own_project() {
+    let mut rig = rig("projects-stacks", &["Show B"], Value::Null);
+    let (a_id, b_id) = (rig.sim.project_id(), project_id(&rig, "Show B"));
+    rig.with_dashboard();
+    let layout = json!({ "pattern": "{shot}_v{version}.{ext}", "folders": "{shot}" });
+    rig.config["projects"] = json!([
+        { "name": "a", "root": "a", "project_id": a_id, "layout": layout },
+        { "name": "b", "root": "b", "project_id": b_id, "layout": layout }
+    ]);
+    // The same shot names in both projects: four versions, two stacks, one per project.
+    for (i, root) in ["a", "b"].iter().enumerate() {
+        make(&rig, root, "SH010_v001.wav", 1_000, 20 + i as u32);
+    }
+    let child = rig.start();
+    rig.wait_done(2, Duration::from_secs(60));
+    for (i, root) in ["a", "b"].iter().enumerate() {
+        make(&rig, root, "SH010_v002.wav", 1_100, 30 + i as u32);
+    }
+    wait_until(Duration::from_secs(90), "two stacks", &rig, || {
+        rig.jobs()
+            .iter()
+            .filter(|j| j["stack"]["state"] == "stacked")
+            .count()
+            == 4
+    });
+    stop(&rig, child);
+    let mut stacks = rig.sim.stacks();
+    stacks.sort_by(|x, y| x.project_id.cmp(&y.project_id));
+    assert_eq!(stacks.len(), 2, "{stacks:?}");
+    for (stack, project) in stacks.iter().zip({
+        let mut ids = [a_id.clone(), b_id.clone()];
+        ids.sort();
+        ids
+    }) {
+        assert_eq!(stack.project_id, project);
+        assert_eq!(stack.folder, "SH010");
+        assert_eq!(stack.versions, ["SH010_v001.wav", "SH010_v002.wav"]);
+    }
+}
