@@ -498,7 +498,9 @@ fn check_upload_and_status_know_every_project() {
         "{text}"
     );
     assert!(
-        text.contains(&format!("project {b_id} \"Show B\"")),
+        text.contains(&format!(
+            "project {b_id} \"Show B\"   -> projects[].project_id"
+        )),
         "{text}"
     );
     rig.config["projects"][1]["project_id"] = json!(b_id);

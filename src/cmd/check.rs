@@ -249,7 +249,11 @@ fn check_project(
                 p.account_id
             )
         };
-        lines.push(Check::fail(what).with(visible_projects(api, accounts)));
+        lines.push(Check::fail(what).with(visible_projects(
+            api,
+            accounts,
+            config.several_projects,
+        )));
         return lines;
     };
     lines.push(Check::pass(format!(
@@ -267,7 +271,8 @@ fn check_project(
         Ok(p) => p,
         Err(what) => {
             let what = format!("{named}{what}; the projects you can see in this account:");
-            let list = visible_projects(api, std::slice::from_ref(account));
+            let list =
+                visible_projects(api, std::slice::from_ref(account), config.several_projects);
             lines.push(Check::fail(what).with(list));
             return lines;
         }
@@ -299,14 +304,20 @@ fn check_project(
 }
 
 /// `account ID "name"` / `workspace …` / `project …` lines, indented as a tree.
-fn visible_projects(api: &Api, accounts: &[Account]) -> Vec<String> {
+/// `several`: the config has a `projects` list (the ids go in its entries).
+fn visible_projects(api: &Api, accounts: &[Account], several: bool) -> Vec<String> {
+    let (account_key, project_key) = if several {
+        ("projects[].account_id", "projects[].project_id")
+    } else {
+        ("frameio.account_id", "frameio.project_id")
+    };
     let mut out = Vec::new();
     if accounts.is_empty() {
         out.push("(no accounts: is this Adobe ID a member of a Frame.io V4 account?)".into());
     }
     for a in accounts {
         out.push(format!(
-            "account {} {:?}   -> frameio.account_id",
+            "account {} {:?}   -> {account_key}",
             a.id,
             a.display_name.as_deref().unwrap_or("")
         ));
@@ -320,11 +331,11 @@ fn visible_projects(api: &Api, accounts: &[Account]) -> Vec<String> {
         for w in workspaces {
             out.push(format!("  workspace {} {:?}", w.id, w.name));
             match api.projects(&a.id, &w.id) {
-                Ok(projects) => {
-                    out.extend(projects.into_iter().map(|p| {
-                        format!("    project {} {:?}   -> frameio.project_id", p.id, p.name)
-                    }))
-                }
+                Ok(projects) => out.extend(
+                    projects
+                        .into_iter()
+                        .map(|p| format!("    project {} {:?}   -> {project_key}", p.id, p.name)),
+                ),
                 Err(e) => out.push(format!("    (cannot list projects: {e})")),
             }
         }
