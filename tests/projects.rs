@@ -613,3 +613,59 @@ fn versions_stack_within_their_own_project() {
         assert_eq!(stack.versions, ["SH010_v001.wav", "SH010_v002.wav"]);
     }
 }
+
+#[test]
+fn an_old_release_state_dir_turned_into_a_projects_list_at_once_uploads_nothing_again() {
+    // Before this release the state dir did not say which folder `default` watched, so a
+    // project made of it at the same start cannot be told a rename: it starts as a new one,
+    // whose first start takes what is there as the baseline. Nothing is sent twice either way.
+    let mut rig = Rig::new("projects-old-release-at-once", "local", |_| {});
+    rig.with_dashboard();
+    rig.env("POSTFLOW_POLL_MS", "200");
+    make_old_release_files(&rig.sandbox.watch_root());
+    std::fs::copy(
+        old_release_fixture().join("jobs"),
+        rig.sandbox.state_dir().join("jobs"),
+    )
+    .unwrap();
+    let main = rig.sim.project_id();
+    rig.config["watch"].as_object_mut().unwrap().remove("root");
+    rig.config["frameio"]
+        .as_object_mut()
+        .unwrap()
+        .remove("project_id");
+    rig.config["watch"]["upload_existing"] = json!(false);
+    rig.config["projects"] = json!([{ "name": "show", "root": "watch", "project_id": main }]);
+    let child = rig.start();
+    wait_until(Duration::from_secs(30), "the dashboard", &rig, || {
+        rig.queue_stats().is_some()
+    });
+    wait_until(Duration::from_secs(30), "the baseline", &rig, || {
+        job_rows(&rig)
+            .iter()
+            .filter(|(p, _, _)| p == "show")
+            .count()
+            == 3
+    });
+    let new = rig.make("later.wav", 4_000, 79);
+    wait_until(Duration::from_secs(60), "the new file", &rig, || {
+        job_rows(&rig).contains(&("show".into(), "later.wav".into(), "done".into()))
+    });
+    let rows = job_rows(&rig);
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.0 == "show" && r.2 == "skipped")
+            .count(),
+        3,
+        "{rows:?}"
+    );
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.0 == "default" && r.2 == "done")
+            .count(),
+        3,
+        "{rows:?}"
+    );
+    stop(&rig, child);
+    rig.assert_exactly(&BTreeMap::from([("later.wav".to_string(), new)]));
+}
