@@ -205,19 +205,32 @@ fn two_projects_each_file_once_in_its_own_project_and_folder_the_small_one_not_s
             starts.iter().filter(|n| n.starts_with("PROMO-")).count() == 5
         },
     );
-    // They did not wait behind the big project's queue: their turns came among its first.
-    let starts = upload_starts(&rig.sandbox.log());
-    let last_small = starts
+    // They did not wait behind the big project's queue: once queued, their turns came among
+    // the next few (without turns, the big project's ~190 queued files would go first).
+    let log = rig.sandbox.log();
+    let lines: Vec<&str> = log.lines().collect();
+    let queued_at = lines
+        .iter()
+        .rposition(|l| l.contains("queued small: PROMO-"))
+        .expect("the small project's files were queued");
+    let after = upload_starts(&lines[queued_at..].join("\n"));
+    let last_small = after
         .iter()
         .rposition(|n| n.starts_with("PROMO-"))
-        .unwrap();
-    let big_before = starts[..last_small]
+        .expect("the small project's last upload started after it was queued");
+    let big_between = after[..last_small]
         .iter()
         .filter(|n| n.starts_with("SQ"))
         .count();
+    let big_left = 200
+        - upload_starts(&log)
+            .iter()
+            .filter(|n| n.starts_with("SQ"))
+            .count();
     assert!(
-        big_before < 20,
-        "{big_before} of the big project's uploads started before the small one's last"
+        big_between < 20 && big_left > 100,
+        "{big_between} of the big project's uploads started between the small one's being \
+         queued and its last start ({big_left} of the big one's still to start)"
     );
     let counts = rig.queue_stats().expect("the queue's counts")["by_project"].clone();
     assert_eq!(counts["big"]["total"], 200, "{counts}");
