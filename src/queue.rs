@@ -730,10 +730,20 @@ impl Queue {
         }
         let recorded = self.commit(batch.jobs.into_values().collect(), now);
         if baseline > 0 {
+            let whose = if self.settings.projects.len() > 1 {
+                format!(" of project {project}")
+            } else {
+                String::new()
+            };
             log::info!(
-                "first start of project {project}: {baseline} file(s) already in its watch folder {} as baseline, \
-                 not uploaded (set watch.upload_existing to upload them, or retry them on the page)",
-                if recorded { "recorded" } else { "kept (to be recorded)" }
+                "first start{whose}: {baseline} file(s) already in the watch folder {} as \
+                 baseline, not uploaded (set watch.upload_existing to upload them, or retry \
+                 them on the page)",
+                if recorded {
+                    "recorded"
+                } else {
+                    "kept (to be recorded)"
+                }
             );
         }
     }
