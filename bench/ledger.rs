@@ -14,6 +14,7 @@ fn main() {
     let jobs: Vec<Job> = (1..=100_000u64)
         .map(|id| Job {
             id,
+            project: "default".into(),
             path: format!("SQ{:02}/SQ{:02}_UNDLM_{id:05}_v001.mov", id % 50, id % 50),
             size: 1_000_000 + id,
             mtime_ns: 1_700_000_000_000_000_000 + id as i64,

@@ -107,11 +107,19 @@ fn latency(config: &Config, root: &Path) -> String {
     let ledger_dir = root.with_file_name("state");
     std::fs::create_dir_all(&ledger_dir).expect("state dir");
     let (ledger, _) = Ledger::open(&ledger_dir.join("jobs")).expect("ledger");
-    let start = StartState::from_ledger(&ledger);
+    let start = StartState::from_ledger(&ledger, "default");
     let mut watch_config = config.watch.clone();
     watch_config.rescan = Duration::from_secs(3600);
-    let thread =
-        std::thread::spawn(move || watch::run_watcher(watch_config, start, queue_tx, stop_rx, hub));
+    let thread = std::thread::spawn(move || {
+        watch::run_watcher(
+            watch::Project::new("default", false),
+            watch_config,
+            start,
+            queue_tx,
+            stop_rx,
+            hub,
+        )
+    });
     // The first scan (baseline) ends with ScanComplete.
     loop {
         if let Ok(QueueMsg::ScanComplete { .. }) = queue_rx.recv() {
@@ -126,7 +134,9 @@ fn latency(config: &Config, root: &Path) -> String {
         std::fs::write(root.join(&rel), b"new").expect("write");
         let deadline = t0 + Duration::from_secs(10);
         'wait: while Instant::now() < deadline {
-            if let Ok(QueueMsg::FilesSeen(news)) = queue_rx.recv_timeout(Duration::from_secs(10)) {
+            if let Ok(QueueMsg::FilesSeen { news, .. }) =
+                queue_rx.recv_timeout(Duration::from_secs(10))
+            {
                 for n in news {
                     if format!("{n:?}").contains(&rel) {
                         samples.push(t0.elapsed());

@@ -48,6 +48,11 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub notify: NotifyConfig,
     pub log_level: String,
+    /// The projects, never empty: the `projects` list, or without one the project
+    /// [`DEFAULT_PROJECT`] made from `watch.root`, `frameio.project_id` and the rest.
+    pub projects: Vec<ProjectConfig>,
+    /// The file has a `projects` list (notifications then name the project).
+    pub several_projects: bool,
     /// Every key the file may hold, dotted (`watch.settle_secs`), as the parser read them:
     /// every key is read whether the file sets it or not, and any other key is refused. The
     /// configuration reference (docs/guide.md) is tested against this list.
@@ -56,8 +61,65 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
+/// The name of the one project of a config without `projects` (and of every job in a ledger
+/// written before projects existed).
+pub const DEFAULT_PROJECT: &str = "default";
+
+/// One project: a folder watched, and where its files go in Frame.io. Everything not here
+/// (the sign-in, the tunnel, the scheduler, the page) is shared by all projects.
+#[derive(Clone, Debug)]
+pub struct ProjectConfig {
+    /// `[A-Za-z0-9_.-]+`; jobs, the API and `/metrics` carry it.
+    pub name: String,
+    pub root: PathBuf,
+    pub account_id: String,
+    pub project_id: String,
+    /// Destination path under the project's root folder ("" = the root).
+    pub folder: String,
+    pub layout: LayoutConfig,
+    pub notify: NotifyConfig,
+    pub include: GlobSet,
+    pub exclude: GlobSet,
+    /// Where its errors point: `watch.root` for the default project, `projects[i]` else.
+    pub key: String,
+}
+
+impl ProjectConfig {
+    /// The layout engine of this project.
+    pub fn layout(&self) -> Layout {
+        Layout::new(
+            &self.folder,
+            self.layout.pattern.clone(),
+            self.layout.folders.clone(),
+            self.layout.mirror_unmatched,
+        )
+        .expect("the folder was validated at load")
+        .stacking(self.layout.stack_versions)
+    }
+
+    /// What the watcher of this project needs: its root and names, the shared timings.
+    pub fn watch(&self, shared: &WatchConfig) -> WatchConfig {
+        WatchConfig {
+            root: self.root.clone(),
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            ..shared.clone()
+        }
+    }
+
+    /// The key naming this project's root in messages (`watch.root`, `projects[1].root`).
+    pub fn root_key(&self) -> String {
+        if self.key == "watch.root" {
+            self.key.clone()
+        } else {
+            format!("{}.root", self.key)
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct WatchConfig {
+    /// The default project's root; empty with a `projects` list (each has its own).
     pub root: PathBuf,
     pub include: GlobSet,
     pub exclude: GlobSet,
@@ -259,6 +321,19 @@ impl Config {
             "required to run: your Adobe OAuth Web App credential (docs/guide.md, \"Set-up\")";
         const IDS: &str =
             "required to run: `postflow check` lists the accounts and projects you can see";
+        let mut ids = Vec::new();
+        for p in &self.projects {
+            let (account, project) = if self.several_projects {
+                (
+                    format!("{}.account_id", p.key),
+                    format!("{}.project_id", p.key),
+                )
+            } else {
+                ("frameio.account_id".into(), "frameio.project_id".into())
+            };
+            ids.push((account, &p.account_id, IDS));
+            ids.push((project, &p.project_id, IDS));
+        }
         let missing = [
             ("frameio.client_id", &self.frameio.client_id, CREDENTIAL),
             (
@@ -267,31 +342,36 @@ impl Config {
                 "required to run: set it here or in the POSTFLOW_CLIENT_SECRET environment variable",
             ),
             ("frameio.redirect_uri", &self.frameio.redirect_uri, CREDENTIAL),
-            ("frameio.account_id", &self.frameio.account_id, IDS),
-            ("frameio.project_id", &self.frameio.project_id, IDS),
         ]
         .into_iter()
+        .map(|(k, v, m)| (k.to_string(), v, m))
+        .chain(ids)
         .find(|(_, v, _)| v.is_empty());
         match missing {
             None => Ok(()),
             Some((key, _, message)) => Err(ConfigError {
                 file: self.path.display().to_string(),
-                key: key.to_string(),
+                key,
                 message: message.to_string(),
             }),
         }
     }
 
-    /// The layout engine for this config.
-    pub fn layout(&self) -> Layout {
-        Layout::new(
-            &self.frameio.folder,
-            self.layout.pattern.clone(),
-            self.layout.folders.clone(),
-            self.layout.mirror_unmatched,
-        )
-        .expect("frameio.folder was validated at load")
-        .stacking(self.layout.stack_versions)
+    /// The project named `name`.
+    pub fn project(&self, name: &str) -> Option<&ProjectConfig> {
+        self.projects.iter().find(|p| p.name == name)
+    }
+
+    /// The project whose root holds `path` (canonical on both sides), with the path relative
+    /// to that root; `None` for a path under no root.
+    pub fn project_of(&self, path: &Path) -> Option<(&ProjectConfig, PathBuf)> {
+        let full = std::fs::canonicalize(path).ok()?;
+        self.projects.iter().find_map(|p| {
+            let root = std::fs::canonicalize(&p.root).ok()?;
+            full.strip_prefix(&root)
+                .ok()
+                .map(|rel| (p, rel.to_path_buf()))
+        })
     }
 }
 
@@ -567,18 +647,16 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
 
     let mut w = top.section("watch")?;
     let root = match w.string("root")? {
-        Some(r) if !r.trim().is_empty() => resolve(base, &r),
-        _ => return key_err("watch.root", "required: the folder to watch"),
+        Some(r) if !r.trim().is_empty() => Some(resolve(base, &r)),
+        _ => None,
     };
-    match std::fs::metadata(&root) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return key_err("watch.root", format!("{} is not a folder", root.display())),
-        Err(e) => return key_err("watch.root", format!("cannot open {}: {e}", root.display())),
+    if let Some(root) = &root {
+        check_root("watch.root", root)?;
     }
     let include = w.strings_or("include", DEFAULT_INCLUDE)?;
     let exclude = w.strings_or("exclude", DEFAULT_EXCLUDE)?;
     let watch = WatchConfig {
-        root,
+        root: root.clone().unwrap_or_default(),
         include: parse_globs("watch.include", include)?,
         exclude: parse_globs("watch.exclude", exclude)?,
         settle: Duration::from_secs(w.number_or("settle_secs", 15, 0, 86_400)?),
@@ -590,6 +668,8 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
     keys.extend(w.finish()?);
 
     let mut f = top.section("frameio")?;
+    let project_id_set = f.map.get("project_id").is_some_and(|v| !v.is_null());
+    let folder_set = f.map.get("folder").is_some_and(|v| !v.is_null());
     let file_secret = f.string_or("client_secret", "")?;
     let frameio = FrameioConfig {
         client_id: f.string_or("client_id", "")?,
@@ -630,58 +710,7 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
     keys.extend(f.finish()?);
 
     let mut l = top.section("layout")?;
-    let template = |key: &str, s: Option<String>| -> KeyResult<Option<Template>> {
-        s.map(|s| Template::parse(&s).or_else(|e| key_err(key, e)))
-            .transpose()
-    };
-    let pattern = template("layout.pattern", l.string("pattern")?)?;
-    let folders = template(
-        "layout.folders",
-        l.string("folders")?.map(backslashes_as_slashes),
-    )?;
-    if let Some(p) = &pattern {
-        // A `\` would be a folder separator here too (see `backslashes_as_slashes`).
-        if p.as_str().contains(['/', '\\']) {
-            return key_err(
-                "layout.pattern",
-                "matches file names only and cannot contain `/` or `\\`",
-            );
-        }
-    }
-    if let Some(folders) = &folders {
-        let Some(p) = &pattern else {
-            return key_err(
-                "layout.folders",
-                "needs layout.pattern to take its values from",
-            );
-        };
-        let known: BTreeSet<&str> = p.placeholders().collect();
-        if let Some(missing) = folders.placeholders().find(|name| !known.contains(name)) {
-            return key_err(
-                "layout.folders",
-                format!("placeholder {{{missing}}} does not appear in layout.pattern"),
-            );
-        }
-    }
-    let has_version = pattern
-        .as_ref()
-        .is_some_and(|p| p.placeholders().any(|name| name == crate::layout::VERSION));
-    let stack_versions = match l.bool("stack_versions")? {
-        Some(true) if !has_version => {
-            return key_err(
-                "layout.stack_versions",
-                "needs a layout.pattern with {version} to tell versions apart",
-            )
-        }
-        Some(on) => on,
-        None => has_version,
-    };
-    let layout = LayoutConfig {
-        pattern,
-        folders,
-        mirror_unmatched: l.choice("unmatched", false, &[("skip", false), ("mirror", true)])?,
-        stack_versions,
-    };
+    let layout = parse_layout(&mut l)?;
     keys.extend(l.finish()?);
 
     let mut u = top.section("upload")?;
@@ -806,26 +835,59 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
     let state_dir = resolve(base, &top.string_or("state_dir", "postflow-state")?);
 
     let mut n = top.section("notify")?;
-    let notify = NotifyConfig {
-        webhook_url: n
-            .string("webhook_url")?
-            .filter(|u| !u.is_empty())
-            .map(|u| parse_url("notify.webhook_url", &u))
-            .transpose()?,
-        format: n.choice(
-            "format",
-            NotifyFormat::Json,
-            &[
-                ("discord", NotifyFormat::Discord),
-                ("slack", NotifyFormat::Slack),
-                ("json", NotifyFormat::Json),
-            ],
-        )?,
-    };
+    let notify = parse_notify(&mut n)?;
     keys.extend(n.finish()?);
 
     let log_level = top.string_or("log_level", "info")?;
     check_log_level(&log_level)?;
+
+    let defaults = ProjectDefaults {
+        account_id: &frameio.account_id,
+        layout: &layout,
+        notify: &notify,
+        include: &watch.include,
+        exclude: &watch.exclude,
+    };
+    let entries = top.take("projects");
+    keys.extend(PROJECT_KEYS.iter().map(|k| k.to_string()));
+    let several_projects = entries.is_some();
+    let projects = match entries {
+        Some(entries) => {
+            let mixed = [
+                ("watch.root", root.is_some()),
+                ("frameio.project_id", project_id_set),
+                ("frameio.folder", folder_set),
+            ];
+            if let Some((key, _)) = mixed.iter().find(|(_, set)| *set) {
+                return key_err(
+                    key,
+                    "must not be set with `projects`: each project has its own (projects[].root, \
+                     projects[].project_id, projects[].folder)",
+                );
+            }
+            parse_projects(entries, base, &defaults)?
+        }
+        None => {
+            let Some(root) = root else {
+                return key_err(
+                    "watch.root",
+                    "required: the folder to watch (or a `projects` list)",
+                );
+            };
+            vec![ProjectConfig {
+                name: DEFAULT_PROJECT.into(),
+                root,
+                account_id: frameio.account_id.clone(),
+                project_id: frameio.project_id.clone(),
+                folder: frameio.folder.clone(),
+                layout: layout.clone(),
+                notify: notify.clone(),
+                include: watch.include.clone(),
+                exclude: watch.exclude.clone(),
+                key: "watch.root".into(),
+            }]
+        }
+    };
     keys.extend(top.finish()?);
 
     Ok(Config {
@@ -840,9 +902,272 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
         state_dir,
         notify,
         log_level,
+        projects,
+        several_projects,
         keys,
         warnings: Vec::new(),
     })
+}
+
+fn check_root(key: &str, root: &Path) -> KeyResult<()> {
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => key_err(key, format!("{} is not a folder", root.display())),
+        Err(e) => key_err(key, format!("cannot open {}: {e}", root.display())),
+    }
+}
+
+/// `layout` (top level, or a project's own).
+fn parse_layout(l: &mut Section) -> KeyResult<LayoutConfig> {
+    let (pattern_key, folders_key, stack_key) = (
+        l.path("pattern"),
+        l.path("folders"),
+        l.path("stack_versions"),
+    );
+    let template = |key: &str, s: Option<String>| -> KeyResult<Option<Template>> {
+        s.map(|s| Template::parse(&s).or_else(|e| key_err(key, e)))
+            .transpose()
+    };
+    let pattern = template(&pattern_key, l.string("pattern")?)?;
+    let folders = template(
+        &folders_key,
+        l.string("folders")?.map(backslashes_as_slashes),
+    )?;
+    if let Some(p) = &pattern {
+        // A `\` would be a folder separator here too (see `backslashes_as_slashes`).
+        if p.as_str().contains(['/', '\\']) {
+            return key_err(
+                &pattern_key,
+                "matches file names only and cannot contain `/` or `\\`",
+            );
+        }
+    }
+    if let Some(folders) = &folders {
+        let Some(p) = &pattern else {
+            return key_err(&folders_key, "needs layout.pattern to take its values from");
+        };
+        let known: BTreeSet<&str> = p.placeholders().collect();
+        if let Some(missing) = folders.placeholders().find(|name| !known.contains(name)) {
+            return key_err(
+                &folders_key,
+                format!("placeholder {{{missing}}} does not appear in layout.pattern"),
+            );
+        }
+    }
+    let has_version = pattern
+        .as_ref()
+        .is_some_and(|p| p.placeholders().any(|name| name == crate::layout::VERSION));
+    let stack_versions = match l.bool("stack_versions")? {
+        Some(true) if !has_version => {
+            return key_err(
+                &stack_key,
+                "needs a layout.pattern with {version} to tell versions apart",
+            )
+        }
+        Some(on) => on,
+        None => has_version,
+    };
+    let layout = LayoutConfig {
+        pattern,
+        folders,
+        mirror_unmatched: l.choice("unmatched", false, &[("skip", false), ("mirror", true)])?,
+        stack_versions,
+    };
+    Ok(layout)
+}
+
+/// `notify` (top level, or a project's own).
+fn parse_notify(n: &mut Section) -> KeyResult<NotifyConfig> {
+    let url_key = n.path("webhook_url");
+    Ok(NotifyConfig {
+        webhook_url: n
+            .string("webhook_url")?
+            .filter(|u| !u.is_empty())
+            .map(|u| parse_url(&url_key, &u))
+            .transpose()?,
+        format: n.choice(
+            "format",
+            NotifyFormat::Json,
+            &[
+                ("discord", NotifyFormat::Discord),
+                ("slack", NotifyFormat::Slack),
+                ("json", NotifyFormat::Json),
+            ],
+        )?,
+    })
+}
+
+/// The keys of a `projects` entry, as the reference lists them (read whether set or not).
+const PROJECT_KEYS: &[&str] = &[
+    "projects[].name",
+    "projects[].root",
+    "projects[].account_id",
+    "projects[].project_id",
+    "projects[].folder",
+    "projects[].layout",
+    "projects[].notify",
+    "projects[].include",
+    "projects[].exclude",
+];
+
+/// What a project entry takes from the top level when it does not set it.
+struct ProjectDefaults<'a> {
+    account_id: &'a str,
+    layout: &'a LayoutConfig,
+    notify: &'a NotifyConfig,
+    include: &'a GlobSet,
+    exclude: &'a GlobSet,
+}
+
+fn valid_project_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+fn parse_projects(
+    entries: Value,
+    base: &Path,
+    defaults: &ProjectDefaults,
+) -> KeyResult<Vec<ProjectConfig>> {
+    let Value::Array(entries) = entries else {
+        return key_err(
+            "projects",
+            format!("expected a list of projects, found {}", describe(&entries)),
+        );
+    };
+    if entries.is_empty() {
+        return key_err(
+            "projects",
+            "empty: list at least one project, or remove the key",
+        );
+    }
+    let mut projects: Vec<ProjectConfig> = Vec::new();
+    for (i, entry) in entries.into_iter().enumerate() {
+        let key = format!("projects[{i}]");
+        let mut e = Section::new(&key, Some(entry))?;
+        let name = match e.string("name")? {
+            Some(n) if valid_project_name(&n) => n,
+            Some(n) => {
+                return key_err(
+                    &e.path("name"),
+                    format!("{n:?}: use letters, digits, `_`, `.` and `-` only"),
+                )
+            }
+            None => return key_err(&e.path("name"), "required: the project's name"),
+        };
+        if let Some(other) = projects.iter().find(|p| p.name == name) {
+            return key_err(
+                &e.path("name"),
+                format!("{name:?} is already the name of {}", other.key),
+            );
+        }
+        let root = match e.string("root")? {
+            Some(r) if !r.trim().is_empty() => resolve(base, &r),
+            _ => {
+                return key_err(
+                    &e.path("root"),
+                    "required: the folder to watch for this project",
+                )
+            }
+        };
+        check_root(&e.path("root"), &root)?;
+        let account_id = e
+            .string("account_id")?
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| defaults.account_id.to_string());
+        let project_id = match e.string("project_id")? {
+            Some(p) if !p.is_empty() => p,
+            _ => {
+                return key_err(
+                    &e.path("project_id"),
+                    "required: the Frame.io project (`postflow check` lists those you can see)",
+                )
+            }
+        };
+        let folder = backslashes_as_slashes(e.string_or("folder", "")?);
+        folder_parts(&folder).or_else(|err| key_err(&e.path("folder"), err))?;
+        let layout = match e.take("layout") {
+            Some(v) => {
+                let mut l = Section::new(&e.path("layout"), Some(v))?;
+                let layout = parse_layout(&mut l)?;
+                l.finish()?;
+                layout
+            }
+            None => defaults.layout.clone(),
+        };
+        let notify = match e.take("notify") {
+            Some(v) => {
+                let mut n = Section::new(&e.path("notify"), Some(v))?;
+                let notify = parse_notify(&mut n)?;
+                n.finish()?;
+                notify
+            }
+            None => defaults.notify.clone(),
+        };
+        let globs = |e: &mut Section, k: &'static str, default: &GlobSet| -> KeyResult<GlobSet> {
+            let key = e.path(k);
+            match e.value(k) {
+                None => Ok(default.clone()),
+                Some(v) => {
+                    // Read as the top level's lists are, so an error names the same place.
+                    let mut one = Section::new(&e.prefix, Some(serde_json::json!({ k: v })))?;
+                    parse_globs(&key, one.strings_or(k, &[])?)
+                }
+            }
+        };
+        let include = globs(&mut e, "include", defaults.include)?;
+        let exclude = globs(&mut e, "exclude", defaults.exclude)?;
+        e.finish()?;
+        let project = ProjectConfig {
+            name,
+            root,
+            account_id,
+            project_id,
+            folder,
+            layout,
+            notify,
+            include,
+            exclude,
+            key,
+        };
+        if let Some(other) = projects
+            .iter()
+            .find(|p| roots_overlap(&p.root, &project.root))
+        {
+            return key_err(
+                &project.root_key(),
+                format!(
+                    "{} overlaps {} ({}): one root must not be inside another",
+                    project.root.display(),
+                    other.root_key(),
+                    other.root.display()
+                ),
+            );
+        }
+        projects.push(project);
+    }
+    Ok(projects)
+}
+
+/// Whether one root is inside the other (or both are one folder), compared as the OS resolves
+/// them (symlinks, `..`), and without regard to case where the file system usually ignores it
+/// (Windows, macOS).
+fn roots_overlap(a: &Path, b: &Path) -> bool {
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (a, b) = (fold_case(&canonical(a)), fold_case(&canonical(b)));
+    a.starts_with(&b) || b.starts_with(&a)
+}
+
+#[cfg(any(windows, target_os = "macos"))]
+fn fold_case(p: &Path) -> PathBuf {
+    PathBuf::from(p.to_string_lossy().to_lowercase())
+}
+
+#[cfg(not(any(windows, target_os = "macos")))]
+fn fold_case(p: &Path) -> PathBuf {
+    p.to_path_buf()
 }
 
 const REDACTED: &str = "<redacted>";
@@ -1141,7 +1466,9 @@ mod tests {
         let config = load(v).unwrap();
         assert_eq!(config.frameio.folder, "Dailies/Day 01");
         assert_eq!(
-            config.layout().destination("SQ07_UNDLM_00146_v003.mov"),
+            config.projects[0]
+                .layout()
+                .destination("SQ07_UNDLM_00146_v003.mov"),
             crate::layout::Destination::Folder("Dailies/Day 01/SQ07/UNDLM_00146".into())
         );
         let (key, msg) = err_of(with(
@@ -1164,5 +1491,60 @@ mod tests {
             err_of(with(minimal(), "frameio", "folder", json!("a/../b"))).0,
             "frameio.folder"
         );
+    }
+
+    #[test]
+    fn without_projects_the_one_project_is_default_made_of_the_top_level_keys() {
+        let v = with(minimal(), "frameio", "project_id", json!("p1"));
+        let v = with(v, "frameio", "account_id", json!("a1"));
+        let v = with(v, "frameio", "folder", json!("Dailies"));
+        let c = load(v).unwrap();
+        assert!(!c.several_projects);
+        assert_eq!(c.projects.len(), 1);
+        let p = &c.projects[0];
+        assert_eq!(p.name, DEFAULT_PROJECT);
+        assert_eq!(p.root, root());
+        assert_eq!((p.account_id.as_str(), p.project_id.as_str()), ("a1", "p1"));
+        assert_eq!(p.folder, "Dailies");
+        assert_eq!(p.root_key(), "watch.root");
+    }
+
+    #[test]
+    fn a_project_takes_the_top_level_keys_it_does_not_set() {
+        let dir = std::env::temp_dir().join(format!("postflow-config-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("a")).unwrap();
+        std::fs::create_dir_all(dir.join("b")).unwrap();
+        let v = json!({
+            "frameio": { "account_id": "acc" },
+            "layout": { "pattern": "{shot}_v{version}.{ext}" },
+            "notify": { "webhook_url": "https://hooks.example/top" },
+            "watch": { "include": ["*.mov"] },
+            "projects": [
+                { "name": "a", "root": dir.join("a"), "project_id": "pa" },
+                { "name": "b.2", "root": dir.join("b"), "project_id": "pb", "account_id": "other",
+                  "folder": "In\\Day 1", "layout": { "unmatched": "mirror" },
+                  "notify": { "webhook_url": "https://hooks.example/b", "format": "slack" },
+                  "include": ["*.wav"] }
+            ]
+        });
+        let c = from_value(v, &root(), None).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(c.several_projects);
+        let (a, b) = (&c.projects[0], &c.projects[1]);
+        assert_eq!(a.account_id, "acc");
+        assert!(a.layout.stack_versions && a.include.matches("x.mov"));
+        assert_eq!(
+            a.notify.webhook_url.as_deref(),
+            Some("https://hooks.example/top")
+        );
+        assert_eq!(b.account_id, "other");
+        assert_eq!(b.folder, "In/Day 1");
+        assert!(b.layout.pattern.is_none() && b.layout.mirror_unmatched);
+        assert_eq!(b.notify.format, NotifyFormat::Slack);
+        assert!(b.include.matches("x.wav") && !b.include.matches("x.mov"));
+        assert_eq!(b.root_key(), "projects[1].root");
+        for key in PROJECT_KEYS {
+            assert!(c.keys.iter().any(|k| k == key), "{key} recorded");
+        }
     }
 }

@@ -72,6 +72,8 @@ pub struct Deps {
     pub dead_threads: Arc<Mutex<Vec<&'static str>>>,
     /// `None` until the Frame.io client is wired in: the `/oauth` routes then answer 503.
     pub login: Option<Arc<dyn FrameioLogin>>,
+    /// The config's projects, as `/api/status` lists them.
+    pub projects: Vec<crate::config::ProjectConfig>,
 }
 
 /// Everything a request handler can see.
@@ -87,6 +89,8 @@ pub struct Ctx {
     pub login: Option<Arc<dyn FrameioLogin>>,
     pub hub: Hub,
     pub started: SystemTime,
+    /// `/api/status`'s `projects`: name, root, project_id, folder.
+    pub projects: Value,
 }
 
 impl Ctx {
@@ -140,6 +144,7 @@ impl Ctx {
             "login_available": self.login.is_some(),
             "viewers": self.viewers.count(),
             "queue_error": stats.err(),
+            "projects": self.projects,
         })
     }
 
@@ -204,14 +209,27 @@ pub fn stats_json(stats: Option<&QueueStats>) -> Value {
     let Some(s) = stats else {
         return Value::Null;
     };
-    let counts: serde_json::Map<String, Value> = s
-        .counts
+    let counts_json = |counts: &std::collections::BTreeMap<crate::ledger::JobState, usize>| {
+        counts
+            .iter()
+            .map(|(state, n)| (state.as_str().to_string(), json!(n)))
+            .collect::<serde_json::Map<String, Value>>()
+    };
+    let by_project: serde_json::Map<String, Value> = s
+        .by_project
         .iter()
-        .map(|(state, n)| (state.as_str().to_string(), json!(n)))
+        .map(|(name, counts)| {
+            let total = counts.values().sum::<usize>();
+            (
+                name.clone(),
+                json!({ "counts": counts_json(counts), "total": total }),
+            )
+        })
         .collect();
     json!({
-        "counts": counts,
+        "counts": counts_json(&s.counts),
         "total": s.counts.values().sum::<usize>(),
+        "by_project": by_project,
         "paused": s.paused,
         "waiting_for_auth": s.waiting_for_auth,
         "in_flight": s.in_flight,
@@ -219,6 +237,21 @@ pub fn stats_json(stats: Option<&QueueStats>) -> Value {
         "unrecorded": s.unrecorded,
         "ledger_error": s.ledger_error,
     })
+}
+
+/// The projects as `/api/status` lists them: where each one's files come from and go.
+fn projects_json(projects: &[crate::config::ProjectConfig]) -> Value {
+    projects
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "root": crate::paths::simplified(&p.root).display().to_string(),
+                "project_id": p.project_id,
+                "folder": p.folder,
+            })
+        })
+        .collect()
 }
 
 /// `postflow status`'s text for an `/api/status` answer: components, counts, transfers.
@@ -261,6 +294,23 @@ pub fn summary(status: &Value, url: &str) -> String {
                 line.push_str(" (waiting for a Frame.io login)");
             }
             out.push_str(&format!("queue: {line}\n"));
+            // With several projects, each one's counts under the total.
+            let projects = q["by_project"].as_object().filter(|p| p.len() > 1);
+            for (name, p) in projects.into_iter().flatten() {
+                let parts: Vec<String> = p["counts"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+                    .map(|(state, n)| format!("{n} {state}"))
+                    .collect();
+                let line = if parts.is_empty() {
+                    "no jobs".to_string()
+                } else {
+                    parts.join(", ")
+                };
+                out.push_str(&format!("  {name}: {line}\n"));
+            }
         }
         None => out.push_str(&format!(
             "queue: not answering ({})\n",
@@ -322,6 +372,7 @@ impl Dashboard {
             login: deps.login,
             hub: deps.hub.clone(),
             started: SystemTime::now(),
+            projects: projects_json(&deps.projects),
         });
         Ok(Dashboard {
             listener,

@@ -47,6 +47,8 @@ pub enum Event {
     /// An upload attempt ended, in `mode` "remote" or "local", successfully or not.
     AttemptEnded {
         job: u64,
+        /// The job's project (the `project` label of `/metrics`).
+        project: String,
         mode: &'static str,
         ok: bool,
     },
@@ -102,7 +104,8 @@ impl ComponentState {
 }
 
 enum HubMsg {
-    Publish(Event),
+    /// Shared from the start: every subscriber gets the same event.
+    Publish(Arc<Event>),
     Subscribe(Sender<Arc<Event>>),
 }
 
@@ -123,7 +126,7 @@ impl Hub {
     pub fn publish(&self, event: Event) {
         // The hub only stops after every publisher is gone, so this cannot fail in practice;
         // if it somehow does, losing a display event is harmless.
-        let _ = self.tx.send(HubMsg::Publish(event));
+        let _ = self.tx.send(HubMsg::Publish(Arc::new(event)));
     }
 
     /// A new subscriber with room for `capacity` pending events.
@@ -145,7 +148,6 @@ pub fn run_hub(inbox: HubInbox) {
         match msg {
             HubMsg::Subscribe(tx) => subscribers.push(tx),
             HubMsg::Publish(event) => {
-                let event = Arc::new(event);
                 subscribers.retain(|s| match s.try_send(Arc::clone(&event)) {
                     Ok(()) => true,
                     Err(TrySendError::Full(_)) => {

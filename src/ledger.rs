@@ -83,11 +83,15 @@ impl JobState {
     }
 }
 
-/// One version of one file: (path relative to `watch.root`, size, mtime).
+/// One version of one file: (project, path relative to its root, size, mtime).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub id: u64,
-    /// Relative to `watch.root`, `/`-separated.
+    /// The project's name (`projects[].name`; `default` without `projects`, and for every
+    /// record written before projects existed, so such a ledger reads unchanged).
+    #[serde(default = "default_project")]
+    pub project: String,
+    /// Relative to the project's root, `/`-separated.
     pub path: String,
     pub size: u64,
     /// Modification time, nanoseconds since the Unix epoch.
@@ -159,6 +163,10 @@ pub enum StackState {
     Alone,
     /// Frame.io refused or kept failing; retryable by hand (only the stacking is retried).
     Failed,
+}
+
+fn default_project() -> String {
+    crate::config::DEFAULT_PROJECT.to_string()
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -550,6 +558,7 @@ mod tests {
     fn job(id: u64, state: JobState) -> Job {
         Job {
             id,
+            project: "default".into(),
             path: format!("renders/SQ01_UNDLM_{id:05}_v001.mov"),
             size: 1000 + id,
             mtime_ns: 1_700_000_000_000_000_000 + id as i64,

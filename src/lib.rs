@@ -28,6 +28,7 @@ pub mod notify;
 pub mod paths;
 pub mod private_file;
 pub mod process;
+pub mod projects;
 pub mod queue;
 pub mod range;
 pub mod serve;

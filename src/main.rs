@@ -22,10 +22,10 @@ Usage:
   postflow stop CONFIG       ask the running instance to stop in order (as Ctrl-C does)
                              and wait until it has stopped (exit 0 if none runs)
   postflow upload CONFIG PATH...
-                             upload these files (inside watch.root) now: the running
-                             instance queues them; when none runs, uploads them itself
-                             and exits when they are done (exit 1 if one is not); a path
-                             outside watch.root refuses the command (exit 2)
+                             upload these files (inside a project's root) now: the
+                             running instance queues them; when none runs, uploads them
+                             itself and exits when they are done (exit 1 if one is not);
+                             a path under no root refuses the command (exit 2)
   postflow service install CONFIG
                              Windows: install the service postflow (starts at boot;
                              needs an elevated prompt); Linux, macOS: print the systemd

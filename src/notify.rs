@@ -1,8 +1,12 @@
 //! Notifications to `notify.webhook_url` (Discord, Slack or plain JSON): an upload done, an
 //! upload failed for good, Frame.io needs a login, the tunnel down for more than five minutes.
 //!
+//! With several projects, a job's notice names its project and goes to that project's
+//! `notify` when it has one, else to the top-level one; the others (login, tunnel, state dir)
+//! go to the top-level webhook, or, without one, to every project's.
+//!
 //! Two threads: `notify` follows the hub and decides what is worth saying (`Notices`, pure and
-//! unit-tested); `notify-send` posts, with retries. Between them a small bounded queue: when the
+//! unit-tested); `notify-send` posts, with retries (one such thread per webhook). Between them a small bounded queue: when the
 //! webhook is slow or down, notices beyond it are dropped with a warning, never waited for, so
 //! the pipeline cannot be slowed by a chat service.
 
@@ -12,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde_json::{json, Value};
 
-use crate::config::{NotifyConfig, NotifyFormat};
+use crate::config::{Config, NotifyConfig, NotifyFormat, DEFAULT_PROJECT};
 use crate::events::{ComponentState, Event, Hub};
 use crate::frameio::AuthState;
 use crate::human;
@@ -209,6 +213,14 @@ impl Notices {
 }
 
 impl Notice {
+    /// The job a notice is about, if any.
+    fn job(&self) -> Option<&Job> {
+        match self {
+            Notice::UploadDone { job, .. } | Notice::UploadFailed { job } => Some(job),
+            _ => None,
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Notice::UploadDone { .. } => "upload_done",
@@ -225,7 +237,8 @@ impl Notice {
         match self {
             Notice::UploadDone { job, took } => {
                 let mut t = format!(
-                    "Uploaded {} ({}) to {}",
+                    "Uploaded {}{} ({}) to {}",
+                    project_prefix(job),
                     job.name(),
                     human::size(job.size),
                     folder_name(job)
@@ -242,7 +255,8 @@ impl Notice {
                 t
             }
             Notice::UploadFailed { job } => format!(
-                "Upload of {} failed for good after {} attempts: {}",
+                "Upload of {}{} failed for good after {} attempts: {}",
+                project_prefix(job),
                 job.name(),
                 job.attempts,
                 job.reason.as_deref().unwrap_or("unknown error")
@@ -270,6 +284,9 @@ impl Notice {
     /// The machine-readable fields (the `json` format, and the Discord embed's fields).
     pub fn fields(&self) -> Value {
         let mut v = json!({ "event": self.kind(), "text": self.text() });
+        if let Some(job) = self.job() {
+            v["project"] = json!(job.project);
+        }
         match self {
             Notice::UploadDone { job, took } => {
                 v["name"] = json!(job.name());
@@ -320,6 +337,7 @@ impl Notice {
                 let f = self.fields();
                 let mut fields = Vec::new();
                 for (key, label) in [
+                    ("project", "Project"),
                     ("name", "File"),
                     ("folder", "Folder"),
                     ("size", "Size"),
@@ -330,6 +348,7 @@ impl Notice {
                 ] {
                     let value = match (&f[key], key) {
                         (Value::Null, _) => continue,
+                        (Value::String(p), "project") if p == DEFAULT_PROJECT => continue,
                         (Value::Number(n), "size") => human::size(n.as_u64().unwrap_or(0)),
                         (Value::Number(n), "seconds") => {
                             human::duration(Duration::from_secs_f64(n.as_f64().unwrap_or(0.0)))
@@ -352,6 +371,16 @@ impl Notice {
     }
 }
 
+/// `<project>: ` for a job of a named project (a config with `projects`); nothing for the one
+/// project of a config without.
+fn project_prefix(job: &Job) -> String {
+    if job.project == DEFAULT_PROJECT {
+        String::new()
+    } else {
+        format!("{}: ", job.project)
+    }
+}
+
 fn folder_name(job: &Job) -> String {
     if job.folder.is_empty() {
         "the project root".into()
@@ -371,8 +400,82 @@ fn slack_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// Where each notice goes: the queues of the `notify-send` threads, one per webhook.
+pub struct Router {
+    /// The top-level `notify`.
+    top: Option<Sender<Notice>>,
+    /// Projects with a `notify` of their own.
+    projects: HashMap<String, Sender<Notice>>,
+    /// Every webhook: where notices not about a job go when there is no top-level one.
+    all: Vec<Sender<Notice>>,
+}
+
+impl From<Sender<Notice>> for Router {
+    /// Everything to one webhook.
+    fn from(out: Sender<Notice>) -> Router {
+        Router {
+            top: Some(out.clone()),
+            projects: HashMap::new(),
+            all: vec![out],
+        }
+    }
+}
+
+impl Router {
+    fn targets(&self, notice: &Notice) -> Vec<&Sender<Notice>> {
+        if let Some(job) = notice.job() {
+            if let Some(out) = self.projects.get(&job.project) {
+                return vec![out];
+            }
+        }
+        match (&self.top, notice.job()) {
+            (Some(top), _) => vec![top],
+            (None, Some(_)) => Vec::new(),
+            (None, None) => self.all.iter().collect(),
+        }
+    }
+}
+
+/// A webhook to post to, and the queue its `notify-send` thread reads.
+pub struct Webhook {
+    pub url: String,
+    pub format: NotifyFormat,
+    pub notices: Receiver<Notice>,
+}
+
+/// The webhooks of `config` (top level and projects', one per URL) and the router to them;
+/// `None` when there is none.
+pub fn plan(config: &Config) -> Option<(Router, Vec<Webhook>)> {
+    let mut webhooks: Vec<Webhook> = Vec::new();
+    let mut senders: HashMap<String, Sender<Notice>> = HashMap::new();
+    let mut sender_for = |n: &NotifyConfig| -> Option<Sender<Notice>> {
+        let url = n.webhook_url.clone()?;
+        if let Some(tx) = senders.get(&url) {
+            return Some(tx.clone());
+        }
+        let (tx, rx) = bounded(QUEUE);
+        senders.insert(url.clone(), tx.clone());
+        webhooks.push(Webhook {
+            url,
+            format: n.format,
+            notices: rx,
+        });
+        Some(tx)
+    };
+    let top = sender_for(&config.notify);
+    let mut projects = HashMap::new();
+    for p in &config.projects {
+        if let Some(tx) = sender_for(&p.notify) {
+            projects.insert(p.name.clone(), tx);
+        }
+    }
+    let all = senders.into_values().collect();
+    (!webhooks.is_empty()).then_some((Router { top, projects, all }, webhooks))
+}
+
 /// The `notify` thread: follows the hub, queues notices for `run_sender`.
-pub fn run_notifier(mut notices: Notices, hub: Hub, out: Sender<Notice>, stop: Receiver<()>) {
+pub fn run_notifier(mut notices: Notices, hub: Hub, out: impl Into<Router>, stop: Receiver<()>) {
+    let out: Router = out.into();
     let tick = Duration::from_secs(5).min(notices.tunnel_down_after);
     let mut events = hub.subscribe(HUB_QUEUE);
     loop {
@@ -391,8 +494,10 @@ pub fn run_notifier(mut notices: Notices, hub: Hub, out: Sender<Notice>, stop: R
             default(tick) => notices.on_tick(Instant::now()),
         };
         if let Some(n) = notice {
-            if let Err(TrySendError::Full(n)) = out.try_send(n) {
-                log::warn!("notify: webhook is behind; dropped notice: {}", n.text());
+            for target in out.targets(&n) {
+                if let Err(TrySendError::Full(n)) = target.try_send(n.clone()) {
+                    log::warn!("notify: webhook is behind; dropped notice: {}", n.text());
+                }
             }
         }
     }
@@ -459,6 +564,7 @@ mod tests {
     fn job(state: JobState) -> Job {
         Job {
             id: 3,
+            project: "default".into(),
             path: "SQ01/<i>@everyone.mov".into(),
             size: 2_500_000_000,
             mtime_ns: 0,

@@ -108,7 +108,7 @@ pub fn watched_at_start(job: &Job) -> bool {
 /// One version of one file, as the watcher saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileVersion {
-    /// Relative to `watch.root`, `/`-separated.
+    /// Relative to its project's root, `/`-separated.
     pub path: String,
     pub size: u64,
     pub mtime_ns: i64,
@@ -131,10 +131,13 @@ pub enum FileNews {
 
 /// What other threads tell or ask the queue.
 pub enum QueueMsg {
-    /// From the watcher: a batch of news, recorded with one ledger write.
-    FilesSeen(Vec<FileNews>),
-    /// From the watcher: a full rescan finished and found `files` files.
-    ScanComplete { files: usize },
+    /// From a project's watcher: a batch of news, recorded with one ledger write.
+    FilesSeen {
+        project: String,
+        news: Vec<FileNews>,
+    },
+    /// From a project's watcher: a full rescan finished and found `files` files.
+    ScanComplete { project: String, files: usize },
     /// Asks for a copy of every job (for status pages and `postflow status`).
     Jobs(Sender<Vec<Job>>),
     /// Asks for counts per state and the paused flag.
@@ -152,10 +155,12 @@ pub enum QueueMsg {
     Resume,
     /// From auth: Frame.io calls work again after a `WaitForAuth` failure.
     AuthRestored,
-    /// Queue these files now (absolute, or relative to `watch.root`); one result per path, in
-    /// order: the job id, or why not (a path outside the root: "outside watch.root").
+    /// Queue these files now (absolute: the project is the one whose root holds it; or
+    /// relative to the root of `project`, which may be left out when there is one project);
+    /// one result per path, in order: the job id, or why not ("outside every project's root").
     Enqueue {
         paths: Vec<PathBuf>,
+        project: Option<String>,
         reply: Sender<Vec<Result<u64, String>>>,
     },
     /// From an upload worker.
@@ -232,19 +237,34 @@ pub struct QueueStats {
     pub waiting_for_auth: bool,
     /// Jobs handed to workers and not finished (processing jobs not included).
     pub in_flight: usize,
-    /// Files found by the last full rescan (`None` before the first one ends).
+    /// Files found by the last full rescans (`None` before every project's first one ends).
     pub watched_files: Option<usize>,
+    /// Counts per state (every state, zero included) of each project: those of the config,
+    /// and any other the ledger still holds jobs of (a project removed from the config).
+    pub by_project: BTreeMap<String, BTreeMap<JobState, usize>>,
     /// Job changes kept in memory because the ledger could not record them yet.
     pub unrecorded: usize,
     /// Why the ledger cannot be written, while it cannot ("<path>: <error>").
     pub ledger_error: Option<String>,
 }
 
+/// A project, as the queue needs it.
+#[derive(Clone, Debug)]
+pub struct QueueProject {
+    pub name: String,
+    pub root: PathBuf,
+    pub layout: Layout,
+    /// Its stacker's inbox (`layout.stack_versions`); `None`: versions are recorded as
+    /// pending and not stacked until a queue with a stacker runs.
+    pub stacker: Option<Sender<StackTask>>,
+}
+
 /// What the queue needs from the config.
 #[derive(Clone, Debug)]
 pub struct QueueSettings {
-    pub root: PathBuf,
-    pub layout: Layout,
+    /// Never empty. Jobs of a project not listed (removed from the config) stay in the ledger
+    /// and are never handed out.
+    pub projects: Vec<QueueProject>,
     pub concurrency: usize,
     /// [`MAX_PROCESSING`] (smaller in tests).
     pub max_processing: usize,
@@ -254,24 +274,33 @@ pub struct QueueSettings {
     /// A one-off `postflow upload`: hand out only the jobs enqueued by hand (`Enqueue`); the
     /// watcher's jobs are recorded and left for the next `run`.
     pub only_enqueued: bool,
-    /// The stacker's inbox (`layout.stack_versions`); `None`: versions are recorded as
-    /// pending and not stacked until a queue with a stacker runs.
-    pub stacker: Option<Sender<StackTask>>,
 }
 
 impl QueueSettings {
     pub fn from_config(config: &Config) -> QueueSettings {
         QueueSettings {
-            root: config.watch.root.clone(),
-            layout: config.layout(),
+            projects: config
+                .projects
+                .iter()
+                .map(|p| QueueProject {
+                    name: p.name.clone(),
+                    root: p.root.clone(),
+                    layout: p.layout(),
+                    stacker: None,
+                })
+                .collect(),
             concurrency: config.upload.concurrency.max(1),
             max_processing: MAX_PROCESSING,
             max_attempts: config.upload.max_attempts.max(1),
             base_delay: BASE_DELAY,
             max_delay: config.upload.max_delay,
             only_enqueued: false,
-            stacker: None,
         }
+    }
+
+    /// The project named `name`, if the config has it.
+    pub fn project(&self, name: &str) -> Option<&QueueProject> {
+        self.projects.iter().find(|p| p.name == name)
     }
 }
 
@@ -354,12 +383,16 @@ pub struct Queue {
     ledger: Ledger,
     settings: QueueSettings,
     hub: Hub,
-    /// The newest job of each path.
-    by_path: HashMap<String, u64>,
+    /// The newest job of each (project, path).
+    by_path: HashMap<(String, String), u64>,
     /// When each unfinished job first became `queued`: its place in line.
     place: HashMap<u64, u64>,
-    /// Eligible now: (place, id), jobs not out.
-    ready: BTreeSet<(u64, u64)>,
+    /// Eligible now, per project: (place, id), jobs not out. Projects take turns.
+    ready: BTreeMap<String, BTreeSet<(u64, u64)>>,
+    /// The project of each job in `ready`.
+    ready_in: HashMap<u64, String>,
+    /// The project whose job was handed out last: the next turn is the next project's.
+    turn: Option<String>,
     /// `retrying`, not yet due: (next_attempt_ms, id).
     timed: BTreeSet<(u64, u64)>,
     /// The key of each job in `timed`.
@@ -372,11 +405,13 @@ pub struct Queue {
     modes: HashMap<u64, &'static str>,
     paused: bool,
     auth_held: bool,
-    watched_files: Option<usize>,
+    /// Files found by the last full rescan of each project.
+    watched_files: HashMap<String, usize>,
     /// With `only_enqueued`: the jobs that may be handed out (those enqueued by hand).
     only: Option<HashSet<u64>>,
-    /// Versions to stack, and whose turn it is.
-    stacks: Tracker,
+    /// Versions to stack, and whose turn it is: per project (items are per folder of a
+    /// project).
+    stacks: BTreeMap<String, Tracker>,
     rng: u64,
     /// The newest state of each job the ledger could not record yet (see the module doc).
     unrecorded: BTreeMap<u64, Job>,
@@ -400,7 +435,7 @@ struct Outage {
 #[derive(Default)]
 struct Batch {
     jobs: BTreeMap<u64, Job>,
-    new_paths: HashMap<String, u64>,
+    new_paths: HashMap<(String, String), u64>,
 }
 
 impl Queue {
@@ -410,14 +445,25 @@ impl Queue {
             .build_hasher()
             .finish();
         let only = settings.only_enqueued.then(HashSet::new);
-        let stacks = Tracker::new(settings.layout.clone(), settings.stacker.clone());
+        let stacks = settings
+            .projects
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    Tracker::new(p.layout.clone(), p.stacker.clone()),
+                )
+            })
+            .collect();
         let mut queue = Queue {
             ledger,
             settings,
             hub,
             by_path: HashMap::new(),
             place: HashMap::new(),
-            ready: BTreeSet::new(),
+            ready: BTreeMap::new(),
+            ready_in: HashMap::new(),
+            turn: None,
             timed: BTreeSet::new(),
             due: HashMap::new(),
             out: HashSet::new(),
@@ -425,7 +471,7 @@ impl Queue {
             modes: HashMap::new(),
             paused: false,
             auth_held: false,
-            watched_files: None,
+            watched_files: HashMap::new(),
             only,
             stacks,
             rng: seed | 1,
@@ -437,7 +483,9 @@ impl Queue {
         let mut interrupted = Vec::new();
         let jobs: Vec<Job> = queue.ledger.jobs().values().cloned().collect();
         for job in jobs {
-            if watched_at_start(&job) {
+            // A removed project's processing job is not watched (its account is not known).
+            let configured = queue.settings.project(&job.project).is_some();
+            if watched_at_start(&job) && configured {
                 queue.watching.insert(job.id);
             } else if matches!(job.state, JobState::Uploading | JobState::Processing) {
                 let mut j = job.clone();
@@ -470,8 +518,10 @@ impl Queue {
     /// Handles one message.
     pub fn handle(&mut self, msg: QueueMsg, now: u64) {
         match msg {
-            QueueMsg::FilesSeen(news) => self.files_seen(news, now),
-            QueueMsg::ScanComplete { files } => self.watched_files = Some(files),
+            QueueMsg::FilesSeen { project, news } => self.files_seen(&project, news, now),
+            QueueMsg::ScanComplete { project, files } => {
+                self.watched_files.insert(project, files);
+            }
             QueueMsg::Jobs(reply) => {
                 let _ = reply.send(self.ledger.jobs().values().cloned().collect());
             }
@@ -498,8 +548,12 @@ impl Queue {
                 self.auth_held = false;
             }
             QueueMsg::AuthRestored => self.auth_held = false,
-            QueueMsg::Enqueue { paths, reply } => {
-                let _ = reply.send(self.enqueue(&paths, now));
+            QueueMsg::Enqueue {
+                paths,
+                project,
+                reply,
+            } => {
+                let _ = reply.send(self.enqueue(&paths, project.as_deref(), now));
             }
             QueueMsg::Attempt(update) => self.attempt(update, now),
             QueueMsg::Stacked(update) => self.stacked(update, now),
@@ -510,8 +564,9 @@ impl Queue {
         }
     }
 
-    /// The job to offer a worker now, if any: oldest stable first, within the concurrency
-    /// limit, not while paused or held for login.
+    /// The job to offer a worker now, if any: projects take turns (round robin), each
+    /// project's oldest stable first, within the concurrency limit, not while paused or held
+    /// for login.
     pub fn next_job(&mut self, now: u64) -> Option<Job> {
         while let Some(&(due, id)) = self.timed.first() {
             if due > now {
@@ -520,7 +575,9 @@ impl Queue {
             self.timed.remove(&(due, id));
             self.due.remove(&id);
             let place = *self.place.entry(id).or_insert(due);
-            self.ready.insert((place, id));
+            if let Some(project) = self.current(id).map(|j| j.project.clone()) {
+                self.make_ready(project, place, id);
+            }
         }
         if self.paused
             || self.auth_held
@@ -530,17 +587,36 @@ impl Queue {
         {
             return None;
         }
-        let &(_, id) = match &self.only {
-            Some(only) => self.ready.iter().find(|(_, id)| only.contains(id))?,
-            None => self.ready.first()?,
-        };
+        // The projects after the last one served, then the others from the start.
+        let (after, upto): (Vec<_>, Vec<_>) = self
+            .ready
+            .iter()
+            .partition(|(name, _)| self.turn.as_ref().is_some_and(|t| *name > t));
+        let id = after.into_iter().chain(upto).find_map(|(_, line)| {
+            let &(_, id) = match &self.only {
+                Some(only) => line.iter().find(|(_, id)| only.contains(id))?,
+                None => line.first()?,
+            };
+            Some(id)
+        })?;
         self.ledger.get(id).cloned()
     }
 
     /// A worker took job `id`.
     pub fn handed_out(&mut self, id: u64) {
+        if let Some(project) = self.ready_in.get(&id) {
+            self.turn = Some(project.clone());
+        }
         self.unschedule(id);
         self.out.insert(id);
+    }
+
+    fn make_ready(&mut self, project: String, place: u64, id: u64) {
+        self.ready
+            .entry(project.clone())
+            .or_default()
+            .insert((place, id));
+        self.ready_in.insert(id, project);
     }
 
     /// When the next `retrying` job comes due.
@@ -579,16 +655,35 @@ impl Queue {
     }
 
     pub fn stats(&self) -> QueueStats {
-        let mut counts: BTreeMap<JobState, usize> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
+        let zero: BTreeMap<JobState, usize> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
+        let mut counts = zero.clone();
+        let mut by_project: BTreeMap<String, BTreeMap<JobState, usize>> = self
+            .settings
+            .projects
+            .iter()
+            .map(|p| (p.name.clone(), zero.clone()))
+            .collect();
         for job in self.ledger.jobs().values() {
             *counts.entry(job.state).or_default() += 1;
+            *by_project
+                .entry(job.project.clone())
+                .or_insert_with(|| zero.clone())
+                .entry(job.state)
+                .or_default() += 1;
         }
+        let scanned = self
+            .settings
+            .projects
+            .iter()
+            .map(|p| self.watched_files.get(&p.name))
+            .sum::<Option<usize>>();
         QueueStats {
             counts,
             paused: self.paused,
             waiting_for_auth: self.auth_held,
             in_flight: self.out.len(),
-            watched_files: self.watched_files,
+            watched_files: scanned,
+            by_project,
             unrecorded: self.unrecorded.len(),
             ledger_error: self.outage.as_ref().map(|o| o.reason.clone()),
         }
@@ -614,38 +709,55 @@ impl Queue {
 
     // ---- the watcher's news ----
 
-    fn files_seen(&mut self, news: Vec<FileNews>, now: u64) {
+    fn files_seen(&mut self, project: &str, news: Vec<FileNews>, now: u64) {
         let mut batch = Batch::default();
         let mut baseline = 0usize;
         for item in news {
             match item {
                 FileNews::Present(file) => {
-                    if self.record(&mut batch, file, Target::Baseline, now) {
+                    if self.record(&mut batch, project, file, Target::Baseline, now) {
                         baseline += 1;
                     }
                 }
                 FileNews::Waiting { file, reason } => {
-                    self.record(&mut batch, file, Target::Waiting(reason), now);
+                    self.record(&mut batch, project, file, Target::Waiting(reason), now);
                 }
                 FileNews::Stable(file) => {
-                    self.record(&mut batch, file, Target::Queued, now);
+                    self.record(&mut batch, project, file, Target::Queued, now);
                 }
-                FileNews::Vanished { path } => self.vanished(&mut batch, &path, now),
+                FileNews::Vanished { path } => self.vanished(&mut batch, project, &path, now),
             }
         }
         let recorded = self.commit(batch.jobs.into_values().collect(), now);
         if baseline > 0 {
+            let whose = if self.settings.projects.len() > 1 {
+                format!(" of project {project}")
+            } else {
+                String::new()
+            };
             log::info!(
-                "first start: {baseline} file(s) already in the watch folder {} as baseline, \
-                 not uploaded (set watch.upload_existing to upload them, or retry them on the page)",
-                if recorded { "recorded" } else { "kept (to be recorded)" }
+                "first start{whose}: {baseline} file(s) already in the watch folder {} as \
+                 baseline, not uploaded (set watch.upload_existing to upload them, or retry \
+                 them on the page)",
+                if recorded {
+                    "recorded"
+                } else {
+                    "kept (to be recorded)"
+                }
             );
         }
     }
 
     /// Records one version of a file; returns whether a job was created or changed.
-    fn record(&mut self, batch: &mut Batch, file: FileVersion, target: Target, now: u64) -> bool {
-        let latest = self.latest(batch, &file.path).cloned();
+    fn record(
+        &mut self,
+        batch: &mut Batch,
+        project: &str,
+        file: FileVersion,
+        target: Target,
+        now: u64,
+    ) -> bool {
+        let latest = self.latest(batch, project, &file.path).cloned();
         let mut job = match latest {
             Some(j) if same_version(&j, &file) => {
                 let revive = j.state == JobState::Waiting
@@ -661,9 +773,9 @@ impl Queue {
             Some(j) if j.state == JobState::Waiting => j,
             Some(old) => {
                 self.superseded(batch, old, now);
-                self.new_job(batch, &file, now)
+                self.new_job(batch, project, &file, now)
             }
-            None => self.new_job(batch, &file, now),
+            None => self.new_job(batch, project, &file, now),
         };
         let prior = batch
             .jobs
@@ -676,7 +788,7 @@ impl Queue {
             Target::Baseline => {
                 job.state = JobState::Skipped;
                 job.reason = Some(BASELINE_REASON.into());
-                if let Destination::Folder(f) = self.settings.layout.destination(&job.path) {
+                if let Some(Destination::Folder(f)) = self.destination(&job) {
                     job.folder = f;
                 }
             }
@@ -684,7 +796,7 @@ impl Queue {
                 job.state = JobState::Waiting;
                 job.reason = Some(reason);
                 // Shown on the page while it settles: where it will go.
-                if let Destination::Folder(f) = self.settings.layout.destination(&job.path) {
+                if let Some(Destination::Folder(f)) = self.destination(&job) {
                     job.folder = f;
                 }
             }
@@ -711,8 +823,8 @@ impl Queue {
         // Uploading or handed out: the worker finds the file changed and reports FileChanged.
     }
 
-    fn vanished(&mut self, batch: &mut Batch, path: &str, now: u64) {
-        let Some(mut job) = self.latest(batch, path).cloned() else {
+    fn vanished(&mut self, batch: &mut Batch, project: &str, path: &str, now: u64) {
+        let Some(mut job) = self.latest(batch, project, path).cloned() else {
             return;
         };
         let idle = matches!(
@@ -729,11 +841,12 @@ impl Queue {
         }
     }
 
-    fn latest<'a>(&'a self, batch: &'a Batch, path: &str) -> Option<&'a Job> {
+    fn latest<'a>(&'a self, batch: &'a Batch, project: &str, path: &str) -> Option<&'a Job> {
+        let key = (project.to_string(), path.to_string());
         let id = batch
             .new_paths
-            .get(path)
-            .or_else(|| self.by_path.get(path))?;
+            .get(&key)
+            .or_else(|| self.by_path.get(&key))?;
         batch.jobs.get(id).or_else(|| self.current(*id))
     }
 
@@ -742,11 +855,14 @@ impl Queue {
         self.unrecorded.get(&id).or_else(|| self.ledger.get(id))
     }
 
-    fn new_job(&mut self, batch: &mut Batch, file: &FileVersion, now: u64) -> Job {
+    fn new_job(&mut self, batch: &mut Batch, project: &str, file: &FileVersion, now: u64) -> Job {
         let id = self.ledger.new_id();
-        batch.new_paths.insert(file.path.clone(), id);
+        batch
+            .new_paths
+            .insert((project.to_string(), file.path.clone()), id);
         Job {
             id,
+            project: project.to_string(),
             path: file.path.clone(),
             size: file.size,
             mtime_ns: file.mtime_ns,
@@ -765,18 +881,29 @@ impl Queue {
         }
     }
 
-    /// `queued` at its destination folder, or `skipped` with the layout's reason.
+    /// Where the job's project's layout puts it; `None` for a project no longer configured.
+    fn destination(&self, job: &Job) -> Option<Destination> {
+        let project = self.settings.project(&job.project)?;
+        Some(project.layout.destination(&job.path))
+    }
+
+    /// `queued` at its destination folder, or `skipped` with the layout's reason (or because
+    /// its project is no longer in the config).
     fn make_queued(&self, job: &mut Job) {
         job.next_attempt_ms = None;
-        match self.settings.layout.destination(&job.path) {
-            Destination::Folder(folder) => {
+        match self.destination(job) {
+            Some(Destination::Folder(folder)) => {
                 job.state = JobState::Queued;
                 job.folder = folder;
                 job.reason = None;
             }
-            Destination::Skip(reason) => {
+            Some(Destination::Skip(reason)) => {
                 job.state = JobState::Skipped;
                 job.reason = Some(reason);
+            }
+            None => {
+                job.state = JobState::Skipped;
+                job.reason = Some(removed_project(&job.project));
             }
         }
     }
@@ -847,16 +974,16 @@ impl Queue {
         Ok(())
     }
 
-    fn enqueue(&mut self, paths: &[PathBuf], now: u64) -> Vec<Result<u64, String>> {
-        let root = std::fs::canonicalize(&self.settings.root);
+    fn enqueue(
+        &mut self,
+        paths: &[PathBuf],
+        project: Option<&str>,
+        now: u64,
+    ) -> Vec<Result<u64, String>> {
         let mut results = Vec::with_capacity(paths.len());
         let mut batch = Batch::default();
         for path in paths {
-            let result = match &root {
-                Ok(root) => self.enqueue_one(&mut batch, root, path, now),
-                Err(e) => Err(format!("watch.root {}: {e}", self.settings.root.display())),
-            };
-            results.push(result);
+            results.push(self.enqueue_one(&mut batch, project, path, now));
         }
         if !self.commit(batch.jobs.into_values().collect(), now) {
             let err = self.not_recorded();
@@ -868,24 +995,65 @@ impl Queue {
         results
     }
 
+    /// The project and the root-relative path of a path to enqueue: an absolute path is in
+    /// the project whose root holds it; a relative one in `project`'s root (which may be left
+    /// out when there is one project).
+    fn locate(
+        &self,
+        project: Option<&str>,
+        path: &Path,
+    ) -> Result<(String, String, PathBuf), String> {
+        let projects = &self.settings.projects;
+        let candidates: Vec<&QueueProject> = match project {
+            Some(name) => vec![self.settings.project(name).ok_or_else(|| {
+                format!(
+                    "project: no project named {name:?} (projects: {})",
+                    names(projects)
+                )
+            })?],
+            None if path.is_absolute() || projects.len() == 1 => projects.iter().collect(),
+            None => {
+                return Err(format!(
+                    "project: required for a relative path when there are several projects ({})",
+                    names(projects)
+                ))
+            }
+        };
+        let outside = || {
+            if projects.len() == 1 {
+                "outside watch.root".to_string()
+            } else {
+                "outside every project's root".to_string()
+            }
+        };
+        for p in candidates {
+            let root = std::fs::canonicalize(&p.root)
+                .map_err(|e| format!("{}: root {}: {e}", p.name, p.root.display()))?;
+            let full = if path.is_absolute() {
+                path.to_path_buf()
+            } else {
+                p.root.join(path)
+            };
+            // Canonical paths on both sides: no `..` and no symlink can lead out of the root.
+            let full =
+                std::fs::canonicalize(&full).map_err(|e| format!("{}: {e}", path.display()))?;
+            let Ok(rel) = full.strip_prefix(&root) else {
+                continue;
+            };
+            let rel = rel_string(rel).ok_or_else(outside)?;
+            return Ok((p.name.clone(), rel, full));
+        }
+        Err(outside())
+    }
+
     fn enqueue_one(
         &mut self,
         batch: &mut Batch,
-        root: &Path,
+        project: Option<&str>,
         path: &Path,
         now: u64,
     ) -> Result<u64, String> {
-        let full = if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.settings.root.join(path)
-        };
-        // Canonical paths on both sides: no `..` and no symlink can lead out of the root.
-        let full = std::fs::canonicalize(&full).map_err(|e| format!("{}: {e}", path.display()))?;
-        let rel = full
-            .strip_prefix(root)
-            .map_err(|_| "outside watch.root".to_string())?;
-        let rel = rel_string(rel).ok_or_else(|| "outside watch.root".to_string())?;
+        let (project, rel, full) = self.locate(project, path)?;
         let meta = std::fs::metadata(&full).map_err(|e| format!("{}: {e}", path.display()))?;
         if !meta.is_file() {
             return Err(format!("{}: not a file", path.display()));
@@ -895,7 +1063,7 @@ impl Queue {
             size: meta.len(),
             mtime_ns: mtime_ns(&meta),
         };
-        if let Some(j) = self.latest(batch, &file.path) {
+        if let Some(j) = self.latest(batch, &project, &file.path) {
             if same_version(j, &file) {
                 match j.state {
                     JobState::Failed | JobState::Skipped => {
@@ -912,11 +1080,12 @@ impl Queue {
                 }
             }
         }
-        if let Destination::Skip(reason) = self.settings.layout.destination(&file.path) {
+        let layout = &self.settings.project(&project).expect("located").layout;
+        if let Destination::Skip(reason) = layout.destination(&file.path) {
             return Err(reason);
         }
-        self.record(batch, file.clone(), Target::Queued, now);
-        self.latest(batch, &file.path)
+        self.record(batch, &project, file.clone(), Target::Queued, now);
+        self.latest(batch, &project, &file.path)
             .map(|j| j.id)
             .ok_or_else(|| "internal: no job after enqueue".into())
     }
@@ -985,7 +1154,9 @@ impl Queue {
                 job.view_url = view_url;
                 job.reason = None;
                 if job.stack.is_none() {
-                    job.stack = stack::after_upload(&self.settings.layout, &job);
+                    if let Some(p) = self.settings.project(&job.project) {
+                        job.stack = stack::after_upload(&p.layout, &job);
+                    }
                 }
             }
             AttemptUpdate::Failed { error, kind, .. } => {
@@ -1001,7 +1172,13 @@ impl Queue {
             // After the ledger write, like every event. An adopted file never started an
             // attempt in this run and has no mode: it counts as neither.
             if let Some(mode) = self.modes.remove(&id) {
-                self.hub.publish(Event::AttemptEnded { job: id, mode, ok });
+                let project = self.current(id).map(|j| j.project.clone());
+                self.hub.publish(Event::AttemptEnded {
+                    job: id,
+                    project: project.unwrap_or_default(),
+                    mode,
+                    ok,
+                });
             }
         }
     }
@@ -1087,7 +1264,9 @@ impl Queue {
             return;
         };
         if !update.neighbour && update.stacking.state != StackState::Pending {
-            self.stacks.finished(update.id);
+            if let Some(stacks) = self.stacks.get_mut(&job.project) {
+                stacks.finished(update.id);
+            }
         }
         let stacking = match (update.neighbour, job.stack.as_deref()) {
             (false, _) => update.stacking,
@@ -1128,7 +1307,12 @@ impl Queue {
 
     /// Hands the stacker the versions whose turn it is, and records what the others wait for.
     fn dispatch_stacks(&mut self, now: u64) {
-        let waiting = self.stacks.dispatch(self.ledger.jobs());
+        let jobs = self.ledger.jobs();
+        let waiting: Vec<Job> = self
+            .stacks
+            .values_mut()
+            .flat_map(|stacks| stacks.dispatch(jobs))
+            .collect();
         if !waiting.is_empty() {
             let waiting = waiting
                 .into_iter()
@@ -1162,7 +1346,8 @@ impl Queue {
         }
         for job in jobs {
             // A new job's path leads to it at once, recorded or not (a file is one job).
-            let latest = self.by_path.entry(job.path.clone()).or_insert(job.id);
+            let key = (job.project.clone(), job.path.clone());
+            let latest = self.by_path.entry(key).or_insert(job.id);
             *latest = (*latest).max(job.id);
             self.unrecorded.insert(job.id, job);
         }
@@ -1196,7 +1381,8 @@ impl Queue {
             self.index(&job, now);
             if job.state == JobState::Queued && job.attempts == 0 && job.reason.is_none() {
                 log::info!(
-                    "queued {} ({}) for {}",
+                    "queued {}{} ({}) for {}",
+                    self.project_prefix(&job),
                     job.path,
                     crate::human::size(job.size),
                     if job.folder.is_empty() {
@@ -1262,9 +1448,23 @@ impl Queue {
         });
     }
 
+    /// `<project>: ` when there are several projects, for log lines naming a file.
+    fn project_prefix(&self, job: &Job) -> String {
+        if self.settings.projects.len() > 1 || job.project != crate::config::DEFAULT_PROJECT {
+            format!("{}: ", job.project)
+        } else {
+            String::new()
+        }
+    }
+
     fn unschedule(&mut self, id: u64) {
-        if let Some(&place) = self.place.get(&id) {
-            self.ready.remove(&(place, id));
+        if let (Some(&place), Some(project)) = (self.place.get(&id), self.ready_in.remove(&id)) {
+            if let Some(line) = self.ready.get_mut(&project) {
+                line.remove(&(place, id));
+                if line.is_empty() {
+                    self.ready.remove(&project);
+                }
+            }
         }
         if let Some(due) = self.due.remove(&id) {
             self.timed.remove(&(due, id));
@@ -1272,21 +1472,27 @@ impl Queue {
     }
 
     fn index(&mut self, job: &Job, now: u64) {
-        self.stacks.observe(job);
-        match self.by_path.get_mut(&job.path) {
+        if let Some(stacks) = self.stacks.get_mut(&job.project) {
+            stacks.observe(job);
+        }
+        let key = (job.project.clone(), job.path.clone());
+        match self.by_path.get_mut(&key) {
             Some(latest) => *latest = (*latest).max(job.id),
             None => {
-                self.by_path.insert(job.path.clone(), job.id);
+                self.by_path.insert(key, job.id);
             }
         }
         self.unschedule(job.id);
+        let configured = self.settings.project(&job.project).is_some();
         match job.state {
             // A worker holds it (changes before its `Started`, such as the search's
             // `UnknownFile`, must not offer it a second time).
             JobState::Queued | JobState::Retrying if self.out.contains(&job.id) => {}
+            // A project removed from the config: its jobs stay as they are, never handed out.
+            JobState::Queued | JobState::Retrying if !configured => {}
             JobState::Queued => {
                 let place = *self.place.entry(job.id).or_insert(now);
-                self.ready.insert((place, job.id));
+                self.make_ready(job.project.clone(), place, job.id);
             }
             JobState::Retrying => {
                 self.place.entry(job.id).or_insert(now);
@@ -1309,6 +1515,19 @@ enum Target {
     Baseline,
     Waiting(String),
     Queued,
+}
+
+/// Why a job of a project that is no longer in the config is not uploaded.
+fn removed_project(name: &str) -> String {
+    format!("its project {name:?} is no longer in the config")
+}
+
+fn names(projects: &[QueueProject]) -> String {
+    projects
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The `state_dir` component's detail while it is up: the dir that holds the ledger.
@@ -1355,16 +1574,32 @@ mod tests {
 
     fn settings(dir: &Path, concurrency: usize, max_attempts: u32) -> QueueSettings {
         QueueSettings {
-            root: dir.to_path_buf(),
-            layout: Layout::new("", None, None, false).unwrap(),
+            projects: vec![QueueProject {
+                name: "default".into(),
+                root: dir.to_path_buf(),
+                layout: Layout::new("", None, None, false).unwrap(),
+                stacker: None,
+            }],
             concurrency,
             max_processing: MAX_PROCESSING,
             max_attempts,
             base_delay: BASE_DELAY,
             max_delay: Duration::from_secs(60),
             only_enqueued: false,
-            stacker: None,
         }
+    }
+
+    /// News from the watcher of the project `default`.
+    fn seen(news: Vec<FileNews>) -> QueueMsg {
+        QueueMsg::FilesSeen {
+            project: "default".into(),
+            news,
+        }
+    }
+
+    /// The newest job of `path` in the project `default`.
+    fn id_of(q: &Queue, path: &str) -> u64 {
+        q.by_path[&("default".to_string(), path.to_string())]
     }
 
     fn queue(dir: &TempDir, concurrency: usize, max_attempts: u32) -> Queue {
@@ -1382,11 +1617,8 @@ mod tests {
     }
 
     fn stable(q: &mut Queue, path: &str, now: u64) -> u64 {
-        q.handle(
-            QueueMsg::FilesSeen(vec![FileNews::Stable(file(path, 10))]),
-            now,
-        );
-        q.by_path[path]
+        q.handle(seen(vec![FileNews::Stable(file(path, 10))]), now);
+        id_of(q, path)
     }
 
     fn job(q: &Queue, id: u64) -> Job {
@@ -1764,7 +1996,7 @@ mod tests {
         let dir = TempDir::new();
         let (ledger, _) = Ledger::open(&dir.0.join("jobs")).unwrap();
         let (hub, inbox) = Hub::new();
-        let seen = hub.subscribe(64);
+        let published = hub.subscribe(64);
         std::thread::spawn(move || crate::events::run_hub(inbox));
         let mut q = Queue::new(ledger, settings(&dir.0, 2, 10), hub, T0);
         let started = stable(&mut q, "started.mov", T0);
@@ -1772,7 +2004,7 @@ mod tests {
 
         q.ledger.fail_writes(Some(std::io::ErrorKind::StorageFull));
         let baseline = vec![FileNews::Present(file("old.mov", 10))];
-        q.handle(QueueMsg::FilesSeen(baseline), T0);
+        q.handle(seen(baseline), T0);
         let new = stable(&mut q, "new.mov", T0);
         // Seen again while still unrecorded: the same job, not a second one.
         assert_eq!(stable(&mut q, "new.mov", T0 + 1), new);
@@ -1807,12 +2039,12 @@ mod tests {
         assert_eq!(created.try_recv(), Ok(true), "the create goes out now");
         assert_eq!(q.stats().ledger_error, None);
         assert_eq!(job(&q, new).state, JobState::Queued);
-        assert_eq!(job(&q, q.by_path["old.mov"]).state, JobState::Skipped);
+        assert_eq!(job(&q, id_of(&q, "old.mov")).state, JobState::Skipped);
         assert!(job(&q, started).unknown_file);
         assert_eq!(q.next_job(T0 + 10_000).map(|j| j.id), Some(new));
 
         let mut states = Vec::new();
-        while let Ok(event) = seen.recv_timeout(Duration::from_secs(5)) {
+        while let Ok(event) = published.recv_timeout(Duration::from_secs(5)) {
             match &*event {
                 Event::Component {
                     name: "state_dir",
@@ -1859,13 +2091,13 @@ mod tests {
         let dir = TempDir::new();
         let mut q = queue(&dir, 2, 10);
         q.handle(
-            QueueMsg::FilesSeen(vec![FileNews::Waiting {
+            seen(vec![FileNews::Waiting {
                 file: file("SQ01/render.mov", 7),
                 reason: "size changing".into(),
             }]),
             T0,
         );
-        let id = q.by_path["SQ01/render.mov"];
+        let id = id_of(&q, "SQ01/render.mov");
         assert_eq!(job(&q, id).state, JobState::Waiting);
         assert_eq!(
             job(&q, id).folder,
@@ -1879,18 +2111,18 @@ mod tests {
         let dir = TempDir::new();
         let mut q = queue(&dir, 2, 10);
         let waiting = |size, reason: &str| {
-            QueueMsg::FilesSeen(vec![FileNews::Waiting {
+            seen(vec![FileNews::Waiting {
                 file: file("a.mov", size),
                 reason: reason.into(),
             }])
         };
         q.handle(waiting(1, "settling (1s left)"), T0);
-        let id = q.by_path["a.mov"];
+        let id = id_of(&q, "a.mov");
         q.handle(waiting(5, "size changing"), T0);
-        assert_eq!(q.by_path["a.mov"], id, "same job");
+        assert_eq!(id_of(&q, "a.mov"), id, "same job");
         assert_eq!(job(&q, id).size, 5);
         q.handle(
-            QueueMsg::FilesSeen(vec![FileNews::Vanished {
+            seen(vec![FileNews::Vanished {
                 path: "a.mov".into(),
             }]),
             T0,
@@ -1898,10 +2130,7 @@ mod tests {
         assert_eq!(job(&q, id).state, JobState::Skipped);
         assert_eq!(job(&q, id).reason.as_deref(), Some(VANISHED_REASON));
         // Back with the same content (a share remounted): the same job lives again.
-        q.handle(
-            QueueMsg::FilesSeen(vec![FileNews::Stable(file("a.mov", 5))]),
-            T0,
-        );
+        q.handle(seen(vec![FileNews::Stable(file("a.mov", 5))]), T0);
         assert_eq!(job(&q, id).state, JobState::Queued);
         assert_eq!(q.ledger().jobs().len(), 1);
     }
@@ -1911,20 +2140,14 @@ mod tests {
         let dir = TempDir::new();
         let mut q = queue(&dir, 2, 10);
         let first = stable(&mut q, "a.mov", T0);
-        q.handle(
-            QueueMsg::FilesSeen(vec![FileNews::Stable(file("a.mov", 10))]),
-            T0,
-        );
+        q.handle(seen(vec![FileNews::Stable(file("a.mov", 10))]), T0);
         assert_eq!(
             q.ledger().jobs().len(),
             1,
             "the same version twice is one job"
         );
-        q.handle(
-            QueueMsg::FilesSeen(vec![FileNews::Stable(file("a.mov", 99))]),
-            T0,
-        );
-        let second = q.by_path["a.mov"];
+        q.handle(seen(vec![FileNews::Stable(file("a.mov", 99))]), T0);
+        let second = id_of(&q, "a.mov");
         assert_ne!(first, second);
         assert_eq!(job(&q, first).state, JobState::Skipped);
         assert_eq!(job(&q, second).state, JobState::Queued);
@@ -1934,11 +2157,8 @@ mod tests {
     fn baseline_files_are_skipped_and_can_be_retried() {
         let dir = TempDir::new();
         let mut q = queue(&dir, 2, 10);
-        q.handle(
-            QueueMsg::FilesSeen(vec![FileNews::Present(file("old.mov", 3))]),
-            T0,
-        );
-        let id = q.by_path["old.mov"];
+        q.handle(seen(vec![FileNews::Present(file("old.mov", 3))]), T0);
+        let id = id_of(&q, "old.mov");
         assert_eq!(job(&q, id).state, JobState::Skipped);
         assert_eq!(job(&q, id).reason.as_deref(), Some(BASELINE_REASON));
         assert!(q.next_job(T0).is_none());
@@ -1965,7 +2185,14 @@ mod tests {
             dir.0.join("outside.mov"),
             PathBuf::from("../outside.mov"),
         ];
-        q.handle(QueueMsg::Enqueue { paths, reply: tx }, T0);
+        q.handle(
+            QueueMsg::Enqueue {
+                paths,
+                project: None,
+                reply: tx,
+            },
+            T0,
+        );
         let results = rx.recv().unwrap();
         let id = *results[0].as_ref().unwrap();
         assert_eq!(results[1], Ok(id), "the same file is the same job");
@@ -1991,10 +2218,139 @@ mod tests {
         assert_eq!(q.next_job(T0), None, "the watcher's job waits for `run`");
         let (tx, rx) = crossbeam_channel::bounded(1);
         let paths = vec![PathBuf::from("by-hand.mov")];
-        q.handle(QueueMsg::Enqueue { paths, reply: tx }, T0 + 1);
+        q.handle(
+            QueueMsg::Enqueue {
+                paths,
+                project: None,
+                reply: tx,
+            },
+            T0 + 1,
+        );
         let by_hand = *rx.recv().unwrap()[0].as_ref().unwrap();
         assert_eq!(take(&mut q, T0 + 1), Some(by_hand));
         assert_eq!(q.next_job(T0 + 1), None);
         assert_eq!(job(&q, seen).state, JobState::Queued, "recorded, not lost");
+    }
+
+    /// A queue over two projects, `big` and `small`, each in its own folder of `dir`.
+    fn two_projects(dir: &TempDir, concurrency: usize) -> Queue {
+        let (ledger, _) = Ledger::open(&dir.0.join("jobs")).unwrap();
+        let (hub, _) = Hub::new();
+        let mut s = settings(&dir.0, concurrency, 10);
+        s.projects = ["big", "small"]
+            .iter()
+            .map(|name| {
+                std::fs::create_dir_all(dir.0.join(name)).unwrap();
+                QueueProject {
+                    name: name.to_string(),
+                    root: dir.0.join(name),
+                    layout: Layout::new("", None, None, false).unwrap(),
+                    stacker: None,
+                }
+            })
+            .collect();
+        Queue::new(ledger, s, hub, T0)
+    }
+
+    fn stable_in(q: &mut Queue, project: &str, path: &str, now: u64) -> u64 {
+        q.handle(
+            QueueMsg::FilesSeen {
+                project: project.into(),
+                news: vec![FileNews::Stable(file(path, 10))],
+            },
+            now,
+        );
+        q.by_path[&(project.to_string(), path.to_string())]
+    }
+
+    #[test]
+    fn projects_take_turns_so_a_small_one_is_not_starved_by_a_big_one() {
+        let dir = TempDir::new();
+        let mut q = two_projects(&dir, 1);
+        // 200 files of the big project are queued before the small one's 5.
+        let big: Vec<u64> = (0..200)
+            .map(|i| stable_in(&mut q, "big", &format!("b{i:03}.mov"), T0 + i))
+            .collect();
+        let small: Vec<u64> = (0..5)
+            .map(|i| stable_in(&mut q, "small", &format!("s{i}.mov"), T0 + 300 + i))
+            .collect();
+        // Same path in both projects: two jobs, not one.
+        let twin = stable_in(&mut q, "small", "b000.mov", T0 + 400);
+        assert_ne!(twin, big[0]);
+        let mut order = Vec::new();
+        for n in 0..12 {
+            let id = take(&mut q, T0 + 1000 + n).expect("a job");
+            order.push(id);
+            q.handle(
+                QueueMsg::Attempt(AttemptUpdate::Done {
+                    id,
+                    file_id: format!("f{id}"),
+                    view_url: None,
+                }),
+                T0 + 1000 + n,
+            );
+        }
+        // Turns alternate, each project in its own order.
+        assert_eq!(
+            order,
+            vec![
+                big[0], small[0], big[1], small[1], big[2], small[2], big[3], small[3], big[4],
+                small[4], big[5], twin
+            ]
+        );
+        let stats = q.stats();
+        assert_eq!(stats.by_project["small"][&JobState::Done], 6);
+        assert_eq!(stats.by_project["big"][&JobState::Done], 6);
+        assert_eq!(stats.by_project["big"][&JobState::Queued], 194);
+    }
+
+    #[test]
+    fn a_removed_projects_jobs_stay_in_the_ledger_and_are_not_handed_out() {
+        let dir = TempDir::new();
+        let mut q = two_projects(&dir, 2);
+        let gone = stable_in(&mut q, "small", "s.mov", T0);
+        let kept = stable_in(&mut q, "big", "b.mov", T0);
+        let ledger = q.ledger;
+        // Restarted with `small` no longer in the config.
+        let (hub, _) = Hub::new();
+        let mut s = settings(&dir.0, 2, 10);
+        s.projects[0].name = "big".into();
+        s.projects[0].root = dir.0.join("big");
+        let mut q = Queue::new(ledger, s, hub, T0 + 1);
+        assert_eq!(take(&mut q, T0 + 2), Some(kept));
+        assert_eq!(q.next_job(T0 + 2), None);
+        assert_eq!(job(&q, gone).state, JobState::Queued, "kept as it was");
+        assert_eq!(q.stats().by_project["small"][&JobState::Queued], 1);
+    }
+
+    #[test]
+    fn enqueue_finds_the_project_of_a_path_and_asks_for_one_when_it_cannot() {
+        let dir = TempDir::new();
+        let mut q = two_projects(&dir, 2);
+        std::fs::write(dir.0.join("small/a.mov"), b"aa").unwrap();
+        std::fs::write(dir.0.join("big/a.mov"), b"aaa").unwrap();
+        std::fs::write(dir.0.join("outside.mov"), b"x").unwrap();
+        let ask = |q: &mut Queue, project: Option<&str>, path: PathBuf| {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            q.handle(
+                QueueMsg::Enqueue {
+                    paths: vec![path],
+                    project: project.map(str::to_string),
+                    reply: tx,
+                },
+                T0,
+            );
+            rx.recv().unwrap().remove(0)
+        };
+        let id = ask(&mut q, None, dir.0.join("small/a.mov")).unwrap();
+        assert_eq!(job(&q, id).project, "small");
+        let id = ask(&mut q, Some("big"), "a.mov".into()).unwrap();
+        assert_eq!((job(&q, id).project.as_str(), job(&q, id).size), ("big", 3));
+        let e = ask(&mut q, None, "a.mov".into()).unwrap_err();
+        assert!(e.starts_with("project: required"), "{e}");
+        let e = ask(&mut q, Some("nope"), "a.mov".into()).unwrap_err();
+        assert!(e.contains("no project named \"nope\""), "{e}");
+        let e = ask(&mut q, None, dir.0.join("outside.mov")).unwrap_err();
+        assert_eq!(e, "outside every project's root");
     }
 }

@@ -374,6 +374,7 @@ mod tests {
     fn job(id: u64, name: &str, state: JobState) -> Job {
         let mut j = Job {
             id,
+            project: "default".into(),
             path: name.into(),
             size: 1,
             mtime_ns: 0,

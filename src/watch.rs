@@ -42,7 +42,8 @@ pub struct StartState {
     /// The newest version of each path that has a job: (path, size, mtime_ns, settled).
     /// Not settled means its job still waits for the file (or vanished): look at it again.
     pub known: Vec<(String, u64, i64, bool)>,
-    /// The ledger holds no job at all: files present now are the baseline.
+    /// The ledger holds no job of this project: files present now are the baseline (the
+    /// project's first start, which is the very first start without `projects`).
     pub first_start: bool,
     /// An earlier first start whose baseline was never recorded (the state dir was full, say)
     /// began at this time (ns since the epoch): only files older than it are the baseline,
@@ -51,20 +52,32 @@ pub struct StartState {
 }
 
 /// In the state dir while no baseline is recorded: an empty file whose mtime says when the
-/// first start was. Empty, so that it can be created even on a full disk.
+/// first start was. Empty, so that it can be created even on a full disk. (Another project
+/// than `default` has its own, `first-start.<name>`.)
 pub const FIRST_START_MARK: &str = "first-start";
 
+/// The first-start mark of `project`.
+pub fn first_start_mark_name(project: &str) -> String {
+    if project == crate::config::DEFAULT_PROJECT {
+        FIRST_START_MARK.to_string()
+    } else {
+        format!("{FIRST_START_MARK}.{project}")
+    }
+}
+
 impl StartState {
-    pub fn from_ledger(ledger: &Ledger) -> StartState {
+    /// What the ledger says about `project`'s files.
+    pub fn from_ledger(ledger: &Ledger, project: &str) -> StartState {
         let mut latest: HashMap<&str, (u64, i64, bool)> = HashMap::new();
-        for job in ledger.jobs().values() {
+        let jobs = || ledger.jobs().values().filter(|j| j.project == project);
+        for job in jobs() {
             let settled = !(job.state == JobState::Waiting
                 || (job.state == JobState::Skipped
                     && job.reason.as_deref() == Some(VANISHED_REASON)));
             latest.insert(job.path.as_str(), (job.size, job.mtime_ns, settled));
         }
-        let first_start = ledger.jobs().is_empty();
-        let mark = ledger.path().with_file_name(FIRST_START_MARK);
+        let first_start = jobs().next().is_none();
+        let mark = ledger.path().with_file_name(first_start_mark_name(project));
         let baseline_before_ns = if first_start {
             first_start_mark(&mark)
         } else {
@@ -559,13 +572,14 @@ pub fn verify_file(root: &Path, rel: &str, verify_container: bool) -> Result<(),
 
 /// The watcher thread: runs until `stop` closes or the queue is gone.
 pub fn run_watcher(
+    project: Project,
     config: WatchConfig,
     start: StartState,
     queue: Sender<QueueMsg>,
     stop: Receiver<()>,
     hub: Hub,
 ) {
-    let mut w = Watcher::new(config, start, queue, hub);
+    let mut w = Watcher::new(project, config, start, queue, hub);
     let (hint_tx, hint_rx) = unbounded::<PathBuf>();
     // Kept alive for as long as the loop runs; dropping it stops the OS watch. `hint_tx`
     // stays alive too, so that without events `hint_rx` simply never fires.
@@ -608,7 +622,32 @@ pub fn run_watcher(
     }
 }
 
+/// Whose files a watcher looks at: the project's name, and the component it reports as
+/// (`watcher` with one project, `watcher:<name>` with several).
+#[derive(Clone, Debug)]
+pub struct Project {
+    pub name: String,
+    pub component: &'static str,
+}
+
+impl Project {
+    /// The project `name`; `several`: the config lists several projects.
+    pub fn new(name: &str, several: bool) -> Project {
+        let component = if several {
+            // Component names are 'static; one small leak per project at start.
+            Box::leak(format!("watcher:{name}").into_boxed_str())
+        } else {
+            "watcher"
+        };
+        Project {
+            name: name.to_string(),
+            component,
+        }
+    }
+}
+
 struct Watcher {
+    project: Project,
     config: WatchConfig,
     filter: Filter,
     tracker: Tracker,
@@ -627,18 +666,25 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn new(config: WatchConfig, start: StartState, queue: Sender<QueueMsg>, hub: Hub) -> Watcher {
+    fn new(
+        project: Project,
+        config: WatchConfig,
+        start: StartState,
+        queue: Sender<QueueMsg>,
+        hub: Hub,
+    ) -> Watcher {
         let mut tracker = Tracker::new(config.settle, config.rescan);
         let now = now_ms();
         for (path, size, mtime, settled) in start.known {
             tracker.know(&path, size, mtime, settled, now);
         }
         hub.publish(Event::Component {
-            name: "watcher",
+            name: project.component,
             state: ComponentState::Starting,
             detail: format!("{}: first scan", config.root.display()),
         });
         Watcher {
+            project,
             filter: Filter {
                 include: config.include.clone(),
                 exclude: config.exclude.clone(),
@@ -732,10 +778,11 @@ impl Watcher {
                     started.elapsed().as_secs_f64()
                 );
                 let _ = self.queue.send(QueueMsg::ScanComplete {
+                    project: self.project.name.clone(),
                     files: outcome.files,
                 });
                 self.hub.publish(Event::Component {
-                    name: "watcher",
+                    name: self.project.component,
                     state,
                     detail,
                 });
@@ -743,14 +790,23 @@ impl Watcher {
             Err(e) => {
                 // Nothing is "vanished" when we could not look: an unmounted share stays calm.
                 if self.scans == 1 || self.scans.is_multiple_of(10) {
-                    log::warn!("cannot scan watch.root: {e}");
+                    log::warn!("cannot scan {}: {e}", self.root_key());
                 }
                 self.hub.publish(Event::Component {
-                    name: "watcher",
+                    name: self.project.component,
                     state: ComponentState::Degraded,
                     detail: format!("{root}: cannot read: {e}"),
                 });
             }
+        }
+    }
+
+    /// How the config names this watcher's root.
+    fn root_key(&self) -> String {
+        if self.project.component == "watcher" {
+            "watch.root".into()
+        } else {
+            format!("the root of project {}", self.project.name)
         }
     }
 
@@ -823,7 +879,13 @@ impl Watcher {
             return true;
         }
         let batch = std::mem::take(&mut self.news);
-        self.queue.send(QueueMsg::FilesSeen(batch)).is_ok()
+        let project = self.project.name.clone();
+        self.queue
+            .send(QueueMsg::FilesSeen {
+                project,
+                news: batch,
+            })
+            .is_ok()
     }
 }
 
@@ -857,7 +919,7 @@ mod tests {
         let dir = crate::testutil::TempDir::new();
         let mark = dir.0.join(FIRST_START_MARK);
         let (mut ledger, _) = Ledger::open(&dir.0.join("jobs")).unwrap();
-        let first = StartState::from_ledger(&ledger);
+        let first = StartState::from_ledger(&ledger, "default");
         assert!(first.first_start);
         assert_eq!(
             first.baseline_before_ns, None,
@@ -871,7 +933,7 @@ mod tests {
         );
 
         // Restarted before anything was recorded (a full disk): the first start's time.
-        let again = StartState::from_ledger(&ledger);
+        let again = StartState::from_ledger(&ledger, "default");
         let since = mtime_ns(&std::fs::metadata(&mark).unwrap());
         assert!(again.first_start);
         assert_eq!(again.baseline_before_ns, Some(since));
@@ -879,6 +941,7 @@ mod tests {
         // Once the baseline is recorded the mark goes.
         let mut job = crate::ledger::Job {
             id: ledger.new_id(),
+            project: "default".into(),
             path: "old.mov".into(),
             size: 1,
             mtime_ns: 1,
@@ -897,7 +960,7 @@ mod tests {
         };
         job.reason = Some(crate::queue::BASELINE_REASON.into());
         ledger.write(&[job]).unwrap();
-        let later = StartState::from_ledger(&ledger);
+        let later = StartState::from_ledger(&ledger, "default");
         assert!(!later.first_start);
         assert_eq!(later.baseline_before_ns, None);
         assert!(!mark.exists());

@@ -158,6 +158,164 @@ fn each_kind_of_bad_config_exits_2_and_names_the_key() {
     }
 }
 
+/// The base config turned into two projects, `a` in `show-a` and `b` in `show-b` (folders of
+/// the sandbox), with `change` applied to the list.
+fn two_projects(config: &mut Value, change: fn(&mut Vec<Value>)) {
+    config["watch"].as_object_mut().unwrap().remove("root");
+    config["frameio"]
+        .as_object_mut()
+        .unwrap()
+        .remove("project_id");
+    let mut projects = vec![
+        json!({ "name": "a", "root": "show-a", "project_id": "p-a" }),
+        json!({ "name": "b", "root": "show-b", "project_id": "p-b" }),
+    ];
+    change(&mut projects);
+    config["projects"] = Value::Array(projects);
+}
+
+#[test]
+fn each_kind_of_bad_projects_list_exits_2_and_names_the_key() {
+    let sandbox = Sandbox::new("config-errors-projects");
+    for dir in ["show-a", "show-b", "show-a/nested", "Show-C"] {
+        std::fs::create_dir_all(sandbox.dir.join(dir)).unwrap();
+    }
+    type Breaker = fn(&mut Value);
+    let cases: Vec<(&str, Breaker, &str, &str)> = vec![
+        (
+            "duplicate names",
+            |c| two_projects(c, |p| p[1]["name"] = json!("a")),
+            "projects[1].name",
+            "already the name of projects[0]",
+        ),
+        (
+            "bad name",
+            |c| two_projects(c, |p| p[0]["name"] = json!("show a")),
+            "projects[0].name",
+            "letters, digits",
+        ),
+        (
+            "no name",
+            |c| two_projects(c, |p| p[1].as_object_mut().unwrap().clear()),
+            "projects[1].name",
+            "required",
+        ),
+        (
+            "a root inside another",
+            |c| two_projects(c, |p| p[1]["root"] = json!("show-a/nested")),
+            "projects[1].root",
+            "overlaps projects[0].root",
+        ),
+        (
+            "the same root twice, spelled differently",
+            |c| two_projects(c, |p| p[1]["root"] = json!("show-a/nested/..")),
+            "projects[1].root",
+            "overlaps",
+        ),
+        (
+            "no root",
+            |c| {
+                two_projects(c, |p| {
+                    p[1].as_object_mut().unwrap().remove("root");
+                })
+            },
+            "projects[1].root",
+            "required",
+        ),
+        (
+            "no project_id",
+            |c| {
+                two_projects(c, |p| {
+                    p[0].as_object_mut().unwrap().remove("project_id");
+                })
+            },
+            "projects[0].project_id",
+            "required",
+        ),
+        (
+            "unknown key in an entry",
+            |c| two_projects(c, |p| p[0]["folders"] = json!("x")),
+            "projects[0].folders",
+            "did you mean \"folder\"",
+        ),
+        (
+            "a bad layout in an entry",
+            |c| two_projects(c, |p| p[1]["layout"] = json!({ "folders": "{seq}" })),
+            "projects[1].layout.folders",
+            "needs layout.pattern",
+        ),
+        (
+            "projects with watch.root",
+            |c| {
+                two_projects(c, |_| {});
+                c["watch"]["root"] = json!("watch");
+            },
+            "watch.root",
+            "must not be set with `projects`",
+        ),
+        (
+            "projects with frameio.project_id",
+            |c| {
+                two_projects(c, |_| {});
+                c["frameio"]["project_id"] = json!("p");
+            },
+            "frameio.project_id",
+            "must not be set with `projects`",
+        ),
+        (
+            "projects with frameio.folder",
+            |c| {
+                two_projects(c, |_| {});
+                c["frameio"]["folder"] = json!("Dailies");
+            },
+            "frameio.folder",
+            "must not be set with `projects`",
+        ),
+        (
+            "not a list",
+            |c| {
+                two_projects(c, |_| {});
+                c["projects"] = json!({ "a": {} });
+            },
+            "projects",
+            "expected a list",
+        ),
+    ];
+    for (what, breaker, key, word) in cases {
+        let mut config = sandbox.base_config();
+        breaker(&mut config);
+        let path = sandbox.write_config(&config);
+        let out = sandbox.postflow().arg("run").arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{what}: exit code; stderr: {stderr}"
+        );
+        let expected_prefix = format!("{}: {key}: ", path.display());
+        assert!(
+            stderr.starts_with(&expected_prefix) && stderr.contains(word),
+            "{what}: stderr should start with {expected_prefix:?} and say {word:?}, got {stderr:?}"
+        );
+        assert!(!sandbox.state_dir().exists(), "{what}: nothing was created");
+    }
+    // Roots that differ only in case are one folder where case is ignored (Windows, macOS),
+    // and two folders elsewhere.
+    let mut config = sandbox.base_config();
+    two_projects(&mut config, |p| p[1]["root"] = json!("Show-C"));
+    config["projects"][0]["root"] = json!("show-c");
+    std::fs::create_dir_all(sandbox.dir.join("show-c")).unwrap();
+    let path = sandbox.write_config(&config);
+    let out = sandbox.postflow().arg("check").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let refused = stderr.contains("projects[1].root: ") && stderr.contains("overlaps");
+    assert_eq!(
+        refused,
+        cfg!(any(windows, target_os = "macos")),
+        "case-folded roots: {stderr}"
+    );
+}
+
 #[test]
 fn invalid_json_names_the_line_and_column() {
     let sandbox = Sandbox::new("config-json");

@@ -334,6 +334,7 @@ fn metrics_parse_as_prometheus_text() {
     });
     p.hub.publish(postflow::events::Event::AttemptEnded {
         job: 1,
+        project: "default".into(),
         mode: "remote",
         ok: true,
     });
@@ -350,14 +351,14 @@ fn metrics_parse_as_prometheus_text() {
         .unwrap()
         .starts_with("text/plain; version=0.0.4"));
     let m = parse_prometheus(&r.text());
-    assert_eq!(m[r#"postflow_jobs{state="queued"}"#], 1.0);
-    assert_eq!(m[r#"postflow_jobs{state="done"}"#], 0.0);
+    assert_eq!(m[r#"postflow_jobs{project="default",state="queued"}"#], 1.0);
+    assert_eq!(m[r#"postflow_jobs{project="default",state="done"}"#], 0.0);
     assert_eq!(
-        m[r#"postflow_uploads_total{result="ok",mode="remote"}"#],
+        m[r#"postflow_uploads_total{project="default",result="ok",mode="remote"}"#],
         1.0
     );
     assert_eq!(
-        m[r#"postflow_uploads_total{result="error",mode="local"}"#],
+        m[r#"postflow_uploads_total{project="default",result="error",mode="local"}"#],
         0.0
     );
     assert_eq!(m["postflow_served_bytes_total"], 600.0);

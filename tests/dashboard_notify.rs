@@ -98,6 +98,7 @@ fn notifier(format: NotifyFormat, url: &str, tunnel_after: Duration) -> (Hub, Se
 fn job(state: JobState) -> Job {
     Job {
         id: 42,
+        project: "default".into(),
         path: "SQ01/SQ01_UNDLM_010_v003.mov".into(),
         size: 3_200_000_000,
         mtime_ns: 0,

@@ -12,6 +12,6 @@ mod util;
 
 pub use frameio::{
     part_sizes, CreateCount, Faults, FetchMode, FetchRecord, FileView, FolderView, FrameIo,
-    Options, PathEntry, RetryHint, S3PutRecord, StackKnobs, StackView, TokenRecord, Tokens,
-    UploadMode,
+    Options, PathEntry, ProjectView, RetryHint, S3PutRecord, SimProject, StackKnobs, StackView,
+    TokenRecord, Tokens, UploadMode,
 };

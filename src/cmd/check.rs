@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::{missing_credential, CHECK_RETRY, EXIT_FAILURE, EXIT_OK};
-use crate::config::{Config, TunnelMode};
+use crate::config::{Config, ProjectConfig, TunnelMode};
 use crate::frameio::api::{Account, Api};
 use crate::frameio::auth::Auth;
 use crate::human;
@@ -74,14 +74,17 @@ pub fn check(config: Config) -> ExitCode {
         Ok(()) => Check::pass("Frame.io client and project ids are set"),
         Err(e) => Check::fail(format!("{}: {}", e.key, e.message)),
     });
-    lines.push(match std::fs::read_dir(&config.watch.root) {
-        Ok(entries) => Check::pass(format!(
-            "watch.root {} is readable ({} entries)",
-            config.watch.root.display(),
-            entries.count()
-        )),
-        Err(e) => Check::fail(format!("watch.root {}: {e}", config.watch.root.display())),
-    });
+    for p in &config.projects {
+        let key = p.root_key();
+        lines.push(match std::fs::read_dir(&p.root) {
+            Ok(entries) => Check::pass(format!(
+                "{key} {} is readable ({} entries)",
+                p.root.display(),
+                entries.count()
+            )),
+            Err(e) => Check::fail(format!("{key} {}: {e}", p.root.display())),
+        });
+    }
     lines.push(check_state_dir(&config.state_dir));
     lines.push(check_free_space(&config.state_dir));
     lines.extend(check_frameio(&config));
@@ -205,63 +208,116 @@ fn check_frameio(config: &Config) -> Vec<Check> {
             return lines;
         }
     };
-    let account = accounts.iter().find(|a| a.id == f.account_id);
+    for p in &config.projects {
+        lines.extend(check_project(config, p, &api, &accounts));
+    }
+    lines
+}
+
+/// One project's account, Frame.io project, root folder and destination folder; when an id
+/// is wrong, the ids that can be seen.
+fn check_project(
+    config: &Config,
+    p: &ProjectConfig,
+    api: &Api,
+    accounts: &[Account],
+) -> Vec<Check> {
+    let mut lines = Vec::new();
+    // Keys as the file spells them; with several projects each line names its project.
+    let (account_key, project_key, folder_key, named) = if config.several_projects {
+        (
+            format!("{}.account_id", p.key),
+            format!("{}.project_id", p.key),
+            format!("{}.folder", p.key),
+            format!("project {}: ", p.name),
+        )
+    } else {
+        (
+            "frameio.account_id".to_string(),
+            "frameio.project_id".to_string(),
+            "frameio.folder".to_string(),
+            String::new(),
+        )
+    };
+    let account = accounts.iter().find(|a| a.id == p.account_id);
     let Some(account) = account else {
-        let what = if f.account_id.is_empty() {
-            "frameio.account_id is not set; the accounts, workspaces and projects you can see:"
-                .to_string()
+        let what = if p.account_id.is_empty() {
+            format!("{named}{account_key} is not set; the accounts, workspaces and projects you can see:")
         } else {
             format!(
-                "frameio.account_id {:?} is not one of your accounts; those you can see:",
-                f.account_id
+                "{named}{account_key} {:?} is not one of your accounts; those you can see:",
+                p.account_id
             )
         };
-        lines.push(Check::fail(what).with(visible_projects(&api, &accounts)));
+        lines.push(Check::fail(what).with(visible_projects(
+            api,
+            accounts,
+            config.several_projects,
+        )));
         return lines;
     };
     lines.push(Check::pass(format!(
-        "Frame.io account {} ({}) found",
+        "{named}Frame.io account {} ({}) found",
         account.id,
         account.display_name.as_deref().unwrap_or("no name")
     )));
-    let project = if f.project_id.is_empty() {
-        Err("frameio.project_id is not set".to_string())
+    let project = if p.project_id.is_empty() {
+        Err(format!("{project_key} is not set"))
     } else {
-        api.project(&account.id, &f.project_id)
-            .map_err(|e| format!("frameio.project_id {:?}: {e}", f.project_id))
+        api.project(&account.id, &p.project_id)
+            .map_err(|e| format!("{project_key} {:?}: {e}", p.project_id))
     };
     let project = match project {
         Ok(p) => p,
         Err(what) => {
-            let what = format!("{what}; the projects you can see in this account:");
-            let list = visible_projects(&api, std::slice::from_ref(account));
+            let what = format!("{named}{what}; the projects you can see in this account:");
+            let list =
+                visible_projects(api, std::slice::from_ref(account), config.several_projects);
             lines.push(Check::fail(what).with(list));
             return lines;
         }
     };
     lines.push(Check::pass(format!(
-        "Frame.io project {} ({}) found",
+        "{named}Frame.io project {} ({}) found",
         project.id, project.name
     )));
     lines.push(match api.folder(&account.id, &project.root_folder_id) {
         Ok(_) => Check::pass(format!(
-            "the project's root folder {} is reachable",
+            "{named}the project's root folder {} is reachable",
             project.root_folder_id
         )),
-        Err(e) => Check::fail(format!("the project's root folder: {e}")),
+        Err(e) => Check::fail(format!("{named}the project's root folder: {e}")),
     });
+    if !p.folder.is_empty() {
+        let folders = crate::upload::folders::FolderCache::new(&account.id, &project.id);
+        lines.push(match folders.existing(api, &p.folder) {
+            Ok(Some(id)) => Check::pass(format!("{named}{folder_key} {:?} found ({id})", p.folder)),
+            Ok(None) => Check::warn(format!(
+                "{named}{folder_key} {:?} is not in the project yet: it is created with the \
+                 first upload",
+                p.folder
+            )),
+            Err(e) => Check::fail(format!("{named}{folder_key} {:?}: {e}", p.folder)),
+        });
+    }
     lines
 }
 
 /// `account ID "name"` / `workspace …` / `project …` lines, indented as a tree.
-fn visible_projects(api: &Api, accounts: &[Account]) -> Vec<String> {
+/// `several`: the config has a `projects` list (the ids go in its entries).
+fn visible_projects(api: &Api, accounts: &[Account], several: bool) -> Vec<String> {
+    let (account_key, project_key) = if several {
+        ("projects[].account_id", "projects[].project_id")
+    } else {
+        ("frameio.account_id", "frameio.project_id")
+    };
     let mut out = Vec::new();
     if accounts.is_empty() {
         out.push("(no accounts: is this Adobe ID a member of a Frame.io V4 account?)".into());
     }
     for a in accounts {
         out.push(format!(
-            "account {} {:?}   -> frameio.account_id",
+            "account {} {:?}   -> {account_key}",
             a.id,
             a.display_name.as_deref().unwrap_or("")
         ));
@@ -275,11 +331,11 @@ fn visible_projects(api: &Api, accounts: &[Account]) -> Vec<String> {
         for w in workspaces {
             out.push(format!("  workspace {} {:?}", w.id, w.name));
             match api.projects(&a.id, &w.id) {
-                Ok(projects) => {
-                    out.extend(projects.into_iter().map(|p| {
-                        format!("    project {} {:?}   -> frameio.project_id", p.id, p.name)
-                    }))
-                }
+                Ok(projects) => out.extend(
+                    projects
+                        .into_iter()
+                        .map(|p| format!("    project {} {:?}   -> {project_key}", p.id, p.name)),
+                ),
                 Err(e) => out.push(format!("    (cannot list projects: {e})")),
             }
         }

@@ -168,7 +168,7 @@ impl Pipeline {
                 return Err(exit(EXIT_FAILURE));
             }
         };
-        let (ledger, report) = match Ledger::open(&state.ledger_path()) {
+        let (mut ledger, report) = match Ledger::open(&state.ledger_path()) {
             Ok(l) => l,
             Err(e) => {
                 log::error!("ledger {}: {e}", state.ledger_path().display());
@@ -182,6 +182,31 @@ impl Pipeline {
                 report.damaged
             );
         }
+        match crate::projects::reconcile(state.path(), &mut ledger, &config.projects) {
+            Ok(renamed) => {
+                for (old, new, jobs) in renamed {
+                    log::info!(
+                        "project {old:?} is now named {new:?} (same root and Frame.io project): \
+                         its {jobs} job(s) follow it"
+                    );
+                }
+            }
+            Err(e) => log::warn!(
+                "{}: {e}; a renamed project starts as a new one (nothing uploaded again)",
+                state.path().join(crate::projects::FILE).display()
+            ),
+        }
+        let roots: Vec<String> = config
+            .projects
+            .iter()
+            .map(|p| {
+                if config.several_projects {
+                    format!("{} ({})", p.root.display(), p.name)
+                } else {
+                    p.root.display().to_string()
+                }
+            })
+            .collect();
         log::info!(
             "postflow {} {} {} ({} jobs in the ledger, state in {})",
             env!("CARGO_PKG_VERSION"),
@@ -189,7 +214,7 @@ impl Pipeline {
                 Scope::Everything => "watching",
                 Scope::Enqueued => "uploading files by hand from",
             },
-            config.watch.root.display(),
+            roots.join(", "),
             report.jobs,
             state.path().display()
         );
@@ -204,7 +229,22 @@ impl Pipeline {
         // Upload workers take jobs from here (rendezvous: see queue.rs). Until they exist nobody
         // receives, so the queue hands out nothing; the receiver lives until shutdown.
         let (jobs_tx, jobs_rx) = bounded::<Job>(0);
-        let watch_start = watch::StartState::from_ledger(&ledger);
+        // One watcher per project, each knowing what the ledger says of its files.
+        let watchers: Vec<(
+            watch::Project,
+            crate::config::WatchConfig,
+            watch::StartState,
+        )> = config
+            .projects
+            .iter()
+            .map(|p| {
+                (
+                    watch::Project::new(&p.name, config.several_projects),
+                    p.watch(&config.watch),
+                    watch::StartState::from_ledger(&ledger, &p.name),
+                )
+            })
+            .collect();
         // Jobs whose bytes are all in go to the status watch (`upload::poller`): from the
         // workers, and at start those the last run left processing (the queue keeps them so).
         let (processing_tx, processing_rx) = unbounded::<Watched>();
@@ -212,6 +252,7 @@ impl Pipeline {
             .jobs()
             .values()
             .filter(|j| queue::watched_at_start(j))
+            .filter(|j| config.project(&j.project).is_some())
             .filter_map(Watched::resumed)
             .collect();
 
@@ -225,6 +266,7 @@ impl Pipeline {
                 state_dir: Arc::clone(&state),
                 dead_threads: Arc::clone(&dead_threads),
                 login: Some(Arc::new(dashboard::login::AuthLogin::new(auth.clone()))),
+                projects: config.projects.clone(),
             },
         );
         let dash = match dash {
@@ -266,27 +308,41 @@ impl Pipeline {
             let handle = tunnel_url.clone();
             Arc::new(move || handle.public())
         };
-        // Version stacks: their own thread, fed by the queue (see stack.rs).
-        let (stack_tx, stack_rx) = unbounded();
-        let stacker = config.layout.stack_versions.then(|| {
-            Stacker::new(
-                api.clone(),
-                &config.frameio.account_id,
-                &config.frameio.project_id,
-                config.layout(),
-                queue_tx.clone(),
-                stop_rx.clone(),
-            )
-        });
+        // Version stacks: a thread per project that stacks, fed by the queue (see stack.rs).
+        let mut queue_settings = QueueSettings::from_config(config);
+        queue_settings.only_enqueued = scope == Scope::Enqueued;
+        let mut stackers = Vec::new();
+        for (p, q) in config.projects.iter().zip(&mut queue_settings.projects) {
+            if p.layout.stack_versions {
+                let (stack_tx, stack_rx) = unbounded();
+                let stacker = Stacker::new(
+                    api.clone(),
+                    &p.account_id,
+                    &p.project_id,
+                    p.layout(),
+                    queue_tx.clone(),
+                    stop_rx.clone(),
+                );
+                q.stacker = Some(stack_tx);
+                stackers.push((p.name.clone(), stacker, stack_rx));
+            }
+        }
         let uploader = Arc::new(Uploader::new(
             api,
             server.links(),
             public_url,
             UploadSettings {
-                account_id: config.frameio.account_id.clone(),
-                project_id: config.frameio.project_id.clone(),
+                projects: config
+                    .projects
+                    .iter()
+                    .map(|p| upload::Project {
+                        name: p.name.clone(),
+                        account_id: p.account_id.clone(),
+                        project_id: p.project_id.clone(),
+                        root: p.root.clone(),
+                    })
+                    .collect(),
                 mode: config.frameio.upload,
-                watch_root: config.watch.root.clone(),
                 state_dir: state.path().to_path_buf(),
                 parallel_parts: config.upload.parallel_parts,
                 poll_min: Duration::ZERO,
@@ -313,18 +369,20 @@ impl Pipeline {
         }
         {
             let (stop, hub) = (stop_rx.clone(), hub.clone());
-            let mut settings = QueueSettings::from_config(config);
-            settings.only_enqueued = scope == Scope::Enqueued;
-            settings.stacker = stacker.is_some().then_some(stack_tx);
+            let settings = queue_settings;
             threads.spawn("queue", move || {
                 queue::run_queue(ledger, queue_rx, stop, hub, settings, jobs_tx)
             });
         }
-        {
+        for (project, watch_config, start) in watchers {
             let (stop, hub, queue) = (stop_rx.clone(), hub.clone(), queue_tx.clone());
-            let watch_config = config.watch.clone();
-            threads.spawn("watcher", move || {
-                watch::run_watcher(watch_config, watch_start, queue, stop, hub)
+            // Thread names are 'static and unique: one small leak per project at start.
+            let name: &'static str = match project.component {
+                "watcher" => "watcher",
+                _ => Box::leak(format!("watcher-{}", project.name).into_boxed_str()),
+            };
+            threads.spawn(name, move || {
+                watch::run_watcher(project, watch_config, start, queue, stop, hub)
             });
         }
         {
@@ -340,16 +398,22 @@ impl Pipeline {
             let stop = stop_rx.clone();
             threads.spawn("tunnel", move || tunnel::run_tunnel(supervisor, stop));
         }
-        if let Some((url, notices_tx, notices_rx)) = notify::channel(&config.notify) {
+        if let Some((router, webhooks)) = notify::plan(config) {
             let (stop, hub) = (stop_rx.clone(), hub.clone());
             threads.spawn("notify", move || {
                 let notices = notify::Notices::new(notify::TUNNEL_DOWN_AFTER);
-                notify::run_notifier(notices, hub, notices_tx, stop)
+                notify::run_notifier(notices, hub, router, stop)
             });
-            let (stop, format) = (stop_rx.clone(), config.notify.format);
-            threads.spawn("notify-send", move || {
-                notify::run_sender(url, format, notices_rx, stop)
-            });
+            for (i, webhook) in webhooks.into_iter().enumerate() {
+                let stop = stop_rx.clone();
+                let name: &'static str = match i {
+                    0 => "notify-send",
+                    _ => Box::leak(format!("notify-send-{}", i + 1).into_boxed_str()),
+                };
+                threads.spawn(name, move || {
+                    notify::run_sender(webhook.url, webhook.format, webhook.notices, stop)
+                });
+            }
         }
         {
             let (stop, hub) = (stop_rx.clone(), hub.clone());
@@ -357,8 +421,12 @@ impl Pipeline {
                 forward_serve_events(serve_rx, hub, stop)
             });
         }
-        if let Some(stacker) = stacker {
-            threads.spawn("stacker", move || run_stacker(stacker, stack_rx));
+        for (project, stacker, stack_rx) in stackers {
+            let name: &'static str = match config.several_projects {
+                false => "stacker",
+                true => Box::leak(format!("stacker-{project}").into_boxed_str()),
+            };
+            threads.spawn(name, move || run_stacker(stacker, stack_rx));
         }
         for i in 1..=config.upload.concurrency {
             let (up, jobs) = (Arc::clone(&uploader), jobs_rx.clone());

@@ -12,7 +12,8 @@ use crate::config::Config;
 use crate::ledger::{Job, JobState};
 use crate::queue::QueueMsg;
 
-/// `postflow upload CONFIG PATH…`: queues files inside `watch.root` now. A running instance
+/// `postflow upload CONFIG PATH…`: queues files inside a project's root now (the project is
+/// the one whose root holds the file). A running instance
 /// is asked through its API (`POST /api/jobs`) and the command returns at once; when none
 /// runs, this process runs the pipeline for just these files and exits when each is done,
 /// failed or skipped. A path that is not a file inside the root refuses the whole command
@@ -32,22 +33,32 @@ pub fn upload(config: Config, paths: &[PathBuf]) -> ExitCode {
 }
 
 /// Each path made absolute (relative ones are relative to the current directory, as in any
-/// command), canonical, a file, and inside `watch.root`; else what is wrong with the first
-/// one that is not. The paths come back as people read them (`C:\x`, not `\\?\C:\x`): they
-/// are printed and sent to a running instance, which makes them canonical again.
+/// command), canonical, a file, and inside a project's root; else what is wrong with the
+/// first one that is not. The paths come back as people read them (`C:\x`, not `\\?\C:\x`):
+/// they are printed and sent to a running instance, which makes them canonical again (and
+/// finds each one's project the same way).
 fn files_inside_root(config: &Config, paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
-    let root = &config.watch.root;
-    let canonical_root =
-        std::fs::canonicalize(root).map_err(|e| format!("watch.root {}: {e}", root.display()))?;
+    for p in &config.projects {
+        std::fs::canonicalize(&p.root)
+            .map_err(|e| format!("{} {}: {e}", p.root_key(), p.root.display()))?;
+    }
     let mut files = Vec::with_capacity(paths.len());
     for path in paths {
         let file = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        if !file.starts_with(&canonical_root) {
+        if config.project_of(&file).is_none() {
+            let roots: Vec<String> = config
+                .projects
+                .iter()
+                .map(|p| format!("{} ({})", p.root_key(), p.root.display()))
+                .collect();
+            let (what, only) = match roots.len() {
+                1 => (roots[0].clone(), "it"),
+                _ => (format!("every project's root: {}", roots.join(", ")), "one"),
+            };
             return Err(format!(
-                "{} is outside watch.root ({}): only files inside it can be uploaded; nothing \
-                 was queued",
+                "{} is outside {what}: only files inside {only} can be uploaded; nothing was \
+                 queued",
                 path.display(),
-                root.display()
             ));
         }
         if !file.is_file() {
@@ -139,6 +150,7 @@ fn upload_one_off(config: &Config, files: Vec<PathBuf>) -> ExitCode {
     let (reply_tx, reply_rx) = bounded(1);
     let _ = pipeline.queue_tx.send(QueueMsg::Enqueue {
         paths: files,
+        project: None,
         reply: reply_tx,
     });
     let mut ids = Vec::new();

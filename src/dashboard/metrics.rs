@@ -21,15 +21,17 @@ pub(crate) fn render(ctx: &Ctx) -> Response {
         &mut out,
         "postflow_jobs",
         "gauge",
-        "Jobs in the ledger by state.",
+        "Jobs in the ledger by project and state.",
     );
-    for (state, n) in &stats.counts {
-        sample(
-            &mut out,
-            "postflow_jobs",
-            &[("state", state.as_str())],
-            *n as f64,
-        );
+    for (project, counts) in &stats.by_project {
+        for (state, n) in counts {
+            sample(
+                &mut out,
+                "postflow_jobs",
+                &[("project", project), ("state", state.as_str())],
+                *n as f64,
+            );
+        }
     }
 
     family(
@@ -49,17 +51,22 @@ pub(crate) fn render(ctx: &Ctx) -> Response {
         &mut out,
         "postflow_uploads_total",
         "counter",
-        "Upload attempts that ended since start, by result (ok, error) and mode (remote, local).",
+        "Upload attempts that ended since start, by project, result (ok, error) and mode \
+         (remote, local).",
     );
-    for mode in ["remote", "local"] {
-        for result in ["ok", "error"] {
-            let n = m.attempts.get(&(mode, result)).copied().unwrap_or(0);
-            sample(
-                &mut out,
-                "postflow_uploads_total",
-                &[("result", result), ("mode", mode)],
-                n as f64,
-            );
+    // Every project the queue counts (those of the config, and removed ones with jobs).
+    for project in stats.by_project.keys() {
+        for mode in ["remote", "local"] {
+            for result in ["ok", "error"] {
+                let key = (project.clone(), mode, result);
+                let n = m.attempts.get(&key).copied().unwrap_or(0);
+                sample(
+                    &mut out,
+                    "postflow_uploads_total",
+                    &[("project", project), ("result", result), ("mode", mode)],
+                    n as f64,
+                );
+            }
         }
     }
 

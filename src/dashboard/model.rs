@@ -45,8 +45,8 @@ pub struct Model {
     /// File names of jobs with a transfer, for the page.
     names: BTreeMap<u64, String>,
     log: VecDeque<Value>,
-    /// Upload attempts that ended, by (mode, result).
-    pub attempts: BTreeMap<(&'static str, &'static str), u64>,
+    /// Upload attempts that ended, by (project, mode, result).
+    pub attempts: BTreeMap<(String, &'static str, &'static str), u64>,
     /// Distinct file bytes delivered by the file server (growth of each job's coverage).
     pub bytes_served: u64,
 }
@@ -124,9 +124,14 @@ impl Model {
                 total,
                 bytes_per_sec,
             } => self.progress(*job, (*sent, *total, *bytes_per_sec), "parts", now, wall),
-            Event::AttemptEnded { mode, ok, .. } => {
+            Event::AttemptEnded {
+                project, mode, ok, ..
+            } => {
                 let result = if *ok { "ok" } else { "error" };
-                *self.attempts.entry((mode, result)).or_insert(0) += 1;
+                *self
+                    .attempts
+                    .entry((project.clone(), mode, result))
+                    .or_insert(0) += 1;
                 None
             }
             Event::Log {
@@ -280,6 +285,7 @@ mod tests {
     fn job(id: u64, state: JobState, updated_ms: u64) -> Job {
         Job {
             id,
+            project: "default".into(),
             path: format!("a/f{id}.mov"),
             size: 10,
             mtime_ns: 0,

@@ -258,18 +258,30 @@ fn pause(ctx: &Ctx, paused: bool) -> Response {
     }
 }
 
-/// Body `{"paths": ["/abs/or/relative/to/watch.root", …]}`; one result per path.
+/// Body `{"paths": ["/abs/path", "relative/to/the/project/root", …], "project": "name"}`
+/// (`project` may be left out with one project, or with absolute paths only); one result per
+/// path.
 fn enqueue(ctx: &Ctx, body: &[u8]) -> Response {
-    let paths: Vec<PathBuf> = match serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("paths").cloned())
+    let body = serde_json::from_slice::<Value>(body).unwrap_or_default();
+    let paths: Vec<PathBuf> = match body
+        .get("paths")
+        .cloned()
         .and_then(|p| serde_json::from_value::<Vec<String>>(p).ok())
     {
         Some(p) if !p.is_empty() => p.into_iter().map(PathBuf::from).collect(),
         _ => return error(400, r#"send {"paths": ["file", …]}"#),
     };
+    let project = match body.get("project") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(p)) => Some(p.clone()),
+        Some(_) => return error(400, "project: expected a project's name"),
+    };
     let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    match ctx.ask(|reply| QueueMsg::Enqueue { paths, reply }) {
+    match ctx.ask(|reply| QueueMsg::Enqueue {
+        paths,
+        project,
+        reply,
+    }) {
         Ok(results) => {
             let results: Vec<Value> = names
                 .iter()
@@ -301,7 +313,9 @@ fn list_jobs(ctx: &Ctx, req: &Request) -> Response {
         Ok(j) => j,
         Err(e) => return error(503, &e),
     };
+    let project = req.query_param("project").filter(|p| !p.is_empty());
     jobs.retain(|j| state.as_deref().is_none_or(|s| j.state.as_str() == s));
+    jobs.retain(|j| project.as_deref().is_none_or(|p| j.project == p));
     jobs.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms).then(b.id.cmp(&a.id)));
     let total = jobs.len();
     jobs.truncate(limit);

@@ -2,8 +2,9 @@
 //! typed methods on top of it for what postflow needs.
 //!
 //! What `call` does, in order, for each try:
-//! - waits for a slot of the endpoint's class ([`Pacer`]), so postflow stays under the
-//!   documented per-endpoint limits instead of learning them from 429s;
+//! - waits for a slot of the endpoint's class in the account's budget ([`Pacer`]), so postflow
+//!   stays under the documented per-endpoint limits (Frame.io counts them per account and
+//!   user, whatever the project) instead of learning them from 429s;
 //! - asks [`Auth`] for a valid token and sends it as `Authorization: Bearer`;
 //! - 401: asks `Auth` to refresh (once per token; single-flight) and tries again;
 //! - 429: waits `Retry-After` (seconds or HTTP date), else `x-ratelimit-window / limit`
@@ -23,6 +24,7 @@
 //! `Api` is cheap to clone; clones share the agent, the token owner and the pacer, so any
 //! number of worker threads can use it at once.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -272,22 +274,26 @@ pub enum Class {
 const CLASSES: usize = 14;
 
 impl Class {
-    /// (one request per interval, burst). The 10-a-minute classes keep half their bucket in
-    /// hand, so a clock a little off never tips them over.
+    /// (one request per interval, burst). Each burst keeps one slot of Frame.io's bucket in
+    /// hand: requests leave here paced to the interval but reach Frame.io with the jitter of
+    /// thread scheduling and the network, and a bucket paced to its brim refuses the one
+    /// that arrives a little early (seen with two projects' uploads sharing one account's
+    /// budget on a busy machine). The 10-a-minute classes keep half their bucket in hand, so
+    /// a clock a little off never tips them over.
     fn rate(self) -> (Duration, u32) {
         match self {
-            Class::Read => (Duration::from_millis(600), 20),
-            Class::CreateFolder => (Duration::from_millis(334), 3),
+            Class::Read => (Duration::from_millis(600), 19),
+            Class::CreateFolder => (Duration::from_millis(334), 2),
             Class::RemoteUpload
             | Class::LocalUpload
             | Class::FileStatus
             | Class::ListFiles
-            | Class::ListStacks => (Duration::from_millis(200), 5),
-            Class::ShowFile => (Duration::from_millis(100), 10),
-            Class::Delete => (Duration::from_millis(600), 10),
+            | Class::ListStacks => (Duration::from_millis(200), 4),
+            Class::ShowFile => (Duration::from_millis(100), 9),
+            Class::Delete => (Duration::from_millis(600), 9),
             Class::CreateStack | Class::Reorder => (Duration::from_secs(6), 5),
             Class::Move | Class::ShowStack | Class::StackChildren => {
-                (Duration::from_millis(600), 10)
+                (Duration::from_millis(600), 9)
             }
         }
     }
@@ -298,28 +304,40 @@ impl Class {
 }
 
 /// Per-class pacing (GCRA, a token bucket in one timestamp per class): at most `burst` at once,
-/// then one per interval. Shared by every clone of an `Api`.
+/// then one per interval. Frame.io counts per account and user, so each account has its own
+/// budget: projects in one account share it, projects in two accounts do not. Shared by
+/// every clone of an `Api`.
 struct Pacer {
-    next: Mutex<[Instant; CLASSES]>,
+    next: Mutex<HashMap<String, [Instant; CLASSES]>>,
 }
 
 impl Pacer {
     fn new() -> Pacer {
         Pacer {
-            next: Mutex::new([Instant::now(); CLASSES]),
+            next: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Books a slot and says how long to wait for it.
-    fn reserve(&self, class: Class) -> Duration {
+    /// Books a slot in `account`'s budget ("" for calls outside any account) and says how
+    /// long to wait for it.
+    fn reserve(&self, account: &str, class: Class) -> Duration {
         let (interval, burst) = class.rate();
         let now = Instant::now();
-        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let mut budgets = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let next = budgets.entry(account.to_string()).or_insert([now; CLASSES]);
         let tat = next[class.index()].max(now);
         next[class.index()] = tat + interval;
         tat.saturating_duration_since(now)
             .saturating_sub(interval * (burst - 1))
     }
+}
+
+/// The account a `/v4/accounts/{id}/…` path is in; "" for the others (`/v4/me`, the account
+/// list).
+fn account_of(path: &str) -> &str {
+    path.strip_prefix("/v4/accounts/")
+        .and_then(|rest| rest.split(['/', '?']).next())
+        .unwrap_or("")
 }
 
 /// The Frame.io client. Clone it for each worker; clones share everything.
@@ -428,7 +446,7 @@ impl Api {
         let repeatable = options.repeatable;
         let (mut failures, mut limited, mut unauthorized) = (0u32, 0u32, 0u32);
         loop {
-            self.pause(self.pacer.reserve(class))?;
+            self.pause(self.pacer.reserve(account_of(path), class))?;
             let token = self.auth.access_token()?;
             let started = Instant::now();
             let answer = self.send(method, &url, &token, payload.as_deref(), options);
@@ -1484,38 +1502,47 @@ mod tests {
     #[test]
     fn the_pacer_allows_a_burst_then_one_per_interval() {
         let p = Pacer::new();
-        for _ in 0..3 {
-            assert_eq!(p.reserve(Class::CreateFolder), Duration::ZERO);
+        // Frame.io's 3 at once, less the one kept in hand.
+        for _ in 0..2 {
+            assert_eq!(p.reserve("acc", Class::CreateFolder), Duration::ZERO);
         }
-        let wait = p.reserve(Class::CreateFolder);
+        let wait = p.reserve("acc", Class::CreateFolder);
         assert!(
             wait > Duration::from_millis(300) && wait <= Duration::from_millis(334),
             "{wait:?}"
         );
         assert_eq!(
-            p.reserve(Class::Read),
+            p.reserve("acc", Class::Read),
             Duration::ZERO,
             "classes are separate"
         );
+        assert_eq!(
+            p.reserve("other", Class::CreateFolder),
+            Duration::ZERO,
+            "so are accounts"
+        );
+        assert_eq!(account_of("/v4/accounts/a1/projects/p"), "a1");
+        assert_eq!(account_of("/v4/accounts/a1?page=2"), "a1");
+        assert_eq!(account_of("/v4/me"), "");
     }
 
     #[test]
     fn each_upload_endpoint_has_its_own_budget_as_on_frameio() {
         let p = Pacer::new();
-        for _ in 0..5 {
-            assert_eq!(p.reserve(Class::RemoteUpload), Duration::ZERO);
+        for _ in 0..4 {
+            assert_eq!(p.reserve("acc", Class::RemoteUpload), Duration::ZERO);
         }
-        assert!(p.reserve(Class::RemoteUpload) > Duration::ZERO);
+        assert!(p.reserve("acc", Class::RemoteUpload) > Duration::ZERO);
         // Creates used up their burst; a status poll and a local upload still go at once.
-        for _ in 0..5 {
-            assert_eq!(p.reserve(Class::FileStatus), Duration::ZERO);
-            assert_eq!(p.reserve(Class::LocalUpload), Duration::ZERO);
+        for _ in 0..4 {
+            assert_eq!(p.reserve("acc", Class::FileStatus), Duration::ZERO);
+            assert_eq!(p.reserve("acc", Class::LocalUpload), Duration::ZERO);
         }
         // Show file is 10/s.
-        for _ in 0..10 {
-            assert_eq!(p.reserve(Class::ShowFile), Duration::ZERO);
+        for _ in 0..9 {
+            assert_eq!(p.reserve("acc", Class::ShowFile), Duration::ZERO);
         }
-        let wait = p.reserve(Class::ShowFile);
+        let wait = p.reserve("acc", Class::ShowFile);
         assert!(
             wait > Duration::ZERO && wait <= Duration::from_millis(100),
             "{wait:?}"

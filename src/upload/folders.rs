@@ -66,6 +66,21 @@ impl FolderCache {
         Ok(resolved)
     }
 
+    /// The id of the folder at `path` ("" is the project root) if it exists, creating
+    /// nothing (for `postflow check`).
+    pub fn existing(&self, api: &Api, path: &str) -> Result<Option<String>, ApiError> {
+        let mut id = api
+            .project(&self.account_id, &self.project_id)?
+            .root_folder_id;
+        for name in path.split('/').filter(|n| !n.is_empty()) {
+            match self.find(api, &id, name)? {
+                Some(child) => id = child,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(id))
+    }
+
     fn find_or_create(&self, api: &Api, parent_id: &str, name: &str) -> Result<String, ApiError> {
         if let Some(id) = self.find(api, parent_id, name)? {
             return Ok(id);

@@ -35,7 +35,7 @@ pub mod poller;
 pub mod recovery;
 pub mod sidecar;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -79,13 +79,21 @@ const MAX_REDOS: u32 = 3;
 /// pull meanwhile), or down/off.
 pub type PublicUrl = Arc<dyn Fn() -> Public + Send + Sync>;
 
+/// Where one project's files come from and go to.
+#[derive(Clone, Debug)]
+pub struct Project {
+    pub name: String,
+    pub account_id: String,
+    pub project_id: String,
+    pub root: PathBuf,
+}
+
 /// Everything an attempt needs to know besides the job.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub account_id: String,
-    pub project_id: String,
+    /// Each job goes by its project's (jobs of other projects are never handed out).
+    pub projects: Vec<Project>,
     pub mode: UploadMode,
-    pub watch_root: PathBuf,
     pub state_dir: PathBuf,
     pub parallel_parts: usize,
     /// Status polling backoff: starts at `poll_min`, grows to `poll_max`.
@@ -131,7 +139,8 @@ pub struct Uploader {
     links: Links,
     public_url: PublicUrl,
     settings: Settings,
-    folders: FolderCache,
+    /// Per project: the folder ids of one project mean nothing in another.
+    folders: HashMap<String, FolderCache>,
     listings: Listings,
     sidecar: Sidecar,
     s3: ureq::Agent,
@@ -208,7 +217,16 @@ impl Uploader {
         stop: Receiver<()>,
     ) -> Uploader {
         Uploader {
-            folders: FolderCache::new(&settings.account_id, &settings.project_id),
+            folders: settings
+                .projects
+                .iter()
+                .map(|p| {
+                    (
+                        p.name.clone(),
+                        FolderCache::new(&p.account_id, &p.project_id),
+                    )
+                })
+                .collect(),
             listings: Listings::default(),
             sidecar: Sidecar::new(&settings.state_dir),
             s3: s3_agent(),
@@ -238,15 +256,21 @@ impl Uploader {
         }
     }
 
-    fn account(&self) -> &str {
-        &self.settings.account_id
+    /// The Frame.io account of `project`'s files ("" for a project not in the config, whose
+    /// jobs are never handed out).
+    fn account(&self, project: &str) -> &str {
+        self.project(project).map_or("", |p| p.account_id.as_str())
+    }
+
+    fn project(&self, name: &str) -> Option<&Project> {
+        self.settings.projects.iter().find(|p| p.name == name)
     }
 
     /// Deletes a Frame.io file we no longer want (best effort: a leftover is harmless to the
     /// product, only untidy). One that stays is recorded as a file the ledger does not know,
     /// so the job's next attempt searches for it and deletes it then.
     fn discard(&self, job: &Job, file_id: &str, why: &str) {
-        if !self.delete(file_id, why) {
+        if !self.delete(&job.project, file_id, why) {
             self.lock_strays().insert(job.id);
             self.report(AttemptUpdate::UnknownFile {
                 id: job.id,
@@ -256,8 +280,8 @@ impl Uploader {
     }
 
     /// Deletes a Frame.io file; whether it is gone.
-    fn delete(&self, file_id: &str, why: &str) -> bool {
-        match self.api.delete_file(self.account(), file_id) {
+    fn delete(&self, project: &str, file_id: &str, why: &str) -> bool {
+        match self.api.delete_file(self.account(project), file_id) {
             Ok(()) => {
                 log::debug!("deleted Frame.io file {file_id} ({why})");
                 true
@@ -375,11 +399,16 @@ fn attempt(up: &Uploader, job: Job) {
 }
 
 fn run_attempt(up: &Uploader, job: &Job, started: Instant) -> Outcome {
-    let path = up.settings.watch_root.join(&job.path);
+    let (Some(project), Some(folders)) = (up.project(&job.project), up.folders.get(&job.project))
+    else {
+        let why = format!("its project {:?} is no longer in the config", job.project);
+        return fail(FailureKind::Permanent, why).into();
+    };
+    let path = project.root.join(&job.path);
     if let Err(f) = check_unchanged(&path, job) {
         return f.into();
     }
-    let folder_id = match up.folders.resolve(&up.api, &job.folder) {
+    let folder_id = match folders.resolve(&up.api, &job.folder) {
         Ok(id) => id,
         Err(e) => return classify(e).map_or(Outcome::Stopped, Outcome::Failed),
     };
@@ -506,7 +535,7 @@ fn adopt_or_clean(
     started: Instant,
 ) -> Result<Option<Outcome>, ApiError> {
     if let Some(file_id) = &job.file_id {
-        match up.api.file_status(up.account(), file_id) {
+        match up.api.file_status(up.account(&job.project), file_id) {
             Ok(s) if s.upload_complete => return adopt(up, job, file_id).map(Some),
             // Every part went in before the stop, and the ledger had not heard yet: Frame.io
             // is processing it, and it is watched (however old its part URLs are now).
@@ -547,7 +576,7 @@ fn search(up: &Uploader, job: &Job, folder_id: &str) -> Result<Option<Outcome>, 
     // of each attempt, and a restart's requeue).
     let files = up
         .listings
-        .files(&up.api, up.account(), folder_id, job.updated_ms)?;
+        .files(&up.api, up.account(&job.project), folder_id, job.updated_ms)?;
     for f in files.iter() {
         if f.name != job.name() || Some(&f.id) == job.file_id.as_ref() {
             continue;
@@ -561,7 +590,7 @@ fn search(up: &Uploader, job: &Job, folder_id: &str) -> Result<Option<Outcome>, 
         {
             continue;
         }
-        let complete = match up.api.file_status(up.account(), &f.id) {
+        let complete = match up.api.file_status(up.account(&job.project), &f.id) {
             Ok(s) => s.upload_complete,
             // Gone since the listing (another job's search, a person): nothing to do.
             Err(e) if e.status() == Some(404) => continue,
@@ -583,7 +612,7 @@ fn search(up: &Uploader, job: &Job, folder_id: &str) -> Result<Option<Outcome>, 
 }
 
 fn adopt(up: &Uploader, job: &Job, file_id: &str) -> Result<Outcome, ApiError> {
-    let view_url = up.api.file(up.account(), file_id)?.view_url;
+    let view_url = up.api.file(up.account(&job.project), file_id)?.view_url;
     up.sidecar.remove(job.id);
     Ok(Outcome::Done {
         file_id: file_id.to_string(),
@@ -673,22 +702,23 @@ fn remote(
             up.links.revoke(&link.token);
             return Err(RemoteError::Outcome(o));
         }
-        let created = match up
-            .api
-            .remote_upload(up.account(), folder_id, job.name(), &source)
-        {
-            Ok(c) => c,
-            Err(e) => {
-                up.links.revoke(&link.token);
-                if !e.maybe_committed() {
-                    up.nothing_unknown(job);
+        let created =
+            match up
+                .api
+                .remote_upload(up.account(&job.project), folder_id, job.name(), &source)
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    up.links.revoke(&link.token);
+                    if !e.maybe_committed() {
+                        up.nothing_unknown(job);
+                    }
+                    if e.status() == Some(422) {
+                        return Err(RemoteError::Refused(e));
+                    }
+                    return Err(classify(e)?.into());
                 }
-                if e.status() == Some(422) {
-                    return Err(RemoteError::Refused(e));
-                }
-                return Err(classify(e)?.into());
-            }
-        };
+            };
         let file_id = created.file.id.clone();
         up.created(job, &file_id);
         let watched = watch_remote(up, job, path, &link.token, &created.status_path, public);
@@ -942,18 +972,19 @@ fn local_inner(
 /// Creates the Frame.io file of a local upload and saves its plan.
 fn new_local_upload(up: &Uploader, job: &Job, folder_id: &str) -> Result<LocalPlan, Outcome> {
     up.creating(job)?;
-    let created = match up
-        .api
-        .local_upload(up.account(), folder_id, job.name(), job.size)
-    {
-        Ok(c) => c,
-        Err(e) => {
-            if !e.maybe_committed() {
-                up.nothing_unknown(job);
+    let created =
+        match up
+            .api
+            .local_upload(up.account(&job.project), folder_id, job.name(), job.size)
+        {
+            Ok(c) => c,
+            Err(e) => {
+                if !e.maybe_committed() {
+                    up.nothing_unknown(job);
+                }
+                return Err(classify(e).map_or(Outcome::Stopped, Outcome::Failed));
             }
-            return Err(classify(e).map_or(Outcome::Stopped, Outcome::Failed));
-        }
-    };
+        };
     up.created(job, &created.file.id);
     let plan = LocalPlan {
         file_id: created.file.id.clone(),

@@ -45,6 +45,8 @@ pub const STATUS_SPACING: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub struct Watched {
     pub id: u64,
+    /// The job's project: its account is asked.
+    pub project: String,
     pub name: String,
     pub size: u64,
     pub file_id: String,
@@ -70,6 +72,7 @@ impl Watched {
     pub fn all_in(job: &Job, file_id: String, started: Instant) -> Watched {
         Watched {
             id: job.id,
+            project: job.project.clone(),
             name: job.name().to_string(),
             size: job.size,
             file_id,
@@ -86,6 +89,7 @@ impl Watched {
     pub fn resumed(job: &Job) -> Option<Watched> {
         Some(Watched {
             id: job.id,
+            project: job.project.clone(),
             name: job.name().to_string(),
             size: job.size,
             file_id: job.file_id.clone()?,
@@ -304,7 +308,7 @@ fn poll_next(up: &Uploader, schedule: &mut Schedule<Watched>) -> Result<(), ApiE
         Some((failure, delete)) => {
             if let Some(w) = schedule.remove(id) {
                 revoke(up, &w);
-                let kept = delete.is_some_and(|why| !up.delete(&w.file_id, why));
+                let kept = delete.is_some_and(|why| !up.delete(&w.project, &w.file_id, why));
                 if kept {
                     up.report(AttemptUpdate::UnknownFile {
                         id: w.id,
@@ -324,7 +328,7 @@ fn poll_next(up: &Uploader, schedule: &mut Schedule<Watched>) -> Result<(), ApiE
 fn poll(up: &Uploader, w: &Watched) -> Result<Poll, ApiError> {
     let status = match &w.status_path {
         Some(path) => up.api.status_at(path),
-        None => up.api.file_status(up.account(), &w.file_id),
+        None => up.api.file_status(up.account(&w.project), &w.file_id),
     };
     Ok(match status {
         Ok(UploadStatus {
@@ -378,7 +382,7 @@ fn done(up: &Uploader, w: Watched) {
     }
     let view_url = w.view_url.clone().or_else(|| {
         up.api
-            .file(up.account(), &w.file_id)
+            .file(up.account(&w.project), &w.file_id)
             .ok()
             .and_then(|f| f.view_url)
     });

@@ -1,7 +1,7 @@
 //! `frameio-sim`: the Frame.io v4 + Adobe IMS + S3 simulator as a process, for the demo and
 //! for people. Prints what a postflow config needs, then serves until Ctrl-C / SIGTERM.
 
-use sim::{FetchMode, FrameIo, Options, RetryHint};
+use sim::{FetchMode, FrameIo, Options, RetryHint, SimProject};
 use std::process::ExitCode;
 
 const USAGE: &str = "\
@@ -25,6 +25,8 @@ usage: frameio-sim [options]
   --media-type-null        files carry media_type null
   --remote-size-limit N    remote upload limit in bytes (default 50000000000)
   --extra-accounts N       accounts besides the project's
+  --project NAME[@N]       one more project, in the main account (N = 0, the default) or in
+                           extra account N (needs --extra-accounts N or more); repeatable
   --data-dir DIR           staging directory (default: a temp dir)
   --seed N                 PRNG seed (fixed ids)
 
@@ -98,12 +100,28 @@ fn options(args: &[String]) -> Result<Options, String> {
             "--media-type-null" => f.media_type_null = true,
             "--remote-size-limit" => f.remote_size_limit = parse(flag, &value()?)?,
             "--extra-accounts" => o.extra_accounts = parse(flag, &value()?)?,
+            "--project" => o.projects.push(project(&value()?)?),
             "--data-dir" => o.data_dir = Some(value()?.into()),
             "--seed" => o.seed = Some(parse(flag, &value()?)?),
             other => return Err(format!("unknown option {other}\n\n{USAGE}")),
         }
     }
     Ok(o)
+}
+
+/// `NAME` or `NAME@ACCOUNT_INDEX` (the last `@` splits, so a name may hold one).
+fn project(v: &str) -> Result<SimProject, String> {
+    let (name, account) = match v.rsplit_once('@') {
+        Some((name, n)) => (name, parse("--project", n)?),
+        None => (v, 0),
+    };
+    if name.is_empty() {
+        return Err(format!("--project: no name in {v:?}\n\n{USAGE}"));
+    }
+    Ok(SimProject {
+        name: name.to_string(),
+        account,
+    })
 }
 
 fn run() -> Result<(), String> {
@@ -123,6 +141,9 @@ fn run() -> Result<(), String> {
     println!("workspace_id={}", sim.workspace_id());
     println!("project_id={}", sim.project_id());
     println!("root_folder_id={}", sim.root_folder_id());
+    for p in sim.projects().iter().skip(1) {
+        println!("project.{}={}", p.name, p.id);
+    }
     println!("ready");
     let _ = rx.recv();
     eprintln!("frameio-sim: stopping");

@@ -4,7 +4,7 @@
 use super::ims::check_bearer;
 use super::options::{take_one, Faults, RetryHint};
 use super::ratelimit::{self, Verdict};
-use super::state::{FileData, Node, NodeKind, State, UploadMode};
+use super::state::{FileData, Node, NodeKind, Project, State, UploadMode};
 use super::{fetch, s3, Meta, Reply, Shared};
 use crate::util::{base64_decode, base64url, iso8601, media_type_for, query_get};
 use serde_json::{json, Map, Value};
@@ -115,7 +115,17 @@ pub(crate) fn handle(
         v.remaining = 0;
         v
     } else {
-        ratelimit::take(&mut shared.lock(), &user, endpoint, faults.rate_limits)
+        let account = match segs.as_slice() {
+            ["accounts", a, ..] => *a,
+            _ => "",
+        };
+        ratelimit::take(
+            &mut shared.lock(),
+            &user,
+            account,
+            endpoint,
+            faults.rate_limits,
+        )
     };
     if !verdict.allowed {
         return (endpoint, too_many(&verdict, faults.retry_hint));
@@ -234,17 +244,16 @@ fn me(shared: &Shared) -> ApiResult {
 
 fn account_json(st: &State, i: usize) -> Value {
     let a = &st.accounts[i];
-    let usage: u64 = if i == 0 {
-        st.nodes
-            .values()
-            .filter_map(|n| match &n.kind {
-                NodeKind::File(f) => Some(f.bytes_received),
-                NodeKind::Folder | NodeKind::Stack(_) => None,
-            })
-            .sum()
-    } else {
-        0
-    };
+    let usage: u64 = st
+        .nodes
+        .values()
+        .filter_map(|n| match &n.kind {
+            NodeKind::File(f) => Some((n, f.bytes_received)),
+            NodeKind::Folder | NodeKind::Stack(_) => None,
+        })
+        .filter(|(n, _)| st.project_of(&n.id).is_some_and(|p| p.account_id == a.id))
+        .map(|(_, bytes)| bytes)
+        .sum();
     json!({
         "id": a.id, "display_name": a.display_name, "roles": ["owner"],
         "storage_limit": null, "storage_usage": usage,
@@ -260,38 +269,34 @@ fn list_accounts(shared: &Shared, meta: &Meta) -> ApiResult {
     page(meta, items)
 }
 
-fn check_account(st: &State, account_id: &str) -> Result<bool, Reply> {
-    match st.accounts.iter().position(|a| a.id == account_id) {
-        Some(i) => Ok(i == 0),
-        None => Err(not_found("Account")),
-    }
-}
-
-/// The account holds the project (only the first one does).
-fn project_account(st: &State, account_id: &str) -> Result<(), Reply> {
-    if check_account(st, account_id)? {
+fn check_account(st: &State, account_id: &str) -> Result<(), Reply> {
+    if st.accounts.iter().any(|a| a.id == account_id) {
         Ok(())
     } else {
-        Err(not_found("Resource"))
+        Err(not_found("Account"))
     }
 }
 
 fn list_workspaces(shared: &Shared, meta: &Meta, account_id: &str) -> ApiResult {
     let st = shared.lock();
-    let mut items = Vec::new();
-    if check_account(&st, account_id)? {
-        let w = &st.workspace;
-        items.push((
-            1,
-            json!({"id": w.id, "account_id": w.account_id, "name": w.name,
-                   "created_at": iso8601(w.created_at), "updated_at": iso8601(w.created_at)}),
-        ));
-    }
+    check_account(&st, account_id)?;
+    let items = st
+        .workspaces
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.account_id == account_id)
+        .map(|(i, w)| {
+            (
+                i as u64 + 1,
+                json!({"id": w.id, "account_id": w.account_id, "name": w.name,
+                       "created_at": iso8601(w.created_at), "updated_at": iso8601(w.created_at)}),
+            )
+        })
+        .collect();
     page(meta, items)
 }
 
-fn project_json(st: &State) -> Value {
-    let p = &st.project;
+fn project_json(p: &Project) -> Value {
     json!({
         "id": p.id, "name": p.name, "root_folder_id": p.root_folder_id, "status": "active",
         "storage": 0, "workspace_id": p.workspace_id, "description": null,
@@ -302,37 +307,52 @@ fn project_json(st: &State) -> Value {
 
 fn list_projects(shared: &Shared, meta: &Meta, account_id: &str, ws: &str) -> ApiResult {
     let st = shared.lock();
-    project_account(&st, account_id)?;
-    if ws != st.workspace.id {
+    check_account(&st, account_id)?;
+    if !st
+        .workspaces
+        .iter()
+        .any(|w| w.id == ws && w.account_id == account_id)
+    {
         return Err(not_found("Workspace"));
     }
-    page(meta, vec![(1, project_json(&st))])
+    let items = st
+        .projects
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.workspace_id == ws)
+        .map(|(i, p)| (i as u64 + 1, project_json(p)))
+        .collect();
+    page(meta, items)
 }
 
 fn show_project(shared: &Shared, account_id: &str, project_id: &str) -> ApiResult {
     let st = shared.lock();
-    project_account(&st, account_id)?;
-    if project_id != st.project.id {
-        return Err(not_found("Project"));
+    check_account(&st, account_id)?;
+    match st.project(project_id) {
+        Some(p) if p.account_id == account_id => {
+            Ok(Reply::json(200, &json!({"data": project_json(p)})))
+        }
+        _ => Err(not_found("Project")),
     }
-    Ok(Reply::json(200, &json!({"data": project_json(&st)})))
 }
 
 fn folder_json(st: &State, n: &Node) -> Value {
+    let project_id = st.project_id_of(&n.id);
     json!({
         "id": n.id, "name": n.name, "type": "folder", "parent_id": n.parent_id,
-        "project_id": st.project.id,
-        "view_url": format!("https://next.frame.io/project/{}/{}", st.project.id, n.id),
+        "project_id": project_id,
+        "view_url": format!("https://next.frame.io/project/{project_id}/{}", n.id),
         "created_at": iso8601(n.created_at), "updated_at": iso8601(n.updated_at),
         "cover_file_id": null, "restricted": false,
     })
 }
 
 fn file_json(st: &State, n: &Node, f: &FileData, faults: &Faults) -> Value {
+    let project_id = st.project_id_of(&n.id);
     json!({
         "id": n.id, "name": n.name, "type": "file", "parent_id": n.parent_id,
-        "project_id": st.project.id,
-        "view_url": format!("https://next.frame.io/project/{}/view/{}", st.project.id, n.id),
+        "project_id": project_id,
+        "view_url": format!("https://next.frame.io/project/{project_id}/view/{}", n.id),
         "created_at": iso8601(n.created_at), "updated_at": iso8601(n.updated_at),
         "file_size": f.file_size, "media_type": f.media_type,
         "status": super::state::file_status(f, faults),
@@ -347,10 +367,11 @@ fn stack_json(st: &State, n: &Node, faults: &Faults) -> Value {
         NodeKind::File(f) => Some(file_json(st, h, f, faults)),
         _ => None,
     });
+    let project_id = st.project_id_of(&n.id);
     json!({
         "id": n.id, "name": head.map_or(n.name.as_str(), |h| h.name.as_str()),
-        "type": "version_stack", "parent_id": n.parent_id, "project_id": st.project.id,
-        "view_url": format!("https://next.frame.io/project/{}/view/{}", st.project.id, n.id),
+        "type": "version_stack", "parent_id": n.parent_id, "project_id": project_id,
+        "view_url": format!("https://next.frame.io/project/{project_id}/view/{}", n.id),
         "created_at": iso8601(n.created_at), "updated_at": iso8601(n.updated_at),
         "head_version": head_json,
     })
@@ -365,8 +386,8 @@ fn node_json(st: &State, n: &Node, faults: &Faults) -> Value {
 }
 
 fn folder<'a>(st: &'a State, account_id: &str, folder_id: &str) -> Result<&'a Node, Reply> {
-    project_account(st, account_id)?;
-    match st.nodes.get(folder_id) {
+    check_account(st, account_id)?;
+    match st.node_in_account(account_id, folder_id) {
         Some(n) if matches!(n.kind, NodeKind::Folder) => Ok(n),
         Some(_) => Err(error(
             422,
@@ -382,8 +403,8 @@ fn file<'a>(
     account_id: &str,
     file_id: &str,
 ) -> Result<(&'a Node, &'a FileData), Reply> {
-    project_account(st, account_id)?;
-    match st.nodes.get(file_id) {
+    check_account(st, account_id)?;
+    match st.node_in_account(account_id, file_id) {
         Some(n) => match &n.kind {
             NodeKind::File(f) => Ok((n, f)),
             NodeKind::Folder | NodeKind::Stack(_) => Err(not_found("File")),
@@ -743,7 +764,7 @@ fn delete_node(shared: &Shared, account_id: &str, id: &str, is_folder: bool) -> 
         let mut st = shared.lock();
         if is_folder {
             folder(&st, account_id, id)?;
-            if id == st.project.root_folder_id {
+            if st.nodes.get(id).is_some_and(|n| n.parent_id.is_none()) {
                 return Err(error(
                     422,
                     "Invalid value",
@@ -762,8 +783,8 @@ fn delete_node(shared: &Shared, account_id: &str, id: &str, is_folder: bool) -> 
 }
 
 fn stack<'a>(st: &'a State, account_id: &str, stack_id: &str) -> Result<&'a Node, Reply> {
-    project_account(st, account_id)?;
-    match st.nodes.get(stack_id) {
+    check_account(st, account_id)?;
+    match st.node_in_account(account_id, stack_id) {
         Some(n) if matches!(n.kind, NodeKind::Stack(_)) => Ok(n),
         _ => Err(not_found("Version stack")),
     }
@@ -915,7 +936,7 @@ fn move_file(
     let reply = {
         let mut st = shared.lock();
         file(&st, account_id, file_id)?;
-        let into_stack = match st.nodes.get(&target).map(|n| &n.kind) {
+        let into_stack = match st.node_in_account(account_id, &target).map(|n| &n.kind) {
             Some(NodeKind::Folder) => false,
             Some(NodeKind::Stack(_)) => true,
             Some(NodeKind::File(_)) => {

@@ -2,8 +2,9 @@
 //! fault knobs for the demo and soak scripts. Not authenticated: the simulator is a test tool.
 
 use super::options::Faults;
-use super::state::{CreateCount, FileView, PathEntry, StackView, State};
+use super::state::{CreateCount, FileView, PathEntry, Project, ProjectView, StackView, State};
 use super::{Meta, Reply, Shared};
+use crate::util::query_get;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -32,12 +33,15 @@ pub(crate) fn by_path(files: &[FileView]) -> BTreeMap<String, PathEntry> {
 pub(crate) fn create_counts(st: &State) -> Vec<CreateCount> {
     st.creates
         .iter()
-        .map(|((parent_path, name, kind), count)| CreateCount {
-            parent_path: parent_path.clone(),
-            name: name.clone(),
-            kind,
-            count: *count,
-        })
+        .map(
+            |((project_id, parent_path, name, kind), count)| CreateCount {
+                project_id: project_id.clone(),
+                parent_path: parent_path.clone(),
+                name: name.clone(),
+                kind,
+                count: *count,
+            },
+        )
         .collect()
 }
 
@@ -54,7 +58,8 @@ pub(crate) fn counters(st: &State) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn files(shared: &Shared, faults: &Faults) -> Vec<FileView> {
+/// Every live file of every project, in creation order.
+pub(crate) fn files(shared: &Shared, faults: &Faults) -> Vec<FileView> {
     let st = shared.lock();
     let mut nodes: Vec<_> = st.nodes.values().collect();
     nodes.sort_by_key(|n| n.seq);
@@ -72,21 +77,64 @@ fn info(shared: &Shared) -> Value {
         "client_secret": shared.client_secret,
         "redirect_uri": shared.redirect_uri,
         "user_id": st.user.id,
-        "account_id": st.project.account_id,
-        "workspace_id": st.workspace.id,
-        "project_id": st.project.id,
-        "root_folder_id": st.project.root_folder_id,
+        "account_id": st.main_project().account_id,
+        "workspace_id": st.main_project().workspace_id,
+        "project_id": st.main_project().id,
+        "root_folder_id": st.main_project().root_folder_id,
+        "projects": projects(&st),
     })
+}
+
+fn projects(st: &State) -> Vec<ProjectView> {
+    st.projects.iter().map(|p| st.project_view(p)).collect()
+}
+
+/// The project named by `?project=ID`, `None` without one; `Err` for an unknown id.
+fn only_project(st: &State, meta: &Meta) -> Result<Option<Project>, Reply> {
+    match query_get(&meta.query, "project") {
+        None => Ok(None),
+        Some(id) => match st.project(id) {
+            Some(p) => Ok(Some(p.clone())),
+            None => Err(Reply::text(404, &format!("no project {id}"))),
+        },
+    }
+}
+
+/// The project named by `?project=ID`, else the main one; `Err` for an unknown id.
+fn project_param(st: &State, meta: &Meta) -> Result<Project, Reply> {
+    Ok(only_project(st, meta)?.unwrap_or_else(|| st.main_project().clone()))
 }
 
 pub(crate) fn state_json(shared: &Shared) -> Value {
     let faults = shared.faults_now();
     let files = files(shared, &faults);
     let st = shared.lock();
-    let root = st.project.root_folder_id.clone();
+    let root = st.main_project().root_folder_id.clone();
+    // Every project with its own tree and paths; `tree` and `paths` are the main project's.
+    let each: Vec<Value> = st
+        .projects
+        .iter()
+        .map(|p| {
+            let mine: Vec<FileView> = files
+                .iter()
+                .filter(|f| f.project_id == p.id)
+                .cloned()
+                .collect();
+            let mut v = json!(st.project_view(p));
+            v["tree"] = json!(st.folder_view(&p.root_folder_id, &faults));
+            v["paths"] = json!(by_path(&mine));
+            v
+        })
+        .collect();
+    let main_files: Vec<FileView> = files
+        .iter()
+        .filter(|f| f.project_id == st.main_project().id)
+        .cloned()
+        .collect();
     json!({
         "tree": st.folder_view(&root, &faults),
-        "paths": by_path(&files),
+        "paths": by_path(&main_files),
+        "projects": each,
         "creates": create_counts(&st),
         "stacks": stacks(&st),
         "tokens": st.token_log,
@@ -103,14 +151,47 @@ pub(crate) fn handle(shared: &Shared, meta: &Meta, body: &[u8]) -> (&'static str
     match (meta.method.as_str(), meta.path.as_str()) {
         ("GET", "/_sim/info") => ok(info(shared)),
         ("GET", "/_sim/state") => ok(state_json(shared)),
+        ("GET", "/_sim/projects") => ok(json!(projects(&shared.lock()))),
         ("GET", "/_sim/tree") => {
             let st = shared.lock();
-            let root = st.project.root_folder_id.clone();
-            ok(json!(st.folder_view(&root, &faults)))
+            match project_param(&st, meta) {
+                Ok(p) => ok(json!(st.folder_view(&p.root_folder_id, &faults))),
+                Err(r) => ("sim", r),
+            }
         }
-        ("GET", "/_sim/paths") => ok(json!(by_path(&files(shared, &faults)))),
-        ("GET", "/_sim/creates") => ok(json!(create_counts(&shared.lock()))),
-        ("GET", "/_sim/stacks") => ok(json!(stacks(&shared.lock()))),
+        ("GET", "/_sim/paths") => {
+            let project = project_param(&shared.lock(), meta);
+            match project {
+                Ok(p) => {
+                    let mut files = files(shared, &faults);
+                    files.retain(|f| f.project_id == p.id);
+                    ok(json!(by_path(&files)))
+                }
+                Err(r) => ("sim", r),
+            }
+        }
+        ("GET", "/_sim/creates") => {
+            let st = shared.lock();
+            let mut creates = create_counts(&st);
+            match only_project(&st, meta) {
+                Ok(only) => {
+                    creates.retain(|c| only.as_ref().is_none_or(|p| c.project_id == p.id));
+                    ok(json!(creates))
+                }
+                Err(r) => ("sim", r),
+            }
+        }
+        ("GET", "/_sim/stacks") => {
+            let st = shared.lock();
+            let mut stacks = stacks(&st);
+            match only_project(&st, meta) {
+                Ok(only) => {
+                    stacks.retain(|s| only.as_ref().is_none_or(|p| s.project_id == p.id));
+                    ok(json!(stacks))
+                }
+                Err(r) => ("sim", r),
+            }
+        }
         ("GET", "/_sim/tokens") => ok(json!(shared.lock().token_log)),
         ("GET", "/_sim/counters") => ok(json!(counters(&shared.lock()))),
         ("GET", "/_sim/s3") => ok(json!(shared.lock().s3_log)),

@@ -10,7 +10,8 @@
 //! POST /ims/revoke          token=…
 //! *    /v4/…                Frame.io v4 (see api.rs), Bearer token required
 //! PUT  /s3/parts/{file_id}/part_{n}?X-Amz-…    presigned part upload (see s3.rs)
-//! GET  /_sim/state | /_sim/tree | /_sim/paths | /_sim/creates | /_sim/tokens
+//! GET  /_sim/state | /_sim/tree[?project=ID] | /_sim/paths[?project=ID] | /_sim/projects
+//!      /_sim/creates | /_sim/tokens
 //!      /_sim/counters | /_sim/s3 | /_sim/fetches | /_sim/faults | /_sim/info | /_sim/stacks
 //! POST /_sim/faults         JSON object with any subset of Faults fields
 //! POST /_sim/login          mint a token pair (skip the browser)
@@ -26,11 +27,11 @@ mod ratelimit;
 mod s3;
 mod state;
 
-pub use options::{Faults, FetchMode, Options, RetryHint, StackKnobs};
+pub use options::{Faults, FetchMode, Options, RetryHint, SimProject, StackKnobs};
 pub use s3::part_sizes;
 pub use state::{
-    CreateCount, FetchRecord, FileView, FolderView, PathEntry, S3PutRecord, StackView, TokenRecord,
-    UploadMode,
+    CreateCount, FetchRecord, FileView, FolderView, PathEntry, ProjectView, S3PutRecord, StackView,
+    TokenRecord, UploadMode,
 };
 
 use crate::util::Prng;
@@ -177,6 +178,8 @@ impl FrameIo {
                 true,
             ),
         };
+        let state =
+            State::new(rng, options.extra_accounts, &options.projects).map_err(io::Error::other)?;
         std::fs::create_dir_all(&data_dir)?;
         let shared = Arc::new(Shared {
             base_url: format!("http://{addr}"),
@@ -186,7 +189,7 @@ impl FrameIo {
             registry: options.tunnel_registry.clone(),
             data_dir,
             remove_data_dir,
-            state: Mutex::new(State::new(rng, options.extra_accounts)),
+            state: Mutex::new(state),
             faults: Mutex::new(options.faults.clone()),
         });
         let server = Arc::new(server);
@@ -230,17 +233,31 @@ impl FrameIo {
     pub fn user_id(&self) -> String {
         self.shared.lock().user.id.clone()
     }
+    /// The main project's account, workspace, project and root folder.
     pub fn account_id(&self) -> String {
-        self.shared.lock().project.account_id.clone()
+        self.shared.lock().main_project().account_id.clone()
     }
     pub fn workspace_id(&self) -> String {
-        self.shared.lock().workspace.id.clone()
+        self.shared.lock().main_project().workspace_id.clone()
     }
     pub fn project_id(&self) -> String {
-        self.shared.lock().project.id.clone()
+        self.shared.lock().main_project().id.clone()
     }
     pub fn root_folder_id(&self) -> String {
-        self.shared.lock().project.root_folder_id.clone()
+        self.shared.lock().main_project().root_folder_id.clone()
+    }
+
+    /// Every project, the main one first, then `Options::projects` in order.
+    pub fn projects(&self) -> Vec<ProjectView> {
+        let st = self.shared.lock();
+        st.projects.iter().map(|p| st.project_view(p)).collect()
+    }
+
+    /// The first project with that name (the main one is "Sim Project").
+    pub fn project_named(&self, name: &str) -> Option<ProjectView> {
+        let st = self.shared.lock();
+        let p = st.projects.iter().find(|p| p.name == name)?;
+        Some(st.project_view(p))
     }
 
     /// Mints a valid access + refresh token pair as if the browser flow had run (scopes
@@ -289,25 +306,34 @@ impl FrameIo {
         }
     }
 
-    /// The whole project tree from the root folder.
+    /// The main project's tree from its root folder.
     pub fn tree(&self) -> FolderView {
+        self.tree_of(&self.project_id())
+    }
+
+    /// One project's tree from its root folder. Panics on an unknown project id.
+    pub fn tree_of(&self, project_id: &str) -> FolderView {
         let faults = self.shared.faults_now();
         let st = self.shared.lock();
-        let root = st.project.root_folder_id.clone();
+        let root = st
+            .project(project_id)
+            .unwrap_or_else(|| panic!("tree_of: no project {project_id}"))
+            .root_folder_id
+            .clone();
         st.folder_view(&root, &faults)
             .expect("the root folder is never deleted")
     }
 
-    /// Every live file, in creation order.
+    /// Every live file of every project, in creation order.
     pub fn files(&self) -> Vec<FileView> {
-        let faults = self.shared.faults_now();
-        let st = self.shared.lock();
-        let mut nodes: Vec<_> = st.nodes.values().collect();
-        nodes.sort_by_key(|n| n.seq);
-        nodes
-            .into_iter()
-            .filter_map(|n| st.file_view(n, &faults))
-            .collect()
+        inspect::files(&self.shared, &self.shared.faults_now())
+    }
+
+    /// Every live file of one project, in creation order.
+    pub fn files_in(&self, project_id: &str) -> Vec<FileView> {
+        let mut files = self.files();
+        files.retain(|f| f.project_id == project_id);
+        files
     }
 
     /// One live file by id.
@@ -319,33 +345,60 @@ impl FrameIo {
 
     /// `"SQ01/UNDLM_00412/SQ01_UNDLM_00412_v001.mov" -> PathEntry { size, sha256, copies, .. }`
     /// for every live file. Folders with the same name merge here, so a file uploaded into
-    /// two duplicate folders shows as two copies.
+    /// two duplicate folders shows as two copies. The main project's files.
     pub fn by_path(&self) -> BTreeMap<String, PathEntry> {
-        inspect::by_path(&self.files())
+        self.by_path_in(&self.project_id())
     }
 
-    /// Live folders per path (duplicates from concurrent creates show as counts > 1).
+    /// [`FrameIo::by_path`] for one project's files (paths under its own root).
+    pub fn by_path_in(&self, project_id: &str) -> BTreeMap<String, PathEntry> {
+        inspect::by_path(&self.files_in(project_id))
+    }
+
+    /// Live folders per path in the main project (duplicates from concurrent creates show as
+    /// counts > 1).
     pub fn folder_copies(&self) -> BTreeMap<String, usize> {
         let st = self.shared.lock();
+        let main = st.main_project().id.clone();
         let mut out = BTreeMap::new();
         for n in st.nodes.values() {
-            if matches!(n.kind, NodeKind::Folder) && n.parent_id.is_some() {
+            if matches!(n.kind, NodeKind::Folder)
+                && n.parent_id.is_some()
+                && st.project_of(&n.id).is_some_and(|p| p.id == main)
+            {
                 *out.entry(st.path_of(&n.id)).or_insert(0) += 1;
             }
         }
         out
     }
 
-    /// Successful create calls per (parent path, name, kind), deleted ones included.
+    /// Successful create calls per (project, parent path, name, kind), deleted ones included.
     pub fn create_counts(&self) -> Vec<CreateCount> {
         inspect::create_counts(&self.shared.lock())
     }
 
-    /// Successful create calls for one (parent path, name); `kind` is `"folder"` or `"file"`.
+    /// Successful create calls for one (parent path, name) in the main project; `kind` is
+    /// `"folder"` or `"file"`.
     pub fn create_count(&self, parent_path: &str, name: &str, kind: &str) -> u32 {
+        self.create_count_in(&self.project_id(), parent_path, name, kind)
+    }
+
+    /// [`FrameIo::create_count`] in one project.
+    pub fn create_count_in(
+        &self,
+        project_id: &str,
+        parent_path: &str,
+        name: &str,
+        kind: &str,
+    ) -> u32 {
         self.create_counts()
             .into_iter()
-            .find(|c| c.parent_path == parent_path && c.name == name && c.kind == kind)
+            .find(|c| {
+                c.project_id == project_id
+                    && c.parent_path == parent_path
+                    && c.name == name
+                    && c.kind == kind
+            })
             .map_or(0, |c| c.count)
     }
 
@@ -426,7 +479,7 @@ impl FrameIo {
         st.insert_node(parent_id, name, NodeKind::File(Box::new(data)), false)
     }
 
-    /// Every version stack, oldest first.
+    /// Every version stack of every project, oldest first.
     pub fn stacks(&self) -> Vec<StackView> {
         inspect::stacks(&self.shared.lock())
     }

@@ -20,6 +20,8 @@ pub struct Options {
     pub tunnel_registry: Option<PathBuf>,
     /// Accounts listed by `GET /v4/accounts` besides the one holding the project.
     pub extra_accounts: usize,
+    /// Projects besides the main one ("Sim Project"), each with its own root folder.
+    pub projects: Vec<SimProject>,
     /// Where upload bytes are staged; default: a fresh directory under the system temp dir,
     /// removed when the simulator is dropped.
     pub data_dir: Option<PathBuf>,
@@ -38,11 +40,21 @@ impl Default for Options {
             redirect_uri: "https://localhost/postflow/callback".into(),
             tunnel_registry: None,
             extra_accounts: 0,
+            projects: Vec::new(),
             data_dir: None,
             seed: None,
             faults: Faults::default(),
         }
     }
+}
+
+/// One more project to serve, as [`Options::projects`] lists them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimProject {
+    pub name: String,
+    /// 0: the main account (the project is in the main workspace); `i >= 1`: the i-th extra
+    /// account (needs `extra_accounts >= i`), in that account's one workspace.
+    pub account: usize,
 }
 
 /// Which hint a 429 carries. Frame.io documents only `x-ratelimit-*`; `Retry-After` is not

@@ -1,4 +1,4 @@
-//! Per-endpoint leaky buckets, per user, with Frame.io's `x-ratelimit-*` headers.
+//! Per-endpoint leaky buckets, per user and account (Frame.io: "per account_user"), with Frame.io's `x-ratelimit-*` headers.
 
 use super::state::{Bucket, State};
 use std::time::Instant;
@@ -43,13 +43,21 @@ impl Verdict {
 }
 
 /// A full bucket of `limit` drains at `limit / window`; each request adds one. `enforce` false
-/// only reports (the request always passes and still fills the bucket).
-pub(crate) fn take(st: &mut State, user: &str, endpoint: &'static str, enforce: bool) -> Verdict {
+/// only reports (the request always passes and still fills the bucket). `account` is the one
+/// in the URL (`""` for `me` and the account list): two projects of one account share its
+/// buckets, two accounts have their own.
+pub(crate) fn take(
+    st: &mut State,
+    user: &str,
+    account: &str,
+    endpoint: &'static str,
+    enforce: bool,
+) -> Verdict {
     let (limit, window_ms) = limit_for(endpoint);
     let now = Instant::now();
     let b = st
         .buckets
-        .entry((user.to_string(), endpoint))
+        .entry((user.to_string(), account.to_string(), endpoint))
         .or_insert(Bucket {
             level: 0.0,
             last: now,

@@ -1,6 +1,6 @@
 //! The simulated world (user, accounts, folders, files, tokens) and the records tests inspect.
 
-use super::options::Faults;
+use super::options::{Faults, SimProject};
 use crate::util::{iso8601, unix_ms, Prng};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -26,6 +26,7 @@ pub(crate) struct Workspace {
     pub created_at: SystemTime,
 }
 
+#[derive(Clone)]
 pub(crate) struct Project {
     pub id: String,
     pub account_id: String,
@@ -171,7 +172,9 @@ pub struct FetchRecord {
 pub struct FileView {
     pub id: String,
     pub name: String,
-    /// Path under the project root, e.g. `SQ01/UNDLM_00412/SQ01_UNDLM_00412_v001.mov`.
+    /// The project holding the file.
+    pub project_id: String,
+    /// Path under its project's root, e.g. `SQ01/UNDLM_00412/SQ01_UNDLM_00412_v001.mov`.
     pub path: String,
     pub parent_id: String,
     /// Declared (local) or learnt (remote) size.
@@ -197,6 +200,8 @@ pub struct FileView {
 #[derive(Clone, Debug, Serialize)]
 pub struct StackView {
     pub id: String,
+    /// The project holding the stack.
+    pub project_id: String,
     /// The folder holding the stack, under the project root (`""` for the root).
     pub folder: String,
     /// File names, bottom (oldest) first: the last is the head, what reviewers see.
@@ -236,11 +241,23 @@ pub struct PathEntry {
 /// How many create calls named `name` under the folder at `parent_path` succeeded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CreateCount {
+    /// The project the create happened in.
+    pub project_id: String,
     pub parent_path: String,
     pub name: String,
     /// `"folder"` or `"file"`.
     pub kind: &'static str,
     pub count: u32,
+}
+
+/// A project as tests see it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProjectView {
+    pub id: String,
+    pub name: String,
+    pub account_id: String,
+    pub workspace_id: String,
+    pub root_folder_id: String,
 }
 
 pub(crate) struct Bucket {
@@ -252,28 +269,44 @@ pub(crate) struct State {
     pub rng: Prng,
     pub user: User,
     pub accounts: Vec<Account>,
-    pub workspace: Workspace,
-    pub project: Project,
+    /// The main workspace first, then one per extra account holding a project.
+    pub workspaces: Vec<Workspace>,
+    /// The main project first, then `Options::projects` in order.
+    pub projects: Vec<Project>,
     pub nodes: HashMap<String, Node>,
     pub seq: u64,
     pub codes: HashMap<String, AuthCode>,
     pub access: HashMap<String, AccessToken>,
     pub refresh: HashMap<String, RefreshToken>,
     pub token_log: Vec<TokenRecord>,
-    /// (parent path, name, kind) → successful create calls.
-    pub creates: BTreeMap<(String, String, &'static str), u32>,
+    /// (project id, parent path, name, kind) → successful create calls.
+    pub creates: BTreeMap<(String, String, String, &'static str), u32>,
     /// (endpoint, status) → requests.
     pub counters: BTreeMap<(String, u16), u64>,
     pub s3_log: Vec<S3PutRecord>,
     pub fetch_log: Vec<FetchRecord>,
-    pub buckets: HashMap<(String, &'static str), Bucket>,
+    /// (user, account, endpoint) → bucket: Frame.io limits "per account_user".
+    pub buckets: HashMap<(String, String, &'static str), Bucket>,
     pub fetches_started: u64,
     /// Signing key for part URLs.
     pub s3_secret: String,
 }
 
 impl State {
-    pub(crate) fn new(mut rng: Prng, extra_accounts: usize) -> State {
+    /// The world: one user, the main account, workspace and project, `extra_accounts` more
+    /// accounts, and `more_projects` (an account index beyond `extra_accounts` is an error).
+    pub(crate) fn new(
+        mut rng: Prng,
+        extra_accounts: usize,
+        more_projects: &[SimProject],
+    ) -> Result<State, String> {
+        if let Some(p) = more_projects.iter().find(|p| p.account > extra_accounts) {
+            return Err(format!(
+                "project {:?} is in account {}, but there are only {extra_accounts} extra accounts \
+                 (set extra_accounts, --extra-accounts for frameio-sim, to at least {})",
+                p.name, p.account, p.account
+            ));
+        }
         let now = SystemTime::now();
         let user = User {
             id: rng.uuid(),
@@ -298,15 +331,7 @@ impl State {
             name: "Sim Workspace".into(),
             created_at: now,
         };
-        let root = Node {
-            id: rng.uuid(),
-            name: "root".into(),
-            parent_id: None,
-            seq: 0,
-            created_at: now,
-            updated_at: now,
-            kind: NodeKind::Folder,
-        };
+        let root = root_node(&mut rng, now);
         let project = Project {
             id: rng.uuid(),
             account_id: accounts[0].id.clone(),
@@ -315,15 +340,45 @@ impl State {
             root_folder_id: root.id.clone(),
             created_at: now,
         };
+        // Drawn before the extra projects, so a seed gives the main ids it always gave.
         let s3_secret = rng.hex(32);
         let mut nodes = HashMap::new();
         nodes.insert(root.id.clone(), root);
-        State {
+        let mut workspaces = vec![workspace];
+        let mut projects = vec![project];
+        for p in more_projects {
+            let account_id = accounts[p.account].id.clone();
+            let workspace_id = match workspaces.iter().find(|w| w.account_id == account_id) {
+                Some(w) => w.id.clone(),
+                None => {
+                    let w = Workspace {
+                        id: rng.uuid(),
+                        account_id: account_id.clone(),
+                        name: format!("Sim Workspace {}", p.account),
+                        created_at: now,
+                    };
+                    let id = w.id.clone();
+                    workspaces.push(w);
+                    id
+                }
+            };
+            let root = root_node(&mut rng, now);
+            projects.push(Project {
+                id: rng.uuid(),
+                account_id,
+                workspace_id,
+                name: p.name.clone(),
+                root_folder_id: root.id.clone(),
+                created_at: now,
+            });
+            nodes.insert(root.id.clone(), root);
+        }
+        Ok(State {
             rng,
             user,
             accounts,
-            workspace,
-            project,
+            workspaces,
+            projects,
             nodes,
             seq: 0,
             codes: HashMap::new(),
@@ -337,6 +392,50 @@ impl State {
             buckets: HashMap::new(),
             fetches_started: 0,
             s3_secret,
+        })
+    }
+
+    /// The main project ("Sim Project", in the main account and workspace).
+    pub(crate) fn main_project(&self) -> &Project {
+        &self.projects[0]
+    }
+
+    pub(crate) fn project(&self, project_id: &str) -> Option<&Project> {
+        self.projects.iter().find(|p| p.id == project_id)
+    }
+
+    /// The project a node (folder, file or stack) belongs to: the one whose root folder is
+    /// at the top of its parent chain.
+    pub(crate) fn project_of(&self, id: &str) -> Option<&Project> {
+        let mut cur = self.nodes.get(id)?;
+        while let Some(p) = &cur.parent_id {
+            cur = self.nodes.get(p)?;
+        }
+        self.projects.iter().find(|p| p.root_folder_id == cur.id)
+    }
+
+    /// `project_of`'s id, `""` for a node in no project.
+    pub(crate) fn project_id_of(&self, id: &str) -> String {
+        self.project_of(id)
+            .map_or_else(String::new, |p| p.id.clone())
+    }
+
+    /// The node, if it exists and belongs to a project of that account: a node of another
+    /// account is as unknown as one that does not exist.
+    pub(crate) fn node_in_account(&self, account_id: &str, id: &str) -> Option<&Node> {
+        let project = self.project_of(id)?;
+        (project.account_id == account_id)
+            .then(|| self.nodes.get(id))
+            .flatten()
+    }
+
+    pub(crate) fn project_view(&self, p: &Project) -> ProjectView {
+        ProjectView {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            account_id: p.account_id.clone(),
+            workspace_id: p.workspace_id.clone(),
+            root_folder_id: p.root_folder_id.clone(),
         }
     }
 
@@ -438,7 +537,12 @@ impl State {
             NodeKind::Stack(_) => "version_stack",
         };
         if count_create {
-            let key = (self.path_of(parent_id), name.to_string(), kind_name);
+            let key = (
+                self.project_id_of(parent_id),
+                self.path_of(parent_id),
+                name.to_string(),
+                kind_name,
+            );
             *self.creates.entry(key).or_insert(0) += 1;
         }
         self.nodes.insert(
@@ -489,6 +593,7 @@ impl State {
         Some(FileView {
             id: node.id.clone(),
             name: node.name.clone(),
+            project_id: self.project_id_of(&node.id),
             path: if dir.is_empty() {
                 node.name.clone()
             } else {
@@ -521,6 +626,7 @@ impl State {
         };
         Some(StackView {
             id: node.id.clone(),
+            project_id: self.project_id_of(&node.id),
             folder: self.path_of(node.parent_id.as_deref().unwrap_or_default()),
             versions: order.iter().map(name).collect(),
             file_ids: order.clone(),
@@ -575,6 +681,18 @@ impl State {
             issued_at_ms: unix_ms(SystemTime::now()),
             expires_at_ms: unix_ms(expires_at),
         });
+    }
+}
+
+fn root_node(rng: &mut Prng, now: SystemTime) -> Node {
+    Node {
+        id: rng.uuid(),
+        name: "root".into(),
+        parent_id: None,
+        seq: 0,
+        created_at: now,
+        updated_at: now,
+        kind: NodeKind::Folder,
     }
 }
 
