@@ -33,6 +33,7 @@ use crate::http1::{Body, Conn, Front, Handler, Outcome, Request, Response};
 use crate::ledger::Job;
 use crate::queue::{QueueMsg, QueueStats};
 use crate::statedir::StateDir;
+use crate::throughput::Throughput;
 use model::Model;
 use routes::Reply;
 use ws::{Outgoing, Viewers};
@@ -72,6 +73,8 @@ pub struct Deps {
     pub dead_threads: Arc<Mutex<Vec<&'static str>>>,
     /// `None` until the Frame.io client is wired in: the `/oauth` routes then answer 503.
     pub login: Option<Arc<dyn FrameioLogin>>,
+    /// Bytes sent per minute (`/api/throughput`).
+    pub throughput: Arc<Throughput>,
 }
 
 /// Everything a request handler can see.
@@ -87,6 +90,7 @@ pub struct Ctx {
     pub login: Option<Arc<dyn FrameioLogin>>,
     pub hub: Hub,
     pub started: SystemTime,
+    pub throughput: Arc<Throughput>,
 }
 
 impl Ctx {
@@ -322,6 +326,7 @@ impl Dashboard {
             login: deps.login,
             hub: deps.hub.clone(),
             started: SystemTime::now(),
+            throughput: deps.throughput,
         });
         Ok(Dashboard {
             listener,

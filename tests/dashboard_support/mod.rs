@@ -84,6 +84,7 @@ impl Pipeline {
                 state_dir: Arc::clone(&state),
                 dead_threads: Arc::new(Mutex::new(Vec::new())),
                 login: opts.login,
+                throughput: Arc::new(postflow::throughput::Throughput::in_memory()),
             },
         )
         .unwrap();
