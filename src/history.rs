@@ -190,17 +190,21 @@ impl History {
         if lo > hi {
             return Page::default();
         }
-        let needle = query.q.as_deref().filter(|q| !q.is_empty());
+        let needle = query
+            .q
+            .as_deref()
+            .filter(|q| !q.is_empty())
+            .map(str::to_ascii_lowercase);
         // Without a filter on the jobs themselves, the order alone answers.
         let plain = needle.is_none() && query.project.is_none();
         let matches = |(&(_, id), &state): (&(u64, u64), &JobState)| -> Option<&'a Job> {
             if query.state.is_some_and(|s| s != state) {
                 return None;
             }
-            if plain {
-                return lookup(id);
-            }
             let job = lookup(id)?;
+            if plain {
+                return Some(job);
+            }
             if query
                 .project
                 .as_deref()
@@ -208,44 +212,73 @@ impl History {
             {
                 return None;
             }
-            if needle.is_some_and(|n| !contains_ignore_case(&job.path, n)) {
+            if needle
+                .as_deref()
+                .is_some_and(|n| !contains_ignore_case(&job.path, n))
+            {
                 return None;
             }
             Some(job)
         };
         let size = query.page_size.clamp(1, MAX_PAGE);
-        let range = self.order.range(lo..=hi);
-        let mut jobs = Vec::with_capacity(size);
-        let mut next = None;
+        // The total is the size of the range when only time filters; otherwise it is counted
+        // in the same walk that fills the page (one look at each job, never two).
+        let count_walking = query.count && !(plain && query.state.is_none());
+        let walk_hi = match query.cursor {
+            // Not counting: start right below the cursor.
+            Some(c) if !count_walking => hi.min((c.at, c.id)),
+            _ => hi,
+        };
+        if lo > walk_hi {
+            return Page::default();
+        }
         let below = |key: &(u64, u64)| query.cursor.is_none_or(|c| *key < (c.at, c.id));
-        for item in range.clone().rev().filter(|(k, _)| below(k)) {
+        let mut jobs: Vec<Job> = Vec::with_capacity(size);
+        let mut next = None;
+        let mut total = 0;
+        for item in self.order.range(lo..=walk_hi).rev() {
             let Some(job) = matches(item) else {
                 continue;
             };
-            if jobs.len() == size {
-                let last: &Job = jobs.last().expect("a full page has a last job");
+            total += 1;
+            if !below(item.0) {
+                continue;
+            }
+            if jobs.len() < size {
+                jobs.push(job.clone());
+            } else if next.is_none() {
+                let last = jobs.last().expect("a full page has a last job");
                 next = Some(Cursor {
                     at: finished_at(last),
                     id: last.id,
                 });
-                break;
+                if !count_walking {
+                    break;
+                }
             }
-            jobs.push(job.clone());
         }
-        let total = match (query.count, plain && query.state.is_none()) {
+        let total = match (query.count, count_walking) {
             (false, _) => 0,
-            (true, true) => range.count(),
-            (true, false) => range.filter(|item| matches(*item).is_some()).count(),
+            (true, true) => total,
+            (true, false) => self.order.range(lo..=hi).count(),
         };
         Page { jobs, next, total }
     }
 }
 
-/// Whether `hay` holds `needle`, ignoring ASCII case (paths are compared as typed, without
-/// allocating for each of 100 000 jobs).
+/// Whether `hay` holds `needle` (lowercase), ignoring ASCII case: paths are compared as
+/// typed, without allocating for each of 100 000 jobs.
 fn contains_ignore_case(hay: &str, needle: &str) -> bool {
     let (h, n) = (hay.as_bytes(), needle.as_bytes());
-    n.len() <= h.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+    let Some((&first, rest)) = n.split_first() else {
+        return true;
+    };
+    if n.len() > h.len() {
+        return false;
+    }
+    (0..=h.len() - n.len()).any(|i| {
+        h[i].to_ascii_lowercase() == first && h[i + 1..i + n.len()].eq_ignore_ascii_case(rest)
+    })
 }
 
 /// How long the job's transfer took (from its attempt's start to its last byte, or to its
