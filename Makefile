@@ -81,6 +81,7 @@ soak-ci:
 bench:
 	$(CARGO) build --release --workspace --bins --examples
 	$(CARGO) bench --bench ledger
+	$(CARGO) bench --bench history
 	$(CARGO) bench --bench scan
 	bench/serve
 	bench/process.sh

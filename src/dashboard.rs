@@ -33,6 +33,7 @@ use crate::http1::{Body, Conn, Front, Handler, Outcome, Request, Response};
 use crate::ledger::Job;
 use crate::queue::{QueueMsg, QueueStats};
 use crate::statedir::StateDir;
+use crate::throughput::Throughput;
 use model::Model;
 use routes::Reply;
 use ws::{Outgoing, Viewers};
@@ -74,6 +75,8 @@ pub struct Deps {
     pub login: Option<Arc<dyn FrameioLogin>>,
     /// The config's projects, as `/api/status` lists them.
     pub projects: Vec<crate::config::ProjectConfig>,
+    /// Bytes sent per minute (`/api/throughput`).
+    pub throughput: Arc<Throughput>,
 }
 
 /// Everything a request handler can see.
@@ -91,6 +94,7 @@ pub struct Ctx {
     pub started: SystemTime,
     /// `/api/status`'s `projects`: name, root, project_id, folder.
     pub projects: Value,
+    pub throughput: Arc<Throughput>,
 }
 
 impl Ctx {
@@ -373,6 +377,7 @@ impl Dashboard {
             hub: deps.hub.clone(),
             started: SystemTime::now(),
             projects: projects_json(&deps.projects),
+            throughput: deps.throughput,
         });
         Ok(Dashboard {
             listener,

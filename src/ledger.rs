@@ -128,6 +128,28 @@ pub struct Job {
     /// on the other versions in Frame.io. (Boxed: most jobs have none, and jobs travel by value.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack: Option<Box<Stacking>>,
+    /// When it became stable, started, was all in and finished, for the history. Missing from
+    /// jobs recorded before postflow kept them (serde default): the history shows what is
+    /// known. (Boxed, like `stack`: jobs travel by value in every event.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub times: Option<Box<JobTimes>>,
+}
+
+/// A job's times, unix ms; `None` when not known.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobTimes {
+    /// When it first became `queued` (its file stable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_ms: Option<u64>,
+    /// When the attempt that finished it (or the one under way) began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<u64>,
+    /// When its last byte was in Frame.io (the `all_in_ms` of that attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_ms: Option<u64>,
+    /// When it became `done`, `failed` or `skipped`; `None` while unfinished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<u64>,
 }
 
 /// Where stacking a version stands. A step after the upload: whatever happens to it, the
@@ -181,6 +203,16 @@ impl Job {
     /// The file name (last path component).
     pub fn name(&self) -> &str {
         self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+
+    /// Its times as far as known.
+    pub fn times(&self) -> JobTimes {
+        self.times.as_deref().cloned().unwrap_or_default()
+    }
+
+    /// Its times, to change them.
+    pub fn times_mut(&mut self) -> &mut JobTimes {
+        self.times.get_or_insert_with(Default::default)
     }
 }
 
@@ -574,6 +606,7 @@ mod tests {
             created_ms: 1,
             updated_ms: 2,
             stack: None,
+            times: None,
         }
     }
 

@@ -16,6 +16,7 @@ pub mod events;
 pub mod file_id;
 pub mod frameio;
 pub mod glob;
+pub mod history;
 pub mod http1;
 pub mod human;
 pub mod layout;
@@ -37,6 +38,7 @@ pub mod stack;
 pub mod statedir;
 #[cfg(test)]
 mod testutil;
+pub mod throughput;
 pub mod timefmt;
 pub mod tunnel;
 pub mod upload;

@@ -74,6 +74,7 @@ use crossbeam_channel::{Receiver, Select, Sender};
 
 use crate::config::Config;
 use crate::events::{ComponentState, Event, Hub};
+use crate::history::{self, History};
 use crate::layout::{Destination, Layout};
 use crate::ledger::{Job, JobState, Ledger, StackState};
 use crate::stack::{self, StackTask, StackUpdate, Tracker};
@@ -142,6 +143,17 @@ pub enum QueueMsg {
     Jobs(Sender<Vec<Job>>),
     /// Asks for counts per state and the paused flag.
     Stats(Sender<QueueStats>),
+    /// Asks for a page of finished jobs (`/api/history`), answered from the history index.
+    History {
+        query: history::Query,
+        reply: Sender<history::Page>,
+    },
+    /// Asks for the totals of the `days` UTC days up to `today` (`/api/throughput`).
+    Days {
+        today: u64,
+        days: u64,
+        reply: Sender<Vec<(u64, history::DayTotals)>>,
+    },
     /// A `failed` (or `skipped`) job goes back to `queued` with a fresh attempt count.
     Retry {
         id: u64,
@@ -421,6 +433,8 @@ pub struct Queue {
     outage: Option<Outage>,
     /// When to probe the state dir next (while there is no outage).
     next_probe: u64,
+    /// The finished jobs the ledger holds, in the order they finished.
+    history: History,
 }
 
 /// The ledger cannot be written: why, and when to try again.
@@ -479,6 +493,7 @@ impl Queue {
             creates_waiting: Vec::new(),
             outage: None,
             next_probe: now,
+            history: History::default(),
         };
         let mut interrupted = Vec::new();
         let jobs: Vec<Job> = queue.ledger.jobs().values().cloned().collect();
@@ -527,6 +542,12 @@ impl Queue {
             }
             QueueMsg::Stats(reply) => {
                 let _ = reply.send(self.stats());
+            }
+            QueueMsg::History { query, reply } => {
+                let _ = reply.send(self.history.page(&query, |id| self.ledger.get(id)));
+            }
+            QueueMsg::Days { today, days, reply } => {
+                let _ = reply.send(self.history.days(today, days));
             }
             QueueMsg::Retry { id, reply } => {
                 let _ = reply.send(self.retry(id, now));
@@ -878,6 +899,7 @@ impl Queue {
             created_ms: now,
             updated_ms: now,
             stack: None,
+            times: None,
         }
     }
 
@@ -1118,6 +1140,8 @@ impl Queue {
                 job.state = JobState::Uploading;
                 job.attempts += 1;
                 job.next_attempt_ms = None;
+                job.times_mut().started_ms = Some(now);
+                job.times_mut().sent_ms = None;
             }
             AttemptUpdate::FileCreated {
                 file_id,
@@ -1141,6 +1165,7 @@ impl Queue {
                 }
                 job.state = JobState::Processing;
                 job.all_in_ms = Some(all_in_ms);
+                job.times_mut().sent_ms = Some(all_in_ms);
             }
             AttemptUpdate::Done {
                 file_id, view_url, ..
@@ -1344,7 +1369,8 @@ impl Queue {
         if jobs.is_empty() {
             return true;
         }
-        for job in jobs {
+        for mut job in jobs {
+            self.stamp(&mut job, now);
             // A new job's path leads to it at once, recorded or not (a file is one job).
             let key = (job.project.clone(), job.path.clone());
             let latest = self.by_path.entry(key).or_insert(job.id);
@@ -1457,6 +1483,24 @@ impl Queue {
         }
     }
 
+    /// The history's times: when a job first became `queued`, and when it finished (kept
+    /// while it stays finished; cleared when it is retried).
+    fn stamp(&self, job: &mut Job, now: u64) {
+        let times = job.times();
+        if job.state == JobState::Queued && times.stable_ms.is_none() {
+            job.times_mut().stable_ms = Some(now);
+        }
+        if !job.state.is_final() {
+            if times.finished_ms.is_some() {
+                job.times_mut().finished_ms = None;
+            }
+        } else if times.finished_ms.is_none()
+            && self.current(job.id).is_none_or(|j| !j.state.is_final())
+        {
+            job.times_mut().finished_ms = Some(now);
+        }
+    }
+
     fn unschedule(&mut self, id: u64) {
         if let (Some(&place), Some(project)) = (self.place.get(&id), self.ready_in.remove(&id)) {
             if let Some(line) = self.ready.get_mut(&project) {
@@ -1475,6 +1519,7 @@ impl Queue {
         if let Some(stacks) = self.stacks.get_mut(&job.project) {
             stacks.observe(job);
         }
+        self.history.observe(job);
         let key = (job.project.clone(), job.path.clone());
         match self.by_path.get_mut(&key) {
             Some(latest) => *latest = (*latest).max(job.id),
@@ -1811,6 +1856,57 @@ mod tests {
             QueueMsg::Attempt(AttemptUpdate::Processing { id, all_in_ms: now }),
             now,
         );
+    }
+
+    fn history(q: &mut Queue, query: history::Query) -> history::Page {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        q.handle(QueueMsg::History { query, reply }, T0);
+        rx.recv().unwrap()
+    }
+
+    #[test]
+    fn a_finished_job_has_its_times_in_the_history_and_leaves_it_when_retried() {
+        let dir = TempDir::new();
+        let mut q = queue(&dir, 1, 10);
+        let a = stable(&mut q, "a.mov", T0);
+        assert_eq!(take(&mut q, T0 + 10), Some(a));
+        all_in(&mut q, a, T0 + 20);
+        q.handle(
+            QueueMsg::Attempt(AttemptUpdate::Done {
+                id: a,
+                file_id: "f-a".into(),
+                view_url: None,
+            }),
+            T0 + 30,
+        );
+        let b = stable(&mut q, "b.mov", T0 + 40);
+        take(&mut q, T0 + 40);
+        fail(&mut q, b, FailureKind::Permanent, T0 + 50);
+        let all = history::Query {
+            page_size: 10,
+            count: true,
+            ..Default::default()
+        };
+        let page = history(&mut q, all.clone());
+        assert_eq!(page.total, 2);
+        let ids: Vec<u64> = page.jobs.iter().map(|j| j.id).collect();
+        assert_eq!(ids, [b, a], "newest first");
+        let done = &page.jobs[1];
+        let t = done.times();
+        assert_eq!(
+            (t.stable_ms, t.started_ms, t.sent_ms, t.finished_ms),
+            (Some(T0), Some(T0 + 10), Some(T0 + 20), Some(T0 + 30))
+        );
+        // The times are in the ledger: a restart (a new queue on it) has the same history.
+        drop(q);
+        let mut q = queue(&dir, 1, 10);
+        assert_eq!(history(&mut q, all.clone()).jobs[1], *done);
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        q.handle(QueueMsg::Retry { id: b, reply }, T0 + 60);
+        rx.recv().unwrap().unwrap();
+        let page = history(&mut q, all);
+        assert_eq!(page.total, 1, "a failed job retried is no longer history");
+        assert_eq!(job(&q, b).times().finished_ms, None);
     }
 
     #[test]

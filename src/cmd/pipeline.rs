@@ -25,6 +25,7 @@ use crate::serve::{FileServer, ServeEvent, ServeOptions};
 use crate::shutdown::{self, StopRequested};
 use crate::stack::stacker::{run_stacker, Stacker};
 use crate::statedir::{LockError, StateDir};
+use crate::throughput::{self, Throughput};
 use crate::tunnel::{self, ProbeLink, ProbeSource, TunnelHandle};
 use crate::upload::{self, PublicUrl, Settings as UploadSettings, Uploader, Watched};
 use crate::watch;
@@ -256,6 +257,8 @@ impl Pipeline {
             .filter_map(Watched::resumed)
             .collect();
 
+        // Bytes sent per minute, kept in the state dir (its own thread writes them).
+        let throughput = Arc::new(Throughput::open(state.path()));
         let auth = Auth::new(&config.frameio, state.path(), Some(hub.clone()));
         let api = Api::new(&config.frameio, auth.clone());
         let dash = Dashboard::bind(
@@ -267,6 +270,7 @@ impl Pipeline {
                 dead_threads: Arc::clone(&dead_threads),
                 login: Some(Arc::new(dashboard::login::AuthLogin::new(auth.clone()))),
                 projects: config.projects.clone(),
+                throughput: Arc::clone(&throughput),
             },
         );
         let dash = match dash {
@@ -360,6 +364,12 @@ impl Pipeline {
 
         let mut threads = Threads::new();
         threads.spawn("hub", move || events::run_hub(hub_inbox));
+        {
+            let stop = stop_rx.clone();
+            threads.spawn("throughput", move || {
+                throughput::run_recorder(throughput, stop)
+            });
+        }
         {
             let (server, follower) = dash.into_loops();
             let stop = stop_rx.clone();

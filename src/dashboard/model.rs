@@ -255,6 +255,30 @@ pub fn job_json(job: &Job) -> Value {
     v
 }
 
+/// A finished job as `/api/history` shows it: [`job_json`] plus its project, how it was
+/// verified (`null` until postflow verifies uploads), its times as RFC 3339 (`stable`,
+/// `started`, `sent`: every byte in, `finished`; `null` when not known), `duration_ms` and
+/// `bytes_per_sec` of its transfer, and `error` (why it failed or was skipped).
+pub fn history_json(job: &Job) -> Value {
+    use crate::history::{bytes_per_sec, duration_ms, finished_at, project_of, rfc3339_ms};
+    let mut v = job_json(job);
+    if let Value::Object(m) = &mut v {
+        let time = |ms: Option<u64>| json!(ms.map(rfc3339_ms));
+        m.entry("project").or_insert(json!(project_of(job)));
+        m.entry("verified").or_insert(Value::Null);
+        let t = job.times();
+        m.insert("stable".into(), time(t.stable_ms));
+        m.insert("started".into(), time(t.started_ms));
+        m.insert("sent".into(), time(t.sent_ms));
+        m.insert("finished".into(), time(Some(finished_at(job))));
+        m.insert("duration_ms".into(), json!(duration_ms(job)));
+        m.insert("bytes_per_sec".into(), json!(bytes_per_sec(job)));
+        let error = (job.state != JobState::Done).then_some(job.reason.as_deref());
+        m.insert("error".into(), json!(error.flatten()));
+    }
+    v
+}
+
 /// The jobs worth showing: every unfinished one, then the most recently finished ones, newest
 /// first.
 pub fn recent(mut jobs: Vec<Job>) -> Vec<Job> {
@@ -301,6 +325,7 @@ mod tests {
             created_ms: 0,
             updated_ms,
             stack: None,
+            times: None,
         }
     }
 

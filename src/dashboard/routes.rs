@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 use super::http::{error, json, Request, Response};
 use super::{metrics, ws, Ctx};
 use crate::events::{ComponentState, Event};
+use crate::history;
+use crate::ledger::JobState;
 use crate::queue::QueueMsg;
 
 pub(crate) enum Reply {
@@ -45,6 +47,9 @@ enum Route<'a> {
     Retry(&'a str),
     RetryStack(&'a str),
     RetryFailed,
+    History,
+    HistoryCsv,
+    Throughput,
     Pause,
     Resume,
     Metrics,
@@ -75,6 +80,13 @@ fn route<'a>(path: &[&'a str]) -> Option<Route<'a>> {
         ["api", "jobs", id, "retry-stack"] => Route::RetryStack(id),
         // POST: every failed job back to queued; {"retried": n}
         ["api", "retry-failed"] => Route::RetryFailed,
+        // GET: finished jobs, newest first, a page at a time. ?project= &q=<text in the path>
+        // &state=<done|failed|skipped> &since= &until=<RFC 3339> &cursor=<next> &page_size=<1..1000>
+        ["api", "history"] => Route::History,
+        // GET: the same filter as CSV, every page at once (at most CSV_ROWS rows).
+        ["api", "history.csv"] => Route::HistoryCsv,
+        // GET: bytes sent per minute (last 24 h) and files, bytes, failures per UTC day (30 days).
+        ["api", "throughput"] => Route::Throughput,
         // POST: no new uploads start (those under way finish); replies the queue stats.
         ["api", "pause"] => Route::Pause,
         // POST: uploads start again (also lifts a hold for Frame.io login).
@@ -158,6 +170,9 @@ pub(crate) fn handle(ctx: &Ctx, req: &Request, body: &[u8]) -> Reply {
         ("POST", Route::RetryFailed) => retry_failed(ctx).into(),
         ("POST", Route::Pause) => pause(ctx, true).into(),
         ("POST", Route::Resume) => pause(ctx, false).into(),
+        ("GET", Route::History) => history(ctx, req).into(),
+        ("GET", Route::HistoryCsv) => history_csv(ctx, req).into(),
+        ("GET", Route::Throughput) => throughput(ctx).into(),
         ("GET", Route::Metrics) => metrics::render(ctx).into(),
         ("GET", Route::OauthStart) => oauth_start(ctx).into(),
         ("GET", Route::OauthCallback) => oauth_callback(ctx, req).into(),
@@ -321,6 +336,160 @@ fn list_jobs(ctx: &Ctx, req: &Request) -> Response {
     jobs.truncate(limit);
     let list: Vec<Value> = jobs.iter().map(super::model::job_json).collect();
     json(200, &json!({ "total": total, "jobs": list }))
+}
+
+/// The filter of `/api/history` and `/api/history.csv`; the error names the parameter.
+fn history_query(req: &Request) -> Result<history::Query, Response> {
+    let param = |name: &str| req.query_param(name).filter(|v| !v.is_empty());
+    let state = match param("state") {
+        None => None,
+        Some(s) => match JobState::ALL.iter().find(|k| k.as_str() == s) {
+            Some(k) if k.is_final() => Some(*k),
+            _ => {
+                return Err(error(
+                    400,
+                    &format!("state {s:?}: the history holds done, failed and skipped jobs"),
+                ))
+            }
+        },
+    };
+    let time = |name: &str| match param(name) {
+        None => Ok(None),
+        Some(t) => crate::timefmt::parse_rfc3339_ms(&t)
+            .map(Some)
+            .ok_or_else(|| {
+                error(
+                    400,
+                    &format!("{name} {t:?} is not an RFC 3339 time (2025-06-26T20:14:33Z)"),
+                )
+            }),
+    };
+    let cursor = match param("cursor") {
+        None => None,
+        Some(c) => Some(
+            history::Cursor::decode(&c)
+                .ok_or_else(|| error(400, "cursor: give back the `next` of an earlier page"))?,
+        ),
+    };
+    let page_size = match param("page_size").map(|n| n.parse::<usize>()) {
+        None => history::DEFAULT_PAGE,
+        Some(Ok(n)) if (1..=history::MAX_PAGE).contains(&n) => n,
+        Some(_) => {
+            return Err(error(
+                400,
+                &format!("page_size must be a number from 1 to {}", history::MAX_PAGE),
+            ))
+        }
+    };
+    Ok(history::Query {
+        project: param("project"),
+        q: param("q"),
+        state,
+        since_ms: time("since")?,
+        until_ms: time("until")?,
+        cursor,
+        page_size,
+        count: true,
+    })
+}
+
+fn history(ctx: &Ctx, req: &Request) -> Response {
+    let query = match history_query(req) {
+        Ok(q) => q,
+        Err(resp) => return resp,
+    };
+    match ctx.ask(|reply| QueueMsg::History { query, reply }) {
+        Ok(page) => {
+            let jobs: Vec<Value> = page.jobs.iter().map(super::model::history_json).collect();
+            json(
+                200,
+                &json!({
+                    "jobs": jobs,
+                    "next": page.next.map(history::Cursor::encode),
+                    "total": page.total,
+                }),
+            )
+        }
+        Err(e) => error(503, &e),
+    }
+}
+
+/// Rows in one CSV export; a narrower filter gets the rest.
+const CSV_ROWS: usize = 100_000;
+
+/// The whole filter as CSV, asked from the queue a page at a time (it never holds the queue
+/// for long).
+fn history_csv(ctx: &Ctx, req: &Request) -> Response {
+    let mut query = match history_query(req) {
+        Ok(q) => q,
+        Err(resp) => return resp,
+    };
+    query.page_size = history::MAX_PAGE;
+    query.count = false;
+    let mut out = String::new();
+    history::csv_line(history::CSV_HEADER.iter().copied(), &mut out);
+    let mut rows = 0;
+    loop {
+        let q = query.clone();
+        let page = match ctx.ask(|reply| QueueMsg::History { query: q, reply }) {
+            Ok(p) => p,
+            Err(e) => return error(503, &e),
+        };
+        for job in page.jobs.iter().take(CSV_ROWS - rows) {
+            history::csv_row(job, &mut out);
+        }
+        rows += page.jobs.len();
+        match page.next {
+            Some(next) if rows < CSV_ROWS => query.cursor = Some(next),
+            _ => break,
+        }
+    }
+    Response::new(200, "text/csv; charset=utf-8", out).with_header(
+        "Content-Disposition",
+        "attachment; filename=\"postflow-history.csv\"",
+    )
+}
+
+/// Days in `/api/throughput`.
+const THROUGHPUT_DAYS: u64 = 30;
+
+fn throughput(ctx: &Ctx) -> Response {
+    let now = crate::queue::now_ms();
+    ctx.throughput.collect(now);
+    let (minutes, saved) = ctx.throughput.recent(now);
+    let today = history::day_of(now);
+    let days = match ctx.ask(|reply| QueueMsg::Days {
+        today,
+        days: THROUGHPUT_DAYS,
+        reply,
+    }) {
+        Ok(d) => d,
+        Err(e) => return error(503, &e),
+    };
+    let minutes: Vec<Value> = minutes
+        .into_iter()
+        .map(|(start, bytes)| json!({ "start": history::rfc3339_ms(start), "bytes": bytes }))
+        .collect();
+    let days: Vec<Value> = days
+        .into_iter()
+        .map(|(day, t)| {
+            json!({
+                "date": history::date_of_day(day),
+                "bytes": t.bytes,
+                "files": t.files,
+                "failed": t.failed,
+            })
+        })
+        .collect();
+    json(
+        200,
+        &json!({
+            "minutes": minutes,
+            "days": days,
+            "time_zone": "UTC",
+            "saved": saved.map(history::rfc3339_ms),
+        }),
+    )
 }
 
 fn oauth_start(ctx: &Ctx) -> Response {

@@ -616,6 +616,7 @@ impl Drop for BodyBuffer<'_> {
 impl Files {
     /// Adds served bytes to the link's progress and emits milestone and transfer events.
     fn record(&self, link: &LinkState, start: u64, end: u64) {
+        crate::throughput::count_sent(end - start);
         let now = Instant::now();
         let mut progress = link.progress();
         let covered = progress.add(start, end, now);

@@ -261,6 +261,7 @@ struct Counted<'a, R> {
 impl<R: Read> Read for Counted<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
+        crate::throughput::count_sent(n as u64);
         let before = self.taken.min(self.cap);
         self.taken += n as u64;
         self.sent

@@ -157,18 +157,137 @@ fn the_page_shows_a_running_job_move_live_and_names_as_text() {
         b.eval("document.querySelectorAll('td b, td img').length"),
         0
     );
-    // Readable on a phone: nothing wider than the screen.
-    b.call(
-        "Emulation.setDeviceMetricsOverride",
-        json!({ "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true }),
-    );
-    b.wait_for(
-        "the phone layout without sideways scrolling",
-        "document.documentElement.scrollWidth <= 391",
-    );
     assert!(b
         .eval("document.body.innerText")
         .as_str()
         .unwrap()
         .contains("Frame.io said: <b>unsupported</b>"));
+
+    // The history view: the charts drawn from /api/throughput, the search finds a file.
+    postflow::throughput::count_sent(7_340_032);
+    let throughput = p.get("/api/throughput").json();
+    let minute = throughput["minutes"]
+        .as_array()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap();
+    b.eval("location.hash = 'history'");
+    b.wait_for(
+        "the 24 h chart with the minute's bar",
+        &format!(
+            "!!document.querySelector('#rate-chart rect[data-start=\"{}\"]')",
+            minute["start"].as_str().unwrap()
+        ),
+    );
+    let bar = format!(
+        "document.querySelector('#rate-chart rect[data-start=\"{}\"]')",
+        minute["start"].as_str().unwrap()
+    );
+    assert_eq!(
+        b.eval(&format!("{bar}.dataset.bytes")),
+        minute["bytes"].to_string()
+    );
+    let title = b.eval(&format!("{bar}.querySelector('title').textContent"));
+    assert!(
+        title
+            .as_str()
+            .unwrap()
+            .contains(&human_size(minute["bytes"].as_u64().unwrap())),
+        "{title} for {minute}"
+    );
+    // A tap on the bar shows its figures under the chart.
+    b.eval(&format!(
+        "(() => {{ const r = {bar}.getBoundingClientRect(); \
+         document.getElementById('rate-chart').dispatchEvent(new MouseEvent('click', \
+         {{ clientX: r.left + r.width / 2, clientY: r.top + r.height / 2, bubbles: true }})); }})()"
+    ));
+    assert_eq!(
+        b.eval("document.getElementById('rate-info').textContent"),
+        title
+    );
+    let today = throughput["days"]
+        .as_array()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap();
+    assert_eq!(today["files"], 2, "{throughput}");
+    assert_eq!(today["failed"], 1, "{throughput}");
+    b.wait_for(
+        "today's bar with today's figures",
+        &format!(
+            "(() => {{ const d = document.querySelector('#day-chart rect[data-date=\"{}\"]'); \
+             return !!d && d.dataset.files === '2' && d.dataset.failed === '1' && \
+             d.dataset.bytes === '{}'; }})()",
+            today["date"].as_str().unwrap(),
+            today["bytes"]
+        ),
+    );
+    b.wait_for(
+        "every finished job in the history",
+        "document.querySelectorAll('#h-rows tr[data-history]').length === 3",
+    );
+    b.eval(
+        "document.getElementById('h-q').value = '00020'; \
+         document.getElementById('history-form').requestSubmit()",
+    );
+    b.wait_for(
+        "the search finding one file",
+        &format!(
+            "document.querySelectorAll('#h-rows tr[data-history]').length === 1 && \
+             !!document.querySelector('#h-rows tr[data-history=\"{running}\"]')"
+        ),
+    );
+    assert!(b
+        .eval("document.getElementById('h-csv').getAttribute('href')")
+        .as_str()
+        .unwrap()
+        .ends_with("?q=00020"));
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-test-history.png");
+    b.screenshot(&shot);
+
+    // Readable on a phone: on every view nothing is wider than the screen, and every control
+    // is a thumb's size.
+    b.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true }),
+    );
+    for view in ["now", "history"] {
+        b.eval(&format!("location.hash = '{view}'"));
+        b.wait_for(
+            &format!("the {view} view on a phone without sideways scrolling"),
+            &format!(
+                "document.getElementById('view-{view}').offsetParent !== null && \
+                 document.querySelectorAll('main').length === 2 && \
+                 [...document.querySelectorAll('main')].filter(m => m.offsetParent !== null) \
+                 .length === 1 && \
+                 document.documentElement.scrollWidth <= window.innerWidth"
+            ),
+        );
+        let small = b.eval(
+            "[...document.querySelectorAll('button, select, input, a, summary')] \
+             .filter(e => e.offsetParent !== null) \
+             .filter(e => e.getBoundingClientRect().height < 44) \
+             .map(e => e.outerHTML.slice(0, 80))",
+        );
+        assert_eq!(small, json!([]), "{view}: controls under 44 px on a phone");
+    }
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-test-phone.png");
+    b.screenshot(&shot);
+}
+
+/// The page's `size()`: decimal units, one decimal.
+fn human_size(n: u64) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB"];
+    let (mut v, mut i) = (n as f64, 0);
+    while v >= 1000.0 && i < units.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
 }

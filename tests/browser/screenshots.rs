@@ -199,6 +199,41 @@ fn the_readme_screenshot_shows_a_real_run() {
     b.screenshot(&shot);
     println!("screenshots: wrote {}", shot.display());
 
+    // The history: the run's minutes and today's totals drawn, the finished exports listed.
+    b.eval("location.hash = 'history'");
+    b.wait_for(
+        "the charts and the history",
+        "document.querySelectorAll('#rate-chart rect[data-bytes]').length > 0 && \
+         document.querySelectorAll('#day-chart rect[data-files]').length === 30 && \
+         document.querySelectorAll('#h-rows tr[data-history]').length >= 6",
+    );
+    // A bar's figures, as a tap shows them: the busiest minute.
+    b.eval(
+        "(() => { const bars = [...document.querySelectorAll('#rate-chart rect[data-bytes]')]; \
+         const top = bars.reduce((a, c) => +c.dataset.bytes > +a.dataset.bytes ? c : a); \
+         const r = top.getBoundingClientRect(); \
+         document.getElementById('rate-chart').dispatchEvent(new MouseEvent('click', \
+         { clientX: r.left + r.width / 2, clientY: r.top + 1, bubbles: true })); })()",
+    );
+    let shot = out_dir.join("screenshot-history.png");
+    b.screenshot(&shot);
+    println!("screenshots: wrote {}", shot.display());
+
+    // On a phone: the live view, nothing wider than the screen.
+    b.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true }),
+    );
+    b.eval("location.hash = 'now'");
+    b.wait_for(
+        "the phone layout without sideways scrolling",
+        "document.getElementById('view-now').offsetParent !== null && \
+         document.documentElement.scrollWidth <= window.innerWidth",
+    );
+    let shot = out_dir.join("screenshot-phone.png");
+    b.screenshot(&shot);
+    println!("screenshots: wrote {}", shot.display());
+
     writing.store(false, Ordering::Relaxed);
     writer.join().unwrap();
     signal(postflow.id(), "TERM");
