@@ -14,7 +14,7 @@ use postflow::events::Hub;
 use postflow::history::{self, Query};
 use postflow::layout::Layout;
 use postflow::ledger::{Job, JobState, JobTimes, Ledger};
-use postflow::queue::{Queue, QueueMsg, QueueSettings};
+use postflow::queue::{Queue, QueueMsg, QueueProject, QueueSettings};
 use postflow::throughput::Throughput;
 
 const JOBS: u64 = 100_000;
@@ -68,15 +68,18 @@ fn main() {
     drop(index);
     let (hub, _inbox) = Hub::new();
     let settings = QueueSettings {
-        root: dir.clone(),
-        layout: Layout::new("", None, None, false).expect("layout"),
+        projects: vec![QueueProject {
+            name: postflow::config::DEFAULT_PROJECT.into(),
+            root: dir.clone(),
+            layout: Layout::new("", None, None, false).expect("layout"),
+            stacker: None,
+        }],
         concurrency: 2,
         max_processing: 64,
         max_attempts: 10,
         base_delay: Duration::from_secs(1),
         max_delay: Duration::from_secs(60),
         only_enqueued: false,
-        stacker: None,
     };
     let mut queue = Queue::new(ledger, settings, hub, now);
     // ...and what answering adds: every query below, and 24 h of minutes.
@@ -235,6 +238,7 @@ fn write_ledger(dir: &std::path::Path, now: u64) {
             };
             Job {
                 id,
+                project: postflow::config::DEFAULT_PROJECT.into(),
                 path: format!("SQ{:02}/SQ{:02}_UNDLM_{id:05}_v001.mov", id % 50, id % 50),
                 size: 1_000_000 + id,
                 mtime_ns: 1_700_000_000_000_000_000 + id as i64,

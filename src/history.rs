@@ -428,6 +428,7 @@ mod tests {
     fn job(id: u64, path: &str, state: JobState, finished: u64, size: u64) -> Job {
         Job {
             id,
+            project: crate::config::DEFAULT_PROJECT.into(),
             path: path.into(),
             size,
             mtime_ns: 0,
