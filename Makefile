@@ -47,8 +47,8 @@ test-durability:
 	@unshare --mount --propagation private true || { echo "test-durability: unshare --mount does not work here" >&2; exit 1; }
 	$(CARGO) test --test durability -- --ignored
 
-# The same tests cross-compiled for Windows (mingw-w64) and run under Wine, one binary at a
-# time with a time limit; installs mingw-w64 and Wine when missing, keeps its Wine prefix in
+# The same tests cross-compiled for Windows (mingw-w64) and run under Wine, two binaries at
+# a time, each with a time limit; installs mingw-w64 and Wine when missing, keeps its Wine prefix in
 # target/wine. Ends with `windows: N passed, N failed, N ignored`. CONTRIBUTING.md says what
 # Wine does not model.
 test-windows:
