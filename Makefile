@@ -27,8 +27,17 @@ dist:
 check-macos:
 	CARGO=$(CARGO) scripts/dist.sh check-macos
 
+# With cargo-nextest (CI machines have it) the tests of every binary run at once
+# (.config/nextest.toml), then the doc tests, which nextest does not run; without it, `cargo
+# test --workspace`, one binary after another. Either way, any failing test fails it.
 test:
-	$(CARGO) test --workspace
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		echo "$(CARGO) nextest run --workspace && $(CARGO) test --workspace --doc"; \
+		$(CARGO) nextest run --workspace && $(CARGO) test --workspace --doc; \
+	else \
+		echo "$(CARGO) test --workspace (cargo-nextest not installed)"; \
+		$(CARGO) test --workspace; \
+	fi
 
 # The state dir full, freed and read-only under a running postflow (tests/durability.rs): a
 # tmpfs in a private mount namespace, so root and unshare are needed. Fails, never skips,
@@ -38,8 +47,8 @@ test-durability:
 	@unshare --mount --propagation private true || { echo "test-durability: unshare --mount does not work here" >&2; exit 1; }
 	$(CARGO) test --test durability -- --ignored
 
-# The same tests cross-compiled for Windows (mingw-w64) and run under Wine, one binary at a
-# time with a time limit; installs mingw-w64 and Wine when missing, keeps its Wine prefix in
+# The same tests cross-compiled for Windows (mingw-w64) and run under Wine, two binaries at
+# a time, each with a time limit; installs mingw-w64 and Wine when missing, keeps its Wine prefix in
 # target/wine. Ends with `windows: N passed, N failed, N ignored`. CONTRIBUTING.md says what
 # Wine does not model.
 test-windows:

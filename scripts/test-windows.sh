@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make test-windows`: the workspace's tests cross-compiled for x86_64-pc-windows-gnu with
-# mingw-w64 and run under Wine, one test binary at a time, each under a time limit.
+# mingw-w64 and run under Wine, two test binaries at a time, each under a time limit.
 #
 #   scripts/test-windows.sh [CARGO ARGS] [-- TEST ARGS]
 #       e.g. `--test watch_stories`, `-p sim`, `--test tunnel -- quick_mode`
@@ -8,8 +8,8 @@
 # Installs what is missing (Debian/Ubuntu: gcc-mingw-w64-x86-64, wine and wine64 with apt-get;
 # the Rust target with rustup), and keeps its Wine prefix in target/wine/prefix with the
 # ProcessPrng shim (scripts/wine/bcryptprimitives.c: Wine 8.0 lacks it and Rust std needs it).
-# One test binary at a time (PARALLEL_BINARIES=2 for two), each under Wine from its
-# package's folder, as cargo's runner for the target would run it. Prints a line per test binary (wall time, counts) and then
+# Two test binaries at a time, the slowest first (PARALLEL_BINARIES=1 for one at a time),
+# each under Wine from its package's folder, as cargo's runner for the target would run it. Prints a line per test binary (wall time, counts) and then
 # the totals on a line of their own, `windows: N passed, N failed, N ignored`; exits non-zero
 # when a test failed or a test binary crashed or hung. Wine does not model everything Windows does: CONTRIBUTING.md,
 # "Windows and macOS", says what, and where those semantics are tested instead.
@@ -22,11 +22,17 @@ CARGO=${CARGO:-cargo}
 # binary takes about a minute under Wine on a 2-core machine.
 PER_BINARY_SECS=${PER_BINARY_SECS:-600}
 # Four tests at a time in each binary, not one per core: under Wine most of a test's time is
-# spent waiting (postflow's settle time, the simulator's deadlines, Wine's process start). Two
-# binaries at a time would save a third more, but tests that take a free port and start
-# postflow on it again after a kill -9 then race the other binary for it (measured: a hang).
+# spent waiting (postflow's settle time, the simulator's deadlines, Wine's process start).
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
-PARALLEL_BINARIES=${PARALLEL_BINARIES:-1}
+# Two binaries at a time: measured 450 s of tests against 710 s for one at a time, on a
+# 2-core machine others were building on (load about 8 and 12: a rough comparison). Once, one at a time was the rule because a
+# test restarting postflow after kill -9 on the same free port raced the other binary for it
+# and hung; the harness now takes such ports outside the ephemeral ranges
+# (tests/common/mod.rs, free_port), and a postflow that exits fails its test at once.
+PARALLEL_BINARIES=${PARALLEL_BINARIES:-2}
+# The test binaries that took longest under Wine when last measured, longest first: they start
+# first. Only the order: every binary runs, named here or not.
+SLOWEST_FIRST=${SLOWEST_FIRST:-upload_slow upload_bulk frameio_api upload_faults stack_stories postflow upload_crash serve_front tunnel}
 WINE_DIR=$PWD/target/wine
 export WINEPREFIX=$WINE_DIR/prefix
 export WINEDEBUG=-all
@@ -149,16 +155,23 @@ run_all() {
     [ $# -gt 0 ] && shift && test_args=("$@")
     local list
     list=$(mktemp)
-    # Each test binary with its package's folder, from cargo's own list.
+    # Each test binary with its package's folder, from cargo's own list; the slowest first
+    # (SLOWEST_FIRST), so that the binaries running beside them fill the time they take.
     "$CARGO" test --workspace --target "$TRIPLE" --no-run --message-format=json \
         "${cargo_args[@]}" | python3 -c '
 import json, os, sys
+slowest = sys.argv[1].split()
+rows = []
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("profile", {}).get("test") \
             and m.get("executable"):
-        print(os.path.dirname(m["manifest_path"]) + "\t" + m["executable"])
-' >"$list" || die "the tests do not compile for $TRIPLE"
+        name = os.path.basename(m["executable"]).rsplit("-", 1)[0]
+        rank = slowest.index(name) if name in slowest else len(slowest)
+        rows.append((rank, os.path.dirname(m["manifest_path"]) + "\t" + m["executable"]))
+for _, row in sorted(rows, key=lambda r: r[0]):
+    print(row)
+' "$SLOWEST_FIRST" >"$list" || die "the tests do not compile for $TRIPLE"
 
     POSTFLOW_WINE_RESULTS=$(mktemp)
     export POSTFLOW_WINE_RESULTS

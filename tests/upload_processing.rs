@@ -33,6 +33,18 @@ fn complete(rig: &Rig, path: &str) -> bool {
     rig.sim.by_path().get(path).is_some_and(|e| e.complete >= 1)
 }
 
+/// Frame.io holds the next file whose bytes are all in as processing until `finish_processing`
+/// (or, should a test never get there, for ten minutes).
+fn hold_processing(o: &mut sim::Options) {
+    o.faults.slow_complete_next = 1;
+    o.faults.slow_complete_ms = 600_000;
+}
+
+/// Frame.io ends the processing `hold_processing` holds: the file becomes complete.
+fn finish_processing(rig: &Rig) {
+    rig.sim.set_faults(|f| f.slow_complete_ms = 0);
+}
+
 fn post(rig: &Rig, path: &str) {
     let listen = rig.config["dashboard"]["listen"].as_str().unwrap();
     let status = ureq::post(&format!("http://{listen}{path}"))
@@ -42,16 +54,13 @@ fn post(rig: &Rig, path: &str) {
     assert_eq!(status, 200, "POST {path}");
 }
 
-/// With one upload slot, Frame.io takes 45 s to process the first file. The second file is
-/// uploaded and done meanwhile; pausing stops a third from starting but not the first from
-/// finishing; every file is there once, and nothing was deleted.
+/// With one upload slot, Frame.io is still processing the first file when the second is
+/// uploaded and done; pausing stops a third from starting but not the first from finishing;
+/// every file is there once, and nothing was deleted.
 #[test]
 fn a_slow_frameio_transcode_of_one_file_does_not_hold_back_the_next_upload() {
     for mode in ["local", "remote"] {
-        let mut rig = Rig::new(&format!("up-slow-transcode-{mode}"), mode, |o| {
-            o.faults.slow_complete_next = 1;
-            o.faults.slow_complete_ms = 45_000;
-        });
+        let mut rig = Rig::new(&format!("up-slow-transcode-{mode}"), mode, hold_processing);
         rig.with_dashboard();
         rig.config["upload"]["concurrency"] = json!(1);
         rig.env("POSTFLOW_POLL_MS", "200");
@@ -77,6 +86,7 @@ fn a_slow_frameio_transcode_of_one_file_does_not_hold_back_the_next_upload() {
         // Paused: no new upload starts, and the one processing is still watched to the end.
         post(&rig, "/api/pause");
         expected.insert("later.mov".to_string(), rig.make("later.mov", 100_000, 3));
+        finish_processing(&rig);
         common::wait_until(
             Duration::from_secs(120),
             "big.mov done while paused",
@@ -105,10 +115,7 @@ fn a_slow_frameio_transcode_of_one_file_does_not_hold_back_the_next_upload() {
 #[test]
 fn kill_9_while_a_job_is_processing_leaves_it_done_uploaded_once_and_never_deleted() {
     for mode in ["remote", "local"] {
-        let mut rig = Rig::new(&format!("up-kill-processing-{mode}"), mode, |o| {
-            o.faults.slow_complete_next = 1;
-            o.faults.slow_complete_ms = 20_000;
-        });
+        let mut rig = Rig::new(&format!("up-kill-processing-{mode}"), mode, hold_processing);
         rig.with_dashboard();
         rig.env("POSTFLOW_POLL_MS", "200");
         let child = rig.start();
@@ -128,6 +135,11 @@ fn kill_9_while_a_job_is_processing_leaves_it_done_uploaded_once_and_never_delet
         kill9(child);
 
         let child = rig.start();
+        // The restart finds it still processing, and watches it.
+        common::wait_until(Duration::from_secs(60), "the job processing again", || {
+            state(&rig, "A001C003.mov").as_deref() == Some("processing")
+        });
+        finish_processing(&rig);
         rig.wait_done(1, Duration::from_secs(90));
         let after = job(&rig, "A001C003.mov");
         let log = stop(&rig, child);
@@ -181,8 +193,7 @@ fn a_local_upload_whose_parts_were_all_in_at_the_crash_is_watched_not_sent_again
         o.faults.part_size = 256 * 1024;
         o.faults.single_part_below = 0;
         o.faults.part_url_lifetime_secs = 8;
-        o.faults.slow_complete_next = 1;
-        o.faults.slow_complete_ms = 30_000;
+        hold_processing(o);
     });
     rig.with_dashboard();
     rig.env("POSTFLOW_POLL_MS", "200");
@@ -209,6 +220,11 @@ fn a_local_upload_whose_parts_were_all_in_at_the_crash_is_watched_not_sent_again
     // A stop longer than the part URLs live.
     std::thread::sleep(Duration::from_secs(9));
     let child = rig.start();
+    // The restart finds every part in and Frame.io processing, and watches it.
+    common::wait_until(Duration::from_secs(60), "the job processing again", || {
+        state(&rig, "A002C001.mov").as_deref() == Some("processing")
+    });
+    finish_processing(&rig);
     rig.wait_done(1, Duration::from_secs(90));
     let after = job(&rig, "A002C001.mov");
     let log = stop(&rig, child);

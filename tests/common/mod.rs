@@ -6,8 +6,10 @@ pub mod sim_bins;
 #[cfg(windows)]
 mod win32;
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -197,10 +199,18 @@ pub fn owner_only(path: &Path) {
     win32::owner_only(path);
 }
 
-/// Polls `cond` every 20 ms until it holds, or panics naming what it waited for.
+/// Polls `cond` every 20 ms until it holds, or panics naming what it waited for. It fails at
+/// once, with that postflow's log, when a postflow this test keeps running (`expect_running`)
+/// has exited meanwhile: nothing it waits for can come then.
 pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
+        if let Some(exited) = exited_unexpectedly() {
+            if cond() {
+                return;
+            }
+            panic!("{exited} while the test waited for {what}");
+        }
         assert!(
             start.elapsed() < limit,
             "timed out after {limit:?} waiting for {what}"
@@ -209,8 +219,85 @@ pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A loopback port for a listener the test may start more than once, e.g. a postflow's
+/// dashboard or file server, restarted on the same port after a `kill -9`. It is outside every
+/// system's ephemeral range (Linux 32768-60999, Windows and macOS 49152-65535), so no `bind`
+/// to port 0 and no outgoing connection (of this test, of another test or binary running
+/// beside it) can take it while that listener is down; random, free when chosen, and never
+/// handed out twice by one test binary.
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    loop {
+        let port = 20_000 + (getrandom::u32().expect("the OS's random source") % 12_768) as u16;
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.get_or_insert_with(HashSet::new).contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.as_mut().unwrap().insert(port);
+            return port;
+        }
+    }
+}
+
+/// The postflow instances tests keep running, by pid: the thread that started each, and its
+/// log. An instance leaves it when a test stops it (`signal`, `wait_exit`).
+static RUNNING: Mutex<Option<HashMap<u32, (std::thread::ThreadId, PathBuf)>>> = Mutex::new(None);
+
+fn running(
+) -> std::sync::MutexGuard<'static, Option<HashMap<u32, (std::thread::ThreadId, PathBuf)>>> {
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Notes that the test on this thread keeps postflow `pid` running until it stops it: should
+/// that postflow exit by itself (a port it cannot bind, a crash), the waits of this test fail
+/// at once with its log (`log`) instead of waiting out their deadlines.
+pub fn expect_running(pid: u32, log: &Path) {
+    running()
+        .get_or_insert_with(HashMap::new)
+        .insert(pid, (std::thread::current().id(), log.to_path_buf()));
+}
+
+/// The test stops `pid` itself (or waits for it to exit): its exit is no surprise.
+fn expect_exit(pid: u32) {
+    if let Some(map) = running().as_mut() {
+        map.remove(&pid);
+    }
+}
+
+/// "postflow (pid N) exited" with its log, when a postflow this thread's test keeps running
+/// (`expect_running`) is gone.
+pub fn exited_unexpectedly() -> Option<String> {
+    let me = std::thread::current().id();
+    let gone: Vec<(u32, PathBuf)> = running()
+        .iter()
+        .flatten()
+        .filter(|(_, (thread, _))| *thread == me)
+        .map(|(pid, (_, log))| (*pid, log.clone()))
+        .filter(|(pid, _)| !still_runs(*pid))
+        .collect();
+    let (pid, log) = gone.into_iter().next()?;
+    expect_exit(pid);
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    Some(format!(
+        "postflow (pid {pid}) exited by itself; its log (stderr):\n{log}\n"
+    ))
+}
+
+#[cfg(any(target_os = "linux", windows))]
+fn still_runs(pid: u32) -> bool {
+    is_alive(pid)
+}
+
+/// Elsewhere the harness cannot tell (no /proc): the deadlines alone end such a wait.
+#[cfg(not(any(target_os = "linux", windows)))]
+fn still_runs(_pid: u32) -> bool {
+    true
+}
+
 /// Waits for a child to exit, up to `limit`; kills it and panics if it does not.
 pub fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
+    expect_exit(child.id());
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -228,6 +315,9 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
 /// Sends a signal by name (`TERM`, `KILL`, …) with the system's `kill` command.
 #[cfg(unix)]
 pub fn signal(pid: u32, name: &str) {
+    if ["KILL", "TERM", "INT"].contains(&name) {
+        expect_exit(pid);
+    }
     let ok = Command::new("kill")
         .arg(format!("-{name}"))
         .arg(pid.to_string())
@@ -250,6 +340,9 @@ pub const STOPPING: &str = "stopping (asked by `postflow stop`)";
 /// the others (`STOP`, `USR1`, …): a test that needs one is not run on Windows.
 #[cfg(windows)]
 pub fn signal(pid: u32, name: &str) {
+    if ["KILL", "TERM", "INT"].contains(&name) {
+        expect_exit(pid);
+    }
     match name {
         "TERM" | "INT" => win32::ask_to_stop(pid),
         "KILL" => win32::terminate_pid(pid),

@@ -16,13 +16,28 @@ use sim::FrameIo;
 use crate::common::{signal, wait_exit, Sandbox};
 use crate::frameio_support::{config_for, seed_tokens, start_sim};
 
-/// A free loopback port (bound and released: a tiny race, fine for tests).
+/// A loopback port postflow can be started on again after a `kill -9` (`common::free_port`).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::common::free_port()
+}
+
+/// The body of a GET to the running instance, within 30 s: a port that answers nothing must
+/// fail the test, not hang it.
+fn get(url: &str) -> Result<String, ureq::Error> {
+    ureq::get(url)
+        .config()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .call()?
+        .body_mut()
+        .read_to_string()
+}
+
+/// Panics with the log when the postflow this test keeps running has exited.
+fn fail_if_exited(what: &str) {
+    if let Some(exited) = crate::common::exited_unexpectedly() {
+        panic!("{exited} while the test waited for {what}");
+    }
 }
 
 /// Writes a file of `size` bytes: pseudo-random data, or for big files random heads and tails
@@ -126,7 +141,18 @@ impl Rig {
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = spawn_logged(cmd.arg("run").arg(&path), &self.sandbox.log_path());
         self.sandbox.track(&child);
+        // From here on, a postflow that exits by itself fails the test at once, with its log.
+        crate::common::expect_running(child.id(), &self.sandbox.log_path());
         self.sandbox.wait_for_lock_owner(child.id());
+        // Listening on its fixed dashboard port (the one the test reads the API on).
+        if let Some(listen) = self.config["dashboard"]["listen"].as_str() {
+            if !listen.ends_with(":0") {
+                let url = format!("http://{listen}/health");
+                crate::common::wait_until(Duration::from_secs(60), "the dashboard", || {
+                    matches!(get(&url), Ok(_) | Err(ureq::Error::StatusCode(_)))
+                });
+            }
+        }
         child
     }
 
@@ -144,6 +170,7 @@ impl Rig {
             if missing.is_empty() && done >= expected.len() {
                 return;
             }
+            fail_if_exited("files to arrive");
             assert!(
                 start.elapsed() < limit,
                 "after {limit:?}: missing {missing:?}, {done} done\nFrame.io has {have:?}\n\
@@ -274,19 +301,13 @@ impl Rig {
     /// The running instance's `/api/queue/stats` (the dashboard must have a fixed port).
     pub fn queue_stats(&self) -> Option<Value> {
         let listen = self.config["dashboard"]["listen"].as_str()?;
-        let mut resp = ureq::get(&format!("http://{listen}/api/queue/stats"))
-            .call()
-            .ok()?;
-        serde_json::from_str(&resp.body_mut().read_to_string().ok()?).ok()
+        serde_json::from_str(&get(&format!("http://{listen}/api/queue/stats")).ok()?).ok()
     }
 
     /// The running instance's `/api/status` (the dashboard must have a fixed port).
     pub fn status(&self) -> Option<Value> {
         let listen = self.config["dashboard"]["listen"].as_str()?;
-        let mut resp = ureq::get(&format!("http://{listen}/api/status"))
-            .call()
-            .ok()?;
-        serde_json::from_str(&resp.body_mut().read_to_string().ok()?).ok()
+        serde_json::from_str(&get(&format!("http://{listen}/api/status")).ok()?).ok()
     }
 
     /// The transfer the page shows for `name`, if any.
@@ -308,12 +329,10 @@ impl Rig {
     /// Jobs of the running instance, from `/api/jobs` (the dashboard must have a fixed port).
     pub fn jobs(&self) -> Vec<Value> {
         let listen = self.config["dashboard"]["listen"].as_str().unwrap();
-        let text = ureq::get(&format!("http://{listen}/api/jobs?limit=1000"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap();
+        let text = get(&format!("http://{listen}/api/jobs?limit=1000")).unwrap_or_else(|e| {
+            fail_if_exited("/api/jobs");
+            panic!("GET /api/jobs: {e}")
+        });
         let body: Value = serde_json::from_str(&text).unwrap();
         body["jobs"].as_array().cloned().unwrap_or_default()
     }
@@ -330,6 +349,7 @@ impl Rig {
             if done >= n {
                 return;
             }
+            fail_if_exited(&format!("{n} jobs done"));
             assert!(
                 start.elapsed() < limit,
                 "after {limit:?}: {done} of {n} jobs done\nFrame.io has {:?}\nlog:\n{}",

@@ -266,7 +266,9 @@ fn finish(shared: &Shared, file_id: &str, result: Result<(u64, String), String>)
 }
 
 /// `slow_complete_next`: holds this background thread (a fetch's, or the part assembly's)
-/// `slow_complete_ms` before the file becomes complete, or until it is deleted.
+/// `slow_complete_ms` before the file becomes complete, or until it is deleted. The hold is
+/// read again while it lasts, so lowering `slow_complete_ms` (`set_faults`) ends it early: a
+/// test holds a file in processing for as long as it needs, then lets it finish.
 pub(crate) fn slow_complete(shared: &Shared, file_id: &str) {
     let hold = {
         let mut faults = shared.faults();
@@ -275,8 +277,8 @@ pub(crate) fn slow_complete(shared: &Shared, file_id: &str) {
     };
     let Some(hold) = hold else { return };
     log::info!("frameio-sim: {file_id} has every byte and completes in {hold:?}");
-    let until = std::time::Instant::now() + hold;
-    while std::time::Instant::now() < until {
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(shared.faults().slow_complete_ms) {
         if !shared.lock().nodes.contains_key(file_id) {
             return;
         }
