@@ -44,7 +44,7 @@ pub fn write_atomic<T>(
         let seen = inspect(&file)?;
         // Replaces an existing file on every platform: std renames with POSIX semantics
         // where Windows offers them, else MoveFileExW with MOVEFILE_REPLACE_EXISTING.
-        std::fs::rename(&tmp, path)?;
+        rename_replacing(&tmp, path)?;
         sync_rename(dir, &file)?;
         Ok(seen)
     })();
@@ -53,6 +53,33 @@ pub fn write_atomic<T>(
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+/// `std::fs::rename`, tried again for a moment on Windows when the target is busy: another
+/// process that has it open without delete sharing (a virus scanner, a backup agent, an
+/// editor showing it; Wine too, at times) makes the rename fail with "access denied" or a
+/// sharing violation for as long as it holds it, usually milliseconds.
+fn rename_replacing(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(windows)]
+    {
+        const ERROR_SHARING_VIOLATION: i32 = 32;
+        let mut tries = 0;
+        loop {
+            match std::fs::rename(from, to) {
+                Err(e)
+                    if tries < 20
+                        && (e.kind() == io::ErrorKind::PermissionDenied
+                            || e.raw_os_error() == Some(ERROR_SHARING_VIOLATION)) =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+    #[cfg(not(windows))]
+    std::fs::rename(from, to)
 }
 
 /// Opens `path` to append to it, creating it owner-only if it is not there.

@@ -78,11 +78,17 @@ impl Sidecar {
 
     /// Records a finished part durably.
     pub fn record_done(&self, job: u64, index: usize) -> io::Result<()> {
+        // Parts finish on several threads at once. One write of the whole line (`writeln!`
+        // would write the number and the newline apart, and two threads could make "31\n\n"
+        // of parts 3 and 1), and one thread at a time: an appending write is atomic on Linux
+        // and Windows, but not everywhere (Wine seeks to the end and then writes, and lost a
+        // part 1 time in 3 to that), and nothing here needs two at once.
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let mut f = private_file::open_append(&self.done_path(job))?;
-        // One write of the whole line: parts finish on several threads at once, and an
-        // appending write is atomic only as a whole (`writeln!` would write the number and the
-        // newline apart, and two threads could make "31\n\n" of parts 3 and 1).
-        f.write_all(format!("{index}\n").as_bytes())?;
+        {
+            let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+            f.write_all(format!("{index}\n").as_bytes())?;
+        }
         f.sync_data()
     }
 
