@@ -74,6 +74,8 @@ pub struct Deps {
     pub login: Option<Arc<dyn FrameioLogin>>,
     /// The config's projects, as `/api/status` lists them.
     pub projects: Vec<crate::config::ProjectConfig>,
+    /// The comments Frame.io's review loop brought (`GET /api/jobs/<id>/comments`).
+    pub review: crate::review::store::Board,
 }
 
 /// Everything a request handler can see.
@@ -91,6 +93,7 @@ pub struct Ctx {
     pub started: SystemTime,
     /// `/api/status`'s `projects`: name, root, project_id, folder.
     pub projects: Value,
+    pub review: crate::review::store::Board,
 }
 
 impl Ctx {
@@ -373,6 +376,7 @@ impl Dashboard {
             hub: deps.hub.clone(),
             started: SystemTime::now(),
             projects: projects_json(&deps.projects),
+            review: deps.review,
         });
         Ok(Dashboard {
             listener,

@@ -128,6 +128,29 @@ pub struct Job {
     /// on the other versions in Frame.io. (Boxed: most jobs have none, and jobs travel by value.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack: Option<Box<Stacking>>,
+    /// What Frame.io's review loop said of the uploaded file (`review.webhooks`).
+    #[serde(default, skip_serializing_if = "Review::is_empty")]
+    pub review: Review,
+}
+
+/// The review of a `done` job's file in Frame.io, as its webhooks tell it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    /// Frame.io finished its proxies (`file.ready`): the link can be sent to reviewers.
+    #[serde(default)]
+    pub ready: bool,
+    /// The file's Status field ("Needs Review", "Approved", …), when set.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Comments known on the file (the follower keeps them, `GET /api/jobs/<id>/comments`).
+    #[serde(default)]
+    pub comments: u32,
+}
+
+impl Review {
+    pub fn is_empty(&self) -> bool {
+        *self == Review::default()
+    }
 }
 
 /// Where stacking a version stands. A step after the upload: whatever happens to it, the
@@ -574,6 +597,7 @@ mod tests {
             created_ms: 1,
             updated_ms: 2,
             stack: None,
+            review: Default::default(),
         }
     }
 

@@ -57,6 +57,7 @@ use crate::http1::{self, Body, Conn, Front, Handler, Limits, Outcome, Request, R
 use crate::links::LinkState;
 pub use crate::links::{Link, LinkActivity, Links};
 use crate::range::{self, RangeRequest};
+use crate::review::gate::{self, Gate};
 use crate::timefmt;
 
 /// Bytes read from the file and written to the socket per step of a body: large reads
@@ -132,12 +133,15 @@ pub enum ServeEvent {
 pub struct FileServer {
     local_addr: SocketAddr,
     links: Links,
+    hooks: Arc<Gate>,
     front: Front,
 }
 
 /// What a request handler needs.
 struct Files {
     links: Links,
+    /// Frame.io's webhook deliveries (`POST /hooks/frameio/<token>`), while review is on.
+    hooks: Arc<Gate>,
     events: Sender<ServeEvent>,
     /// Bytes of body buffers reserved against `BUFFER_BUDGET`.
     #[cfg_attr(target_os = "linux", allow(dead_code))]
@@ -157,8 +161,10 @@ impl FileServer {
         let listener = TcpListener::bind(opts.listen)?;
         let local_addr = listener.local_addr()?;
         let links = Links::new(opts.link_ttl);
+        let hooks = Arc::new(Gate::default());
         let files = Arc::new(Files {
             links: links.clone(),
+            hooks: Arc::clone(&hooks),
             events,
             buffer_bytes: AtomicUsize::new(0),
         });
@@ -176,6 +182,7 @@ impl FileServer {
         Ok(FileServer {
             local_addr,
             links,
+            hooks,
             front,
         })
     }
@@ -188,6 +195,11 @@ impl FileServer {
     /// The link registry this server serves from.
     pub fn links(&self) -> Links {
         self.links.clone()
+    }
+
+    /// The door for Frame.io's webhook deliveries (closed until the review follower opens it).
+    pub fn hooks(&self) -> Arc<Gate> {
+        Arc::clone(&self.hooks)
     }
 
     /// Connections open right now (transfers, idle keep-alives, heads on their way).
@@ -287,6 +299,9 @@ impl Files {
                 .map(|()| false)
                 .map_err(|e| (String::new(), e))
         };
+        if req.method == "POST" && req.query.is_empty() && self.hooks.is_ours(&req.path) {
+            return self.webhook(req, conn).map_err(|e| (String::new(), e));
+        }
         if req.method != "GET" && !is_head {
             return not_found(conn, "method");
         }
@@ -386,6 +401,41 @@ impl Files {
         Ok(keep_alive)
     }
 }
+
+impl Files {
+    /// A Frame.io webhook delivery: the body read within [`HOOK_BODY_WITHIN`] (after its
+    /// declared length is checked), judged by the gate, answered at once; the follower does
+    /// the work. The connection closes after it.
+    fn webhook(&self, req: &Request, conn: &mut Conn) -> io::Result<bool> {
+        let verdict = match req.body {
+            Body::Length(n) if n > gate::MAX_BODY => self.hooks.too_large(),
+            // Never decoded here: a chunked body could be any size.
+            Body::Chunked => self.hooks.too_large(),
+            Body::None | Body::Length(_) => {
+                let body = match req.body {
+                    Body::None => Vec::new(),
+                    _ => conn.read_body_within(HOOK_BODY_WITHIN)?,
+                };
+                let (ts, sig) = match (
+                    req.single("x-frameio-request-timestamp"),
+                    req.single("x-frameio-signature"),
+                ) {
+                    (Ok(ts), Ok(sig)) => (ts, sig),
+                    _ => (None, None),
+                };
+                self.hooks
+                    .deliver(&req.path, ts, sig, &body, std::time::SystemTime::now())
+            }
+        };
+        let status = verdict.status();
+        log::debug!("file server: POST webhook from {}: {status}", conn.peer());
+        write_simple(conn, req, status, &format!("{}\n", http1::reason(status)))?;
+        Ok(false)
+    }
+}
+
+/// A webhook delivery's body must arrive whole within this (64 KiB at most).
+const HOOK_BODY_WITHIN: Duration = Duration::from_secs(10);
 
 /// A small plain-text page (errors).
 fn plain_page(status: u16, body: &str) -> Response {

@@ -85,6 +85,7 @@ impl Pipeline {
                 dead_threads: Arc::new(Mutex::new(Vec::new())),
                 login: opts.login,
                 projects: config.projects.clone(),
+                review: Default::default(),
             },
         )
         .unwrap();
