@@ -217,6 +217,23 @@ fn expected_signature(secret: &str, ts: &str, body: &str) -> String {
     format!("v0={hex}")
 }
 
+/// Waits until the simulator has logged `n` delivery attempts (a receiver sees a request
+/// before the simulator has its answer and logs it); panics after 20 s.
+fn wait_deliveries(sim: &FrameIo, n: usize) -> Vec<sim::DeliveryRecord> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = sim.deliveries();
+        if log.len() >= n {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited for {n} deliveries: {log:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -507,7 +524,7 @@ fn a_delivery_is_signed_as_frameio_documents_and_goes_through_the_tunnel_registr
     assert!(d.json()["user"]["id"]
         .as_str()
         .is_some_and(|s| !s.is_empty()));
-    let log = sim.deliveries();
+    let log = wait_deliveries(&sim, 1);
     assert_eq!(log.len(), 1);
     assert_eq!(log[0].webhook_id, made["id"].as_str().unwrap());
     assert_eq!(log[0].event, "comment.created");
@@ -571,10 +588,8 @@ fn only_active_webhooks_of_the_events_workspace_subscribed_to_the_event_hear_it(
     assert_eq!(got[0].json()["project"]["id"], *c.id);
     assert_eq!(got[0].json()["workspace"]["id"], *c.workspace_id);
     // Everything fired has been attempted once by now: 3 deliveries in the log.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sim.deliveries().len() < 3 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_deliveries(&sim, 3);
+    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(sim.deliveries().len(), 3, "{:?}", sim.deliveries());
     assert_eq!(main_rx.got().len(), 1);
     assert_eq!(main_rx.got()[0].json()["resource"]["id"], *id);
@@ -690,7 +705,7 @@ fn with_duplicates_each_event_arrives_that_many_extra_times_with_the_same_body()
         got[0].json()["resource"],
         json!({"id": c, "type": "comment"})
     );
-    let copies: Vec<u32> = sim.deliveries().iter().map(|d| d.copy).collect();
+    let copies: Vec<u32> = wait_deliveries(&sim, 3).iter().map(|d| d.copy).collect();
     assert_eq!(copies, [0, 1, 2]);
 }
 
@@ -1130,6 +1145,7 @@ fn the_demo_routes_comment_complete_and_set_a_status_over_http() {
     assert!(body.contains("Done"), "{body}");
     assert_eq!(post("/_sim/comments/nope/complete", json!({})).0, 404);
     // Inspection.
+    wait_deliveries(&sim, 3);
     let all = get(b, "", "/_sim/comments").json();
     assert_eq!(all[0]["author"], "Ada");
     assert_eq!(all[0]["timecode"], "00:00:03:12");
