@@ -513,12 +513,7 @@ impl Follower {
                 continue;
             };
             let file_id = job.file_id.clone().unwrap_or_default();
-            let items = match api.list_all(
-                &format!(
-                    "/v4/accounts/{account}/files/{file_id}/comments?include=owner,replies&timestamp_as_timecode=true"
-                ),
-                Class::ReviewRead,
-            ) {
+            let items = match list_comments(api, &account, &file_id) {
                 Ok(items) => items,
                 Err(ApiError::Stopped) => return Err(ApiError::Stopped),
                 Err(e) => {
@@ -584,6 +579,35 @@ pub fn news_json(job: u64, news: &ReviewNews) -> Value {
         }
         ReviewNews::Status(s) => json!({"job": job, "kind": "status", "status": s}),
     }
+}
+
+/// Every comment of a file with its owner, replies and timecode. Frame.io's `links.next`
+/// carries only the cursor, so the parameters are added again to each page.
+fn list_comments(api: &Api, account: &str, file_id: &str) -> Result<Vec<Value>, ApiError> {
+    const QUERY: &str = "include=owner,replies&timestamp_as_timecode=true&page_size=100";
+    let mut path = format!("/v4/accounts/{account}/files/{file_id}/comments?{QUERY}");
+    let mut items = Vec::new();
+    for _ in 0..1000 {
+        let body = api.call(Method::Get, &path, None, Class::ReviewRead)?;
+        if let Some(data) = body["data"].as_array() {
+            items.extend(data.iter().cloned());
+        }
+        let Some(next) = body["links"]["next"].as_str().filter(|n| !n.is_empty()) else {
+            return Ok(items);
+        };
+        // Only the path is used, on our own base: a link elsewhere never gets our token.
+        let Some(at) = next.find("/v4/") else {
+            return Ok(items);
+        };
+        let next = &next[at..];
+        let sep = if next.contains('?') { '&' } else { '?' };
+        let next = format!("{next}{sep}{QUERY}");
+        if next == path {
+            return Ok(items);
+        }
+        path = next;
+    }
+    Ok(items)
 }
 
 fn count(state: &State, job: u64) -> u32 {
