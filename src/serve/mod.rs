@@ -1,8 +1,11 @@
 //! The public file server: the only listener the Cloudflare tunnel exposes.
 //!
 //! It answers `GET` and `HEAD /f/<token>/<file name>` for links registered through
-//! [`Links`], with single byte ranges (RFC 9110), and nothing else: every other request,
-//! method, path, unknown, expired or revoked token gets the same 404.
+//! [`Links`], with single byte ranges (RFC 9110), and, while the review loop has opened it,
+//! `POST /hooks/frameio/<path token>` (Frame.io's webhook deliveries, judged by
+//! [`crate::review::gate`]: a declared body over 64 KiB is refused unread, the body must
+//! arrive within 10 s). Nothing else: every other request, method, path, unknown, expired or
+//! revoked token gets the same 404.
 //!
 //! The HTTP/1.1 layer is the front both listeners share (`crate::http1`, which also says why
 //! not tiny_http): heads are read without a thread, and every write must make progress.
@@ -33,7 +36,8 @@
 //!
 //! Not handled, on purpose: multipart/byteranges (several ranges get the whole file with
 //! 200), `If-None-Match`/`If-Modified-Since` (the response is `no-store`, nobody caches
-//! it), request bodies, query strings (404), HTTP/2, TLS (cloudflared terminates it).
+//! it), request bodies but a webhook's, query strings (404), HTTP/2, TLS (cloudflared
+//! terminates it).
 // `deny`, not `forbid`: `zerocopy` alone calls sendfile(2), which std does not offer.
 #![deny(unsafe_code)]
 
