@@ -107,6 +107,7 @@ pub fn run_follower(f: Follower) {
     let mut next_try = Instant::now();
     let mut workspaces: HashMap<(String, String), String> = HashMap::new();
     let mut caught_up_now = false;
+    let mut plain_http: Option<String> = None;
     loop {
         let url = (f.public)()
             .url()
@@ -116,7 +117,17 @@ pub fn run_follower(f: Follower) {
                 _ => None,
             });
         if let Some(url) = url.filter(|u| ensured.as_deref() != Some(u.as_str())) {
-            if Instant::now() >= next_try {
+            if !url.starts_with("https://") {
+                // Frame.io delivers only to a public https URL (an external tunnel's
+                // `http://` address is a test's or a LAN's): no webhook, no calls.
+                if plain_http.as_deref() != Some(url.as_str()) {
+                    f.component(
+                        ComponentState::Off,
+                        &format!("review updates need an https public URL ({url} is not)"),
+                    );
+                    plain_http = Some(url);
+                }
+            } else if Instant::now() >= next_try {
                 match f.ensure(&api, &mut state, &url, &mut workspaces) {
                     Ok(()) => {
                         let secrets = state.hooks.iter().map(|h| h.secret.clone()).collect();

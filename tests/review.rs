@@ -432,3 +432,19 @@ fn comments_made_while_postflow_was_down_are_told_once_after_the_restart() {
     assert_eq!(the_job(&rig)["review"]["comments"], 3);
     stop(&rig, child);
 }
+
+#[test]
+fn without_a_tunnel_the_status_says_review_updates_need_one() {
+    let mut rig = Rig::new("review-no-tunnel", "local", |_| {});
+    rig.with_dashboard();
+    let child = rig.start();
+    common::wait_until(Duration::from_secs(30), "the review component", || {
+        rig.status()
+            .is_some_and(|s| s["components"]["review"]["state"] == "off")
+    });
+    let status = rig.status().unwrap();
+    let detail = status["components"]["review"]["detail"].as_str().unwrap();
+    assert!(detail.contains("review updates need a tunnel"), "{detail}");
+    stop(&rig, child);
+    assert!(rig.sim.webhooks().is_empty());
+}
