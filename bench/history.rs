@@ -260,6 +260,7 @@ fn write_ledger(dir: &std::path::Path, now: u64) {
                     sent_ms: Some(finished - 10_000),
                     finished_ms: Some(finished),
                 })),
+                review: Default::default(),
             }
         })
         .collect();

@@ -31,6 +31,7 @@ fn main() {
             updated_ms: 1_700_000_000_000,
             stack: None,
             times: None,
+            review: Default::default(),
         })
         .collect();
     ledger.write(&jobs).expect("write");

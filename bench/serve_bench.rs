@@ -1,5 +1,7 @@
-//! Development entry for `bench/serve`: starts the public file server on 127.0.0.1 and
-//! registers one link, printing its URL on stdout. Not part of the product.
+//! Development entry for `bench/serve` and `bench/attack`: starts the public file server on
+//! 127.0.0.1 and registers one link, printing its URL on stdout; then opens the webhook door
+//! (`POST /hooks/frameio/<token>`, as the review loop does) and prints its URL on a second
+//! line, so bogus deliveries meet the real checks. Not part of the product.
 //!
 //! Usage: serve-bench FILE [PORT]   (PORT 0 or absent picks a free one)
 
@@ -45,6 +47,13 @@ fn main() -> ExitCode {
         }
     };
     println!("http://{}{}", server.local_addr(), link.url_path);
+    // A secret nobody else knows: every delivery the bench sends is refused (401), as a
+    // stranger's would be; the receiver stays alive so that none is refused for being unread.
+    let (deliveries, _kept) = crossbeam_channel::bounded(256);
+    let secret = postflow::frameio::random_hex(16).unwrap_or_default();
+    let token = "bench0123456789abcdef0123456789ab";
+    server.hooks().open(token, vec![secret], deliveries);
+    println!("http://{}/hooks/frameio/{token}", server.local_addr());
     let _ = std::io::stdout().flush();
     loop {
         std::thread::park();

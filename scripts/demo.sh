@@ -22,7 +22,7 @@ DEMO="$ROOT/demo"
 CARGO="${CARGO:-cargo}"
 BIN="$ROOT/target/debug"
 
-SIM_PID="" POSTFLOW_PID="" WRITER_PID="" WATCHER_PID="" VERSION_PID=""
+SIM_PID="" POSTFLOW_PID="" WRITER_PID="" WATCHER_PID="" VERSION_PID="" REVIEW_PID=""
 # Bold "demo:" on a terminal, plain text when the output is a file or a pipe.
 if [ -t 1 ]; then
   say() { printf '\033[1mdemo:\033[0m %s\n' "$*"; }
@@ -53,6 +53,7 @@ cleanup() {
     # These two are shell loops: their process group holds the loop and its `sleep`.
     stop_pid "the slow writer" "$WRITER_PID" group
     stop_pid "the v002 writer" "$VERSION_PID" group
+    stop_pid "the reviewer" "$REVIEW_PID" group
     stop_pid "the arrival watcher" "$WATCHER_PID" group
     # postflow stops its cloudflared stand-in itself (SIGTERM, grace period), then exits.
     stop_pid postflow "$POSTFLOW_PID"
@@ -197,6 +198,26 @@ next_version() {
 set -m
 next_version &
 VERSION_PID=$!
+set +m
+
+# A reviewer comments on v001 once it is in Frame.io: the simulator delivers the webhook
+# through the tunnel, and postflow shows the comment under the job and logs it.
+review_comment() {
+    until arrived SQ01/UNDLM_00412/SQ01_UNDLM_00412_v001.mov; do sleep 1; done
+    local file_id=""
+    until [ -n "$file_id" ]; do
+        sleep 1
+        file_id=$(curl -sf "$DASH/api/jobs" \
+            | grep -oE '"path":"SQ01_UNDLM_00412_v001.mov"[^}]*"file_id":"[^"]*"' \
+            | sed -E 's/.*"file_id":"([^"]*)"/\1/' || true)
+    done
+    curl -sf -X POST "$SIM_URL/_sim/comments" -H 'Content-Type: application/json' \
+        -d "{\"file_id\":\"$file_id\",\"author\":\"Ada\",\"text\":\"too dark\",\"timestamp\":84}" >/dev/null \
+        && say "Ada commented on SQ01_UNDLM_00412_v001.mov in Frame.io: see it under the job on the page"
+}
+set -m
+review_comment &
+REVIEW_PID=$!
 set +m
 
 # Prints each file as it arrives in the simulated Frame.io (from the simulator's /_sim/paths),

@@ -47,6 +47,7 @@ pub struct Config {
     pub dashboard: DashboardConfig,
     pub state_dir: PathBuf,
     pub notify: NotifyConfig,
+    pub review: ReviewConfig,
     pub log_level: String,
     /// The projects, never empty: the `projects` list, or without one the project
     /// [`DEFAULT_PROJECT`] made from `watch.root`, `frameio.project_id` and the rest.
@@ -169,6 +170,46 @@ pub struct UploadConfig {
     pub max_delay: Duration,
     /// Every byte in and Frame.io still not complete after this long: delete, retry.
     pub processing_timeout: Duration,
+}
+
+/// `review`: Frame.io's webhooks back to postflow (DESIGN.md, "Review loop").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReviewConfig {
+    /// `review.webhooks`: "auto" (on whenever a public URL exists) is `true`, "off" `false`.
+    pub webhooks: bool,
+    /// `review.events`: what the webhook subscribes to.
+    pub events: Vec<String>,
+    /// `review.catch_up_days`: comments on files uploaded this recently are fetched after a
+    /// restart.
+    pub catch_up_days: u64,
+}
+
+/// The events a webhook subscribes to unless `review.events` says otherwise.
+pub const REVIEW_EVENTS: &[&str] = &[
+    "file.ready",
+    "comment.created",
+    "comment.completed",
+    "metadata.value.updated",
+];
+
+/// The events postflow acts on (`review.events` may name only these).
+const REVIEW_EVENTS_KNOWN: &[&str] = &[
+    "file.ready",
+    "comment.created",
+    "comment.completed",
+    "comment.updated",
+    "comment.uncompleted",
+    "metadata.value.updated",
+];
+
+impl Default for ReviewConfig {
+    fn default() -> ReviewConfig {
+        ReviewConfig {
+            webhooks: true,
+            events: REVIEW_EVENTS.iter().map(|s| s.to_string()).collect(),
+            catch_up_days: 7,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -838,6 +879,34 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
     let notify = parse_notify(&mut n)?;
     keys.extend(n.finish()?);
 
+    let mut r = top.section("review")?;
+    let review = ReviewConfig {
+        webhooks: r.choice("webhooks", true, &[("auto", true), ("off", false)])?,
+        events: {
+            let events = r.strings_or("events", REVIEW_EVENTS)?;
+            if events.is_empty() {
+                return key_err(
+                    "review.events",
+                    "empty: name at least one event, or set review.webhooks to \"off\"",
+                );
+            }
+            for (i, e) in events.iter().enumerate() {
+                if !REVIEW_EVENTS_KNOWN.contains(&e.as_str()) {
+                    return key_err(
+                        &format!("review.events[{i}]"),
+                        format!(
+                            "unknown event {e:?}: expected one of {}",
+                            REVIEW_EVENTS_KNOWN.join(", ")
+                        ),
+                    );
+                }
+            }
+            events
+        },
+        catch_up_days: r.number_or("catch_up_days", 7, 0, 365)?,
+    };
+    keys.extend(r.finish()?);
+
     let log_level = top.string_or("log_level", "info")?;
     check_log_level(&log_level)?;
 
@@ -901,6 +970,7 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
         dashboard,
         state_dir,
         notify,
+        review,
         log_level,
         projects,
         several_projects,
@@ -1218,6 +1288,7 @@ impl fmt::Debug for Config {
             .field("dashboard", &self.dashboard)
             .field("state_dir", &self.state_dir)
             .field("notify", &self.notify)
+            .field("review", &self.review)
             .field("log_level", &self.log_level)
             .finish()
     }

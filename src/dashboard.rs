@@ -77,6 +77,8 @@ pub struct Deps {
     pub projects: Vec<crate::config::ProjectConfig>,
     /// Bytes sent per minute (`/api/throughput`).
     pub throughput: Arc<Throughput>,
+    /// The comments Frame.io's review loop brought (`GET /api/jobs/<id>/comments`).
+    pub review: crate::review::store::Board,
 }
 
 /// Everything a request handler can see.
@@ -95,6 +97,7 @@ pub struct Ctx {
     /// `/api/status`'s `projects`: name, root, project_id, folder.
     pub projects: Value,
     pub throughput: Arc<Throughput>,
+    pub review: crate::review::store::Board,
 }
 
 impl Ctx {
@@ -378,6 +381,7 @@ impl Dashboard {
             started: SystemTime::now(),
             projects: projects_json(&deps.projects),
             throughput: deps.throughput,
+            review: deps.review,
         });
         Ok(Dashboard {
             listener,

@@ -67,6 +67,13 @@ pub enum Event {
     /// The URL of the last `TunnelUp` no longer works (or postflow is stopping). Not sent
     /// while cloudflared reconnects: that keeps the URL.
     TunnelDown { reason: String },
+    /// News from Frame.io's review loop about a done job's file: ready for review, a
+    /// comment, its Status (`job.review` is already the new one). For the notifier; the page
+    /// follows the job's `JobChanged`.
+    Review {
+        job: Job,
+        news: crate::review::ReviewNews,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -448,6 +448,7 @@ mod tests {
                 finished_ms: Some(finished),
                 ..JobTimes::default()
             })),
+            review: Default::default(),
         }
     }
 

@@ -133,6 +133,9 @@ pub struct Job {
     /// known. (Boxed, like `stack`: jobs travel by value in every event.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub times: Option<Box<JobTimes>>,
+    /// What Frame.io's review loop said of the uploaded file (`review.webhooks`).
+    #[serde(default, skip_serializing_if = "Review::is_empty")]
+    pub review: Review,
 }
 
 /// A job's times, unix ms; `None` when not known.
@@ -150,6 +153,26 @@ pub struct JobTimes {
     /// When it became `done`, `failed` or `skipped`; `None` while unfinished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_ms: Option<u64>,
+}
+
+/// The review of a `done` job's file in Frame.io, as its webhooks tell it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    /// Frame.io finished its proxies (`file.ready`): the link can be sent to reviewers.
+    #[serde(default)]
+    pub ready: bool,
+    /// The file's Status field ("Needs Review", "Approved", …), when set.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Comments known on the file (the follower keeps them, `GET /api/jobs/<id>/comments`).
+    #[serde(default)]
+    pub comments: u32,
+}
+
+impl Review {
+    pub fn is_empty(&self) -> bool {
+        *self == Review::default()
+    }
 }
 
 /// Where stacking a version stands. A step after the upload: whatever happens to it, the
@@ -607,6 +630,7 @@ mod tests {
             updated_ms: 2,
             stack: None,
             times: None,
+            review: Default::default(),
         }
     }
 

@@ -32,6 +32,7 @@ pub mod process;
 pub mod projects;
 pub mod queue;
 pub mod range;
+pub mod review;
 pub mod serve;
 pub mod shutdown;
 pub mod stack;

@@ -21,6 +21,7 @@ use crate::events::{ComponentState, Event, Hub};
 use crate::frameio::AuthState;
 use crate::human;
 use crate::ledger::{Job, JobState, StackState};
+use crate::review::ReviewNews;
 use crate::timefmt::rfc3339;
 
 /// The tunnel must be down this long before anyone is told.
@@ -63,6 +64,11 @@ pub enum Notice {
     /// It can be written again: everything kept was recorded, uploads go on.
     StateDirWritable {
         detail: String,
+    },
+    /// Frame.io's review loop: a file ready for review, a comment, a comment done, a Status.
+    Review {
+        job: Job,
+        news: ReviewNews,
     },
 }
 
@@ -116,6 +122,9 @@ impl Notices {
                 {
                     None
                 }
+                // The review loop's news about a done job (ready, status, comments) is told
+                // by its own notices, not as the upload again.
+                JobState::Done if !job.review.is_empty() => None,
                 JobState::Done => Some(Notice::UploadDone {
                     job: job.clone(),
                     took: self.started.remove(&job.id).map(|t| now - t),
@@ -130,6 +139,10 @@ impl Notices {
                 }
                 _ => None,
             },
+            Event::Review { job, news } => Some(Notice::Review {
+                job: job.clone(),
+                news: news.clone(),
+            }),
             Event::AuthChanged(state) => {
                 let down = matches!(state, AuthState::NeedsLogin { .. });
                 let notice = match state {
@@ -216,7 +229,9 @@ impl Notice {
     /// The job a notice is about, if any.
     fn job(&self) -> Option<&Job> {
         match self {
-            Notice::UploadDone { job, .. } | Notice::UploadFailed { job } => Some(job),
+            Notice::UploadDone { job, .. }
+            | Notice::UploadFailed { job }
+            | Notice::Review { job, .. } => Some(job),
             _ => None,
         }
     }
@@ -229,6 +244,12 @@ impl Notice {
             Notice::TunnelDown { .. } => "tunnel_down",
             Notice::StateDirUnwritable { .. } => "state_dir_unwritable",
             Notice::StateDirWritable { .. } => "state_dir_writable",
+            Notice::Review { news, .. } => match news {
+                ReviewNews::Ready => "review_ready",
+                ReviewNews::Comment(_) => "review_comment",
+                ReviewNews::Completed(_) => "review_comment_done",
+                ReviewNews::Status(_) => "review_status",
+            },
         }
     }
 
@@ -278,6 +299,7 @@ impl Notice {
                 "postflow's state dir {detail} can be written again: everything seen meanwhile \
                  is recorded, uploads go on"
             ),
+            Notice::Review { job, news } => review_text(job, news),
         }
     }
 
@@ -324,6 +346,25 @@ impl Notice {
                 v["detail"] = json!(detail);
                 v["time"] = json!(rfc3339(SystemTime::now()));
             }
+            Notice::Review { job, news } => {
+                v["name"] = json!(job.name());
+                v["path"] = json!(job.path);
+                v["folder"] = json!(folder_name(job));
+                v["link"] = json!(job.view_url);
+                v["job"] = json!(job.id);
+                v["review_status"] = json!(job.review.status);
+                v["time"] = json!(rfc3339(SystemTime::now()));
+                match news {
+                    ReviewNews::Comment(c) | ReviewNews::Completed(c) => {
+                        v["author"] = json!(c.author);
+                        v["comment"] = json!(c.text);
+                        v["timecode"] = json!(c.timecode);
+                        v["comment_id"] = json!(c.id);
+                    }
+                    ReviewNews::Status(s) => v["status"] = json!(s),
+                    ReviewNews::Ready => {}
+                }
+            }
         }
         v
     }
@@ -368,6 +409,44 @@ impl Notice {
                 })
             }
         }
+    }
+}
+
+/// One line about a review: "Ada on SQ01_UNDLM_00412_v002.mov at 00:00:03:12: too dark,
+/// Needs changes" (the file's Status last, when it has one).
+fn review_text(job: &Job, news: &ReviewNews) -> String {
+    let name = format!("{}{}", project_prefix(job), job.name());
+    let link = job
+        .view_url
+        .as_deref()
+        .map(|u| format!(": {u}"))
+        .unwrap_or_default();
+    let said = |c: &crate::review::store::Comment| {
+        let who = c.author.as_deref().unwrap_or("A guest reviewer");
+        let at = c
+            .timecode
+            .as_deref()
+            .map(|t| format!(" at {t}"))
+            .unwrap_or_default();
+        (who.to_string(), at)
+    };
+    let status = job
+        .review
+        .status
+        .as_deref()
+        .map(|s| format!(", {s}"))
+        .unwrap_or_default();
+    match news {
+        ReviewNews::Ready => format!("{name} is ready for review in Frame.io{link}"),
+        ReviewNews::Comment(c) => {
+            let (who, at) = said(c);
+            format!("{who} on {name}{at}: {}{status}", c.text)
+        }
+        ReviewNews::Completed(c) => {
+            let (who, at) = said(c);
+            format!("Done: {who}'s comment on {name}{at}: {}{status}", c.text)
+        }
+        ReviewNews::Status(s) => format!("{name} is now {s} in Frame.io{link}"),
     }
 }
 
@@ -581,6 +660,7 @@ mod tests {
             updated_ms: 1_714_566_896_000,
             stack: None,
             times: None,
+            review: Default::default(),
         }
     }
 

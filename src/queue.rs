@@ -76,7 +76,7 @@ use crate::config::Config;
 use crate::events::{ComponentState, Event, Hub};
 use crate::history::{self, History};
 use crate::layout::{Destination, Layout};
-use crate::ledger::{Job, JobState, Ledger, StackState};
+use crate::ledger::{Job, JobState, Ledger, Review, StackState};
 use crate::stack::{self, StackTask, StackUpdate, Tracker};
 
 /// The reason of a job recorded as baseline at the very first start.
@@ -189,6 +189,9 @@ pub enum QueueMsg {
     /// whether the ledger has it. A create goes out only once it does, so a crash between
     /// "Frame.io created the file" and "ledger written" always leaves a job that searches.
     Creating { id: u64, written: Sender<bool> },
+    /// From the review follower: what Frame.io's review loop now says of a `done` job's file
+    /// (recorded when it differs, then shown as the job's `review`).
+    Review { id: u64, review: Review },
 }
 
 /// What an upload worker reports about the job it holds.
@@ -578,6 +581,7 @@ impl Queue {
             }
             QueueMsg::Attempt(update) => self.attempt(update, now),
             QueueMsg::Stacked(update) => self.stacked(update, now),
+            QueueMsg::Review { id, review } => self.reviewed(id, review, now),
             QueueMsg::RetryStack { id, reply } => {
                 let _ = reply.send(self.retry_stack(id, now));
             }
@@ -900,6 +904,7 @@ impl Queue {
             updated_ms: now,
             stack: None,
             times: None,
+            review: Default::default(),
         }
     }
 
@@ -1306,6 +1311,18 @@ impl Queue {
         }
         job.stack = Some(Box::new(stacking));
         job.updated_ms = now;
+        self.commit(vec![job], now);
+    }
+
+    fn reviewed(&mut self, id: u64, review: Review, now: u64) {
+        let Some(mut job) = self.current(id).cloned() else {
+            return;
+        };
+        if job.review == review {
+            return;
+        }
+        // `updated_ms` stays: it says when the upload itself last changed (history, order).
+        job.review = review;
         self.commit(vec![job], now);
     }
 

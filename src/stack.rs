@@ -391,6 +391,7 @@ mod tests {
             unknown_file: false,
             stack: None,
             times: None,
+            review: Default::default(),
         };
         if state == JobState::Done {
             j.file_id = Some(format!("file-{id}"));

@@ -11,7 +11,7 @@ pub mod frameio;
 mod util;
 
 pub use frameio::{
-    part_sizes, CreateCount, Faults, FetchMode, FetchRecord, FileView, FolderView, FrameIo,
-    Options, PathEntry, ProjectView, RetryHint, S3PutRecord, SimProject, StackKnobs, StackView,
-    TokenRecord, Tokens, UploadMode,
+    part_sizes, CreateCount, DeliveryRecord, Faults, FetchMode, FetchRecord, FileView, FolderView,
+    FrameIo, Options, PathEntry, ProjectView, RetryHint, S3PutRecord, SimProject, StackKnobs,
+    StackView, TokenRecord, Tokens, UploadMode, WebhookView, STATUS_OPTIONS,
 };

@@ -211,6 +211,23 @@ fn check_frameio(config: &Config) -> Vec<Check> {
     for p in &config.projects {
         lines.extend(check_project(config, p, &api, &accounts));
     }
+    if !config.review.webhooks {
+        lines.push(Check::pass("review: off (review.webhooks)"));
+    } else if config.tunnel.mode == crate::config::TunnelMode::Off {
+        lines.push(Check::warn(format!(
+            "review: {}",
+            crate::review::NEEDS_TUNNEL
+        )));
+    } else {
+        // A webhook Frame.io no longer knows is made again by `run`: a warning, not a failure.
+        for (ok, line) in crate::review::check_lines(&api, &config.state_dir) {
+            lines.push(if ok {
+                Check::pass(line)
+            } else {
+                Check::warn(line)
+            });
+        }
+    }
     lines
 }
 

@@ -261,6 +261,8 @@ impl Pipeline {
         let throughput = Arc::new(Throughput::open(state.path()));
         let auth = Auth::new(&config.frameio, state.path(), Some(hub.clone()));
         let api = Api::new(&config.frameio, auth.clone());
+        // Comments Frame.io's review loop brought earlier, shown before the follower runs.
+        let review_board = crate::review::load_board(state.path());
         let dash = Dashboard::bind(
             &config.dashboard,
             dashboard::Deps {
@@ -271,6 +273,7 @@ impl Pipeline {
                 login: Some(Arc::new(dashboard::login::AuthLogin::new(auth.clone()))),
                 projects: config.projects.clone(),
                 throughput: Arc::clone(&throughput),
+                review: review_board.clone(),
             },
         );
         let dash = match dash {
@@ -331,6 +334,36 @@ impl Pipeline {
                 stackers.push((p.name.clone(), stacker, stack_rx));
             }
         }
+        let review_follower = match (
+            scope,
+            config.review.webhooks,
+            config.tunnel.mode == crate::config::TunnelMode::Off,
+        ) {
+            (Scope::Enqueued, _, _) => {
+                crate::review::announce_off(&hub, "not followed by a one-off upload");
+                None
+            }
+            (_, false, _) => {
+                crate::review::announce_off(&hub, "off (review.webhooks)");
+                None
+            }
+            (_, true, true) => {
+                crate::review::announce_off(&hub, crate::review::NEEDS_TUNNEL);
+                None
+            }
+            (_, true, false) => Some(crate::review::Follower {
+                api: api.clone(),
+                gate: server.hooks(),
+                public: Arc::clone(&public_url),
+                queue: queue_tx.clone(),
+                hub: hub.clone(),
+                board: review_board,
+                state_dir: state.path().to_path_buf(),
+                config: config.review.clone(),
+                projects: config.projects.clone(),
+                stop: stop_rx.clone(),
+            }),
+        };
         let uploader = Arc::new(Uploader::new(
             api,
             server.links(),
@@ -430,6 +463,9 @@ impl Pipeline {
             threads.spawn("serve-events", move || {
                 forward_serve_events(serve_rx, hub, stop)
             });
+        }
+        if let Some(follower) = review_follower {
+            threads.spawn("review", move || crate::review::run_follower(follower));
         }
         for (project, stacker, stack_rx) in stackers {
             let name: &'static str = match config.several_projects {

@@ -62,6 +62,8 @@ impl Model {
             // The tunnel's state reaches the page as its `Component "tunnel"` events; these
             // two are for the uploader's and notifier's benefit.
             Event::TunnelUp { .. } | Event::TunnelDown { .. } => None,
+            // The job's `review` comes with its `job` message; this says what is new.
+            Event::Review { job, news } => Some(("review", crate::review::news_json(job.id, news))),
             Event::JobChanged(job) => {
                 if !matches!(job.state, JobState::Uploading | JobState::Processing) {
                     self.transfers.remove(&job.id);
@@ -245,6 +247,7 @@ pub fn job_json(job: &Job) -> Value {
     let mut v = serde_json::to_value(job).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
         m.insert("name".into(), json!(job.name()));
+        m.insert("review".into(), json!(job.review));
         if let Some(stacking) = &job.stack {
             m.insert(
                 "stack_summary".into(),
@@ -326,6 +329,7 @@ mod tests {
             updated_ms,
             stack: None,
             times: None,
+            review: Default::default(),
         }
     }
 

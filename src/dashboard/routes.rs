@@ -46,6 +46,7 @@ enum Route<'a> {
     Jobs,
     Retry(&'a str),
     RetryStack(&'a str),
+    Comments(&'a str),
     RetryFailed,
     History,
     HistoryCsv,
@@ -78,6 +79,9 @@ fn route<'a>(path: &[&'a str]) -> Option<Route<'a>> {
         ["api", "jobs", id, "retry"] => Route::Retry(id),
         // POST: a done version whose stacking failed: stack it again (only the stacking).
         ["api", "jobs", id, "retry-stack"] => Route::RetryStack(id),
+        // GET: the comments Frame.io's review loop brought on the job's file, oldest first.
+        // {"comments": [{"id","author","text","timecode","created_at","completed"}…]}
+        ["api", "jobs", id, "comments"] => Route::Comments(id),
         // POST: every failed job back to queued; {"retried": n}
         ["api", "retry-failed"] => Route::RetryFailed,
         // GET: finished jobs, newest first, a page at a time. ?project= &q=<text in the path>
@@ -167,6 +171,7 @@ pub(crate) fn handle(ctx: &Ctx, req: &Request, body: &[u8]) -> Reply {
         ("POST", Route::Jobs) => enqueue(ctx, body).into(),
         ("POST", Route::Retry(id)) => retry(ctx, id).into(),
         ("POST", Route::RetryStack(id)) => retry_stack(ctx, id).into(),
+        ("GET", Route::Comments(id)) => comments(ctx, id).into(),
         ("POST", Route::RetryFailed) => retry_failed(ctx).into(),
         ("POST", Route::Pause) => pause(ctx, true).into(),
         ("POST", Route::Resume) => pause(ctx, false).into(),
@@ -233,6 +238,19 @@ fn retry_stack(ctx: &Ctx, id: &str) -> Response {
         Ok(Err(e)) => error(409, &e),
         Err(e) => error(503, &e),
     }
+}
+
+fn comments(ctx: &Ctx, id: &str) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return error(404, "no such job");
+    };
+    match ctx.ask(QueueMsg::Jobs) {
+        Ok(jobs) if jobs.iter().any(|j| j.id == id) => {}
+        Ok(_) => return error(404, "no such job"),
+        Err(e) => return error(503, &e),
+    }
+    let list: Vec<Value> = ctx.review.comments(id).iter().map(|c| c.json()).collect();
+    json(200, &json!({ "comments": list }))
 }
 
 fn retry_failed(ctx: &Ctx) -> Response {

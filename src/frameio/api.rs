@@ -268,10 +268,15 @@ pub enum Class {
     Move,
     /// Reorder a version stack (experimental): 10/min.
     Reorder,
+    /// Create or update a webhook: 10/min each.
+    WebhookChange,
+    /// The review loop's reads: list webhooks, show a comment, list a file's comments, a
+    /// file's metadata and the field definitions: 100/min each, paced here as one budget.
+    ReviewRead,
 }
 
 /// How many classes there are (the pacer keeps one slot each).
-const CLASSES: usize = 14;
+const CLASSES: usize = 16;
 
 impl Class {
     /// (one request per interval, burst). Each burst keeps one slot of Frame.io's bucket in
@@ -291,7 +296,10 @@ impl Class {
             | Class::ListStacks => (Duration::from_millis(200), 4),
             Class::ShowFile => (Duration::from_millis(100), 9),
             Class::Delete => (Duration::from_millis(600), 9),
-            Class::CreateStack | Class::Reorder => (Duration::from_secs(6), 5),
+            Class::CreateStack | Class::Reorder | Class::WebhookChange => {
+                (Duration::from_secs(6), 5)
+            }
+            Class::ReviewRead => (Duration::from_millis(600), 9),
             Class::Move | Class::ShowStack | Class::StackChildren => {
                 (Duration::from_millis(600), 9)
             }

@@ -250,6 +250,12 @@ impl Conn {
     /// caller has checked), within `io_timeout`. Sends `100 Continue` first if the client
     /// waits for it.
     pub fn read_body(&mut self) -> io::Result<Vec<u8>> {
+        self.read_body_within(self.io_timeout)
+    }
+
+    /// [`Conn::read_body`] with the whole body due within `within` (at most `io_timeout`): a
+    /// body that trickles cannot hold a worker longer than that.
+    pub fn read_body_within(&mut self, within: Duration) -> io::Result<Vec<u8>> {
         let len = usize::try_from(self.body_left)
             .ok()
             .filter(|_| self.body_left != u64::MAX)
@@ -258,7 +264,7 @@ impl Conn {
             self.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
         self.expect_continue = false;
-        let deadline = self.begin_step();
+        let deadline = self.begin_step().min(Instant::now() + within);
         let from_buf = len.min(self.buf.len());
         let mut body: Vec<u8> = self.buf.drain(..from_buf).collect();
         body.resize(len, 0);

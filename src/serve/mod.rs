@@ -1,8 +1,11 @@
 //! The public file server: the only listener the Cloudflare tunnel exposes.
 //!
 //! It answers `GET` and `HEAD /f/<token>/<file name>` for links registered through
-//! [`Links`], with single byte ranges (RFC 9110), and nothing else: every other request,
-//! method, path, unknown, expired or revoked token gets the same 404.
+//! [`Links`], with single byte ranges (RFC 9110), and, while the review loop has opened it,
+//! `POST /hooks/frameio/<path token>` (Frame.io's webhook deliveries, judged by
+//! [`crate::review::gate`]: a declared body over 64 KiB is refused unread, the body must
+//! arrive within 10 s). Nothing else: every other request, method, path, unknown, expired or
+//! revoked token gets the same 404.
 //!
 //! The HTTP/1.1 layer is the front both listeners share (`crate::http1`, which also says why
 //! not tiny_http): heads are read without a thread, and every write must make progress.
@@ -33,7 +36,8 @@
 //!
 //! Not handled, on purpose: multipart/byteranges (several ranges get the whole file with
 //! 200), `If-None-Match`/`If-Modified-Since` (the response is `no-store`, nobody caches
-//! it), request bodies, query strings (404), HTTP/2, TLS (cloudflared terminates it).
+//! it), request bodies but a webhook's, query strings (404), HTTP/2, TLS (cloudflared
+//! terminates it).
 // `deny`, not `forbid`: `zerocopy` alone calls sendfile(2), which std does not offer.
 #![deny(unsafe_code)]
 
@@ -57,6 +61,7 @@ use crate::http1::{self, Body, Conn, Front, Handler, Limits, Outcome, Request, R
 use crate::links::LinkState;
 pub use crate::links::{Link, LinkActivity, Links};
 use crate::range::{self, RangeRequest};
+use crate::review::gate::{self, Gate};
 use crate::timefmt;
 
 /// Bytes read from the file and written to the socket per step of a body: large reads
@@ -132,12 +137,15 @@ pub enum ServeEvent {
 pub struct FileServer {
     local_addr: SocketAddr,
     links: Links,
+    hooks: Arc<Gate>,
     front: Front,
 }
 
 /// What a request handler needs.
 struct Files {
     links: Links,
+    /// Frame.io's webhook deliveries (`POST /hooks/frameio/<token>`), while review is on.
+    hooks: Arc<Gate>,
     events: Sender<ServeEvent>,
     /// Bytes of body buffers reserved against `BUFFER_BUDGET`.
     #[cfg_attr(target_os = "linux", allow(dead_code))]
@@ -157,8 +165,10 @@ impl FileServer {
         let listener = TcpListener::bind(opts.listen)?;
         let local_addr = listener.local_addr()?;
         let links = Links::new(opts.link_ttl);
+        let hooks = Arc::new(Gate::default());
         let files = Arc::new(Files {
             links: links.clone(),
+            hooks: Arc::clone(&hooks),
             events,
             buffer_bytes: AtomicUsize::new(0),
         });
@@ -176,6 +186,7 @@ impl FileServer {
         Ok(FileServer {
             local_addr,
             links,
+            hooks,
             front,
         })
     }
@@ -188,6 +199,11 @@ impl FileServer {
     /// The link registry this server serves from.
     pub fn links(&self) -> Links {
         self.links.clone()
+    }
+
+    /// The door for Frame.io's webhook deliveries (closed until the review follower opens it).
+    pub fn hooks(&self) -> Arc<Gate> {
+        Arc::clone(&self.hooks)
     }
 
     /// Connections open right now (transfers, idle keep-alives, heads on their way).
@@ -287,6 +303,9 @@ impl Files {
                 .map(|()| false)
                 .map_err(|e| (String::new(), e))
         };
+        if req.method == "POST" && req.query.is_empty() && self.hooks.is_ours(&req.path) {
+            return self.webhook(req, conn).map_err(|e| (String::new(), e));
+        }
         if req.method != "GET" && !is_head {
             return not_found(conn, "method");
         }
@@ -386,6 +405,41 @@ impl Files {
         Ok(keep_alive)
     }
 }
+
+impl Files {
+    /// A Frame.io webhook delivery: the body read within [`HOOK_BODY_WITHIN`] (after its
+    /// declared length is checked), judged by the gate, answered at once; the follower does
+    /// the work. The connection closes after it.
+    fn webhook(&self, req: &Request, conn: &mut Conn) -> io::Result<bool> {
+        let verdict = match req.body {
+            Body::Length(n) if n > gate::MAX_BODY => self.hooks.too_large(),
+            // Never decoded here: a chunked body could be any size.
+            Body::Chunked => self.hooks.too_large(),
+            Body::None | Body::Length(_) => {
+                let body = match req.body {
+                    Body::None => Vec::new(),
+                    _ => conn.read_body_within(HOOK_BODY_WITHIN)?,
+                };
+                let (ts, sig) = match (
+                    req.single("x-frameio-request-timestamp"),
+                    req.single("x-frameio-signature"),
+                ) {
+                    (Ok(ts), Ok(sig)) => (ts, sig),
+                    _ => (None, None),
+                };
+                self.hooks
+                    .deliver(&req.path, ts, sig, &body, std::time::SystemTime::now())
+            }
+        };
+        let status = verdict.status();
+        log::debug!("file server: POST webhook from {}: {status}", conn.peer());
+        write_simple(conn, req, status, &format!("{}\n", http1::reason(status)))?;
+        Ok(false)
+    }
+}
+
+/// A webhook delivery's body must arrive whole within this (64 KiB at most).
+const HOOK_BODY_WITHIN: Duration = Duration::from_secs(10);
 
 /// A small plain-text page (errors).
 fn plain_page(status: u16, body: &str) -> Response {

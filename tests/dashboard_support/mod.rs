@@ -86,6 +86,7 @@ impl Pipeline {
                 login: opts.login,
                 projects: config.projects.clone(),
                 throughput: Arc::new(postflow::throughput::Throughput::in_memory()),
+                review: Default::default(),
             },
         )
         .unwrap();

@@ -30,7 +30,11 @@ usage: frameio-sim [options]
   --data-dir DIR           staging directory (default: a temp dir)
   --seed N                 PRNG seed (fixed ids)
 
-Knobs can be changed while running: POST /_sim/faults with a JSON object.
+Knobs can be changed while running: POST /_sim/faults with a JSON object (webhook retries
+and repeats, file.ready delay: webhook_retry_secs, webhook_duplicates, ready_delay_ms).
+Reviewers, for the demo (each fires its webhook event): POST /_sim/comments
+{\"file_id\",\"author\",\"text\",\"timestamp\"}, /_sim/comments/ID/reply {\"author\",\"text\"},
+/_sim/comments/ID/complete, /_sim/status {\"file_id\",\"status\"}. See sim/README.md.
 ";
 
 fn main() -> ExitCode {

@@ -5,7 +5,7 @@ use super::ims::check_bearer;
 use super::options::{take_one, Faults, RetryHint};
 use super::ratelimit::{self, Verdict};
 use super::state::{FileData, Node, NodeKind, Project, State, UploadMode};
-use super::{fetch, s3, Meta, Reply, Shared};
+use super::{fetch, review, s3, Meta, Reply, Shared};
 use crate::util::{base64_decode, base64url, iso8601, media_type_for, query_get};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -23,14 +23,14 @@ pub(crate) fn error(status: u16, title: &str, detail: &str) -> Reply {
     )
 }
 
-fn invalid_field(detail: &str, pointer: &str) -> Reply {
+pub(crate) fn invalid_field(detail: &str, pointer: &str) -> Reply {
     Reply::json(
         422,
         &json!({"errors": [{"detail": detail, "source": {"pointer": pointer}, "title": "Invalid value"}]}),
     )
 }
 
-fn not_found(what: &str) -> Reply {
+pub(crate) fn not_found(what: &str) -> Reply {
     error(404, "Not Found", &format!("{what} not found"))
 }
 
@@ -62,6 +62,18 @@ fn classify(method: &str, segs: &[&str]) -> Result<&'static str, bool> {
         ["accounts", _, "version_stacks", _, "children"] => {
             &[("GET", "list_version_stack_children")]
         }
+        ["accounts", _, "workspaces", _, "webhooks"] => {
+            &[("GET", "list_webhooks"), ("POST", "create_webhook")]
+        }
+        ["accounts", _, "webhooks", _] => &[
+            ("GET", "show_webhook"),
+            ("PATCH", "update_webhook"),
+            ("DELETE", "delete_webhook"),
+        ],
+        ["accounts", _, "files", _, "comments"] => &[("GET", "list_comments")],
+        ["accounts", _, "comments", _] => &[("GET", "show_comment")],
+        ["accounts", _, "metadata", "field_definitions"] => &[("GET", "list_field_definitions")],
+        ["accounts", _, "files", _, "metadata"] => &[("GET", "file_metadata")],
         // Experimental: only with `api-version: experimental` (see `reorder_versions`).
         ["accounts", _, "version_stacks", _, "versions"] => &[("PATCH", "reorder_versions")],
         _ => return Err(false),
@@ -227,12 +239,21 @@ fn dispatch(
         "show_version_stack" => show_stack(shared, arg(1), arg(3), faults),
         "list_version_stack_children" => list_stack_children(shared, meta, arg(1), arg(3), faults),
         "reorder_versions" => reorder_versions(shared, meta, body, arg(1), arg(3), faults),
+        "create_webhook" => review::create_webhook(shared, meta, body, arg(1), arg(3)),
+        "list_webhooks" => review::list_webhooks(shared, meta, arg(1), arg(3)),
+        "show_webhook" => review::show_webhook(shared, arg(1), arg(3)),
+        "update_webhook" => review::update_webhook(shared, meta, body, arg(1), arg(3)),
+        "delete_webhook" => review::delete_webhook(shared, arg(1), arg(3)),
+        "list_comments" => review::list_comments(shared, meta, arg(1), arg(3)),
+        "show_comment" => review::show_comment(shared, meta, arg(1), arg(3)),
+        "list_field_definitions" => review::list_field_definitions(shared, meta, arg(1)),
+        "file_metadata" => review::file_metadata(shared, meta, arg(1), arg(3)),
         _ => Err(not_found("route")),
     };
     result.unwrap_or_else(|e| e)
 }
 
-type ApiResult = Result<Reply, Reply>;
+pub(crate) type ApiResult = Result<Reply, Reply>;
 
 fn me(shared: &Shared) -> ApiResult {
     let st = shared.lock();
@@ -269,7 +290,7 @@ fn list_accounts(shared: &Shared, meta: &Meta) -> ApiResult {
     page(meta, items)
 }
 
-fn check_account(st: &State, account_id: &str) -> Result<(), Reply> {
+pub(crate) fn check_account(st: &State, account_id: &str) -> Result<(), Reply> {
     if st.accounts.iter().any(|a| a.id == account_id) {
         Ok(())
     } else {
@@ -398,7 +419,7 @@ fn folder<'a>(st: &'a State, account_id: &str, folder_id: &str) -> Result<&'a No
     }
 }
 
-fn file<'a>(
+pub(crate) fn file<'a>(
     st: &'a State,
     account_id: &str,
     file_id: &str,
@@ -453,7 +474,7 @@ fn list_in_folder(
 /// last sequence number of the page, so items created or deleted between pages neither repeat
 /// nor shift the rest. `page_size` outside 1..=100 is a 422 (the schema's maximum is 100;
 /// rejecting rather than clamping makes a client that asks for more notice).
-fn page(meta: &Meta, items: Vec<(u64, Value)>) -> ApiResult {
+pub(crate) fn page(meta: &Meta, items: Vec<(u64, Value)>) -> ApiResult {
     let q = &meta.query;
     let size = match query_get(q, "page_size") {
         None => DEFAULT_PAGE_SIZE,
@@ -517,7 +538,11 @@ fn decode_cursor(c: &str) -> Option<u64> {
 }
 
 /// Checks `Content-Type`, parses `{"data":{…}}` and rejects fields not in `allowed`.
-fn data_object(meta: &Meta, body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, Reply> {
+pub(crate) fn data_object(
+    meta: &Meta,
+    body: &[u8],
+    allowed: &[&str],
+) -> Result<Map<String, Value>, Reply> {
     let ct = meta.header("content-type").unwrap_or("");
     if !ct.to_ascii_lowercase().contains("application/json") {
         return Err(error(

@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Where a source URL really goes.
-struct Target {
+pub(crate) struct Target {
     /// `http://127.0.0.1:PORT/path?query`
-    url: String,
+    pub url: String,
     /// `Host` to send when the URL was rewritten through the tunnel registry.
-    host: Option<String>,
-    connected_to: String,
+    pub host: Option<String>,
+    pub connected_to: String,
 }
 
 /// Splits `scheme://authority/path?query`.
@@ -67,7 +67,7 @@ fn registry_lookup(registry: &Path, hostname: &str) -> Result<Option<String>, St
     }
 }
 
-fn resolve(registry: Option<&Path>, source_url: &str) -> Result<Target, String> {
+pub(crate) fn resolve(registry: Option<&Path>, source_url: &str) -> Result<Target, String> {
     let (scheme, authority, path) =
         split_url(source_url).ok_or_else(|| format!("not a URL: {source_url}"))?;
     let path = if path.is_empty() { "/" } else { path };
@@ -235,33 +235,41 @@ pub(crate) fn start(shared: Arc<Shared>, file_id: String, source_url: String) {
     }
 }
 
-fn finish(shared: &Shared, file_id: &str, result: Result<(u64, String), String>) {
+fn finish(shared: &Arc<Shared>, file_id: &str, result: Result<(u64, String), String>) {
     let lost = result.is_ok() && take_one(&mut shared.faults().never_complete_next);
     if result.is_ok() && !lost {
         slow_complete(shared, file_id);
     }
-    let mut st = shared.lock();
-    let Some(NodeKind::File(f)) = st.nodes.get_mut(file_id).map(|n| &mut n.kind) else {
-        return; // deleted meanwhile
-    };
-    match result {
-        Ok((n, sha)) => {
-            f.file_size = n;
-            f.bytes_received = n;
-            f.sha256 = Some(sha);
-            if lost {
-                log::info!(
-                    "frameio-sim: remote upload {file_id} got every byte and never completes"
-                );
-            } else {
-                f.completed_at = Some(SystemTime::now());
+    let completed = {
+        let mut st = shared.lock();
+        let Some(NodeKind::File(f)) = st.nodes.get_mut(file_id).map(|n| &mut n.kind) else {
+            return; // deleted meanwhile
+        };
+        match result {
+            Ok((n, sha)) => {
+                f.file_size = n;
+                f.bytes_received = n;
+                f.sha256 = Some(sha);
+                if lost {
+                    log::info!(
+                        "frameio-sim: remote upload {file_id} got every byte and never completes"
+                    );
+                    false
+                } else {
+                    f.completed_at = Some(SystemTime::now());
+                    true
+                }
+            }
+            Err(reason) => {
+                log::info!("frameio-sim: remote upload {file_id} failed: {reason}");
+                f.failed = true;
+                f.failure_reason = Some(reason);
+                false
             }
         }
-        Err(reason) => {
-            log::info!("frameio-sim: remote upload {file_id} failed: {reason}");
-            f.failed = true;
-            f.failure_reason = Some(reason);
-        }
+    };
+    if completed {
+        super::review::file_completed(shared, file_id);
     }
 }
 

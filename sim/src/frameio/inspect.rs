@@ -7,6 +7,7 @@ use super::{Meta, Reply, Shared};
 use crate::util::query_get;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 pub(crate) fn by_path(files: &[FileView]) -> BTreeMap<String, PathEntry> {
@@ -145,9 +146,15 @@ pub(crate) fn state_json(shared: &Shared) -> Value {
     })
 }
 
-pub(crate) fn handle(shared: &Shared, meta: &Meta, body: &[u8]) -> (&'static str, Reply) {
+pub(crate) fn handle(shared: &Arc<Shared>, meta: &Meta, body: &[u8]) -> (&'static str, Reply) {
     let faults = shared.faults_now();
     let ok = |v: Value| ("sim", Reply::json(200, &v));
+    let review_route = meta.path.starts_with("/_sim/comments/")
+        || meta.path == "/_sim/status"
+        || meta.path == "/_sim/comments";
+    if meta.method == "POST" && review_route {
+        return ("sim", review_action(shared, meta, body));
+    }
     match (meta.method.as_str(), meta.path.as_str()) {
         ("GET", "/_sim/info") => ok(info(shared)),
         ("GET", "/_sim/state") => ok(state_json(shared)),
@@ -197,6 +204,9 @@ pub(crate) fn handle(shared: &Shared, meta: &Meta, body: &[u8]) -> (&'static str
         ("GET", "/_sim/s3") => ok(json!(shared.lock().s3_log)),
         ("GET", "/_sim/fetches") => ok(json!(shared.lock().fetch_log)),
         ("GET", "/_sim/faults") => ok(json!(faults)),
+        ("GET", "/_sim/webhooks") => ok(json!(super::review::webhooks(&shared.lock()))),
+        ("GET", "/_sim/deliveries") => ok(json!(shared.lock().review.deliveries)),
+        ("GET", "/_sim/comments") => ok(super::review::comments_json(&shared.lock())),
         ("POST", "/_sim/faults") => match merge_faults(&faults, body) {
             Ok(new) => {
                 *shared.faults() = new.clone();
@@ -232,6 +242,64 @@ pub(crate) fn handle(shared: &Shared, meta: &Meta, body: &[u8]) -> (&'static str
             ok(json!({"ok": true}))
         }
         _ => ("sim", Reply::text(404, "unknown /_sim route")),
+    }
+}
+
+/// `POST /_sim/comments`, `/_sim/comments/{id}/reply`, `/_sim/comments/{id}/complete`,
+/// `/_sim/status`: what reviewers do in Frame.io's UI, for the demo.
+fn review_action(shared: &Arc<Shared>, meta: &Meta, body: &[u8]) -> Reply {
+    let v: Value = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => return Reply::text(400, "body must be a JSON object"),
+        }
+    };
+    let text_of = |k: &str| v.get(k).and_then(Value::as_str);
+    let missing = |k: &str| Reply::text(400, &format!("{k} is required"));
+    // Unknown ids are 404s; anything else refused is a 400.
+    let refused = |e: String| Reply::text(if e.starts_with("no ") { 404 } else { 400 }, &e);
+    let tail = meta.path.strip_prefix("/_sim/comments/");
+    let result = match (meta.path.as_str(), tail.and_then(|t| t.split_once('/'))) {
+        ("/_sim/comments", _) => {
+            let Some(file_id) = text_of("file_id") else {
+                return missing("file_id");
+            };
+            let Some(text) = text_of("text") else {
+                return missing("text");
+            };
+            let timestamp = match v.get("timestamp") {
+                None | Some(Value::Null) => None,
+                Some(t) => match t.as_u64() {
+                    Some(n) => Some(n),
+                    None => return Reply::text(400, "timestamp must be a frame count"),
+                },
+            };
+            super::review::add_comment(shared, file_id, text_of("author"), text, timestamp, None)
+                .map(|id| json!({"id": id}))
+        }
+        (_, Some((id, "reply"))) => {
+            let Some(text) = text_of("text") else {
+                return missing("text");
+            };
+            super::review::add_comment(shared, "", text_of("author"), text, None, Some(id))
+                .map(|id| json!({"id": id}))
+        }
+        (_, Some((id, "complete"))) => {
+            super::review::complete_comment(shared, id).map(|()| json!({"ok": true}))
+        }
+        ("/_sim/status", _) => {
+            let (Some(file_id), Some(status)) = (text_of("file_id"), text_of("status")) else {
+                return missing("file_id and status");
+            };
+            super::review::set_status(shared, file_id, status).map(|()| json!({"ok": true}))
+        }
+        _ => return Reply::text(404, "unknown /_sim route"),
+    };
+    match result {
+        Ok(v) => Reply::json(200, &v),
+        Err(e) => refused(e),
     }
 }
 

@@ -16,7 +16,12 @@
 //! POST /_sim/faults         JSON object with any subset of Faults fields
 //! POST /_sim/login          mint a token pair (skip the browser)
 //! POST /_sim/expire-refresh-tokens | /_sim/expire-access-tokens
+//! GET  /_sim/webhooks | /_sim/deliveries | /_sim/comments
+//! POST /_sim/comments {"file_id","author","text","timestamp"} | /_sim/comments/{id}/reply
+//!      /_sim/comments/{id}/complete | /_sim/status {"file_id","status"}
 //! ```
+//!
+//! Webhook deliveries, `file.ready` and the other events: see review.rs.
 
 mod api;
 mod fetch;
@@ -24,10 +29,12 @@ mod ims;
 mod inspect;
 mod options;
 mod ratelimit;
+mod review;
 mod s3;
 mod state;
 
 pub use options::{Faults, FetchMode, Options, RetryHint, SimProject, StackKnobs};
+pub use review::{DeliveryRecord, WebhookView, STATUS_OPTIONS};
 pub use s3::part_sizes;
 pub use state::{
     CreateCount, FetchRecord, FileView, FolderView, PathEntry, ProjectView, S3PutRecord, StackView,
@@ -73,6 +80,9 @@ pub(crate) struct Shared {
     remove_data_dir: bool,
     state: Mutex<State>,
     faults: Mutex<Faults>,
+    /// Set when the [`FrameIo`] is dropped: webhook retries and pending `file.ready` events
+    /// give up.
+    pub stopped: AtomicBool,
 }
 
 impl Shared {
@@ -191,6 +201,7 @@ impl FrameIo {
             remove_data_dir,
             state: Mutex::new(state),
             faults: Mutex::new(options.faults.clone()),
+            stopped: AtomicBool::new(false),
         });
         let server = Arc::new(server);
         let acceptor = {
@@ -523,6 +534,75 @@ impl FrameIo {
         }
     }
 
+    /// Every webhook (any account, active or not), oldest first, with its secret.
+    pub fn webhooks(&self) -> Vec<WebhookView> {
+        review::webhooks(&self.shared.lock())
+    }
+
+    /// Registers a webhook directly, as if created through the API, except that any http(s)
+    /// URL is taken (`http://127.0.0.1:PORT/…` reaches a test's receiver without a tunnel
+    /// registry) and event names are not checked. Panics on an unknown workspace.
+    pub fn add_webhook(
+        &self,
+        workspace_id: &str,
+        name: &str,
+        url: &str,
+        events: &[&str],
+    ) -> WebhookView {
+        review::add_webhook(&mut self.shared.lock(), workspace_id, name, url, events)
+            .unwrap_or_else(|e| panic!("add_webhook: {e}"))
+    }
+
+    /// Every webhook delivery attempt so far, in the order they were made.
+    pub fn deliveries(&self) -> Vec<DeliveryRecord> {
+        self.shared.lock().review.deliveries.clone()
+    }
+
+    /// A reviewer (`author`: their name; `None`: a guest, whose `owner` is null) comments on a
+    /// file, at `timestamp_frames` (24 fps) or on the whole file: fires `comment.created`.
+    /// Returns the comment's id. Panics on an unknown file.
+    pub fn add_comment(
+        &self,
+        file_id: &str,
+        author: Option<&str>,
+        text: &str,
+        timestamp_frames: Option<u64>,
+    ) -> String {
+        review::add_comment(&self.shared, file_id, author, text, timestamp_frames, None)
+            .unwrap_or_else(|e| panic!("add_comment: {e}"))
+    }
+
+    /// A reply to a comment (to a reply: into the same thread): fires `comment.created`.
+    /// Panics on an unknown comment.
+    pub fn add_reply(&self, parent_id: &str, author: Option<&str>, text: &str) -> String {
+        review::add_comment(&self.shared, "", author, text, None, Some(parent_id))
+            .unwrap_or_else(|e| panic!("add_reply: {e}"))
+    }
+
+    /// Marks a comment done (`completed_at`): fires `comment.completed`.
+    pub fn complete_comment(&self, id: &str) {
+        review::complete_comment(&self.shared, id)
+            .unwrap_or_else(|e| panic!("complete_comment: {e}"));
+    }
+
+    /// Backdates a comment (for catch-up tests). Fires nothing.
+    pub fn set_comment_created_at(&self, id: &str, when: SystemTime) {
+        review::set_comment_created_at(&self.shared, id, when)
+            .unwrap_or_else(|e| panic!("set_comment_created_at: {e}"));
+    }
+
+    /// Sets a file's Status by name (one of [`STATUS_OPTIONS`]): fires
+    /// `metadata.value.updated` when it changes. Panics on an unknown file or status.
+    pub fn set_status(&self, file_id: &str, status: &str) {
+        review::set_status(&self.shared, file_id, status)
+            .unwrap_or_else(|e| panic!("set_status: {e}"));
+    }
+
+    /// A file's Status, by name.
+    pub fn status_of(&self, file_id: &str) -> Option<String> {
+        review::status_of(&self.shared.lock(), file_id)
+    }
+
     /// The JSON that `GET /_sim/state` serves.
     pub fn state_json(&self) -> serde_json::Value {
         inspect::state_json(&self.shared)
@@ -531,6 +611,7 @@ impl FrameIo {
 
 impl Drop for FrameIo {
     fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
         if let Some((stop, thread)) = self.kicker.take() {
             stop.store(true, Ordering::SeqCst);
             let _ = thread.join();

@@ -166,6 +166,13 @@ pub struct Faults {
     pub ims_retry_after_secs: u64,
     /// Version stack behaviour the reference leaves open, and holds for crash tests.
     pub stacks: StackKnobs,
+    /// Seconds before the first webhook retry (Frame.io: 15); each later wait doubles, each
+    /// with up to 25% jitter added. 5 attempts in all. Tests scale it down (e.g. 0.2).
+    pub webhook_retry_secs: f64,
+    /// Each webhook event is delivered this many extra times (Frame.io may repeat a delivery).
+    pub webhook_duplicates: u32,
+    /// Time from a file's upload completing (`file.upload.completed`) to `file.ready`.
+    pub ready_delay_ms: u64,
 }
 
 /// Version stack knobs (`"stacks": {…}` in `POST /_sim/faults`; fields left out are off).
@@ -226,6 +233,9 @@ impl Default for Faults {
             ims_429_next: 0,
             ims_retry_after_secs: 2,
             stacks: StackKnobs::default(),
+            webhook_retry_secs: 15.0,
+            webhook_duplicates: 0,
+            ready_delay_ms: 500,
         }
     }
 }

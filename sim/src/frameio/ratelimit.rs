@@ -9,7 +9,9 @@ use std::time::Instant;
 pub(crate) fn limit_for(endpoint: &str) -> (u32, u64) {
     match endpoint {
         "create_folder" => (3, 1000),
-        "create_version_stack" | "reorder_versions" => (10, 60_000),
+        "create_version_stack" | "reorder_versions" | "create_webhook" | "update_webhook" => {
+            (10, 60_000)
+        }
         "show_file" => (10, 1000),
         "remote_upload"
         | "local_upload"
@@ -17,7 +19,7 @@ pub(crate) fn limit_for(endpoint: &str) -> (u32, u64) {
         | "list_files"
         | "list_folders"
         | "list_version_stacks" => (5, 1000),
-        "delete_folder" => (60, 60_000),
+        "delete_folder" | "delete_webhook" => (60, 60_000),
         _ => (100, 60_000),
     }
 }

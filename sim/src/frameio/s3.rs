@@ -440,7 +440,7 @@ pub(crate) fn hash_file(path: &Path, len: u64) -> std::io::Result<(String, u64)>
     Ok((hex(&h.finalize()), n))
 }
 
-fn assemble_upload(shared: &Shared, id: &str, path: &Path) {
+fn assemble_upload(shared: &Arc<Shared>, id: &str, path: &Path) {
     let size = match shared.lock().nodes.get(id).map(|n| &n.kind) {
         Some(NodeKind::File(f)) => f.file_size,
         _ => {
@@ -458,6 +458,7 @@ fn assemble_upload(shared: &Shared, id: &str, path: &Path) {
     if !lost {
         super::fetch::slow_complete(shared, id);
     }
+    let mut completed = false;
     let mut st = shared.lock();
     if let Some(NodeKind::File(f)) = st.nodes.get_mut(id).map(|n| &mut n.kind) {
         f.assembling = false;
@@ -470,6 +471,7 @@ fn assemble_upload(shared: &Shared, id: &str, path: &Path) {
                     log::info!("frameio-sim: upload {id} has every part and never completes");
                 } else {
                     f.completed_at = Some(SystemTime::now());
+                    completed = true;
                 }
             }
             Ok((_, n)) => {
@@ -481,6 +483,10 @@ fn assemble_upload(shared: &Shared, id: &str, path: &Path) {
                 f.failure_reason = Some(format!("assembling parts: {e}"));
             }
         }
+    }
+    drop(st);
+    if completed {
+        super::review::file_completed(shared, id);
     }
 }
 

@@ -290,6 +290,8 @@ pub(crate) struct State {
     pub fetches_started: u64,
     /// Signing key for part URLs.
     pub s3_secret: String,
+    /// Webhooks, comments, Status values and webhook deliveries.
+    pub review: super::review::Review,
 }
 
 impl State {
@@ -373,7 +375,11 @@ impl State {
             });
             nodes.insert(root.id.clone(), root);
         }
+        // Drawn last, so a seed gives the ids it gave before there were Status fields.
+        let account_ids: Vec<String> = accounts.iter().map(|a| a.id.clone()).collect();
+        let review = super::review::Review::new(&mut rng, &account_ids);
         Ok(State {
+            review,
             rng,
             user,
             accounts,
