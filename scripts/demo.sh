@@ -236,9 +236,9 @@ next_version &
 VERSION_PID=$!
 set +m
 
-# Prints each file as it arrives in the simulated Frame.io, under its project's name (from the
-# simulator's /_sim/paths of each project), and each version stack as it changes (from
-# /_sim/stacks).
+# Prints each file as it arrives in the simulated Frame.io (from the simulator's /_sim/paths),
+# and each version stack as it changes (from /_sim/stacks).
+# Each project's in turn (?project=ID); a line starts with the project's name.
 watch_arrivals() {
     local seen=" " stacks_seen=""
     while sleep 1; do
