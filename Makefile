@@ -3,8 +3,9 @@ CARGO ?= cargo
 
 .PHONY: build release dist check-macos test test-durability test-windows test-browser screenshots lint run clean bench demo soak soak-ci
 
-# Everything on this machine: the Frame.io simulator, the cloudflared stand-in and postflow,
-# with generated media dropped into demo/inbox. Prints the dashboard URL; Ctrl-C stops it.
+# Everything on this machine: the Frame.io simulator, the cloudflared stand-in and postflow
+# serving two projects, with generated media dropped into both folders under demo/inbox.
+# Prints the dashboard URL; Ctrl-C stops it.
 demo:
 	CARGO=$(CARGO) scripts/demo.sh
 

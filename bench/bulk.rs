@@ -11,13 +11,21 @@
 //! bytes, or (with versions) the stacks are not one per shot in version order.
 //!
 //! `cargo build --release --workspace --bins --examples` first (`bench/bulk` does), then
-//! `cargo run --release --example bulk -- [--files N] [--shots S --versions V] [--mode
-//! local|remote] [--concurrency C] [--existing K] [--dir D] [--postflow PATH]`.
+//! `cargo run --release --example bulk -- [--files N] [--shots S --versions V] [--projects N]
+//! [--mode local|remote] [--concurrency C] [--existing K] [--dir D] [--postflow PATH]`.
 //! `--shots S --versions V` makes the card S shots of V versions each
 //! (`A001_SH0001_v001.mxf` …) under `layout.pattern` `{roll}_{shot}_v{version}.{ext}`, so
 //! postflow stacks them (`--files` is then S × V). `--existing K` puts K files in the Frame.io
 //! folder beforehand (a dailies folder that has grown: a listing of it is K/100 pages);
 //! `--postflow` runs another build (an older one, for a before/after).
+//!
+//! `--projects N` (issue 21) splits the card over N projects of one Frame.io account: N watch
+//! roots (`watch/show1` …) in one postflow's `projects` list, N simulated projects, the clips
+//! dealt out in turn (a shot's versions stay together), `--existing` files in each project's
+//! folder. The floor is the same as for one project: Frame.io's limits are per account. It
+//! also prints when each project's last file was done. Target (issue 21): the 300-file figure
+//! over 3 projects within 1.1x of the one-project figure. `--projects 1`, the default, is the
+//! one-folder config without a `projects` list, as before.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use sim::{FrameIo, Options};
+use sim::{FrameIo, Options, SimProject};
 
 /// Frame.io's limits that set the floor: remote_upload / local_upload, and file status.
 const CREATES_PER_SEC: f64 = 5.0;
@@ -66,6 +74,8 @@ struct Args {
     mode: String,
     concurrency: usize,
     existing: usize,
+    /// Projects of one account the card is split over (1: the one-folder config).
+    projects: usize,
     dir: PathBuf,
     postflow: PathBuf,
 }
@@ -79,6 +89,7 @@ fn parse_args() -> Result<Args, String> {
         mode: "local".into(),
         concurrency: 2,
         existing: 0,
+        projects: 1,
         dir: bin_dir.parent().unwrap_or(&bin_dir).join("bulk"),
         postflow: bin_dir.join("postflow"),
     };
@@ -96,6 +107,7 @@ fn parse_args() -> Result<Args, String> {
             "--mode" => a.mode = value()?,
             "--concurrency" => a.concurrency = num(value()?)?,
             "--existing" => a.existing = num(value()?)?,
+            "--projects" => a.projects = num(value()?)?,
             "--dir" => a.dir = value()?.into(),
             "--postflow" => a.postflow = value()?.into(),
             _ => return Err(format!("unknown option {flag}")),
@@ -109,6 +121,11 @@ fn parse_args() -> Result<Args, String> {
     }
     if a.files == 0 || !["local", "remote"].contains(&a.mode.as_str()) {
         return Err("need --files >= 1 and --mode local|remote".into());
+    }
+    // Every project gets a file (a shot's versions stay in one project).
+    let units = if a.shots > 0 { a.shots } else { a.files };
+    if a.projects == 0 || a.projects > units {
+        return Err("--projects must be at least 1 and at most the number of files (shots)".into());
     }
     Ok(a)
 }
@@ -136,13 +153,21 @@ fn sha256(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// `/api/queue/stats` of the running instance: jobs done.
-fn done(dashboard: u16) -> Option<u64> {
+/// `/api/queue/stats` of the running instance: jobs done, in all and by project.
+fn done(dashboard: u16) -> Option<(u64, BTreeMap<String, u64>)> {
     let mut resp = ureq::get(&format!("http://127.0.0.1:{dashboard}/api/queue/stats"))
         .call()
         .ok()?;
     let v: Value = serde_json::from_str(&resp.body_mut().read_to_string().ok()?).ok()?;
-    v["counts"]["done"].as_u64()
+    let by_project = v["by_project"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(name, p)| (name.clone(), p["counts"]["done"].as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((v["counts"]["done"].as_u64()?, by_project))
 }
 
 /// `/api/jobs` of the running instance: are all `files` jobs there with no stacking pending?
@@ -182,14 +207,48 @@ fn run() -> Result<bool, String> {
     }
     let _ = std::fs::remove_dir_all(&args.dir);
     let (watch, state) = (args.dir.join("watch"), args.dir.join("state"));
-    std::fs::create_dir_all(watch.join("A001")).map_err(|e| e.to_string())?;
+    // One project: the one-folder config (watch.root), as before projects existed. Several:
+    // watch/show1, watch/show2, … each in its own simulated project of the main account.
+    let several = args.projects > 1;
+    let project_names: Vec<String> = if several {
+        (1..=args.projects).map(|i| format!("show{i}")).collect()
+    } else {
+        vec!["default".into()]
+    };
+    let roots: Vec<PathBuf> = project_names
+        .iter()
+        .map(|name| {
+            if several {
+                watch.join(name)
+            } else {
+                watch.clone()
+            }
+        })
+        .collect();
+    for root in &roots {
+        std::fs::create_dir_all(root.join("A001")).map_err(|e| e.to_string())?;
+    }
     std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
 
-    let sim = FrameIo::start(Options::default()).map_err(|e| format!("simulator: {e}"))?;
+    let sim = FrameIo::start(Options {
+        projects: project_names[1..]
+            .iter()
+            .map(|name| SimProject {
+                name: name.clone(),
+                account: 0,
+            })
+            .collect(),
+        ..Options::default()
+    })
+    .map_err(|e| format!("simulator: {e}"))?;
+    // The simulated project of each of project_names (the main one first).
+    let sim_projects = sim.projects();
     if args.existing > 0 {
-        let folder = sim.add_folder(&sim.root_folder_id(), "A001");
-        for i in 0..args.existing {
-            sim.add_file(&folder, &format!("B001C{i:04}.wav"), 1000);
+        for p in &sim_projects {
+            let folder = sim.add_folder(&p.root_folder_id, "A001");
+            for i in 0..args.existing {
+                sim.add_file(&folder, &format!("B001C{i:04}.wav"), 1000);
+            }
         }
     }
     let t = sim.login_tokens();
@@ -211,6 +270,15 @@ fn run() -> Result<bool, String> {
             .map(|i| format!("A001C{i:04}.wav"))
             .collect()
     };
+    // Dealt out to the projects in turn: clip i (or shot i's versions) to project i mod N.
+    let project_of = |i: usize| {
+        if args.shots > 0 {
+            (i / args.versions) % args.projects
+        } else {
+            i % args.projects
+        }
+    };
+    // (project index, path under its root) -> sha256
     let mut expected = BTreeMap::new();
     let mut x: u32 = 0x9E37_79B9;
     for (i, name) in names.iter().enumerate() {
@@ -224,8 +292,9 @@ fn run() -> Result<bool, String> {
             })
             .collect();
         let rel = format!("A001/{name}");
-        std::fs::write(watch.join(&rel), &bytes).map_err(|e| e.to_string())?;
-        expected.insert(rel, sha256(&bytes));
+        let p = project_of(i);
+        std::fs::write(roots[p].join(&rel), &bytes).map_err(|e| e.to_string())?;
+        expected.insert((p, rel), sha256(&bytes));
     }
 
     let (dash, serve) = (free_port(), free_port());
@@ -238,7 +307,7 @@ fn run() -> Result<bool, String> {
     } else {
         json!({})
     };
-    let config = json!({
+    let mut config = json!({
         "watch": {"root": "watch", "settle_secs": 1, "rescan_secs": 60, "upload_existing": true},
         "frameio": {
             "client_id": sim.client_id(), "client_secret": sim.client_secret(),
@@ -254,6 +323,20 @@ fn run() -> Result<bool, String> {
         "state_dir": "state",
         "log_level": "info",
     });
+    if several {
+        // Each project takes the top-level layout; watch.root and frameio.project_id give way
+        // to the list.
+        config["watch"].as_object_mut().unwrap().remove("root");
+        config["frameio"]
+            .as_object_mut()
+            .unwrap()
+            .remove("project_id");
+        config["projects"] = project_names
+            .iter()
+            .zip(&sim_projects)
+            .map(|(name, p)| json!({"name": name, "root": format!("watch/{name}"), "project_id": p.id}))
+            .collect();
+    }
     let config_path = args.dir.join("config.json");
     std::fs::write(&config_path, config.to_string()).map_err(|e| e.to_string())?;
     let log = std::fs::File::create(args.dir.join("postflow.log")).map_err(|e| e.to_string())?;
@@ -272,8 +355,21 @@ fn run() -> Result<bool, String> {
     // Generous: an older build may list the folder for every file.
     let limit = Duration::from_secs(120 + args.files as u64 * 3 + args.shots as u64 * 12);
     let stacking = args.shots > 0;
+    let per_project: Vec<u64> = (0..args.projects)
+        .map(|p| expected.keys().filter(|(q, _)| *q == p).count() as u64)
+        .collect();
+    // When each project's last job was done (seen by polling, to the 100 ms).
+    let mut finished: Vec<Option<Duration>> = vec![None; args.projects];
     let wall = loop {
-        if done(dash) == Some(args.files as u64)
+        let stats = done(dash);
+        if let Some((_, by_project)) = &stats {
+            for (p, name) in project_names.iter().enumerate() {
+                if finished[p].is_none() && by_project.get(name) == Some(&per_project[p]) {
+                    finished[p] = Some(started.elapsed());
+                }
+            }
+        }
+        if stats.map(|(all, _)| all) == Some(args.files as u64)
             && (!stacking || stacks_settled(dash, args.files) == Some(true))
         {
             break started.elapsed();
@@ -294,17 +390,28 @@ fn run() -> Result<bool, String> {
         .status();
     let _ = child.wait();
 
-    // Exactly once, with the right bytes.
-    let have = sim.by_path();
-    let wrong: Vec<&String> = expected
+    // Exactly once, with the right bytes, in its own project (and nothing else there).
+    let have: Vec<_> = sim_projects.iter().map(|p| sim.by_path_in(&p.id)).collect();
+    let mut wrong: Vec<String> = expected
         .iter()
-        .filter(|(path, sha)| {
-            have.get(*path).is_none_or(|e| {
+        .filter(|((p, path), sha)| {
+            have[*p].get(path).is_none_or(|e| {
                 e.copies != 1 || e.complete != 1 || e.sha256.as_deref() != Some(sha.as_str())
             })
         })
-        .map(|(path, _)| path)
+        .map(|((p, path), _)| format!("{}: {path}", project_names[*p]))
         .collect();
+    for (p, paths) in have.iter().enumerate() {
+        wrong.extend(
+            paths
+                .keys()
+                .filter(|path| {
+                    !path.starts_with("A001/B001C")
+                        && !expected.contains_key(&(p, path.to_string()))
+                })
+                .map(|path| format!("{}: {path} (not its file)", project_names[p])),
+        );
+    }
 
     // With versions: one stack per shot of two or more, in version order; none otherwise.
     let mut bad_stacks = Vec::new();
@@ -380,10 +487,18 @@ fn run() -> Result<bool, String> {
     } else {
         format!("{} clips", args.files)
     };
-    println!(
-        "bulk: {card} ({}, upload.concurrency {}) into one folder already holding {} files",
-        args.mode, args.concurrency, args.existing
-    );
+    if several {
+        println!(
+            "bulk: {card} split over {} projects of one account ({}, upload.concurrency {}), \
+             each into one folder already holding {} files",
+            args.projects, args.mode, args.concurrency, args.existing
+        );
+    } else {
+        println!(
+            "bulk: {card} ({}, upload.concurrency {}) into one folder already holding {} files",
+            args.mode, args.concurrency, args.existing
+        );
+    }
     println!(
         "wall {:.1} s (start to last done{}; includes the 1 s settle); floor {floor:.1} s, set by \
          {floor_by}: {ratio:.2}x the floor [target <= 1.5x: {}]",
@@ -427,6 +542,21 @@ fn run() -> Result<bool, String> {
         "calls per file, other (finding the folder): {}; 429s: {limited}",
         rest.join(", ")
     );
+    if several {
+        let each: Vec<String> = project_names
+            .iter()
+            .zip(&per_project)
+            .zip(&finished)
+            .map(|((name, n), at)| match at {
+                Some(at) => format!("{name} {n} files, last done at {:.1} s", at.as_secs_f64()),
+                None => format!("{name} {n} files"),
+            })
+            .collect();
+        println!(
+            "per project (the floor is per account, so it is the same as for one project): {}",
+            each.join("; ")
+        );
+    }
     if !bad_stacks.is_empty() {
         println!(
             "STACKS WRONG for {} shots, e.g. {:?} (left in {})",

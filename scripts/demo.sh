@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # `make demo`: postflow end to end on this machine, with no Adobe account and no Cloudflare.
 #
-# Builds the debug binaries, starts the Frame.io simulator (frameio-sim) and postflow with the
-# cloudflared stand-in (fake-cloudflared) as its quick tunnel, all on loopback; creates
-# demo/inbox, writes demo/config.json from scripts/demo.config.json (the layout template sends
-# SQ01_UNDLM_00412_v001.mov to SQ01/UNDLM_00412), signs in through the simulator, drops a few
-# generated media files (one .mov written slowly, so the page shows a file waiting to settle;
-# a v002 of a shot once its v001 is in, so Frame.io stacks the two) and prints the dashboard
-# URL. Ctrl-C stops what this script started, by pid, and nothing else.
+# Builds the debug binaries, starts the Frame.io simulator (frameio-sim, with two projects in
+# one account) and postflow with the cloudflared stand-in (fake-cloudflared) as its quick
+# tunnel, all on loopback. One postflow serves two shows, each folder to its own Frame.io
+# project with its own template: demo/inbox/nightfall (SQ01_UNDLM_00412_v001.mov goes to
+# SQ01/UNDLM_00412) and demo/inbox/promo (TEASER_30s_v001.mp4 goes to Deliveries/TEASER/30s).
+# Writes demo/config.json from scripts/demo.config.json, signs in through the simulator, drops
+# generated media files into both folders at once (one .mov written slowly, so the page shows
+# a file waiting to settle; a v002 of a shot once its v001 is in, so Frame.io stacks the two),
+# prints each arrival under its project and the dashboard URL. Ctrl-C stops what this script
+# started, by pid, and nothing else.
 #
 # Environment: DEMO_DASHBOARD_PORT (8080), DEMO_SERVE_PORT (8081), DEMO_SIM_PORT (9090): a busy
 # port is replaced by a free one. DEMO_SECONDS=N stops the demo by itself after N seconds and
-# exits non-zero unless every dropped file arrived once (used to check the demo unattended).
+# exits non-zero unless every dropped file arrived once, in its own project (used to check the
+# demo unattended).
 set -euo pipefail
 # Every background job is started with job control on (`set -m`, then off again), which gives
 # it a process group of its own: the terminal's Ctrl-C reaches this script only, and the
@@ -78,7 +82,10 @@ say "building (debug profile: cargo build --workspace --bins)"
 # ---------------------------------------------------------------- fresh demo folder
 mkdir -p "$DEMO"
 rm -rf "$DEMO/inbox" "$DEMO/postflow-state" "$DEMO/registry" "$DEMO"/*.log "$DEMO/sim.out"
-mkdir -p "$DEMO/inbox" "$DEMO/registry"
+# One watched folder per project (the `projects` list in scripts/demo.config.json).
+PROJECT_NAMES=(nightfall promo)
+for name in "${PROJECT_NAMES[@]}"; do mkdir -p "$DEMO/inbox/$name"; done
+mkdir -p "$DEMO/registry"
 
 SIM_PORT=$(pick_port "${DEMO_SIM_PORT:-9090}")
 DASHBOARD_PORT=$(pick_port "${DEMO_DASHBOARD_PORT:-8080}")
@@ -87,10 +94,11 @@ SERVE_PORT=$(pick_port "${DEMO_SERVE_PORT:-8081}")
 
 # ---------------------------------------------------------------- the simulated Frame.io
 # --fetch alternate: its fetcher pulls through the tunnel with plain GETs and Range requests
-# in turn, like Frame.io does.
+# in turn, like Frame.io does. --project Promo: a second project beside the main one, in the
+# same account (so the two share Frame.io's rate limits, as they would).
 set -m
 "$BIN/frameio-sim" --listen "127.0.0.1:$SIM_PORT" --registry "$DEMO/registry" \
-    --fetch alternate >"$DEMO/sim.out" 2>"$DEMO/sim.log" &
+    --fetch alternate --project Promo >"$DEMO/sim.out" 2>"$DEMO/sim.log" &
 SIM_PID=$!
 set +m
 for _ in $(seq 1 100); do
@@ -101,6 +109,9 @@ done
 grep -qx ready "$DEMO/sim.out" || { say "frameio-sim did not say ready"; exit 1; }
 setting() { sed -n "s/^$1=//p" "$DEMO/sim.out"; }
 SIM_URL=$(setting base_url)
+# The simulated Frame.io project of each of PROJECT_NAMES: nightfall uploads into the main
+# project, promo into Promo.
+PROJECT_IDS=("$(setting project_id)" "$(setting project.Promo)")
 say "frameio-sim (pid $SIM_PID) at $SIM_URL"
 
 # ---------------------------------------------------------------- config and sign-in
@@ -108,7 +119,8 @@ sed -e "s|@CLIENT_ID@|$(setting client_id)|" \
     -e "s|@CLIENT_SECRET@|$(setting client_secret)|" \
     -e "s|@REDIRECT_URI@|$(setting redirect_uri)|" \
     -e "s|@ACCOUNT_ID@|$(setting account_id)|" \
-    -e "s|@PROJECT_ID@|$(setting project_id)|" \
+    -e "s|@NIGHTFALL_PROJECT_ID@|${PROJECT_IDS[0]}|" \
+    -e "s|@PROMO_PROJECT_ID@|${PROJECT_IDS[1]}|" \
     -e "s|@SIM_URL@|$SIM_URL|g" \
     -e "s|@SERVE_PORT@|$SERVE_PORT|" \
     -e "s|@DASHBOARD_PORT@|$DASHBOARD_PORT|" \
@@ -149,7 +161,7 @@ mov_head() {
     printf "$(be32 $(($1 - 44)))mdat"
 }
 # A finished file appears at once (written under a temporary name, then renamed, as renders do).
-drop() { # relative path, size in bytes
+drop() { # path under demo/inbox (the project's folder first), size in bytes
     local path="$DEMO/inbox/$1" size=$2
     mkdir -p "$(dirname "$path")"
     case "$path" in
@@ -159,7 +171,7 @@ drop() { # relative path, size in bytes
     mv "$path.partial" "$path"
 }
 # A .mov written in place over about 40 s: the page shows it waiting until it settles.
-slow_mov() { # relative path, MiB
+slow_mov() { # path under demo/inbox, MiB
     local path="$DEMO/inbox/$1" mib=$2
     mov_head $((mib * 1048576)) >"$path"
     head -c $((1048576 - 52)) /dev/urandom >>"$path"
@@ -169,31 +181,56 @@ slow_mov() { # relative path, MiB
     done
 }
 
+# What each project's Frame.io should end up holding: "project:path under its root folder".
 EXPECTED=(
-    SQ01/UNDLM_00412/SQ01_UNDLM_00412_v001.mov
-    SQ01/UNDLM_00412/SQ01_UNDLM_00412_v002.mov
-    SQ01/UNDLM_00413/SQ01_UNDLM_00413_v002.mov
-    SQ02/UNDLM_00001/SQ02_UNDLM_00001_v001.mp4
-    audio/SQ01_mix_v003.wav
-    notes/edit_notes.pdf
-    SQ01/UNDLM_00414/SQ01_UNDLM_00414_v001.mov
+    nightfall:SQ01/UNDLM_00412/SQ01_UNDLM_00412_v001.mov
+    nightfall:SQ01/UNDLM_00412/SQ01_UNDLM_00412_v002.mov
+    nightfall:SQ01/UNDLM_00413/SQ01_UNDLM_00413_v002.mov
+    nightfall:SQ02/UNDLM_00001/SQ02_UNDLM_00001_v001.mp4
+    nightfall:audio/SQ01_mix_v003.wav
+    nightfall:notes/edit_notes.pdf
+    nightfall:SQ01/UNDLM_00414/SQ01_UNDLM_00414_v001.mov
+    promo:Deliveries/TEASER/30s/TEASER_30s_v001.mp4
+    promo:Deliveries/TEASER/15s/TEASER_15s_v001.mp4
+    promo:Deliveries/TRAILER/120s/TRAILER_120s_v001.mov
+    promo:Deliveries/artwork/key_art.png
 )
-drop SQ01_UNDLM_00412_v001.mov $((8 * 1048576))
-drop SQ01_UNDLM_00413_v002.mov $((40 * 1048576))
-drop SQ02_UNDLM_00001_v001.mp4 $((3 * 1048576))
-drop audio/SQ01_mix_v003.wav $((2 * 1048576))
-drop notes/edit_notes.pdf 48000
+# Both shows' exports land at once, the two folders' files in turn.
+drop nightfall/SQ01_UNDLM_00412_v001.mov $((8 * 1048576))
+drop promo/TEASER_30s_v001.mp4 $((5 * 1048576))
+drop nightfall/SQ01_UNDLM_00413_v002.mov $((40 * 1048576))
+drop promo/TRAILER_120s_v001.mov $((12 * 1048576))
+drop nightfall/SQ02_UNDLM_00001_v001.mp4 $((3 * 1048576))
+drop promo/TEASER_15s_v001.mp4 $((3 * 1048576))
+drop nightfall/audio/SQ01_mix_v003.wav $((2 * 1048576))
+drop promo/artwork/key_art.png 300000
+drop nightfall/notes/edit_notes.pdf 48000
 set -m
-slow_mov SQ01_UNDLM_00414_v001.mov 20 &
+slow_mov nightfall/SQ01_UNDLM_00414_v001.mov 20 &
 WRITER_PID=$!
 set +m
 
+# The simulated Frame.io project of a project name (one of PROJECT_NAMES).
+project_id() {
+    local i
+    for i in "${!PROJECT_NAMES[@]}"; do
+        [ "${PROJECT_NAMES[$i]}" = "$1" ] && { echo "${PROJECT_IDS[$i]}"; return; }
+    done
+}
+# {"<path>":{"complete":1,"copies":1,"sha256":"…","size":123},…} of one simulated project, one
+# entry a line.
+sim_paths() { # project name
+    curl -sf "$SIM_URL/_sim/paths?project=$(project_id "$1")" | grep -oE '"[^"]+":\{[^}]*\}' || true
+}
+
 # The next version of a shot, once the first is in Frame.io: postflow stacks v002 on v001.
-arrived() { curl -sf "$SIM_URL/_sim/paths" | grep -oE "\"$1\":\{[^}]*\}" | grep -qE '"complete":[1-9]'; }
+arrived() { # path [project name, default nightfall]
+    sim_paths "${2:-nightfall}" | grep -F "\"$1\":{" | grep -qE '"complete":[1-9]'
+}
 next_version() {
     until arrived SQ01/UNDLM_00412/SQ01_UNDLM_00412_v001.mov; do sleep 1; done
-    say "dropping SQ01_UNDLM_00412_v002.mov, the next version of that shot"
-    drop SQ01_UNDLM_00412_v002.mov $((6 * 1048576))
+    say "dropping SQ01_UNDLM_00412_v002.mov into nightfall, the next version of that shot"
+    drop nightfall/SQ01_UNDLM_00412_v002.mov $((6 * 1048576))
 }
 set -m
 next_version &
@@ -222,31 +259,39 @@ set +m
 
 # Prints each file as it arrives in the simulated Frame.io (from the simulator's /_sim/paths),
 # and each version stack as it changes (from /_sim/stacks).
+# Each project's in turn (?project=ID); a line starts with the project's name.
 watch_arrivals() {
     local seen=" " stacks_seen=""
     while sleep 1; do
-        local paths
-        # {"<path>":{"complete":1,"copies":1,"sha256":"…","size":123},…}: complete copies only
-        paths=$(curl -sf "$SIM_URL/_sim/paths" | grep -oE '"[^"]+":\{[^}]*\}' | grep -E '"complete":[1-9]' || true)
-        while IFS= read -r entry; do
-            [ -n "$entry" ] || continue
-            local p=${entry%%\":\{*}; p=${p#\"}
-            case "$seen" in *" $p "*) continue ;; esac
-            seen="$seen$p "
-            local size; size=$(printf "%s" "$entry" | sed -E 's/.*"size":([0-9]+).*/\1/')
-            say "arrived in Frame.io: $p ($size bytes)"
-        done <<<"$paths"
-        local stacks
-        # [{…,"folder":"SQ01/UNDLM_00412",…,"versions":["…_v001.mov","…_v002.mov"]},…]: one
-        # object per stack, its versions bottom first
-        stacks=$(curl -sf "$SIM_URL/_sim/stacks" | grep -oE '\{[^}]*\}' || true)
-        if [ -n "$stacks" ] && [ "$stacks" != "$stacks_seen" ]; then
+        local name
+        for name in "${PROJECT_NAMES[@]}"; do
+            local paths
+            # complete copies only
+            paths=$(sim_paths "$name" | grep -E '"complete":[1-9]' || true)
+            while IFS= read -r entry; do
+                [ -n "$entry" ] || continue
+                local p=${entry%%\":\{*}; p=${p#\"}
+                case "$seen" in *" $name:$p "*) continue ;; esac
+                seen="$seen$name:$p "
+                local size; size=$(printf "%s" "$entry" | sed -E 's/.*"size":([0-9]+).*/\1/')
+                say "[$name] arrived in Frame.io: $p ($size bytes)"
+            done <<<"$paths"
+        done
+        local stacks=""
+        for name in "${PROJECT_NAMES[@]}"; do
+            # [{…,"folder":"SQ01/UNDLM_00412",…,"versions":["…_v001.mov","…_v002.mov"]},…]: one
+            # object per stack, its versions bottom first
+            stacks="$stacks$(curl -sf "$SIM_URL/_sim/stacks?project=$(project_id "$name")" \
+                | grep -oE '\{[^}]*\}' | sed "s/^/$name /" || true)"$'\n'
+        done
+        if [ -n "${stacks//$'\n'/}" ] && [ "$stacks" != "$stacks_seen" ]; then
             stacks_seen=$stacks
             while IFS= read -r st; do
+                [ -n "$st" ] || continue
                 local folder versions
                 folder=$(printf '%s' "$st" | sed -E 's/.*"folder":"([^"]*)".*/\1/')
                 versions=$(printf '%s' "$st" | sed -E 's/.*"versions":\[([^]]*)\].*/\1/; s/"//g')
-                say "version stack in Frame.io: $folder: ${versions//,/ < } (top: ${versions##*,})"
+                say "[${st%% *}] version stack in Frame.io: $folder: ${versions//,/ < } (top: ${versions##*,})"
             done <<<"$stacks"
         fi
     done
@@ -256,29 +301,48 @@ watch_arrivals &
 WATCHER_PID=$!
 set +m
 
-say "dropped 5 files into demo/inbox and started writing SQ01_UNDLM_00414_v001.mov slowly"
+say "two projects in one postflow, each folder to its own Frame.io project and template:"
+say "  nightfall: demo/inbox/nightfall, {seq}_UNDLM_{shot}_v{version}.{ext} into {seq}/UNDLM_{shot}"
+say "  promo:     demo/inbox/promo, {spot}_{length}_v{version}.{ext} into Deliveries/{spot}/{length}"
+say "dropped 5 files into nightfall and 4 into promo, and started writing SQ01_UNDLM_00414_v001.mov slowly"
 say "SQ01_UNDLM_00412_v002.mov follows once its v001 is in Frame.io"
 echo
 say "open the status page: $DASH"
-say "what the simulated Frame.io holds: $SIM_URL/_sim/paths"
+say "what the simulated Frame.io holds: $SIM_URL/_sim/paths?project=<id> (nightfall ${PROJECT_IDS[0]}, promo ${PROJECT_IDS[1]})"
 say "press Ctrl-C to stop"
 echo
 
 if [ -n "${DEMO_SECONDS:-}" ]; then
     end=$(( $(date +%s) + DEMO_SECONDS ))
     while [ "$(date +%s)" -lt "$end" ] && kill -0 "$POSTFLOW_PID" 2>/dev/null; do sleep 1; done
-    paths=$(curl -sf "$SIM_URL/_sim/paths")
     missing=0
-    for p in "${EXPECTED[@]}"; do
-        printf '%s' "$paths" | grep -oE '"[^"]+":\{[^}]*\}' | grep -F "\"$p\":{" | grep -qE '"complete":1,' \
-            || { say "missing: $p"; missing=1; }
+    for e in "${EXPECTED[@]}"; do
+        sim_paths "${e%%:*}" | grep -F "\"${e#*:}\":{" | grep -qE '"complete":1,' \
+            || { say "missing in ${e%%:*}: ${e#*:}"; missing=1; }
     done
-    printf '%s' "$paths" | grep -qE '"copies":([02-9]|[1-9][0-9])' && { say "a file arrived twice"; missing=1; }
-    curl -sf "$SIM_URL/_sim/stacks" \
+    for name in "${PROJECT_NAMES[@]}"; do
+        # Every copy in a project is one of its own expected files (nothing landed in the other
+        # project), and none is there twice.
+        while IFS= read -r entry; do
+            [ -n "$entry" ] || continue
+            p=${entry%%\":\{*}; p=${p#\"}
+            case " ${EXPECTED[*]} " in *" $name:$p "*) ;; *) say "unexpected in $name: $p"; missing=1 ;; esac
+            printf '%s' "$entry" | grep -qE '"copies":1,' || { say "in $name more than once: $p"; missing=1; }
+        done <<<"$(sim_paths "$name")"
+    done
+    curl -sf "$SIM_URL/_sim/stacks?project=${PROJECT_IDS[0]}" \
         | grep -qF '"versions":["SQ01_UNDLM_00412_v001.mov","SQ01_UNDLM_00412_v002.mov"]' \
         || { say "v002 is not stacked on v001"; missing=1; }
+    # What the page shows: each project's jobs by state (/api/status's queue.by_project).
+    status=$(curl -sf "$DASH/api/status" || true)
+    for name in "${PROJECT_NAMES[@]}"; do
+        counts=$(printf '%s' "$status" | grep -oE "\"$name\":\{\"counts\":\{[^}]*\}" \
+            | sed -E 's/.*"counts":\{([^}]*)\}/\1/; s/"//g' | tr ',' '\n' | grep -v ':0$' | sed 's/:/ /' \
+            | paste -sd, - | sed 's/,/, /g' || true)
+        say "the page says $name: ${counts:-no jobs}"
+    done
     cleanup
-    [ "$missing" = 0 ] && say "all ${#EXPECTED[@]} files arrived once, v002 stacked on v001" || exit 1
+    [ "$missing" = 0 ] && say "all ${#EXPECTED[@]} files arrived once, each in its own project; v002 stacked on v001" || exit 1
     exit 0
 fi
 

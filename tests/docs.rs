@@ -4,7 +4,8 @@
 //!   and only keys the code accepts; the keys come from the parser itself (`Config::keys`),
 //!   so neither side can drift alone;
 //! - the shipped config.json loads, shows every key, and its values are the code's defaults
-//!   and the reference's; the demo's config uses only documented keys;
+//!   and the reference's; the demo's config uses only documented keys and sends each file it
+//!   drops to the project and folder its check expects;
 //! - every relative link and `#anchor` in the Markdown files resolves;
 //! - the README stays a front door: short, with install and the demo on its first screen.
 
@@ -262,15 +263,105 @@ fn the_shipped_config_json_loads_shows_every_key_with_its_default() {
 
 #[test]
 fn the_demo_config_uses_only_documented_keys() {
-    let demo: Value =
+    let mut demo: Value =
         serde_json::from_str(&read("scripts/demo.config.json")).expect("the demo config is JSON");
     let documented: BTreeSet<String> = reference_keys().into_iter().collect();
-    for key in leaf_keys(&demo).keys() {
+    let mut keys: Vec<String> = Vec::new();
+    // Inside a `projects` entry a key is `projects[].K`, and an object such as its `layout`
+    // holds the top-level object's keys (`layout.pattern`).
+    if let Some(Value::Array(entries)) = demo.as_object_mut().and_then(|m| m.remove("projects")) {
+        for entry in &entries {
+            for (k, v) in entry.as_object().expect("a projects entry is an object") {
+                keys.push(format!("projects[].{k}"));
+                if v.is_object() {
+                    keys.extend(leaf_keys(&json!({ k: v })).into_keys());
+                }
+            }
+        }
+    }
+    keys.extend(leaf_keys(&demo).into_keys());
+    for key in keys {
         assert!(
-            documented.contains(key),
+            documented.contains(&key),
             "scripts/demo.config.json sets {key}, undocumented"
         );
     }
+}
+
+/// The demo's two projects, filled in as scripts/demo.sh does, send each file it drops to the
+/// project and folder its arrival check expects (its `EXPECTED` list), and nothing else.
+#[test]
+fn the_demo_sends_each_dropped_file_to_the_project_and_folder_it_expects() {
+    use postflow::layout::Destination;
+    let script = read("scripts/demo.sh");
+    let dir = scratch("demo-config");
+    let filled = read("scripts/demo.config.json")
+        .replace("@NIGHTFALL_PROJECT_ID@", "p-nightfall")
+        .replace("@PROMO_PROJECT_ID@", "p-promo")
+        .replace("@SERVE_PORT@", "18081")
+        .replace("@DASHBOARD_PORT@", "18080")
+        .replace("@SIM_URL@", "http://127.0.0.1:19090")
+        .replace("@REDIRECT_URI@", "https://localhost/postflow/callback");
+    let filled: Value = serde_json::from_str(&filled).unwrap();
+    for entry in filled["projects"]
+        .as_array()
+        .expect("the demo has a projects list")
+    {
+        std::fs::create_dir_all(dir.join(entry["root"].as_str().unwrap())).unwrap();
+    }
+    let config = load(&dir, "config.json", &filled).expect("the demo config loads");
+    let names: Vec<&str> = config.projects.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["nightfall", "promo"]);
+    assert_eq!(
+        config
+            .projects
+            .iter()
+            .map(|p| p.project_id.as_str())
+            .collect::<Vec<_>>(),
+        ["p-nightfall", "p-promo"]
+    );
+
+    // "project:path under its Frame.io root", from the EXPECTED=( … ) list.
+    let expected: BTreeSet<String> = script
+        .split_once("\nEXPECTED=(\n")
+        .expect("demo.sh has an EXPECTED list")
+        .1
+        .split_once("\n)")
+        .unwrap()
+        .0
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect();
+    // Every `drop PROJECT/PATH SIZE` and `slow_mov PROJECT/PATH MIB` of the script.
+    let mut arrives = BTreeSet::new();
+    for line in script.lines().map(str::trim) {
+        let Some(rel) = line
+            .strip_prefix("drop ")
+            .or_else(|| line.strip_prefix("slow_mov "))
+            .and_then(|rest| rest.split_whitespace().next())
+        else {
+            continue;
+        };
+        let Some((project, path)) = rel.split_once('/').filter(|_| !rel.contains('$')) else {
+            continue;
+        };
+        let p = config
+            .projects
+            .iter()
+            .find(|p| p.name == project)
+            .unwrap_or_else(|| panic!("demo.sh drops {rel} into no project's folder"));
+        let name = path.rsplit('/').next().unwrap();
+        match p.layout().destination(path) {
+            Destination::Folder(folder) if folder.is_empty() => {
+                arrives.insert(format!("{project}:{name}"))
+            }
+            Destination::Folder(folder) => arrives.insert(format!("{project}:{folder}/{name}")),
+            Destination::Skip(why) => panic!("{rel} would be skipped: {why}"),
+        };
+    }
+    assert!(arrives.len() >= 10, "the drops were not found: {arrives:?}");
+    assert_eq!(arrives, expected);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---------------------------------------------------------------- links
