@@ -390,7 +390,9 @@ impl Follower {
                         ready: true,
                         ..job.review.clone()
                     };
-                    log::info!("{}: ready for review in Frame.io", job.name());
+                    // DEBUG: an upload says at most six lines at INFO (DESIGN "Logs"); the
+                    // page and the notification carry this one.
+                    log::debug!("{}: ready for review in Frame.io", job.name());
                     self.record(job, review.clone());
                     self.tell(job, &review, ReviewNews::Ready);
                 }
