@@ -14,8 +14,13 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use super::sys::{self, PollSet};
 use super::{parse, Body, Parsed, Request, Response};
 
-/// How long a whole head may wait for a free worker before the stage answers 503.
+/// How long a whole head may wait for a free worker before the stage answers 503, when every
+/// worker the stage may have is busy.
 const QUEUE_WAIT: Duration = Duration::from_secs(1);
+/// How long it may wait when a worker is idle or may still be started: one is on its way, late
+/// only on a machine too busy to run it (measured under Wine on a loaded machine: over a
+/// second). A backstop for a worker that could not be started at all.
+const QUEUE_WAIT_UNSATURATED: Duration = Duration::from_secs(10);
 /// How long a closing connection is drained after its last response, at most.
 const LINGER: Duration = Duration::from_secs(2);
 /// Bytes per write step: each step must be taken by the socket within `io_timeout`.
@@ -695,17 +700,25 @@ impl Stage {
         }
     }
 
-    /// Heads that waited `QUEUE_WAIT` for a worker get 503 (once stalled requests had their
-    /// chance to make room).
+    /// Heads that waited `QUEUE_WAIT` for a worker while every worker was busy get 503 (once
+    /// stalled requests had their chance to make room); with a worker idle or still to be
+    /// started, `QUEUE_WAIT_UNSATURATED`.
     fn refuse_queued_too_long(&mut self, now: Instant) {
         let expired: Vec<Job> = {
             let mut pool = self.shared.pool();
-            pool.cut_stalled(self.limits().workers, now);
+            let workers = self.limits().workers;
+            pool.cut_stalled(workers, now);
+            let saturated = pool.workers >= workers && pool.queue.len() > pool.idle;
+            let wait = if saturated {
+                QUEUE_WAIT
+            } else {
+                QUEUE_WAIT_UNSATURATED
+            };
             let mut out = Vec::new();
             while pool
                 .queue
                 .front()
-                .is_some_and(|job| now >= job.since + QUEUE_WAIT)
+                .is_some_and(|job| now >= job.since + wait)
             {
                 out.extend(pool.queue.pop_front());
             }
