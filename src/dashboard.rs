@@ -354,7 +354,7 @@ pub struct Dashboard {
 impl Dashboard {
     /// Binds `config.listen` (so a taken port is reported at start) and subscribes to the hub.
     pub fn bind(config: &DashboardConfig, deps: Deps) -> io::Result<Dashboard> {
-        let listener = TcpListener::bind(config.listen)?;
+        let listener = crate::http1::bind_listener(config.listen)?;
         let listen = listener.local_addr()?;
         let events = deps.hub.subscribe(HUB_QUEUE);
         let mut model = Model::default();

@@ -48,7 +48,7 @@ use std::fs::File;
 use std::io;
 #[cfg(not(target_os = "linux"))]
 use std::io::{Read, Seek, SeekFrom};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 #[cfg(not(target_os = "linux"))]
 use std::sync::atomic::Ordering;
@@ -162,7 +162,7 @@ impl Files {
 impl FileServer {
     /// Binds `opts.listen` and starts serving.
     pub fn start(opts: ServeOptions, events: Sender<ServeEvent>) -> io::Result<FileServer> {
-        let listener = TcpListener::bind(opts.listen)?;
+        let listener = crate::http1::bind_listener(opts.listen)?;
         let local_addr = listener.local_addr()?;
         let links = Links::new(opts.link_ttl);
         let hooks = Arc::new(Gate::default());
