@@ -169,6 +169,8 @@ pub struct UploadConfig {
     pub max_delay: Duration,
     /// Every byte in and Frame.io still not complete after this long: delete, retry.
     pub processing_timeout: Duration,
+    /// `upload.bandwidth`: the limit on every outgoing file byte, by time of week.
+    pub bandwidth: crate::bandwidth::Timetable,
 }
 
 #[derive(Clone, Debug)]
@@ -725,6 +727,10 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
             1,
             30 * 86_400,
         )?),
+        bandwidth: match crate::bandwidth::parse(&u.string_or("bandwidth", "off")?) {
+            Ok(t) => t,
+            Err(e) => return key_err("upload.bandwidth", e),
+        },
     };
     keys.extend(u.finish()?);
 
@@ -1301,6 +1307,14 @@ mod tests {
         let (key, msg) = err_of(with(minimal(), "upload", "concurrency", json!(0)));
         assert_eq!(key, "upload.concurrency");
         assert!(msg.contains("from 1 to 64"), "{msg}");
+        let (key, msg) = err_of(with(
+            minimal(),
+            "upload",
+            "bandwidth",
+            json!("08:00,20M 19:70,off"),
+        ));
+        assert_eq!(key, "upload.bandwidth");
+        assert!(msg.contains("\"19:70,off\""), "{msg}");
     }
 
     #[test]

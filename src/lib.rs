@@ -8,6 +8,7 @@
 // ids and ACLs; `shutdown::windows` and the service's Windows room: console, events, the SCM).
 #![deny(unsafe_code)]
 
+pub mod bandwidth;
 pub mod cmd;
 pub mod config;
 pub mod container;

@@ -256,6 +256,8 @@ impl Pipeline {
             .filter_map(Watched::resumed)
             .collect();
 
+        // upload.bandwidth: the one bucket every part PUT and every /f/ body goes through.
+        crate::bandwidth::shared().configure(config.upload.bandwidth.clone());
         let auth = Auth::new(&config.frameio, state.path(), Some(hub.clone()));
         let api = Api::new(&config.frameio, auth.clone());
         let dash = Dashboard::bind(

@@ -47,6 +47,7 @@ enum Route<'a> {
     RetryFailed,
     Pause,
     Resume,
+    Bandwidth,
     Metrics,
     OauthStart,
     OauthCallback,
@@ -79,6 +80,9 @@ fn route<'a>(path: &[&'a str]) -> Option<Route<'a>> {
         ["api", "pause"] => Route::Pause,
         // POST: uploads start again (also lifts a hold for Frame.io login).
         ["api", "resume"] => Route::Resume,
+        // GET: the upload.bandwidth limit now, its source and next change.
+        // POST: {"limit": "5M"|"off"|null} overrides it until null (or a restart).
+        ["api", "bandwidth"] => Route::Bandwidth,
         // GET: Prometheus text format.
         ["metrics"] => Route::Metrics,
         // GET: redirects to Adobe IMS with a fresh `state`.
@@ -95,7 +99,7 @@ impl Route<'_> {
     /// The `Allow` header of a 405 on this route.
     fn allow(self) -> &'static str {
         match self {
-            Route::Jobs => "GET, HEAD, POST",
+            Route::Jobs | Route::Bandwidth => "GET, HEAD, POST",
             Route::Retry(_)
             | Route::RetryStack(_)
             | Route::RetryFailed
@@ -158,6 +162,10 @@ pub(crate) fn handle(ctx: &Ctx, req: &Request, body: &[u8]) -> Reply {
         ("POST", Route::RetryFailed) => retry_failed(ctx).into(),
         ("POST", Route::Pause) => pause(ctx, true).into(),
         ("POST", Route::Resume) => pause(ctx, false).into(),
+        ("GET", Route::Bandwidth) => {
+            json(200, &crate::bandwidth::shared().snapshot().to_json()).into()
+        }
+        ("POST", Route::Bandwidth) => set_bandwidth(body).into(),
         ("GET", Route::Metrics) => metrics::render(ctx).into(),
         ("GET", Route::OauthStart) => oauth_start(ctx).into(),
         ("GET", Route::OauthCallback) => oauth_callback(ctx, req).into(),
@@ -256,6 +264,35 @@ fn pause(ctx: &Ctx, paused: bool) -> Response {
         }
         Err(e) => error(503, &e),
     }
+}
+
+/// Body `{"limit": "5M"|"off"|null}`: a live override of upload.bandwidth (a rate or "off"),
+/// or null to go back to the timetable. Answers as GET does.
+fn set_bandwidth(body: &[u8]) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(body) else {
+        return error(400, "expected {\"limit\": \"5M\" | \"off\" | null}");
+    };
+    let limit = match body.get("limit") {
+        Some(Value::Null) => None,
+        Some(Value::String(s)) => match crate::bandwidth::parse_rate(s) {
+            Ok(limit) => Some(limit),
+            Err(e) => return error(400, &format!("limit: {e}")),
+        },
+        _ => return error(400, "expected {\"limit\": \"5M\" | \"off\" | null}"),
+    };
+    let bandwidth = crate::bandwidth::shared();
+    match limit {
+        Some(l) => log::info!(
+            "bandwidth: override to {} from the dashboard",
+            l.map_or("off".to_string(), |n| format!(
+                "{}/s",
+                crate::human::size(n)
+            ))
+        ),
+        None => log::info!("bandwidth: back to the timetable"),
+    }
+    bandwidth.set_override(limit);
+    json(200, &bandwidth.snapshot().to_json())
 }
 
 /// Body `{"paths": ["/abs/path", "relative/to/the/project/root", …], "project": "name"}`

@@ -166,10 +166,10 @@ fn put_part(
     file.seek(SeekFrom::Start(offset))
         .map_err(|e| PartError::File(e.to_string()))?;
     let mut body = Counted {
-        inner: ExactReader {
+        inner: Paced(ExactReader {
             inner: file.take(part.size),
             left: part.size,
-        },
+        }),
         taken: 0,
         cap: part.size.saturating_sub(1),
         sent,
@@ -266,6 +266,22 @@ impl<R: Read> Read for Counted<'_, R> {
         self.sent
             .fetch_add(self.taken.min(self.cap) - before, Ordering::SeqCst);
         Ok(n)
+    }
+}
+
+/// A body paced by `upload.bandwidth` (one bucket for every part of every job and the file
+/// server). The HTTP client asks for the next buffer only between socket writes, so waiting
+/// here never counts against the part's per-write stall timeout.
+struct Paced<R>(R);
+
+impl<R: Read> Read for Paced<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let bandwidth = crate::bandwidth::shared();
+        let (grant, _) = bandwidth.take(buf.len());
+        let result = self.0.read(&mut buf[..grant]);
+        let used = *result.as_ref().unwrap_or(&0);
+        bandwidth.give_back(grant - used);
+        result
     }
 }
 
