@@ -144,14 +144,23 @@ pub fn check_layout(parts: &[Part], file_size: u64) -> Result<(), String> {
 /// one that takes them slowly). A reader wrapped around the file could not do that: while
 /// the socket is full, the HTTP client is blocked in a write and never asks the reader for
 /// more. After the last byte, the wait for the answer is `answer_wait`.
+///
+/// Verified (DESIGN "Verification"): the part's MD5 is read first and sent as `Content-MD5`
+/// (S3 refuses a body that does not hash to it: `BadDigest`, and the part is sent again), and
+/// an ETag that is a hex MD5 must equal it (else S3 kept other bytes: sent again). Should the
+/// presigned URLs refuse the header (403 `SignatureDoesNotMatch` on a PUT carrying it), every
+/// part of this upload goes on without it (`with_md5` turns false) and says so in the log.
 fn put_part(
     agent: &ureq::Agent,
     plan: &PartPlan<'_>,
     index: usize,
     offset: u64,
     sent: &AtomicU64,
+    with_md5: &AtomicBool,
 ) -> Result<(), PartError> {
     let part = &plan.parts[index];
+    let md5 = part_md5(plan.path, offset, part.size)?;
+    let sending_md5 = with_md5.load(Ordering::SeqCst);
     let mut file = File::open(plan.path).map_err(|e| PartError::File(e.to_string()))?;
     let len = file
         .metadata()
@@ -174,7 +183,7 @@ fn put_part(
         cap: part.size.saturating_sub(1),
         sent,
     };
-    let result = agent
+    let mut request = agent
         .put(&part.url)
         .config()
         .timeout_per_write(Some(plan.stall))
@@ -182,15 +191,53 @@ fn put_part(
         .build()
         .header("content-length", part.size.to_string())
         .header("content-type", plan.content_type)
-        .header("x-amz-acl", "private")
-        .send(ureq::SendBody::from_reader(&mut body));
-    let outcome = read_answer(result, plan.stall, part.size);
+        .header("x-amz-acl", "private");
+    if sending_md5 {
+        request = request.header("content-md5", crate::md5::base64(&md5));
+    }
+    let result = request.send(ureq::SendBody::from_reader(&mut body));
+    let outcome = read_answer(result, plan.stall, part.size, &md5);
     let counted = body.taken.min(body.cap);
     match outcome {
         Ok(()) => sent.fetch_add(part.size - counted, Ordering::SeqCst),
         Err(_) => sent.fetch_sub(counted, Ordering::SeqCst),
     };
-    outcome
+    match outcome {
+        Err(PartError::Rejected(m))
+            if sending_md5 && m.starts_with("HTTP 403 SignatureDoesNotMatch") =>
+        {
+            if with_md5.swap(false, Ordering::SeqCst) {
+                log::warn!(
+                    "{}: the part upload URLs refuse Content-MD5 (a signature without it): \
+                     going on without it; S3's ETags are still compared",
+                    plan.path.display()
+                );
+            }
+            put_part(agent, plan, index, offset, sent, with_md5)
+        }
+        other => other,
+    }
+}
+
+/// MD5 of `size` bytes of `path` from `offset` (read before the part is sent: the header
+/// goes first).
+fn part_md5(path: &Path, offset: u64, size: u64) -> Result<[u8; 16], PartError> {
+    let file_err = |e: std::io::Error| PartError::File(e.to_string());
+    let mut file = File::open(path).map_err(file_err)?;
+    file.seek(SeekFrom::Start(offset)).map_err(file_err)?;
+    let mut reader = ExactReader {
+        inner: file.take(size),
+        left: size,
+    };
+    let mut md5 = crate::md5::Md5::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = reader.read(&mut buf).map_err(file_err)?;
+        if n == 0 {
+            return Ok(md5.finish());
+        }
+        md5.update(&buf[..n]);
+    }
 }
 
 /// What S3's answer (or the lack of one) means for the part.
@@ -198,6 +245,7 @@ fn read_answer(
     result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     stall: Duration,
     size: u64,
+    md5: &[u8; 16],
 ) -> Result<(), PartError> {
     let mut response = match result {
         Ok(r) => r,
@@ -222,6 +270,23 @@ fn read_answer(
     };
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
+        // A plain PUT's ETag is the MD5 of what S3 stored (not with SSE-KMS: then it is no
+        // hex MD5 and says nothing).
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().trim_matches('"').to_ascii_lowercase());
+        if let Some(etag) =
+            etag.filter(|e| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            let ours = crate::md5::hex(md5);
+            if etag != ours {
+                return Err(PartError::Transient(format!(
+                    "S3 stored other bytes than were sent (ETag {etag}, the part's MD5 {ours})"
+                )));
+            }
+        }
         return Ok(());
     }
     let body = response
@@ -237,6 +302,10 @@ fn read_answer(
             || code == "ExpiredToken");
     if expired {
         Err(PartError::Expired)
+    } else if code == "BadDigest" {
+        Err(PartError::Transient(
+            "S3 refused the part as corrupt on the way (BadDigest)".into(),
+        ))
     } else if status >= 500 || status == 408 || status == 429 {
         Err(PartError::Transient(format!("HTTP {status} {code}")))
     } else {
@@ -353,6 +422,7 @@ pub fn put_parts(
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<PartError>> = Mutex::new(None);
+    let with_md5 = AtomicBool::new(true);
     let workers = plan.parallel.clamp(1, todo.len().max(1));
     let (finished, all_finished) = bounded::<()>(0);
     std::thread::scope(|scope| {
@@ -372,7 +442,15 @@ pub fn put_parts(
                     let Some(&index) = todo.get(next.fetch_add(1, Ordering::SeqCst)) else {
                         return;
                     };
-                    match put_with_retries(agent, plan, index, offsets[index], sent, stop) {
+                    match put_with_retries(
+                        agent,
+                        plan,
+                        index,
+                        offsets[index],
+                        sent,
+                        stop,
+                        &with_md5,
+                    ) {
                         Ok(()) => on_done(index),
                         Err(e) => {
                             failed.store(true, Ordering::SeqCst);
@@ -407,6 +485,7 @@ fn put_with_retries(
     offset: u64,
     sent: &AtomicU64,
     stop: &Receiver<()>,
+    with_md5: &AtomicBool,
 ) -> Result<(), PartError> {
     let mut delay = plan.backoff;
     let mut tries = 0;
@@ -419,7 +498,7 @@ fn put_with_retries(
             return Err(PartError::Stopped);
         }
         tries += 1;
-        match put_part(agent, plan, index, offset, sent) {
+        match put_part(agent, plan, index, offset, sent, with_md5) {
             Ok(()) => return Ok(()),
             // The agent was shut down under the request.
             Err(_) if stopping(stop) => return Err(PartError::Stopped),
