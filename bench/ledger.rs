@@ -30,6 +30,7 @@ fn main() {
             created_ms: 1_700_000_000_000,
             updated_ms: 1_700_000_000_000,
             stack: None,
+            verified: None,
         })
         .collect();
     ledger.write(&jobs).expect("write");

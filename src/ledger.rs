@@ -128,6 +128,11 @@ pub struct Job {
     /// on the other versions in Frame.io. (Boxed: most jobs have none, and jobs travel by value.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack: Option<Box<Stacking>>,
+    /// How the bytes of this job's upload were verified (DESIGN "Verification"):
+    /// `parts-md5` (S3 checked every part's Content-MD5), `served-in-full` (a pull that was
+    /// served every byte of the unchanged file); none when neither could be said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<String>,
 }
 
 /// Where stacking a version stands. A step after the upload: whatever happens to it, the
@@ -574,6 +579,7 @@ mod tests {
             created_ms: 1,
             updated_ms: 2,
             stack: None,
+            verified: None,
         }
     }
 

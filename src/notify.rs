@@ -580,6 +580,7 @@ mod tests {
             created_ms: 0,
             updated_ms: 1_714_566_896_000,
             stack: None,
+            verified: None,
         }
     }
 

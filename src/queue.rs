@@ -198,7 +198,12 @@ pub enum AttemptUpdate {
     UnknownFile { id: u64, possible: bool },
     /// Every byte is in (unix ms); the status watch has it now: `processing`, and the
     /// upload slot is free.
-    Processing { id: u64, all_in_ms: u64 },
+    Processing {
+        id: u64,
+        all_in_ms: u64,
+        /// How the bytes were verified ("parts-md5", "served-in-full"), if they were.
+        verified: Option<&'static str>,
+    },
     /// Frame.io says `upload_complete`: `done`.
     Done {
         id: u64,
@@ -868,6 +873,7 @@ impl Queue {
             created_ms: now,
             updated_ms: now,
             stack: None,
+            verified: None,
         }
     }
 
@@ -1119,7 +1125,12 @@ impl Queue {
             }
             AttemptUpdate::UnknownFile { possible, .. } if possible == job.unknown_file => return,
             AttemptUpdate::UnknownFile { possible, .. } => job.unknown_file = possible,
-            AttemptUpdate::Processing { all_in_ms, .. } => {
+            AttemptUpdate::Processing {
+                all_in_ms,
+                verified,
+                ..
+            } => {
+                job.verified = verified.map(str::to_string);
                 self.out.remove(&id);
                 self.watching.insert(id);
                 if self.watching.len() == self.settings.max_processing {
@@ -1150,6 +1161,7 @@ impl Queue {
                 }
             }
             AttemptUpdate::Failed { error, kind, .. } => {
+                job.verified = None;
                 self.out.remove(&id);
                 self.watching.remove(&id);
                 job.all_in_ms = None;
@@ -1798,7 +1810,11 @@ mod tests {
 
     fn all_in(q: &mut Queue, id: u64, now: u64) {
         q.handle(
-            QueueMsg::Attempt(AttemptUpdate::Processing { id, all_in_ms: now }),
+            QueueMsg::Attempt(AttemptUpdate::Processing {
+                id,
+                all_in_ms: now,
+                verified: None,
+            }),
             now,
         );
     }

@@ -390,6 +390,7 @@ mod tests {
             updated_ms: 0,
             unknown_file: false,
             stack: None,
+            verified: None,
         };
         if state == JobState::Done {
             j.file_id = Some(format!("file-{id}"));

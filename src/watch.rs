@@ -957,6 +957,7 @@ mod tests {
             created_ms: 1,
             updated_ms: 1,
             stack: None,
+            verified: None,
         };
         job.reason = Some(crate::queue::BASELINE_REASON.into());
         ledger.write(&[job]).unwrap();

@@ -126,6 +126,7 @@ fn a_60_mib_remote_pull_at_4_mib_s_takes_15_s() {
     let done = wait_complete(&rig, 1, Duration::from_secs(120));
     assert_rate("the pull", done - started, Duration::from_secs(15));
     rig.wait_done(1, Duration::from_secs(60));
+    assert_eq!(rig.jobs()[0]["verified"], "served-in-full");
     let log = stop(&rig, child);
     rig.assert_exactly(&BTreeMap::from([("SQ01/pulled.mov".to_string(), sha)]));
     assert_eq!(rig.sim.files().len(), 1, "one pull, never redone: {log}");

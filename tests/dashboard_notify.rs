@@ -114,6 +114,7 @@ fn job(state: JobState) -> Job {
         created_ms: 1_700_000_000_000,
         updated_ms: 1_700_000_100_000,
         stack: None,
+        verified: None,
     }
 }
 

@@ -15,11 +15,12 @@ const MIB: u64 = 1 << 20;
 
 #[test]
 fn with_one_part_in_five_corrupted_every_file_arrives_once_and_only_those_parts_went_twice() {
-    let rig = Rig::new("verify-corrupt", "local", |o| {
+    let mut rig = Rig::new("verify-corrupt", "local", |o| {
         o.faults.part_size = 2 * MIB;
         o.faults.single_part_below = 0;
         o.faults.s3_corrupt_every = 5;
     });
+    rig.with_dashboard();
     let child = rig.start();
     let mut expected = BTreeMap::new();
     for i in 0..4u32 {
@@ -29,6 +30,11 @@ fn with_one_part_in_five_corrupted_every_file_arrives_once_and_only_those_parts_
         expected.insert(rel, sha);
     }
     rig.wait_arrived(&expected, Duration::from_secs(180));
+    rig.wait_done(4, Duration::from_secs(60));
+    for job in rig.jobs() {
+        assert_eq!(job["verified"], "parts-md5", "{job}");
+        assert_eq!(job["sha256"], serde_json::Value::Null, "{job}");
+    }
     let log = stop(&rig, child);
     rig.assert_exactly(&expected);
     let puts = rig.sim.s3_puts();
@@ -63,18 +69,24 @@ fn with_one_part_in_five_corrupted_every_file_arrives_once_and_only_those_parts_
 
 #[test]
 fn urls_that_refuse_content_md5_still_take_every_part_without_it() {
-    let rig = Rig::new("verify-refused", "local", |o| {
+    let mut rig = Rig::new("verify-refused", "local", |o| {
         o.faults.part_size = 2 * MIB;
         o.faults.single_part_below = 0;
         o.faults.s3_refuse_content_md5 = true;
     });
+    rig.with_dashboard();
     let child = rig.start();
     let sha = rig.make("SQ01/plain.mov", 6 * MIB, 7);
     let expected = BTreeMap::from([("SQ01/plain.mov".to_string(), sha)]);
     rig.wait_arrived(&expected, Duration::from_secs(120));
+    rig.wait_done(1, Duration::from_secs(60));
+    // Done, and not said to be verified.
+    let jobs = rig.jobs();
+    assert_eq!(jobs[0]["verified"], serde_json::Value::Null, "{jobs:?}");
     let log = stop(&rig, child);
     rig.assert_exactly(&expected);
     assert!(log.contains("refuse Content-MD5"), "{log}");
+    assert!(log.contains("sent without Content-MD5"), "{log}");
     let accepted = rig.sim.s3_puts().into_iter().filter(|p| p.status == 200);
     assert!(accepted
         .into_iter()

@@ -245,6 +245,10 @@ pub fn job_json(job: &Job) -> Value {
     let mut v = serde_json::to_value(job).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
         m.insert("name".into(), json!(job.name()));
+        // Always present (DESIGN's Job): null when not said. No SHA-256 is computed yet
+        // (upload.verify "download" is not built).
+        m.insert("verified".into(), json!(job.verified));
+        m.insert("sha256".into(), Value::Null);
         if let Some(stacking) = &job.stack {
             m.insert(
                 "stack_summary".into(),
@@ -301,6 +305,7 @@ mod tests {
             created_ms: 0,
             updated_ms,
             stack: None,
+            verified: None,
         }
     }
 

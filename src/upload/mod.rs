@@ -380,6 +380,7 @@ fn attempt(up: &Uploader, job: Job) {
             up.report(AttemptUpdate::Processing {
                 id: job.id,
                 all_in_ms: watched.all_in_ms,
+                verified: watched.verified,
             });
             // After the report, so the queue hears `processing` before the watch's verdict.
             // The watch lives as long as the workers; a send fails only in a shutdown, and
@@ -730,6 +731,9 @@ fn remote(
                     view_url: created.file.view_url,
                     link: Some(link.token),
                     parts: false,
+                    // Every byte served (the union of the ranges covers the file), the file
+                    // unchanged all along (a change ends the pull: Watch::Redo).
+                    verified: Some("served-in-full"),
                     ..Watched::all_in(job, file_id, started)
                 })));
             }
@@ -941,8 +945,16 @@ fn local_inner(
         drop(finished);
         result
     });
-    match sending {
-        Ok(()) => {}
+    let verified = match sending {
+        Ok(true) => Some("parts-md5"),
+        Ok(false) => {
+            log::warn!(
+                "{}: sent without Content-MD5 (the part URLs refuse it): S3 could not check \
+                 the parts' bytes",
+                job.name()
+            );
+            None
+        }
         Err(PartError::Stopped) => return Err(Outcome::Stopped),
         Err(PartError::Transient(m)) => {
             // Keep the plan: the next attempt sends only the missing parts.
@@ -957,16 +969,15 @@ fn local_inner(
             };
             return Err(fail(kind, e.to_string()).into());
         }
-    }
+    };
     // Every part is in: from here Frame.io stitches and checks them, and the status watch
     // follows it. The saved plan stays until then: a restart that finds the job processing
     // watches it again, and one that does not (a crash before the ledger heard) resumes it
     // with nothing left to send.
-    Ok(Outcome::Processing(Box::new(Watched::all_in(
-        job,
-        plan.file_id,
-        started,
-    ))))
+    Ok(Outcome::Processing(Box::new(Watched {
+        verified,
+        ..Watched::all_in(job, plan.file_id, started)
+    })))
 }
 
 /// Creates the Frame.io file of a local upload and saves its plan.

@@ -403,7 +403,8 @@ pub struct PartPlan<'a> {
     pub stall: Duration,
 }
 
-/// Sends every part not yet done, `parallel` at a time. `on_done(index)` is called as each part
+/// Sends every part not yet done, `parallel` at a time; `Ok(true)` when every part this
+/// call sent carried `Content-MD5` (`false`: the URLs refused it). `on_done(index)` is called as each part
 /// finishes (the caller records it durably); `sent` counts the bytes the connections have
 /// taken (the caller starts it at what is already done). When `stop` fires (or closes),
 /// every part in flight is cut at once (the agent is shut down: this is for the end of the
@@ -414,7 +415,7 @@ pub fn put_parts(
     sent: &AtomicU64,
     on_done: &(dyn Fn(usize) + Sync),
     stop: &Receiver<()>,
-) -> Result<(), PartError> {
+) -> Result<bool, PartError> {
     let offsets = offsets(plan.parts);
     let todo: Vec<usize> = (0..plan.parts.len())
         .filter(|i| !plan.done.contains(i))
@@ -470,7 +471,7 @@ pub fn put_parts(
     });
     match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some(e) => Err(e),
-        None => Ok(()),
+        None => Ok(with_md5.load(Ordering::SeqCst)),
     }
 }
 
