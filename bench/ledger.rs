@@ -31,6 +31,7 @@ fn main() {
             updated_ms: 1_700_000_000_000,
             stack: None,
             verified: None,
+            next_ms: None,
         })
         .collect();
     ledger.write(&jobs).expect("write");

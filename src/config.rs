@@ -171,6 +171,19 @@ pub struct UploadConfig {
     pub processing_timeout: Duration,
     /// `upload.bandwidth`: the limit on every outgoing file byte, by time of week.
     pub bandwidth: crate::bandwidth::Timetable,
+    /// `upload.order`: which queued job of a project's turn goes first.
+    pub order: UploadOrder,
+}
+
+/// `upload.order`: among a project's queued jobs, which goes first (an "upload next" goes
+/// before all of them, across projects).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UploadOrder {
+    /// First stable, first out.
+    Oldest,
+    Smallest,
+    /// Last stable, first out.
+    Newest,
 }
 
 #[derive(Clone, Debug)]
@@ -727,6 +740,15 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
             1,
             30 * 86_400,
         )?),
+        order: u.choice(
+            "order",
+            UploadOrder::Oldest,
+            &[
+                ("oldest", UploadOrder::Oldest),
+                ("smallest", UploadOrder::Smallest),
+                ("newest", UploadOrder::Newest),
+            ],
+        )?,
         bandwidth: match crate::bandwidth::parse(&u.string_or("bandwidth", "off")?) {
             Ok(t) => t,
             Err(e) => return key_err("upload.bandwidth", e),
@@ -1315,6 +1337,9 @@ mod tests {
         ));
         assert_eq!(key, "upload.bandwidth");
         assert!(msg.contains("\"19:70,off\""), "{msg}");
+        let (key, msg) = err_of(with(minimal(), "upload", "order", json!("largest")));
+        assert_eq!(key, "upload.order");
+        assert!(msg.contains("\"smallest\""), "{msg}");
     }
 
     #[test]

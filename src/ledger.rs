@@ -132,7 +132,21 @@ pub struct Job {
     /// `parts-md5` (S3 checked every part's Content-MD5), `served-in-full` (a pull that was
     /// served every byte of the unchanged file); none when neither could be said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verified: Option<String>,
+    pub verified: Option<Verified>,
+    /// "Upload next" was asked (unix ms) for this queued or retrying job: it goes before
+    /// every other, across projects (the latest asked first), until its attempt starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_ms: Option<u64>,
+}
+
+/// How a job's bytes were verified (DESIGN "Verification").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verified {
+    /// Every part went with `Content-MD5` and S3 took it.
+    PartsMd5,
+    /// A pull served every byte of the file, unchanged from link to completion.
+    ServedInFull,
 }
 
 /// Where stacking a version stands. A step after the upload: whatever happens to it, the
@@ -580,6 +594,7 @@ mod tests {
             updated_ms: 2,
             stack: None,
             verified: None,
+            next_ms: None,
         }
     }
 

@@ -581,6 +581,7 @@ mod tests {
             updated_ms: 1_714_566_896_000,
             stack: None,
             verified: None,
+            next_ms: None,
         }
     }
 

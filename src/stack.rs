@@ -391,6 +391,7 @@ mod tests {
             unknown_file: false,
             stack: None,
             verified: None,
+            next_ms: None,
         };
         if state == JobState::Done {
             j.file_id = Some(format!("file-{id}"));

@@ -958,6 +958,7 @@ mod tests {
             updated_ms: 1,
             stack: None,
             verified: None,
+            next_ms: None,
         };
         job.reason = Some(crate::queue::BASELINE_REASON.into());
         ledger.write(&[job]).unwrap();

@@ -115,6 +115,7 @@ fn job(state: JobState) -> Job {
         updated_ms: 1_700_000_100_000,
         stack: None,
         verified: None,
+        next_ms: None,
     }
 }
 

@@ -306,6 +306,7 @@ mod tests {
             updated_ms,
             stack: None,
             verified: None,
+            next_ms: None,
         }
     }
 

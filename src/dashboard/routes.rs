@@ -43,6 +43,7 @@ enum Route<'a> {
     QueueStats,
     Jobs,
     Retry(&'a str),
+    Next(&'a str),
     RetryStack(&'a str),
     RetryFailed,
     Pause,
@@ -72,6 +73,8 @@ fn route<'a>(path: &[&'a str]) -> Option<Route<'a>> {
         ["api", "jobs"] => Route::Jobs,
         // POST: a failed or skipped job back to queued. <id>: the job id
         ["api", "jobs", id, "retry"] => Route::Retry(id),
+        // POST: a queued or retrying job goes next, before every other (409 otherwise).
+        ["api", "jobs", id, "next"] => Route::Next(id),
         // POST: a done version whose stacking failed: stack it again (only the stacking).
         ["api", "jobs", id, "retry-stack"] => Route::RetryStack(id),
         // POST: every failed job back to queued; {"retried": n}
@@ -101,6 +104,7 @@ impl Route<'_> {
         match self {
             Route::Jobs | Route::Bandwidth => "GET, HEAD, POST",
             Route::Retry(_)
+            | Route::Next(_)
             | Route::RetryStack(_)
             | Route::RetryFailed
             | Route::Pause
@@ -158,6 +162,7 @@ pub(crate) fn handle(ctx: &Ctx, req: &Request, body: &[u8]) -> Reply {
         ("GET", Route::Jobs) => list_jobs(ctx, req).into(),
         ("POST", Route::Jobs) => enqueue(ctx, body).into(),
         ("POST", Route::Retry(id)) => retry(ctx, id).into(),
+        ("POST", Route::Next(id)) => upload_next(ctx, id).into(),
         ("POST", Route::RetryStack(id)) => retry_stack(ctx, id).into(),
         ("POST", Route::RetryFailed) => retry_failed(ctx).into(),
         ("POST", Route::Pause) => pause(ctx, true).into(),
@@ -211,6 +216,18 @@ fn retry(ctx: &Ctx, id: &str) -> Response {
             log::info!("job {id}: retry asked from the dashboard");
             json(200, &json!({ "ok": true, "id": id }))
         }
+        Ok(Err(e)) => error(409, &e),
+        Err(e) => error(503, &e),
+    }
+}
+
+fn upload_next(ctx: &Ctx, id: &str) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return error(404, "no such job");
+    };
+    match ctx.ask(|reply| QueueMsg::Next { id, reply }) {
+        Ok(Ok(())) => json(200, &json!({ "ok": true, "id": id })),
+        Ok(Err(e)) if e.starts_with("no job") => error(404, &e),
         Ok(Err(e)) => error(409, &e),
         Err(e) => error(503, &e),
     }

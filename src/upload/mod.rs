@@ -733,7 +733,7 @@ fn remote(
                     parts: false,
                     // Every byte served (the union of the ranges covers the file), the file
                     // unchanged all along (a change ends the pull: Watch::Redo).
-                    verified: Some("served-in-full"),
+                    verified: Some(crate::ledger::Verified::ServedInFull),
                     ..Watched::all_in(job, file_id, started)
                 })));
             }
@@ -946,7 +946,7 @@ fn local_inner(
         result
     });
     let verified = match sending {
-        Ok(true) => Some("parts-md5"),
+        Ok(true) => Some(crate::ledger::Verified::PartsMd5),
         Ok(false) => {
             log::warn!(
                 "{}: sent without Content-MD5 (the part URLs refuse it): S3 could not check \

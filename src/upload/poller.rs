@@ -64,7 +64,7 @@ pub struct Watched {
     /// When the attempt started, in this run (`None` after a restart).
     pub started: Option<Instant>,
     /// How this attempt's bytes were verified (the job records it).
-    pub verified: Option<&'static str>,
+    pub verified: Option<crate::ledger::Verified>,
 }
 
 impl Watched {

@@ -305,8 +305,12 @@ fn check(shared: &Shared, meta: &Meta) -> Result<Option<Target>, Reply> {
     }
     let (offset, size) = (part.offset, part.size);
     drop(st);
-    // This PUT's number among every PUT the simulator has seen (the log holds those answered).
-    let nth = shared.lock().s3_log.len() as u64 + 1;
+    // This PUT's number among those whose body the simulator reads.
+    let nth = {
+        let mut st = shared.lock();
+        st.s3_bodies += 1;
+        st.s3_bodies
+    };
     let mut faults = shared.faults();
     let stall = take_one(&mut faults.s3_stall_next).then(|| {
         (
