@@ -149,6 +149,24 @@ pub enum Verified {
     ServedInFull,
 }
 
+impl Verified {
+    /// As the API says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verified::PartsMd5 => "parts-md5",
+            Verified::ServedInFull => "served-in-full",
+        }
+    }
+
+    /// For a person: what was checked.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Verified::PartsMd5 => "every part checked by S3 against its MD5",
+            Verified::ServedInFull => "every byte served, the file unchanged",
+        }
+    }
+}
+
 /// Where stacking a version stands. A step after the upload: whatever happens to it, the
 /// job stays `done`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
