@@ -173,6 +173,8 @@ pub struct UploadConfig {
     pub bandwidth: crate::bandwidth::Timetable,
     /// `upload.order`: which queued job of a project's turn goes first.
     pub order: UploadOrder,
+    /// `upload.verify`: "parts" (true, the default) or "off" (false).
+    pub verify: bool,
 }
 
 /// `upload.order`: among a project's queued jobs, which goes first (an "upload next" goes
@@ -740,6 +742,23 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
             1,
             30 * 86_400,
         )?),
+        verify: match u.string_or("verify", "parts")?.as_str() {
+            "parts" => true,
+            "off" => false,
+            "download" => {
+                return key_err(
+                    "upload.verify",
+                    "\"download\" (downloading each file back to compare its SHA-256) is not \
+                     available in this version: use \"parts\" (the default) or \"off\"",
+                )
+            }
+            other => {
+                return key_err(
+                    "upload.verify",
+                    format!("expected one of \"parts\", \"off\", found {other:?}"),
+                )
+            }
+        },
         order: u.choice(
             "order",
             UploadOrder::Oldest,
@@ -1340,6 +1359,11 @@ mod tests {
         let (key, msg) = err_of(with(minimal(), "upload", "order", json!("largest")));
         assert_eq!(key, "upload.order");
         assert!(msg.contains("\"smallest\""), "{msg}");
+        let (key, msg) = err_of(with(minimal(), "upload", "verify", json!("download")));
+        assert_eq!(key, "upload.verify");
+        assert!(msg.contains("not available"), "{msg}");
+        let (key, _) = err_of(with(minimal(), "upload", "verify", json!("md5")));
+        assert_eq!(key, "upload.verify");
     }
 
     #[test]

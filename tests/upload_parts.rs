@@ -108,6 +108,7 @@ fn parts_sent_in_parallel_arrive_whole_with_exactly_the_headers_s3_demands() {
         tries: 3,
         backoff: Duration::from_millis(10),
         stall: PART_STALL,
+        md5: true,
     };
     let sent = AtomicU64::new(0);
     put_parts(
@@ -176,6 +177,7 @@ fn only_missing_parts_are_sent_on_resume() {
         tries: 1,
         backoff: Duration::from_millis(1),
         stall: PART_STALL,
+        md5: true,
     };
     put_parts(
         &s3_agent(),
@@ -221,6 +223,7 @@ fn expired_part_urls_are_reported_as_expired() {
         tries: 3,
         backoff: Duration::from_millis(1),
         stall: PART_STALL,
+        md5: true,
     };
     assert_eq!(
         put_parts(&s3_agent(), &plan, &AtomicU64::new(0), &|_| {}, &never()),
@@ -242,6 +245,7 @@ fn a_wrong_content_type_is_rejected_not_retried() {
         tries: 3,
         backoff: Duration::from_millis(1),
         stall: PART_STALL,
+        md5: true,
     };
     match put_parts(&s3_agent(), &plan, &AtomicU64::new(0), &|_| {}, &never()) {
         Err(PartError::Rejected(m)) => assert!(m.contains("SignatureDoesNotMatch"), "{m}"),
@@ -275,6 +279,7 @@ fn a_file_truncated_under_us_fails_cleanly() {
         tries: 3,
         backoff: Duration::from_millis(1),
         stall: PART_STALL,
+        md5: true,
     };
     assert!(matches!(
         put_parts(&s3_agent(), &plan, &AtomicU64::new(0), &|_| {}, &never()),
@@ -317,6 +322,7 @@ fn a_connection_that_stops_taking_bytes_is_cut_after_the_stall_period() {
         tries: 2,
         backoff: Duration::from_millis(10),
         stall: Duration::from_secs(1),
+        md5: true,
     };
     let sent = AtomicU64::new(0);
     let (tx, rx) = crossbeam_channel::bounded(1);

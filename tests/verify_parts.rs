@@ -92,3 +92,26 @@ fn urls_that_refuse_content_md5_still_take_every_part_without_it() {
         .into_iter()
         .all(|p| !p.headers.iter().any(|(k, _)| k == "content-md5")));
 }
+
+#[test]
+fn with_verify_off_no_part_carries_content_md5_and_no_job_claims_verification() {
+    let mut rig = Rig::new("verify-off", "local", |o| {
+        o.faults.part_size = 2 * MIB;
+        o.faults.single_part_below = 0;
+    });
+    rig.with_dashboard();
+    rig.config["upload"]["verify"] = serde_json::json!("off");
+    let child = rig.start();
+    let sha = rig.make("SQ01/off.mov", 5 * MIB, 8);
+    let expected = BTreeMap::from([("SQ01/off.mov".to_string(), sha)]);
+    rig.wait_arrived(&expected, Duration::from_secs(120));
+    rig.wait_done(1, Duration::from_secs(60));
+    assert_eq!(rig.jobs()[0]["verified"], serde_json::Value::Null);
+    stop(&rig, child);
+    rig.assert_exactly(&expected);
+    let puts = rig.sim.s3_puts();
+    assert_eq!(puts.len(), 3);
+    assert!(puts
+        .iter()
+        .all(|p| !p.headers.iter().any(|(k, _)| k == "content-md5")));
+}

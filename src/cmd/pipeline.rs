@@ -351,6 +351,7 @@ impl Pipeline {
                 poll_max: Duration::ZERO,
                 stall: Duration::ZERO,
                 part_stall: Duration::ZERO,
+                verify: config.upload.verify,
                 processing_timeout: config.upload.processing_timeout,
             }
             .timings(),

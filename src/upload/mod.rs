@@ -103,6 +103,8 @@ pub struct Settings {
     pub stall: Duration,
     /// A part PUT whose connection takes no byte for this long is cut and sent again.
     pub part_stall: Duration,
+    /// `upload.verify` "parts": parts carry Content-MD5, a done job says how it was verified.
+    pub verify: bool,
     /// Every byte in, and Frame.io still not `upload_complete` after this long: the Frame.io
     /// file is deleted and the attempt fails (`upload.processing_timeout_secs`).
     pub processing_timeout: Duration,
@@ -733,7 +735,10 @@ fn remote(
                     parts: false,
                     // Every byte served (the union of the ranges covers the file), the file
                     // unchanged all along (a change ends the pull: Watch::Redo).
-                    verified: Some(crate::ledger::Verified::ServedInFull),
+                    verified: up
+                        .settings
+                        .verify
+                        .then_some(crate::ledger::Verified::ServedInFull),
                     ..Watched::all_in(job, file_id, started)
                 })));
             }
@@ -937,6 +942,7 @@ fn local_inner(
         tries: 3,
         backoff: Duration::from_secs(1),
         stall: up.settings.part_stall,
+        md5: up.settings.verify,
     };
     let (finished, parts_finished) = bounded::<()>(0);
     let sending = std::thread::scope(|s| {
@@ -947,6 +953,7 @@ fn local_inner(
     });
     let verified = match sending {
         Ok(true) => Some(crate::ledger::Verified::PartsMd5),
+        Ok(false) if !up.settings.verify => None,
         Ok(false) => {
             log::warn!(
                 "{}: sent without Content-MD5 (the part URLs refuse it): S3 could not check \

@@ -401,6 +401,8 @@ pub struct PartPlan<'a> {
     pub backoff: Duration,
     /// A try that the connection takes no byte of for this long is cut ([`PART_STALL`]).
     pub stall: Duration,
+    /// Send `Content-MD5` with every part (`upload.verify: "parts"`).
+    pub md5: bool,
 }
 
 /// Sends every part not yet done, `parallel` at a time; `Ok(true)` when every part this
@@ -423,7 +425,7 @@ pub fn put_parts(
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<PartError>> = Mutex::new(None);
-    let with_md5 = AtomicBool::new(true);
+    let with_md5 = AtomicBool::new(plan.md5);
     let workers = plan.parallel.clamp(1, todo.len().max(1));
     let (finished, all_finished) = bounded::<()>(0);
     std::thread::scope(|scope| {
