@@ -80,6 +80,7 @@ fn main() {
         base_delay: Duration::from_secs(1),
         max_delay: Duration::from_secs(60),
         only_enqueued: false,
+        order: postflow::config::UploadOrder::Oldest,
     };
     let mut queue = Queue::new(ledger, settings, hub, now);
     // ...and what answering adds: every query below, and 24 h of minutes.
@@ -261,6 +262,8 @@ fn write_ledger(dir: &std::path::Path, now: u64) {
                     finished_ms: Some(finished),
                 })),
                 review: Default::default(),
+                verified: None,
+                next_ms: None,
             }
         })
         .collect();

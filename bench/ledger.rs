@@ -32,6 +32,8 @@ fn main() {
             stack: None,
             times: None,
             review: Default::default(),
+            verified: None,
+            next_ms: None,
         })
         .collect();
     ledger.write(&jobs).expect("write");

@@ -170,6 +170,23 @@ pub struct UploadConfig {
     pub max_delay: Duration,
     /// Every byte in and Frame.io still not complete after this long: delete, retry.
     pub processing_timeout: Duration,
+    /// `upload.bandwidth`: the limit on every outgoing file byte, by time of week.
+    pub bandwidth: crate::bandwidth::Timetable,
+    /// `upload.order`: which queued job of a project's turn goes first.
+    pub order: UploadOrder,
+    /// `upload.verify`: "parts" (true, the default) or "off" (false).
+    pub verify: bool,
+}
+
+/// `upload.order`: among a project's queued jobs, which goes first (an "upload next" goes
+/// before all of them, across projects).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UploadOrder {
+    /// First stable, first out.
+    Oldest,
+    Smallest,
+    /// Last stable, first out.
+    Newest,
 }
 
 /// `review`: Frame.io's webhooks back to postflow (DESIGN.md, "Review loop").
@@ -766,6 +783,36 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
             1,
             30 * 86_400,
         )?),
+        verify: match u.string_or("verify", "parts")?.as_str() {
+            "parts" => true,
+            "off" => false,
+            "download" => {
+                return key_err(
+                    "upload.verify",
+                    "\"download\" (downloading each file back to compare its SHA-256) is not \
+                     available in this version: use \"parts\" (the default) or \"off\"",
+                )
+            }
+            other => {
+                return key_err(
+                    "upload.verify",
+                    format!("expected one of \"parts\", \"off\", found {other:?}"),
+                )
+            }
+        },
+        order: u.choice(
+            "order",
+            UploadOrder::Oldest,
+            &[
+                ("oldest", UploadOrder::Oldest),
+                ("smallest", UploadOrder::Smallest),
+                ("newest", UploadOrder::Newest),
+            ],
+        )?,
+        bandwidth: match crate::bandwidth::parse(&u.string_or("bandwidth", "off")?) {
+            Ok(t) => t,
+            Err(e) => return key_err("upload.bandwidth", e),
+        },
     };
     keys.extend(u.finish()?);
 
@@ -1372,6 +1419,22 @@ mod tests {
         let (key, msg) = err_of(with(minimal(), "upload", "concurrency", json!(0)));
         assert_eq!(key, "upload.concurrency");
         assert!(msg.contains("from 1 to 64"), "{msg}");
+        let (key, msg) = err_of(with(
+            minimal(),
+            "upload",
+            "bandwidth",
+            json!("08:00,20M 19:70,off"),
+        ));
+        assert_eq!(key, "upload.bandwidth");
+        assert!(msg.contains("\"19:70,off\""), "{msg}");
+        let (key, msg) = err_of(with(minimal(), "upload", "order", json!("largest")));
+        assert_eq!(key, "upload.order");
+        assert!(msg.contains("\"smallest\""), "{msg}");
+        let (key, msg) = err_of(with(minimal(), "upload", "verify", json!("download")));
+        assert_eq!(key, "upload.verify");
+        assert!(msg.contains("not available"), "{msg}");
+        let (key, _) = err_of(with(minimal(), "upload", "verify", json!("md5")));
+        assert_eq!(key, "upload.verify");
     }
 
     #[test]

@@ -152,6 +152,7 @@ impl Ctx {
             "viewers": self.viewers.count(),
             "queue_error": stats.err(),
             "projects": self.projects,
+            "bandwidth": crate::bandwidth::shared().snapshot().to_json(),
         })
     }
 

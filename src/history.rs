@@ -368,7 +368,9 @@ pub fn csv_row(job: &Job, out: &mut String) {
         bytes_per_sec(job)
             .map(|b| b.to_string())
             .unwrap_or_default(),
-        String::new(),
+        job.verified
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default(),
         error,
     ];
     csv_line(cells.iter().map(String::as_str), out);
@@ -449,6 +451,8 @@ mod tests {
                 ..JobTimes::default()
             })),
             review: Default::default(),
+            verified: None,
+            next_ms: None,
         }
     }
 

@@ -136,6 +136,15 @@ pub struct Job {
     /// What Frame.io's review loop said of the uploaded file (`review.webhooks`).
     #[serde(default, skip_serializing_if = "Review::is_empty")]
     pub review: Review,
+    /// How the bytes of this job's upload were verified (DESIGN "Verification"):
+    /// `parts-md5` (S3 checked every part's Content-MD5), `served-in-full` (a pull that was
+    /// served every byte of the unchanged file); none when neither could be said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<Verified>,
+    /// "Upload next" was asked (unix ms) for this queued or retrying job: it goes before
+    /// every other, across projects (the latest asked first), until its attempt starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_ms: Option<u64>,
 }
 
 /// A job's times, unix ms; `None` when not known.
@@ -172,6 +181,34 @@ pub struct Review {
 impl Review {
     pub fn is_empty(&self) -> bool {
         *self == Review::default()
+    }
+}
+
+/// How a job's bytes were verified (DESIGN "Verification").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verified {
+    /// Every part went with `Content-MD5` and S3 took it.
+    PartsMd5,
+    /// A pull served every byte of the file, unchanged from link to completion.
+    ServedInFull,
+}
+
+impl Verified {
+    /// As the API says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verified::PartsMd5 => "parts-md5",
+            Verified::ServedInFull => "served-in-full",
+        }
+    }
+
+    /// For a person: what was checked.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Verified::PartsMd5 => "every part checked by S3 against its MD5",
+            Verified::ServedInFull => "every byte served, the file unchanged",
+        }
     }
 }
 
@@ -631,6 +668,8 @@ mod tests {
             stack: None,
             times: None,
             review: Default::default(),
+            verified: None,
+            next_ms: None,
         }
     }
 

@@ -8,6 +8,7 @@
 // ids and ACLs; `shutdown::windows` and the service's Windows room: console, events, the SCM).
 #![deny(unsafe_code)]
 
+pub mod bandwidth;
 pub mod cmd;
 pub mod config;
 pub mod container;
@@ -25,6 +26,7 @@ pub mod links;
 pub mod lockfile;
 pub mod logfile;
 pub mod logtail;
+pub mod md5;
 pub mod notify;
 pub mod paths;
 pub mod private_file;

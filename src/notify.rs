@@ -267,6 +267,10 @@ impl Notice {
                 if let Some(d) = took {
                     t.push_str(&format!(" in {}", human::duration(*d)));
                 }
+                match job.verified {
+                    Some(v) => t.push_str(&format!(", verified: {}", v.describe())),
+                    None => t.push_str(", not verified"),
+                }
                 if let Some(stacking) = &job.stack {
                     t.push_str(&format!(" ({})", crate::stack::summary(stacking)));
                 }
@@ -319,6 +323,7 @@ impl Notice {
                 v["time"] = json!(rfc3339(ms_to_time(job.updated_ms)));
                 v["seconds"] = json!(took.map(|d| d.as_secs_f64()));
                 v["job"] = json!(job.id);
+                v["verified"] = json!(job.verified.map(|v| v.as_str()));
                 if let Some(stacking) = &job.stack {
                     v["stack"] = json!(crate::stack::summary(stacking));
                     v["stack_id"] = json!(stacking.stack_id);
@@ -661,6 +666,8 @@ mod tests {
             stack: None,
             times: None,
             review: Default::default(),
+            verified: None,
+            next_ms: None,
         }
     }
 
@@ -682,6 +689,20 @@ mod tests {
         assert_eq!(f["seconds"], 42.0);
         assert_eq!(f["time"], "2024-05-01T12:34:56.000Z");
         assert!(notice.text().contains("2.5 GB"), "{}", notice.text());
+        assert_eq!(f["verified"], Value::Null);
+        assert!(notice.text().contains("not verified"), "{}", notice.text());
+        let mut verified = job(JobState::Done);
+        verified.verified = Some(crate::ledger::Verified::PartsMd5);
+        let notice = Notice::UploadDone {
+            job: verified,
+            took: None,
+        };
+        assert_eq!(notice.fields()["verified"], "parts-md5");
+        assert!(
+            notice.text().contains("verified: every part checked by S3"),
+            "{}",
+            notice.text()
+        );
     }
 
     #[test]

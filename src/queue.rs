@@ -72,7 +72,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Select, Sender};
 
-use crate::config::Config;
+use crate::config::{Config, UploadOrder};
 use crate::events::{ComponentState, Event, Hub};
 use crate::history::{self, History};
 use crate::layout::{Destination, Layout};
@@ -154,6 +154,12 @@ pub enum QueueMsg {
         days: u64,
         reply: Sender<Vec<(u64, history::DayTotals)>>,
     },
+    /// "Upload next": a `queued` or `retrying` job goes before every other, across projects
+    /// (recorded in the ledger); an error for a job in another state.
+    Next {
+        id: u64,
+        reply: Sender<Result<(), String>>,
+    },
     /// A `failed` (or `skipped`) job goes back to `queued` with a fresh attempt count.
     Retry {
         id: u64,
@@ -213,7 +219,12 @@ pub enum AttemptUpdate {
     UnknownFile { id: u64, possible: bool },
     /// Every byte is in (unix ms); the status watch has it now: `processing`, and the
     /// upload slot is free.
-    Processing { id: u64, all_in_ms: u64 },
+    Processing {
+        id: u64,
+        all_in_ms: u64,
+        /// How the bytes were verified, if they were.
+        verified: Option<crate::ledger::Verified>,
+    },
     /// Frame.io says `upload_complete`: `done`.
     Done {
         id: u64,
@@ -289,6 +300,8 @@ pub struct QueueSettings {
     /// A one-off `postflow upload`: hand out only the jobs enqueued by hand (`Enqueue`); the
     /// watcher's jobs are recorded and left for the next `run`.
     pub only_enqueued: bool,
+    /// `upload.order`, within each project's turn.
+    pub order: UploadOrder,
 }
 
 impl QueueSettings {
@@ -310,6 +323,7 @@ impl QueueSettings {
             base_delay: BASE_DELAY,
             max_delay: config.upload.max_delay,
             only_enqueued: false,
+            order: config.upload.order,
         }
     }
 
@@ -404,8 +418,11 @@ pub struct Queue {
     place: HashMap<u64, u64>,
     /// Eligible now, per project: (place, id), jobs not out. Projects take turns.
     ready: BTreeMap<String, BTreeSet<(u64, u64)>>,
-    /// The project of each job in `ready`.
-    ready_in: HashMap<u64, String>,
+    /// The project of each job in `ready`, and its key there (`upload.order`).
+    ready_in: HashMap<u64, (String, u64)>,
+    /// "Upload next" jobs, the latest asked first: (u64::MAX - next_ms, id). Handed out
+    /// before any turn, once ready.
+    pinned: BTreeSet<(u64, u64)>,
     /// The project whose job was handed out last: the next turn is the next project's.
     turn: Option<String>,
     /// `retrying`, not yet due: (next_attempt_ms, id).
@@ -480,6 +497,7 @@ impl Queue {
             place: HashMap::new(),
             ready: BTreeMap::new(),
             ready_in: HashMap::new(),
+            pinned: BTreeSet::new(),
             turn: None,
             timed: BTreeSet::new(),
             due: HashMap::new(),
@@ -555,6 +573,9 @@ impl Queue {
             QueueMsg::Retry { id, reply } => {
                 let _ = reply.send(self.retry(id, now));
             }
+            QueueMsg::Next { id, reply } => {
+                let _ = reply.send(self.upload_next(id, now));
+            }
             QueueMsg::RetryFailed { reply } => {
                 let _ = reply.send(self.retry_failed(now));
             }
@@ -600,8 +621,8 @@ impl Queue {
             self.timed.remove(&(due, id));
             self.due.remove(&id);
             let place = *self.place.entry(id).or_insert(due);
-            if let Some(project) = self.current(id).map(|j| j.project.clone()) {
-                self.make_ready(project, place, id);
+            if let Some(job) = self.current(id).cloned() {
+                self.make_ready(&job, place);
             }
         }
         if self.paused
@@ -611,6 +632,14 @@ impl Queue {
             || self.watching.len() >= self.settings.max_processing
         {
             return None;
+        }
+        let allowed = |id: &u64| self.only.as_ref().is_none_or(|only| only.contains(id));
+        if let Some(&(_, id)) = self
+            .pinned
+            .iter()
+            .find(|(_, id)| self.ready_in.contains_key(id) && allowed(id))
+        {
+            return self.ledger.get(id).cloned();
         }
         // The projects after the last one served, then the others from the start.
         let (after, upto): (Vec<_>, Vec<_>) = self
@@ -629,19 +658,29 @@ impl Queue {
 
     /// A worker took job `id`.
     pub fn handed_out(&mut self, id: u64) {
-        if let Some(project) = self.ready_in.get(&id) {
+        if let Some((project, _)) = self.ready_in.get(&id) {
             self.turn = Some(project.clone());
         }
         self.unschedule(id);
         self.out.insert(id);
     }
 
-    fn make_ready(&mut self, project: String, place: u64, id: u64) {
+    /// Puts `job` in its project's line, where `upload.order` says (`place`: when it first
+    /// became queued).
+    fn make_ready(&mut self, job: &Job, place: u64) {
+        let key = match self.settings.order {
+            UploadOrder::Oldest => place,
+            UploadOrder::Newest => u64::MAX - place,
+            UploadOrder::Smallest => job.size,
+        };
         self.ready
-            .entry(project.clone())
+            .entry(job.project.clone())
             .or_default()
-            .insert((place, id));
-        self.ready_in.insert(id, project);
+            .insert((key, job.id));
+        self.ready_in.insert(job.id, (job.project.clone(), key));
+        if let Some(asked) = job.next_ms {
+            self.pinned.insert((u64::MAX - asked, job.id));
+        }
     }
 
     /// When the next `retrying` job comes due.
@@ -905,6 +944,8 @@ impl Queue {
             stack: None,
             times: None,
             review: Default::default(),
+            verified: None,
+            next_ms: None,
         }
     }
 
@@ -949,6 +990,32 @@ impl Queue {
             ));
         }
         self.requeue(&mut job)?;
+        job.updated_ms = now;
+        if self.commit(vec![job], now) {
+            Ok(())
+        } else {
+            Err(self.not_recorded())
+        }
+    }
+
+    /// "Upload next" (`POST /api/jobs/<id>/next`).
+    fn upload_next(&mut self, id: u64, now: u64) -> Result<(), String> {
+        let mut job = self
+            .current(id)
+            .cloned()
+            .ok_or_else(|| format!("no job {id}"))?;
+        if !matches!(job.state, JobState::Queued | JobState::Retrying) || self.out.contains(&id) {
+            return Err(format!(
+                "job {id} is {}, only a queued or retrying job can go next",
+                job.state.as_str()
+            ));
+        }
+        log::info!(
+            "{}{}: upload next, asked from the dashboard",
+            self.project_prefix(&job),
+            job.path
+        );
+        job.next_ms = Some(now);
         job.updated_ms = now;
         if self.commit(vec![job], now) {
             Ok(())
@@ -1147,6 +1214,7 @@ impl Queue {
                 job.next_attempt_ms = None;
                 job.times_mut().started_ms = Some(now);
                 job.times_mut().sent_ms = None;
+                job.next_ms = None;
             }
             AttemptUpdate::FileCreated {
                 file_id,
@@ -1158,7 +1226,12 @@ impl Queue {
             }
             AttemptUpdate::UnknownFile { possible, .. } if possible == job.unknown_file => return,
             AttemptUpdate::UnknownFile { possible, .. } => job.unknown_file = possible,
-            AttemptUpdate::Processing { all_in_ms, .. } => {
+            AttemptUpdate::Processing {
+                all_in_ms,
+                verified,
+                ..
+            } => {
+                job.verified = verified;
                 self.out.remove(&id);
                 self.watching.insert(id);
                 if self.watching.len() == self.settings.max_processing {
@@ -1190,6 +1263,7 @@ impl Queue {
                 }
             }
             AttemptUpdate::Failed { error, kind, .. } => {
+                job.verified = None;
                 self.out.remove(&id);
                 self.watching.remove(&id);
                 job.all_in_ms = None;
@@ -1519,14 +1593,15 @@ impl Queue {
     }
 
     fn unschedule(&mut self, id: u64) {
-        if let (Some(&place), Some(project)) = (self.place.get(&id), self.ready_in.remove(&id)) {
+        if let Some((project, key)) = self.ready_in.remove(&id) {
             if let Some(line) = self.ready.get_mut(&project) {
-                line.remove(&(place, id));
+                line.remove(&(key, id));
                 if line.is_empty() {
                     self.ready.remove(&project);
                 }
             }
         }
+        self.pinned.retain(|&(_, p)| p != id);
         if let Some(due) = self.due.remove(&id) {
             self.timed.remove(&(due, id));
         }
@@ -1552,9 +1627,14 @@ impl Queue {
             JobState::Queued | JobState::Retrying if self.out.contains(&job.id) => {}
             // A project removed from the config: its jobs stay as they are, never handed out.
             JobState::Queued | JobState::Retrying if !configured => {}
+            // Queued, or retrying and asked to go next (its wait is over).
             JobState::Queued => {
                 let place = *self.place.entry(job.id).or_insert(now);
-                self.make_ready(job.project.clone(), place, job.id);
+                self.make_ready(job, place);
+            }
+            JobState::Retrying if job.next_ms.is_some() => {
+                let place = *self.place.entry(job.id).or_insert(now);
+                self.make_ready(job, place);
             }
             JobState::Retrying => {
                 self.place.entry(job.id).or_insert(now);
@@ -1648,6 +1728,7 @@ mod tests {
             base_delay: BASE_DELAY,
             max_delay: Duration::from_secs(60),
             only_enqueued: false,
+            order: UploadOrder::Oldest,
         }
     }
 
@@ -1707,6 +1788,105 @@ mod tests {
             }),
             now,
         );
+    }
+
+    fn next(q: &mut Queue, id: u64, now: u64) -> Result<(), String> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        q.handle(QueueMsg::Next { id, reply: tx }, now);
+        rx.recv().unwrap()
+    }
+
+    #[test]
+    fn upload_next_puts_the_last_of_100_first_and_the_ledger_keeps_it() {
+        let dir = TempDir::new();
+        let mut q = queue(&dir, 1, 3);
+        let ids: Vec<u64> = (0..100)
+            .map(|i| stable(&mut q, &format!("f{i:03}.mov"), T0 + i))
+            .collect();
+        let last = ids[99];
+        next(&mut q, last, T0 + 200).unwrap();
+        assert!(job(&q, last).next_ms.is_some());
+        // A restart reads it from the ledger.
+        drop(q);
+        let mut q = queue(&dir, 1, 3);
+        assert_eq!(take(&mut q, T0 + 300), Some(last));
+        assert_eq!(job(&q, last).next_ms, None, "cleared once it started");
+        q.handle(
+            QueueMsg::Attempt(AttemptUpdate::Done {
+                id: last,
+                file_id: "f".into(),
+                view_url: None,
+            }),
+            T0 + 301,
+        );
+        // Then the line as it was.
+        assert_eq!(take(&mut q, T0 + 302), Some(ids[0]));
+        // Not for a job uploading or done.
+        assert!(next(&mut q, ids[0], T0 + 303)
+            .unwrap_err()
+            .contains("only a queued or retrying job"));
+        assert!(next(&mut q, last, T0 + 303)
+            .unwrap_err()
+            .contains("is done"));
+        assert!(next(&mut q, 9999, T0 + 303)
+            .unwrap_err()
+            .starts_with("no job"));
+    }
+
+    #[test]
+    fn a_retrying_job_asked_to_go_next_does_not_wait_for_its_backoff() {
+        let dir = TempDir::new();
+        let mut q = queue(&dir, 1, 5);
+        let a = stable(&mut q, "a.mov", T0);
+        let b = stable(&mut q, "b.mov", T0 + 1);
+        assert_eq!(take(&mut q, T0 + 2), Some(a));
+        fail(&mut q, a, FailureKind::Retry, T0 + 3);
+        next(&mut q, a, T0 + 4).unwrap();
+        assert_eq!(
+            take(&mut q, T0 + 5),
+            Some(a),
+            "before b, and before its due time"
+        );
+        let _ = b;
+    }
+
+    #[test]
+    fn upload_order_smallest_and_newest() {
+        for (order, want) in [
+            (UploadOrder::Oldest, ["big.mov", "small.mov", "mid.mov"]),
+            (UploadOrder::Smallest, ["small.mov", "mid.mov", "big.mov"]),
+            (UploadOrder::Newest, ["mid.mov", "small.mov", "big.mov"]),
+        ] {
+            let dir = TempDir::new();
+            let (ledger, _) = Ledger::open(&dir.0.join("jobs")).unwrap();
+            let (hub, _) = Hub::new();
+            let mut settings = settings(&dir.0, 1, 3);
+            settings.order = order;
+            let mut q = Queue::new(ledger, settings, hub, T0);
+            for (i, (path, size)) in [("big.mov", 300), ("small.mov", 100), ("mid.mov", 200)]
+                .into_iter()
+                .enumerate()
+            {
+                q.handle(
+                    seen(vec![FileNews::Stable(file(path, size))]),
+                    T0 + i as u64,
+                );
+            }
+            let mut got = Vec::new();
+            for n in 0..3 {
+                let id = take(&mut q, T0 + 10 + n).unwrap();
+                got.push(job(&q, id).path);
+                q.handle(
+                    QueueMsg::Attempt(AttemptUpdate::Done {
+                        id,
+                        file_id: format!("f{n}"),
+                        view_url: None,
+                    }),
+                    T0 + 10 + n,
+                );
+            }
+            assert_eq!(got, want, "{order:?}");
+        }
     }
 
     #[test]
@@ -1870,7 +2050,11 @@ mod tests {
 
     fn all_in(q: &mut Queue, id: u64, now: u64) {
         q.handle(
-            QueueMsg::Attempt(AttemptUpdate::Processing { id, all_in_ms: now }),
+            QueueMsg::Attempt(AttemptUpdate::Processing {
+                id,
+                all_in_ms: now,
+                verified: None,
+            }),
             now,
         );
     }

@@ -392,6 +392,8 @@ mod tests {
             stack: None,
             times: None,
             review: Default::default(),
+            verified: None,
+            next_ms: None,
         };
         if state == JobState::Done {
             j.file_id = Some(format!("file-{id}"));

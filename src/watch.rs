@@ -959,6 +959,8 @@ mod tests {
             stack: None,
             times: None,
             review: Default::default(),
+            verified: None,
+            next_ms: None,
         };
         job.reason = Some(crate::queue::BASELINE_REASON.into());
         ledger.write(&[job]).unwrap();

@@ -116,6 +116,8 @@ fn job(state: JobState) -> Job {
         stack: None,
         times: None,
         review: Default::default(),
+        verified: None,
+        next_ms: None,
     }
 }
 

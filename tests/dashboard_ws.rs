@@ -35,6 +35,7 @@ fn upload(p: &Pipeline, id: u64, size: u64) {
     p.report(AttemptUpdate::Processing {
         id,
         all_in_ms: postflow::queue::now_ms(),
+        verified: Some(postflow::ledger::Verified::PartsMd5),
     });
     p.report(AttemptUpdate::Done {
         id,

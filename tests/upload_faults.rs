@@ -234,11 +234,13 @@ fn presigned_puts_carry_exactly_the_headers_s3_demands() {
             names.sort_unstable();
             // What S3 checks, and what any HTTP client sends; nothing that could break the
             // signature or the length (no Authorization, no Transfer-Encoding, no Expect).
+            // Content-MD5: upload.verify "parts" (checked by S3 against the body).
             let allowed = [
                 "accept",
                 "accept-encoding",
                 "connection",
                 "content-length",
+                "content-md5",
                 "content-type",
                 "host",
                 "user-agent",

@@ -8,6 +8,7 @@
 
 pub mod cloudflared;
 pub mod frameio;
+mod md5;
 mod util;
 
 pub use frameio::{

@@ -309,3 +309,77 @@ fn a_deleted_file_refuses_its_parts() {
     let r = put(&up.urls[0].1, &OK_HEADERS, &bytes(10, 0));
     assert_eq!((r.status, xml_code(&r.body)), (404, "NoSuchUpload"));
 }
+
+#[test]
+fn content_md5_is_checked_as_s3_does_and_the_etag_is_the_md5() {
+    let (sim, t) = sim_with_parts(100_000);
+    let up = local_upload(&sim, &t, "abc.mov", 3);
+    let url = &up.urls[0].1;
+    let with = |md5: &'static str| {
+        let mut h = OK_HEADERS.to_vec();
+        h.push(("Content-MD5", md5));
+        h
+    };
+    // The digest of "" for the body "abc": refused, the part not kept.
+    let r = put(url, &with("1B2M2Y8AsgTpgAmY7PhCfg=="), b"abc");
+    assert_eq!(
+        (r.status, xml_code(&r.body)),
+        (400, "BadDigest"),
+        "{}",
+        r.body
+    );
+    let r = put(url, &with("not-base64"), b"abc");
+    assert_eq!((r.status, xml_code(&r.body)), (400, "InvalidDigest"));
+    // base64 of 15 bytes is no MD5 either.
+    let r = put(url, &with("AAAAAAAAAAAAAAAAAAAA"), b"abc");
+    assert_eq!((r.status, xml_code(&r.body)), (400, "InvalidDigest"));
+    assert!(!sim.file(&up.id).unwrap().upload_complete);
+    let r = put(url, &with("kAFQmDzST7DWlj99KOF/cg=="), b"abc");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.header("etag"),
+        Some("\"900150983cd24fb0d6963f7d28e17f72\"")
+    );
+    assert!(
+        sim.wait_for_file(&up.id, Duration::from_secs(10))
+            .unwrap()
+            .upload_complete
+    );
+}
+
+#[test]
+fn a_corrupted_part_is_refused_with_content_md5_and_kept_wrong_without() {
+    let (sim, t) = sim_with_parts(100_000);
+    sim.set_faults(|f| f.s3_corrupt_every = 1);
+    let up = local_upload(&sim, &t, "abc.mov", 3);
+    let url = &up.urls[0].1;
+    let mut h = OK_HEADERS.to_vec();
+    h.push(("Content-MD5", "kAFQmDzST7DWlj99KOF/cg=="));
+    let r = put(url, &h, b"abc");
+    assert_eq!((r.status, xml_code(&r.body)), (400, "BadDigest"));
+    // Without the header S3 cannot tell: it keeps what it got, and its ETag says so.
+    let r = put(url, &OK_HEADERS, b"abc");
+    assert_eq!(r.status, 200);
+    assert_ne!(
+        r.header("etag"),
+        Some("\"900150983cd24fb0d6963f7d28e17f72\"")
+    );
+    let f = sim.wait_for_file(&up.id, Duration::from_secs(10)).unwrap();
+    assert_ne!(f.sha256.as_deref(), Some(sha(b"abc").as_str()));
+}
+
+#[test]
+fn urls_signed_without_content_md5_refuse_it() {
+    let (sim, t) = sim_with_parts(100_000);
+    sim.set_faults(|f| f.s3_refuse_content_md5 = true);
+    let up = local_upload(&sim, &t, "abc.mov", 3);
+    let url = &up.urls[0].1;
+    let mut h = OK_HEADERS.to_vec();
+    h.push(("Content-MD5", "kAFQmDzST7DWlj99KOF/cg=="));
+    let r = put(url, &h, b"abc");
+    assert_eq!(
+        (r.status, xml_code(&r.body)),
+        (403, "SignatureDoesNotMatch")
+    );
+    assert_eq!(put(url, &OK_HEADERS, b"abc").status, 200);
+}

@@ -259,6 +259,8 @@ impl Pipeline {
 
         // Bytes sent per minute, kept in the state dir (its own thread writes them).
         let throughput = Arc::new(Throughput::open(state.path()));
+        // upload.bandwidth: the one bucket every part PUT and every /f/ body goes through.
+        crate::bandwidth::shared().configure(config.upload.bandwidth.clone());
         let auth = Auth::new(&config.frameio, state.path(), Some(hub.clone()));
         let api = Api::new(&config.frameio, auth.clone());
         // Comments Frame.io's review loop brought earlier, shown before the follower runs.
@@ -386,6 +388,7 @@ impl Pipeline {
                 poll_max: Duration::ZERO,
                 stall: Duration::ZERO,
                 part_stall: Duration::ZERO,
+                verify: config.upload.verify,
                 processing_timeout: config.upload.processing_timeout,
             }
             .timings(),

@@ -49,6 +49,19 @@ pub(crate) fn render(ctx: &Ctx) -> Response {
 
     family(
         &mut out,
+        "postflow_bandwidth_limit_bytes_per_second",
+        "gauge",
+        "upload.bandwidth now (timetable or override); 0 when there is no limit.",
+    );
+    sample(
+        &mut out,
+        "postflow_bandwidth_limit_bytes_per_second",
+        &[],
+        crate::bandwidth::shared().limit().unwrap_or(0) as f64,
+    );
+
+    family(
+        &mut out,
         "postflow_uploads_total",
         "counter",
         "Upload attempts that ended since start, by project, result (ok, error) and mode \

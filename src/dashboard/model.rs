@@ -248,6 +248,10 @@ pub fn job_json(job: &Job) -> Value {
     if let Value::Object(m) = &mut v {
         m.insert("name".into(), json!(job.name()));
         m.insert("review".into(), json!(job.review));
+        // Always present (DESIGN's Job): null when not said. No SHA-256 is computed yet
+        // (upload.verify "download" is not built).
+        m.insert("verified".into(), json!(job.verified));
+        m.insert("sha256".into(), Value::Null);
         if let Some(stacking) = &job.stack {
             m.insert(
                 "stack_summary".into(),
@@ -330,6 +334,8 @@ mod tests {
             stack: None,
             times: None,
             review: Default::default(),
+            verified: None,
+            next_ms: None,
         }
     }
 

@@ -45,6 +45,7 @@ enum Route<'a> {
     QueueStats,
     Jobs,
     Retry(&'a str),
+    Next(&'a str),
     RetryStack(&'a str),
     Comments(&'a str),
     RetryFailed,
@@ -53,6 +54,7 @@ enum Route<'a> {
     Throughput,
     Pause,
     Resume,
+    Bandwidth,
     Metrics,
     OauthStart,
     OauthCallback,
@@ -77,6 +79,8 @@ fn route<'a>(path: &[&'a str]) -> Option<Route<'a>> {
         ["api", "jobs"] => Route::Jobs,
         // POST: a failed or skipped job back to queued. <id>: the job id
         ["api", "jobs", id, "retry"] => Route::Retry(id),
+        // POST: a queued or retrying job goes next, before every other (409 otherwise).
+        ["api", "jobs", id, "next"] => Route::Next(id),
         // POST: a done version whose stacking failed: stack it again (only the stacking).
         ["api", "jobs", id, "retry-stack"] => Route::RetryStack(id),
         // GET: the comments Frame.io's review loop brought on the job's file, oldest first.
@@ -95,6 +99,9 @@ fn route<'a>(path: &[&'a str]) -> Option<Route<'a>> {
         ["api", "pause"] => Route::Pause,
         // POST: uploads start again (also lifts a hold for Frame.io login).
         ["api", "resume"] => Route::Resume,
+        // GET: the upload.bandwidth limit now, its source and next change.
+        // POST: {"limit": "5M"|"off"|null} overrides it until null (or a restart).
+        ["api", "bandwidth"] => Route::Bandwidth,
         // GET: Prometheus text format.
         ["metrics"] => Route::Metrics,
         // GET: redirects to Adobe IMS with a fresh `state`.
@@ -111,8 +118,9 @@ impl Route<'_> {
     /// The `Allow` header of a 405 on this route.
     fn allow(self) -> &'static str {
         match self {
-            Route::Jobs => "GET, HEAD, POST",
+            Route::Jobs | Route::Bandwidth => "GET, HEAD, POST",
             Route::Retry(_)
+            | Route::Next(_)
             | Route::RetryStack(_)
             | Route::RetryFailed
             | Route::Pause
@@ -170,6 +178,7 @@ pub(crate) fn handle(ctx: &Ctx, req: &Request, body: &[u8]) -> Reply {
         ("GET", Route::Jobs) => list_jobs(ctx, req).into(),
         ("POST", Route::Jobs) => enqueue(ctx, body).into(),
         ("POST", Route::Retry(id)) => retry(ctx, id).into(),
+        ("POST", Route::Next(id)) => upload_next(ctx, id).into(),
         ("POST", Route::RetryStack(id)) => retry_stack(ctx, id).into(),
         ("GET", Route::Comments(id)) => comments(ctx, id).into(),
         ("POST", Route::RetryFailed) => retry_failed(ctx).into(),
@@ -178,6 +187,10 @@ pub(crate) fn handle(ctx: &Ctx, req: &Request, body: &[u8]) -> Reply {
         ("GET", Route::History) => history(ctx, req).into(),
         ("GET", Route::HistoryCsv) => history_csv(ctx, req).into(),
         ("GET", Route::Throughput) => throughput(ctx).into(),
+        ("GET", Route::Bandwidth) => {
+            json(200, &crate::bandwidth::shared().snapshot().to_json()).into()
+        }
+        ("POST", Route::Bandwidth) => set_bandwidth(body).into(),
         ("GET", Route::Metrics) => metrics::render(ctx).into(),
         ("GET", Route::OauthStart) => oauth_start(ctx).into(),
         ("GET", Route::OauthCallback) => oauth_callback(ctx, req).into(),
@@ -223,6 +236,18 @@ fn retry(ctx: &Ctx, id: &str) -> Response {
             log::info!("job {id}: retry asked from the dashboard");
             json(200, &json!({ "ok": true, "id": id }))
         }
+        Ok(Err(e)) => error(409, &e),
+        Err(e) => error(503, &e),
+    }
+}
+
+fn upload_next(ctx: &Ctx, id: &str) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return error(404, "no such job");
+    };
+    match ctx.ask(|reply| QueueMsg::Next { id, reply }) {
+        Ok(Ok(())) => json(200, &json!({ "ok": true, "id": id })),
+        Ok(Err(e)) if e.starts_with("no job") => error(404, &e),
         Ok(Err(e)) => error(409, &e),
         Err(e) => error(503, &e),
     }
@@ -289,6 +314,35 @@ fn pause(ctx: &Ctx, paused: bool) -> Response {
         }
         Err(e) => error(503, &e),
     }
+}
+
+/// Body `{"limit": "5M"|"off"|null}`: a live override of upload.bandwidth (a rate or "off"),
+/// or null to go back to the timetable. Answers as GET does.
+fn set_bandwidth(body: &[u8]) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(body) else {
+        return error(400, "expected {\"limit\": \"5M\" | \"off\" | null}");
+    };
+    let limit = match body.get("limit") {
+        Some(Value::Null) => None,
+        Some(Value::String(s)) => match crate::bandwidth::parse_rate(s) {
+            Ok(limit) => Some(limit),
+            Err(e) => return error(400, &format!("limit: {e}")),
+        },
+        _ => return error(400, "expected {\"limit\": \"5M\" | \"off\" | null}"),
+    };
+    let bandwidth = crate::bandwidth::shared();
+    match limit {
+        Some(l) => log::info!(
+            "bandwidth: override to {} from the dashboard",
+            l.map_or("off".to_string(), |n| format!(
+                "{}/s",
+                crate::human::size(n)
+            ))
+        ),
+        None => log::info!("bandwidth: back to the timetable"),
+    }
+    bandwidth.set_override(limit);
+    json(200, &bandwidth.snapshot().to_json())
 }
 
 /// Body `{"paths": ["/abs/path", "relative/to/the/project/root", …], "project": "name"}`

@@ -544,6 +544,7 @@ impl Files {
         len: u64,
         link: &LinkState,
     ) -> io::Result<()> {
+        let bandwidth = crate::bandwidth::shared();
         let mut pos = start;
         let end = start + len;
         let mut step_end = pos;
@@ -554,9 +555,15 @@ impl Files {
                 step_end = end.min(pos + CHUNK as u64);
                 deadline = conn.begin_step();
             }
-            // At most to the end of the step (a usize: CHUNK is).
-            let want = (step_end - pos) as usize;
-            match zerocopy::sendfile(conn.stream(), file, pos, want) {
+            // At most to the end of the step (a usize: CHUNK is), and what upload.bandwidth
+            // grants; a wait for the bucket is ours, not the client's: the step starts again.
+            let (want, waited) = bandwidth.take((step_end - pos) as usize);
+            if waited {
+                deadline = conn.begin_step();
+            }
+            let result = zerocopy::sendfile(conn.stream(), file, pos, want);
+            bandwidth.give_back(want - *result.as_ref().unwrap_or(&0));
+            match result {
                 Ok(0) => {
                     // The file shrank after the check: the promised Content-Length cannot
                     // be met.
@@ -594,6 +601,8 @@ impl Files {
         while pos < end {
             still_wanted(link)?;
             let want = usize::try_from(end - pos).map_or(buf.len(), |left| left.min(buf.len()));
+            // What upload.bandwidth grants (the write's own timeout starts after the wait).
+            let (want, _) = crate::bandwidth::shared().take(want);
             let got = read_up_to(file, &mut buf[..want])?;
             if got < want {
                 // The file shrank after the check: the promised Content-Length cannot be met.

@@ -103,6 +103,8 @@ pub struct Settings {
     pub stall: Duration,
     /// A part PUT whose connection takes no byte for this long is cut and sent again.
     pub part_stall: Duration,
+    /// `upload.verify` "parts": parts carry Content-MD5, a done job says how it was verified.
+    pub verify: bool,
     /// Every byte in, and Frame.io still not `upload_complete` after this long: the Frame.io
     /// file is deleted and the attempt fails (`upload.processing_timeout_secs`).
     pub processing_timeout: Duration,
@@ -380,6 +382,7 @@ fn attempt(up: &Uploader, job: Job) {
             up.report(AttemptUpdate::Processing {
                 id: job.id,
                 all_in_ms: watched.all_in_ms,
+                verified: watched.verified,
             });
             // After the report, so the queue hears `processing` before the watch's verdict.
             // The watch lives as long as the workers; a send fails only in a shutdown, and
@@ -730,6 +733,12 @@ fn remote(
                     view_url: created.file.view_url,
                     link: Some(link.token),
                     parts: false,
+                    // Every byte served (the union of the ranges covers the file), the file
+                    // unchanged all along (a change ends the pull: Watch::Redo).
+                    verified: up
+                        .settings
+                        .verify
+                        .then_some(crate::ledger::Verified::ServedInFull),
                     ..Watched::all_in(job, file_id, started)
                 })));
             }
@@ -933,6 +942,7 @@ fn local_inner(
         tries: 3,
         backoff: Duration::from_secs(1),
         stall: up.settings.part_stall,
+        md5: up.settings.verify,
     };
     let (finished, parts_finished) = bounded::<()>(0);
     let sending = std::thread::scope(|s| {
@@ -941,8 +951,17 @@ fn local_inner(
         drop(finished);
         result
     });
-    match sending {
-        Ok(()) => {}
+    let verified = match sending {
+        Ok(true) => Some(crate::ledger::Verified::PartsMd5),
+        Ok(false) if !up.settings.verify => None,
+        Ok(false) => {
+            log::warn!(
+                "{}: sent without Content-MD5 (the part URLs refuse it): S3 could not check \
+                 the parts' bytes",
+                job.name()
+            );
+            None
+        }
         Err(PartError::Stopped) => return Err(Outcome::Stopped),
         Err(PartError::Transient(m)) => {
             // Keep the plan: the next attempt sends only the missing parts.
@@ -957,16 +976,15 @@ fn local_inner(
             };
             return Err(fail(kind, e.to_string()).into());
         }
-    }
+    };
     // Every part is in: from here Frame.io stitches and checks them, and the status watch
     // follows it. The saved plan stays until then: a restart that finds the job processing
     // watches it again, and one that does not (a crash before the ledger heard) resumes it
     // with nothing left to send.
-    Ok(Outcome::Processing(Box::new(Watched::all_in(
-        job,
-        plan.file_id,
-        started,
-    ))))
+    Ok(Outcome::Processing(Box::new(Watched {
+        verified,
+        ..Watched::all_in(job, plan.file_id, started)
+    })))
 }
 
 /// Creates the Frame.io file of a local upload and saves its plan.

@@ -144,14 +144,23 @@ pub fn check_layout(parts: &[Part], file_size: u64) -> Result<(), String> {
 /// one that takes them slowly). A reader wrapped around the file could not do that: while
 /// the socket is full, the HTTP client is blocked in a write and never asks the reader for
 /// more. After the last byte, the wait for the answer is `answer_wait`.
+///
+/// Verified (DESIGN "Verification"): the part's MD5 is read first and sent as `Content-MD5`
+/// (S3 refuses a body that does not hash to it: `BadDigest`, and the part is sent again), and
+/// an ETag that is a hex MD5 must equal it (else S3 kept other bytes: sent again). Should the
+/// presigned URLs refuse the header (403 `SignatureDoesNotMatch` on a PUT carrying it), every
+/// part of this upload goes on without it (`with_md5` turns false) and says so in the log.
 fn put_part(
     agent: &ureq::Agent,
     plan: &PartPlan<'_>,
     index: usize,
     offset: u64,
     sent: &AtomicU64,
+    with_md5: &AtomicBool,
 ) -> Result<(), PartError> {
     let part = &plan.parts[index];
+    let md5 = part_md5(plan.path, offset, part.size)?;
+    let sending_md5 = with_md5.load(Ordering::SeqCst);
     let mut file = File::open(plan.path).map_err(|e| PartError::File(e.to_string()))?;
     let len = file
         .metadata()
@@ -166,15 +175,15 @@ fn put_part(
     file.seek(SeekFrom::Start(offset))
         .map_err(|e| PartError::File(e.to_string()))?;
     let mut body = Counted {
-        inner: ExactReader {
+        inner: Paced(ExactReader {
             inner: file.take(part.size),
             left: part.size,
-        },
+        }),
         taken: 0,
         cap: part.size.saturating_sub(1),
         sent,
     };
-    let result = agent
+    let mut request = agent
         .put(&part.url)
         .config()
         .timeout_per_write(Some(plan.stall))
@@ -182,15 +191,53 @@ fn put_part(
         .build()
         .header("content-length", part.size.to_string())
         .header("content-type", plan.content_type)
-        .header("x-amz-acl", "private")
-        .send(ureq::SendBody::from_reader(&mut body));
-    let outcome = read_answer(result, plan.stall, part.size);
+        .header("x-amz-acl", "private");
+    if sending_md5 {
+        request = request.header("content-md5", crate::md5::base64(&md5));
+    }
+    let result = request.send(ureq::SendBody::from_reader(&mut body));
+    let outcome = read_answer(result, plan.stall, part.size, &md5);
     let counted = body.taken.min(body.cap);
     match outcome {
         Ok(()) => sent.fetch_add(part.size - counted, Ordering::SeqCst),
         Err(_) => sent.fetch_sub(counted, Ordering::SeqCst),
     };
-    outcome
+    match outcome {
+        Err(PartError::Rejected(m))
+            if sending_md5 && m.starts_with("HTTP 403 SignatureDoesNotMatch") =>
+        {
+            if with_md5.swap(false, Ordering::SeqCst) {
+                log::warn!(
+                    "{}: the part upload URLs refuse Content-MD5 (a signature without it): \
+                     going on without it; S3's ETags are still compared",
+                    plan.path.display()
+                );
+            }
+            put_part(agent, plan, index, offset, sent, with_md5)
+        }
+        other => other,
+    }
+}
+
+/// MD5 of `size` bytes of `path` from `offset` (read before the part is sent: the header
+/// goes first).
+fn part_md5(path: &Path, offset: u64, size: u64) -> Result<[u8; 16], PartError> {
+    let file_err = |e: std::io::Error| PartError::File(e.to_string());
+    let mut file = File::open(path).map_err(file_err)?;
+    file.seek(SeekFrom::Start(offset)).map_err(file_err)?;
+    let mut reader = ExactReader {
+        inner: file.take(size),
+        left: size,
+    };
+    let mut md5 = crate::md5::Md5::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = reader.read(&mut buf).map_err(file_err)?;
+        if n == 0 {
+            return Ok(md5.finish());
+        }
+        md5.update(&buf[..n]);
+    }
 }
 
 /// What S3's answer (or the lack of one) means for the part.
@@ -198,6 +245,7 @@ fn read_answer(
     result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     stall: Duration,
     size: u64,
+    md5: &[u8; 16],
 ) -> Result<(), PartError> {
     let mut response = match result {
         Ok(r) => r,
@@ -222,6 +270,23 @@ fn read_answer(
     };
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
+        // A plain PUT's ETag is the MD5 of what S3 stored (not with SSE-KMS: then it is no
+        // hex MD5 and says nothing).
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().trim_matches('"').to_ascii_lowercase());
+        if let Some(etag) =
+            etag.filter(|e| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            let ours = crate::md5::hex(md5);
+            if etag != ours {
+                return Err(PartError::Transient(format!(
+                    "S3 stored other bytes than were sent (ETag {etag}, the part's MD5 {ours})"
+                )));
+            }
+        }
         return Ok(());
     }
     let body = response
@@ -237,6 +302,10 @@ fn read_answer(
             || code == "ExpiredToken");
     if expired {
         Err(PartError::Expired)
+    } else if code == "BadDigest" {
+        Err(PartError::Transient(
+            "S3 refused the part as corrupt on the way (BadDigest)".into(),
+        ))
     } else if status >= 500 || status == 408 || status == 429 {
         Err(PartError::Transient(format!("HTTP {status} {code}")))
     } else {
@@ -267,6 +336,22 @@ impl<R: Read> Read for Counted<'_, R> {
         self.sent
             .fetch_add(self.taken.min(self.cap) - before, Ordering::SeqCst);
         Ok(n)
+    }
+}
+
+/// A body paced by `upload.bandwidth` (one bucket for every part of every job and the file
+/// server). The HTTP client asks for the next buffer only between socket writes, so waiting
+/// here never counts against the part's per-write stall timeout.
+struct Paced<R>(R);
+
+impl<R: Read> Read for Paced<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let bandwidth = crate::bandwidth::shared();
+        let (grant, _) = bandwidth.take(buf.len());
+        let result = self.0.read(&mut buf[..grant]);
+        let used = *result.as_ref().unwrap_or(&0);
+        bandwidth.give_back(grant - used);
+        result
     }
 }
 
@@ -317,9 +402,12 @@ pub struct PartPlan<'a> {
     pub backoff: Duration,
     /// A try that the connection takes no byte of for this long is cut ([`PART_STALL`]).
     pub stall: Duration,
+    /// Send `Content-MD5` with every part (`upload.verify: "parts"`).
+    pub md5: bool,
 }
 
-/// Sends every part not yet done, `parallel` at a time. `on_done(index)` is called as each part
+/// Sends every part not yet done, `parallel` at a time; `Ok(true)` when every part this
+/// call sent carried `Content-MD5` (`false`: the URLs refused it). `on_done(index)` is called as each part
 /// finishes (the caller records it durably); `sent` counts the bytes the connections have
 /// taken (the caller starts it at what is already done). When `stop` fires (or closes),
 /// every part in flight is cut at once (the agent is shut down: this is for the end of the
@@ -330,7 +418,7 @@ pub fn put_parts(
     sent: &AtomicU64,
     on_done: &(dyn Fn(usize) + Sync),
     stop: &Receiver<()>,
-) -> Result<(), PartError> {
+) -> Result<bool, PartError> {
     let offsets = offsets(plan.parts);
     let todo: Vec<usize> = (0..plan.parts.len())
         .filter(|i| !plan.done.contains(i))
@@ -338,6 +426,7 @@ pub fn put_parts(
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<PartError>> = Mutex::new(None);
+    let with_md5 = AtomicBool::new(plan.md5);
     let workers = plan.parallel.clamp(1, todo.len().max(1));
     let (finished, all_finished) = bounded::<()>(0);
     std::thread::scope(|scope| {
@@ -357,7 +446,15 @@ pub fn put_parts(
                     let Some(&index) = todo.get(next.fetch_add(1, Ordering::SeqCst)) else {
                         return;
                     };
-                    match put_with_retries(agent, plan, index, offsets[index], sent, stop) {
+                    match put_with_retries(
+                        agent,
+                        plan,
+                        index,
+                        offsets[index],
+                        sent,
+                        stop,
+                        &with_md5,
+                    ) {
                         Ok(()) => on_done(index),
                         Err(e) => {
                             failed.store(true, Ordering::SeqCst);
@@ -377,7 +474,7 @@ pub fn put_parts(
     });
     match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some(e) => Err(e),
-        None => Ok(()),
+        None => Ok(with_md5.load(Ordering::SeqCst)),
     }
 }
 
@@ -392,6 +489,7 @@ fn put_with_retries(
     offset: u64,
     sent: &AtomicU64,
     stop: &Receiver<()>,
+    with_md5: &AtomicBool,
 ) -> Result<(), PartError> {
     let mut delay = plan.backoff;
     let mut tries = 0;
@@ -404,7 +502,7 @@ fn put_with_retries(
             return Err(PartError::Stopped);
         }
         tries += 1;
-        match put_part(agent, plan, index, offset, sent) {
+        match put_part(agent, plan, index, offset, sent, with_md5) {
             Ok(()) => return Ok(()),
             // The agent was shut down under the request.
             Err(_) if stopping(stop) => return Err(PartError::Stopped),

@@ -63,6 +63,8 @@ pub struct Watched {
     pub all_in_ms: u64,
     /// When the attempt started, in this run (`None` after a restart).
     pub started: Option<Instant>,
+    /// How this attempt's bytes were verified (the job records it).
+    pub verified: Option<crate::ledger::Verified>,
 }
 
 impl Watched {
@@ -82,6 +84,7 @@ impl Watched {
             parts: true,
             all_in_ms: super::now_unix_ms(),
             started: Some(started),
+            verified: None,
         }
     }
 
@@ -99,6 +102,7 @@ impl Watched {
             parts: false,
             all_in_ms: job.all_in_ms?,
             started: None,
+            verified: None,
         })
     }
 }

@@ -73,6 +73,7 @@ fn the_page_shows_a_running_job_move_live_and_names_as_text() {
     p.report(AttemptUpdate::Processing {
         id: done_id,
         all_in_ms: postflow::queue::now_ms(),
+        verified: None,
     });
     p.report(AttemptUpdate::Done {
         id: done_id,
@@ -133,6 +134,7 @@ fn the_page_shows_a_running_job_move_live_and_names_as_text() {
     p.report(AttemptUpdate::Processing {
         id: running,
         all_in_ms: postflow::queue::now_ms(),
+        verified: None,
     });
     p.report(AttemptUpdate::Done {
         id: running,

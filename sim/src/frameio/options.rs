@@ -147,6 +147,13 @@ pub struct Faults {
     /// part) for `s3_stall_ms`, then read on: a connection that stalls mid-part.
     pub s3_stall_next: u32,
     pub s3_stall_ms: u64,
+    /// Every Nth part PUT (0: none) has one byte of its body changed on the way in: S3 stores
+    /// other bytes than were sent. A `Content-MD5` header then makes it 400 `BadDigest`;
+    /// without one the wrong bytes are kept (and the ETag is their MD5).
+    pub s3_corrupt_every: u32,
+    /// Presigned URLs signed without `Content-MD5`: a PUT carrying the header is 403
+    /// `SignatureDoesNotMatch`, as S3 answers a header the signature does not cover.
+    pub s3_refuse_content_md5: bool,
     /// The next N files whose bytes all arrive (a remote pull that got every byte, a local
     /// upload whose parts are all in) never become complete, nor failed: Frame.io's pipeline
     /// losing them (reported of its fetcher: "left the file with empty media").
@@ -225,6 +232,8 @@ impl Default for Faults {
             s3_bytes_per_sec: 0,
             s3_stall_next: 0,
             s3_stall_ms: 30_000,
+            s3_corrupt_every: 0,
+            s3_refuse_content_md5: false,
             never_complete_next: 0,
             slow_complete_next: 0,
             slow_complete_ms: 30_000,

@@ -87,6 +87,10 @@ struct Target {
     rate: u64,
     /// Stop reading after this many bytes for this long (`s3_stall_next`).
     stall: Option<(u64, Duration)>,
+    /// The `Content-MD5` digest the body must have.
+    content_md5: Option<[u8; 16]>,
+    /// Change a byte of the body on the way in (`s3_corrupt_every`).
+    corrupt: bool,
 }
 
 /// Handles `PUT /s3/parts/{file_id}/part_{n}?…`.
@@ -116,8 +120,29 @@ pub(crate) fn put_part(
             // File already assembled (or being assembled): accept and ignore, as a re-PUT to
             // S3 after Frame.io stitched the parts would change nothing visible.
             let mut h = Sha256::new();
-            let n = copy_hashing(body, &mut std::io::sink(), &mut h).unwrap_or(0);
-            (ok_reply(&h), n, None)
+            let mut md5 = crate::md5::Md5::new();
+            let mut tee = Md5Tee {
+                inner: body,
+                md5: &mut md5,
+                corrupt: false,
+            };
+            let n = copy_hashing(&mut tee, &mut std::io::sink(), &mut h).unwrap_or(0);
+            let md5 = md5.finish();
+            let sent = meta
+                .header("content-md5")
+                .and_then(crate::md5::unbase64)
+                .and_then(|d| <[u8; 16]>::try_from(d).ok());
+            if sent.is_some_and(|d| d != md5) {
+                let r = xml_error(
+                    400,
+                    "BadDigest",
+                    "The Content-MD5 you specified did not match what we received.",
+                );
+                let code = error_code(&r);
+                (r, n, code)
+            } else {
+                (md5_reply(&md5), n, None)
+            }
         }
         Ok(Some(t)) => {
             let (r, n) = store(shared, &t, body);
@@ -155,13 +180,6 @@ fn error_code(r: &Reply) -> Option<String> {
     let start = s.find("<Code>")? + 6;
     let end = s[start..].find("</Code>")? + start;
     Some(s[start..end].to_string())
-}
-
-fn ok_reply(h: &Sha256) -> Reply {
-    let digest = hex(&h.clone().finalize());
-    Reply::empty(200)
-        .with_header("ETag", &format!("\"{}\"", &digest[..32]))
-        .with_header("Server", "AmazonS3")
 }
 
 fn check(shared: &Shared, meta: &Meta) -> Result<Option<Target>, Reply> {
@@ -248,6 +266,20 @@ fn check(shared: &Shared, meta: &Meta) -> Result<Option<Target>, Reply> {
     let Some(part) = f.parts.get(part_number.wrapping_sub(1) as usize) else {
         return Err(bad_sig());
     };
+    let content_md5 = match meta.header("content-md5") {
+        None => None,
+        Some(_) if shared.faults().s3_refuse_content_md5 => return Err(bad_sig()),
+        Some(v) => match crate::md5::unbase64(v).and_then(|d| <[u8; 16]>::try_from(d).ok()) {
+            Some(d) => Some(d),
+            None => {
+                return Err(xml_error(
+                    400,
+                    "InvalidDigest",
+                    "The Content-MD5 you specified was invalid.",
+                ))
+            }
+        },
+    };
     if declared < part.size {
         return Err(xml_error(
             400,
@@ -273,6 +305,12 @@ fn check(shared: &Shared, meta: &Meta) -> Result<Option<Target>, Reply> {
     }
     let (offset, size) = (part.offset, part.size);
     drop(st);
+    // This PUT's number among those whose body the simulator reads.
+    let nth = {
+        let mut st = shared.lock();
+        st.s3_bodies += 1;
+        st.s3_bodies
+    };
     let mut faults = shared.faults();
     let stall = take_one(&mut faults.s3_stall_next).then(|| {
         (
@@ -280,6 +318,8 @@ fn check(shared: &Shared, meta: &Meta) -> Result<Option<Target>, Reply> {
             Duration::from_millis(faults.s3_stall_ms),
         )
     });
+    let corrupt =
+        faults.s3_corrupt_every > 0 && nth.is_multiple_of(u64::from(faults.s3_corrupt_every));
     Ok(Some(Target {
         file_id,
         part_number,
@@ -287,6 +327,8 @@ fn check(shared: &Shared, meta: &Meta) -> Result<Option<Target>, Reply> {
         size,
         rate: faults.s3_bytes_per_sec,
         stall,
+        content_md5,
+        corrupt,
     }))
 }
 
@@ -354,6 +396,7 @@ fn copy_hashing(src: &mut dyn Read, dst: &mut dyn Write, h: &mut Sha256) -> std:
 fn store(shared: &Arc<Shared>, t: &Target, body: &mut dyn Read) -> (Reply, u64) {
     let path = shared.data_dir.join(format!("upload-{}", t.file_id));
     let mut h = Sha256::new();
+    let mut md5 = crate::md5::Md5::new();
     let written = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -361,12 +404,17 @@ fn store(shared: &Arc<Shared>, t: &Target, body: &mut dyn Read) -> (Reply, u64) 
         .open(&path)
         .and_then(|mut f| {
             f.seek(SeekFrom::Start(t.offset))?;
-            let mut body = Throttled {
+            let body = Throttled {
                 inner: body.take(t.size),
                 rate: t.rate,
                 stall: t.stall,
                 started: Instant::now(),
                 read: 0,
+            };
+            let mut body = Md5Tee {
+                inner: body,
+                md5: &mut md5,
+                corrupt: t.corrupt && t.size > 0,
             };
             copy_hashing(&mut body, &mut f, &mut h)
         });
@@ -391,6 +439,18 @@ fn store(shared: &Arc<Shared>, t: &Target, body: &mut dyn Read) -> (Reply, u64) 
                 400,
                 "IncompleteBody",
                 "You did not provide the number of bytes specified by the Content-Length HTTP header.",
+            ),
+            n,
+        );
+    }
+    let md5 = md5.finish();
+    if t.content_md5.is_some_and(|want| want != md5) {
+        // The part is not recorded as received: a PUT sent again overwrites these bytes.
+        return (
+            xml_error(
+                400,
+                "BadDigest",
+                "The Content-MD5 you specified did not match what we received.",
             ),
             n,
         );
@@ -429,7 +489,33 @@ fn store(shared: &Arc<Shared>, t: &Target, body: &mut dyn Read) -> (Reply, u64) 
             log::error!("frameio-sim: cannot spawn the assembler: {e}");
         }
     }
-    (ok_reply(&h), n)
+    (md5_reply(&md5), n)
+}
+
+/// 200 with the ETag S3 gives a plain PUT: the hex MD5 of the bytes it stored, quoted.
+fn md5_reply(md5: &[u8; 16]) -> Reply {
+    Reply::empty(200)
+        .with_header("ETag", &format!("\"{}\"", hex(md5)))
+        .with_header("Server", "AmazonS3")
+}
+
+/// Hashes what is read (MD5), and changes the first byte of the body when `corrupt`.
+struct Md5Tee<'a, R> {
+    inner: R,
+    md5: &'a mut crate::md5::Md5,
+    corrupt: bool,
+}
+
+impl<R: Read> Read for Md5Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.corrupt && n > 0 {
+            buf[0] ^= 0x5a;
+            self.corrupt = false;
+        }
+        self.md5.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// SHA-256 of the first `len` bytes of a file, streaming.

@@ -284,6 +284,8 @@ pub(crate) struct State {
     /// (endpoint, status) → requests.
     pub counters: BTreeMap<(String, u16), u64>,
     pub s3_log: Vec<S3PutRecord>,
+    /// Part PUTs whose body the simulator began to read (for `s3_corrupt_every`).
+    pub s3_bodies: u64,
     pub fetch_log: Vec<FetchRecord>,
     /// (user, account, endpoint) → bucket: Frame.io limits "per account_user".
     pub buckets: HashMap<(String, String, &'static str), Bucket>,
@@ -394,6 +396,7 @@ impl State {
             creates: BTreeMap::new(),
             counters: BTreeMap::new(),
             s3_log: Vec::new(),
+            s3_bodies: 0,
             fetch_log: Vec::new(),
             buckets: HashMap::new(),
             fetches_started: 0,
