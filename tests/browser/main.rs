@@ -208,6 +208,26 @@ fn the_page_shows_a_running_job_move_live_and_names_as_text() {
         b.eval("document.getElementById('rate-info').textContent"),
         title
     );
+    // With an upload limit, the chart draws it over the bars (bytes per minute, as the bars).
+    let set = p.request(
+        "POST",
+        "/api/bandwidth",
+        &[("Content-Type", "application/json")],
+        br#"{"limit": "8M"}"#,
+    );
+    assert_eq!(set.status, 200, "{}", set.text());
+    b.eval("loadThroughput()");
+    b.wait_for(
+        "the upload limit drawn over the 24 h chart",
+        "document.querySelector('#rate-chart line.limit')?.dataset.limitBps === '8388608'",
+    );
+    let off = p.request(
+        "POST",
+        "/api/bandwidth",
+        &[("Content-Type", "application/json")],
+        br#"{"limit": "off"}"#,
+    );
+    assert_eq!(off.status, 200, "{}", off.text());
     let today = throughput["days"]
         .as_array()
         .unwrap()
