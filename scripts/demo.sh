@@ -244,8 +244,10 @@ review_comment() {
     local file_id=""
     until [ -n "$file_id" ]; do
         sleep 1
-        file_id=$(curl -sf "$DASH/api/jobs" \
-            | grep -oE '"path":"SQ01_UNDLM_00412_v001.mov"[^}]*"file_id":"[^"]*"' \
+        # The job's fields come in any order: take the run of fields around its path.
+        file_id=$(curl -sf "$DASH/api/jobs?project=nightfall" \
+            | grep -oE '[^{}]*"path":"SQ01_UNDLM_00412_v001.mov"[^{}]*' \
+            | grep -oE '"file_id":"[^"]*"' | head -n 1 \
             | sed -E 's/.*"file_id":"([^"]*)"/\1/' || true)
     done
     curl -sf -X POST "$SIM_URL/_sim/comments" -H 'Content-Type: application/json' \

@@ -339,8 +339,12 @@ impl Follower {
         Ok(())
     }
 
-    /// Every job of the ledger, by Frame.io file id (done jobs only: a file still uploading
-    /// has nothing to review).
+    /// Every job of the ledger with a file in Frame.io, by Frame.io file id: `done`, and also
+    /// `uploading` and `processing`: Frame.io may say `file.ready` (and a reviewer may
+    /// comment) before postflow has seen the pull end or its status poll has seen the upload
+    /// complete, and dropping those would lose them for good (seen in the demo: the file was
+    /// ready and commented on while its job was not `done` yet, and neither showed). Frame.io
+    /// sends neither for a file whose bytes are not all in.
     fn jobs_by_file(&self) -> HashMap<String, Job> {
         let (tx, rx) = bounded(1);
         if self.queue.send(QueueMsg::Jobs(tx)).is_err() {
@@ -349,7 +353,12 @@ impl Follower {
         rx.recv_timeout(Duration::from_secs(10))
             .unwrap_or_default()
             .into_iter()
-            .filter(|j| j.state == JobState::Done)
+            .filter(|j| {
+                matches!(
+                    j.state,
+                    JobState::Uploading | JobState::Processing | JobState::Done
+                )
+            })
             .filter_map(|j| Some((j.file_id.clone()?, j)))
             .collect()
     }

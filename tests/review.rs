@@ -246,6 +246,43 @@ fn a_ready_file_and_a_comment_are_shown_and_told_once_even_when_frameio_repeats_
 }
 
 #[test]
+fn a_file_ready_and_commented_on_before_postflow_saw_it_complete_is_not_lost() {
+    // Frame.io says file.ready at once and postflow polls the upload's status slowly: the
+    // webhook and a reviewer's comment arrive while the job is still `processing`.
+    let notices = Notices::start();
+    let mut rig = review_rig("review-early", &notices);
+    rig.env("POSTFLOW_POLL_MS", "4000");
+    rig.sim.set_faults(|f| f.ready_delay_ms = 0);
+    let child = rig.start();
+    wait_webhook(&rig);
+    let name = "SQ01_UNDLM_00500_v001.mov";
+    let expected = BTreeMap::from([(name.to_string(), rig.make(name, 300_000, 3))]);
+    rig.wait_arrived(&expected, Duration::from_secs(60));
+    common::wait_until(Duration::from_secs(20), "file.ready delivered", || {
+        rig.sim
+            .deliveries()
+            .iter()
+            .any(|d| d.event == "file.ready" && d.status.is_some_and(|s| s < 300))
+    });
+    let file_id = rig.sim.files()[0].id.clone();
+    rig.sim
+        .add_comment(&file_id, Some("Ada"), "too dark", Some(84));
+    rig.wait_done(1, Duration::from_secs(60));
+    common::wait_until(
+        Duration::from_secs(30),
+        "ready and the comment shown",
+        || {
+            let job = the_job(&rig);
+            job["review"]["ready"] == true && job["review"]["comments"] == 1
+        },
+    );
+    common::wait_until(Duration::from_secs(20), "both told", || {
+        notices.of("review_ready").len() == 1 && notices.of("review_comment").len() == 1
+    });
+    stop(&rig, child);
+}
+
+#[test]
 fn forged_stale_replayed_and_huge_deliveries_are_refused_and_change_nothing() {
     let notices = Notices::start();
     let rig = review_rig("review-refused", &notices);
