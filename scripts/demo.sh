@@ -238,7 +238,8 @@ VERSION_PID=$!
 set +m
 
 # A reviewer comments on v001 once it is in Frame.io: the simulator delivers the webhook
-# through the tunnel, and postflow shows the comment under the job and logs it.
+# through the tunnel, and postflow shows the comment under the job (and notifies it, with a
+# notify.webhook_url).
 review_comment() {
     until arrived SQ01/UNDLM_00412/SQ01_UNDLM_00412_v001.mov; do sleep 1; done
     local file_id=""
