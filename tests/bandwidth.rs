@@ -140,8 +140,17 @@ fn two_uploads_at_once_share_the_limit() {
     let b = rig.make("SQ01/b.mov", 30 * MIB, 4);
     let started = wait_moving(&rig, "a.mov").min(wait_moving(&rig, "b.mov"));
     let done = wait_complete(&rig, 2, Duration::from_secs(120));
-    // 60 MiB together at 4 MiB/s: 15 s, as for one file of both sizes.
-    assert_rate("the pair", done - started, Duration::from_secs(15));
+    // 60 MiB together at 4 MiB/s: 15 s, as for one file of both sizes. The issue asks the pair
+    // to stay within 1.2x; the lower bound shows the limit held for both together. It is
+    // looser than the single file's 0.9x: the start is seen through the page's transfer
+    // reports (about two a second), one of two files a report late, and under Wine later still
+    // (measured: 0.90x there).
+    let ratio = (done - started).as_secs_f64() / 15.0;
+    assert!(
+        (0.8..=1.2).contains(&ratio),
+        "the pair took {:?}: {ratio:.2}x the 15 s the limit allows",
+        done - started
+    );
     rig.wait_done(2, Duration::from_secs(60));
     stop(&rig, child);
     rig.assert_exactly(&BTreeMap::from([
@@ -202,7 +211,9 @@ fn a_timetable_slot_changes_the_rate_of_a_running_upload_at_its_minute() {
         now - now % 60 + 120
     };
     let at = |secs: u64| hhmm(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)).0;
-    let timetable = format!("{},512k {},off", at(switch - 60), at(switch));
+    // The slow slot begins at this minute (not at the one before the switch: with the switch
+    // two minutes away that one is still to come, and the slot in force would be `off`).
+    let timetable = format!("{},512k {},off", at(now - now % 60), at(switch));
     let mut rig = limited_rig("bw-timetable", "local", &timetable);
     rig.env("TZ", "UTC");
     let child = rig.start();
