@@ -180,17 +180,26 @@ fn full_during_token_refresh(name: &str, restart: bool) {
     let mount = StateMount::new(&rig, "2m");
     let mut child = mount.start(&rig);
     wait_baseline(&rig);
+    // One file uploaded and held by Frame.io's processing before the disk fills: its status
+    // poll keeps calling Frame.io while the disk is full, so a refresh is certainly needed
+    // then (uploads of files seen after the fill wait for the ledger and call nothing).
+    rig.sim.set_faults(|f| f.slow_complete_ms = 600_000);
+    let mut expected = card(&rig, 10..11);
+    common::wait_until(LIMIT, "the first file processing", || {
+        rig.jobs().iter().any(|j| j["state"] == "processing")
+    });
     mount.fill();
-    let expected = card(&rig, 0..4);
+    expected.extend(card(&rig, 0..4));
     says_unwritable(&rig, &mount, "No space left on device");
-    // Long enough for the access token to expire while nothing can be saved.
-    std::thread::sleep(Duration::from_secs(6));
-    assert!(
-        rig.sandbox
-            .log()
-            .contains("the refresh token is not spent until its successor can be saved"),
-        "{}",
-        rig.sandbox.log()
+    // The access token expires while nothing can be saved: the refresh is held, not spent.
+    common::wait_until(
+        LIMIT,
+        "the refresh held while the state dir is full",
+        || {
+            rig.sandbox
+                .log()
+                .contains("the refresh token is not spent until its successor can be saved")
+        },
     );
     if restart {
         kill9(child);
@@ -198,6 +207,7 @@ fn full_during_token_refresh(name: &str, restart: bool) {
         says_unwritable(&rig, &mount, "No space left on device");
     }
     mount.free();
+    rig.sim.set_faults(|f| f.slow_complete_ms = 0);
     all_arrive_once(&rig, &expected);
     let log = stop(&rig, child);
     assert!(!log.contains("needs a new sign-in"), "{log}");
