@@ -69,12 +69,13 @@ pub(crate) use front::{Conn, Front, Handler, Limits, Outcome};
 
 use std::time::SystemTime;
 
-/// Binds a listener, waiting up to 5 s while the address is in use: a postflow that a
+/// Binds a listener, waiting up to 30 s while the address is in use: a postflow that a
 /// watchdog restarts right after a crash or a kill can find its own port still held for a
-/// moment by the process that ended (measured under Wine: the restart's bind failed with
-/// WSAEADDRINUSE). Anything else, or a port still taken after that, is the caller's error.
+/// while by the process that ended (measured under Wine: the restart's bind still failed
+/// with WSAEADDRINUSE after 5 s, 1 run in 2). Anything else, or a port still taken after
+/// that, is the caller's error.
 pub fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut said = false;
     loop {
         match std::net::TcpListener::bind(addr) {
@@ -83,7 +84,7 @@ pub fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::Tc
                     && std::time::Instant::now() < give_up =>
             {
                 if !said {
-                    log::info!("{addr} is in use; trying again for 5 s (a process that just ended may still hold it)");
+                    log::info!("{addr} is in use; trying again for 30 s (a process that just ended may still hold it)");
                     said = true;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(100));
