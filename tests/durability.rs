@@ -183,7 +183,10 @@ fn full_during_token_refresh(name: &str, restart: bool) {
     // One file uploaded and held by Frame.io's processing before the disk fills: its status
     // poll keeps calling Frame.io while the disk is full, so a refresh is certainly needed
     // then (uploads of files seen after the fill wait for the ledger and call nothing).
-    rig.sim.set_faults(|f| f.slow_complete_ms = 600_000);
+    rig.sim.set_faults(|f| {
+        f.slow_complete_next = 1;
+        f.slow_complete_ms = 600_000;
+    });
     let mut expected = card(&rig, 10..11);
     common::wait_until(LIMIT, "the first file processing", || {
         rig.jobs().iter().any(|j| j["state"] == "processing")
@@ -192,15 +195,20 @@ fn full_during_token_refresh(name: &str, restart: bool) {
     expected.extend(card(&rig, 0..4));
     says_unwritable(&rig, &mount, "No space left on device");
     // The access token expires while nothing can be saved: the refresh is held, not spent.
-    common::wait_until(
-        LIMIT,
-        "the refresh held while the state dir is full",
-        || {
-            rig.sandbox
-                .log()
-                .contains("the refresh token is not spent until its successor can be saved")
-        },
-    );
+    let start = Instant::now();
+    while !rig
+        .sandbox
+        .log()
+        .contains("the refresh token is not spent until its successor can be saved")
+    {
+        assert!(
+            start.elapsed() < LIMIT,
+            "after {LIMIT:?} no refresh was held while the state dir is full; jobs: {:?}\nlog:\n{}",
+            rig.jobs(),
+            rig.sandbox.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     if restart {
         kill9(child);
         child = mount.start(&rig);
