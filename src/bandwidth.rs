@@ -197,6 +197,8 @@ impl Snapshot {
             "source": self.source,
             "timetable": self.timetable,
             "next_change": self.next_change.map(|t| t.to_string()),
+            // The zone the timetable's times are read in.
+            "time_zone": jiff::tz::TimeZone::system().iana_name().unwrap_or("local"),
         })
     }
 }

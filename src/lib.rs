@@ -26,7 +26,6 @@ pub mod links;
 pub mod lockfile;
 pub mod logfile;
 pub mod logtail;
-pub mod md5;
 pub mod notify;
 pub mod paths;
 pub mod private_file;

@@ -120,10 +120,7 @@ pub fn base64(input: &[u8]) -> String {
 /// getentropy), as lowercase hex. There is no weaker fallback: these become OAuth `state`
 /// values and file names that must not be guessed.
 pub fn random_hex(n: usize) -> std::io::Result<String> {
-    Ok(random_bytes(n)?
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(data_encoding::HEXLOWER.encode(&random_bytes(n)?))
 }
 
 /// `n` bytes from the OS's random source; an error says the OS refused, not a weaker value.

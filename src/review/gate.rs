@@ -263,8 +263,7 @@ pub fn sign(secret: &str, timestamp: &str, body: &[u8]) -> String {
     let mut message = format!("v0:{timestamp}:").into_bytes();
     message.extend_from_slice(body);
     let tag = ring::hmac::sign(&key, &message);
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("v0={hex}")
+    format!("v0={}", data_encoding::HEXLOWER.encode(tag.as_ref()))
 }
 
 fn parse(body: &[u8]) -> Option<Delivery> {

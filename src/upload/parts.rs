@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, TryRecvError};
 
+use md5::Digest;
 use serde::{Deserialize, Serialize};
 
 /// One presigned part URL and the bytes it takes.
@@ -193,7 +194,7 @@ fn put_part(
         .header("content-type", plan.content_type)
         .header("x-amz-acl", "private");
     if sending_md5 {
-        request = request.header("content-md5", crate::md5::base64(&md5));
+        request = request.header("content-md5", data_encoding::BASE64.encode(&md5));
     }
     let result = request.send(ureq::SendBody::from_reader(&mut body));
     let outcome = read_answer(result, plan.stall, part.size, &md5);
@@ -229,12 +230,12 @@ fn part_md5(path: &Path, offset: u64, size: u64) -> Result<[u8; 16], PartError> 
         inner: file.take(size),
         left: size,
     };
-    let mut md5 = crate::md5::Md5::new();
+    let mut md5 = md5::Md5::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = reader.read(&mut buf).map_err(file_err)?;
         if n == 0 {
-            return Ok(md5.finish());
+            return Ok(md5.finalize().into());
         }
         md5.update(&buf[..n]);
     }
@@ -280,7 +281,7 @@ fn read_answer(
         if let Some(etag) =
             etag.filter(|e| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit()))
         {
-            let ours = crate::md5::hex(md5);
+            let ours = data_encoding::HEXLOWER.encode(md5);
             if etag != ours {
                 return Err(PartError::Transient(format!(
                     "S3 stored other bytes than were sent (ETag {etag}, the part's MD5 {ours})"
@@ -526,6 +527,29 @@ fn put_with_retries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_part_md5_is_rfc_1321_of_that_slice_and_its_header_standard_base64() {
+        let dir = crate::testutil::TempDir::new();
+        let path = dir.0.join("clip.mov");
+        std::fs::write(&path, b"xxabcyy").unwrap();
+        let md5 = part_md5(&path, 2, 3).unwrap();
+        assert_eq!(
+            data_encoding::HEXLOWER.encode(&md5),
+            "900150983cd24fb0d6963f7d28e17f72"
+        );
+        assert_eq!(
+            data_encoding::BASE64.encode(&md5),
+            "kAFQmDzST7DWlj99KOF/cg=="
+        );
+        let empty = part_md5(&path, 7, 0).unwrap();
+        assert_eq!(
+            data_encoding::BASE64.encode(&empty),
+            "1B2M2Y8AsgTpgAmY7PhCfg=="
+        );
+        // A file shorter than the part is an error, never a short digest.
+        assert!(matches!(part_md5(&path, 5, 3), Err(PartError::File(_))));
+    }
 
     #[test]
     fn offsets_follow_part_sizes() {
