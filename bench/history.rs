@@ -263,6 +263,7 @@ fn write_ledger(dir: &std::path::Path, now: u64) {
                 })),
                 review: Default::default(),
                 verified: None,
+                sha256: None,
                 next_ms: None,
             }
         })

@@ -33,6 +33,7 @@ fn main() {
             times: None,
             review: Default::default(),
             verified: None,
+            sha256: None,
             next_ms: None,
         })
         .collect();

@@ -174,8 +174,26 @@ pub struct UploadConfig {
     pub bandwidth: crate::bandwidth::Timetable,
     /// `upload.order`: which queued job of a project's turn goes first.
     pub order: UploadOrder,
-    /// `upload.verify`: "parts" (true, the default) or "off" (false).
-    pub verify: bool,
+    /// `upload.verify`: how the bytes that arrived are checked.
+    pub verify: Verify,
+}
+
+/// `upload.verify` (DESIGN "Verification").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verify {
+    /// No `Content-MD5`, no claim.
+    Off,
+    /// Every part carries its MD5 for S3 to check; a pull must be served in full.
+    Parts,
+    /// `Parts`, then Frame.io's original downloaded back and compared (SHA-256).
+    Download,
+}
+
+impl Verify {
+    /// Parts carry `Content-MD5` and done jobs say how they were verified.
+    pub fn parts(self) -> bool {
+        self != Verify::Off
+    }
 }
 
 /// `upload.order`: among a project's queued jobs, which goes first (an "upload next" goes
@@ -783,23 +801,15 @@ fn from_value(value: Value, base: &Path, secret_env: Option<String>) -> KeyResul
             1,
             30 * 86_400,
         )?),
-        verify: match u.string_or("verify", "parts")?.as_str() {
-            "parts" => true,
-            "off" => false,
-            "download" => {
-                return key_err(
-                    "upload.verify",
-                    "\"download\" (downloading each file back to compare its SHA-256) is not \
-                     available in this version: use \"parts\" (the default) or \"off\"",
-                )
-            }
-            other => {
-                return key_err(
-                    "upload.verify",
-                    format!("expected one of \"parts\", \"off\", found {other:?}"),
-                )
-            }
-        },
+        verify: u.choice(
+            "verify",
+            Verify::Parts,
+            &[
+                ("parts", Verify::Parts),
+                ("download", Verify::Download),
+                ("off", Verify::Off),
+            ],
+        )?,
         order: u.choice(
             "order",
             UploadOrder::Oldest,
@@ -1430,11 +1440,12 @@ mod tests {
         let (key, msg) = err_of(with(minimal(), "upload", "order", json!("largest")));
         assert_eq!(key, "upload.order");
         assert!(msg.contains("\"smallest\""), "{msg}");
-        let (key, msg) = err_of(with(minimal(), "upload", "verify", json!("download")));
+        let (key, msg) = err_of(with(minimal(), "upload", "verify", json!("md5")));
         assert_eq!(key, "upload.verify");
-        assert!(msg.contains("not available"), "{msg}");
-        let (key, _) = err_of(with(minimal(), "upload", "verify", json!("md5")));
-        assert_eq!(key, "upload.verify");
+        assert!(
+            msg.contains("\"download\"") && msg.contains("\"md5\""),
+            "{msg}"
+        );
     }
 
     #[test]

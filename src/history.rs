@@ -338,6 +338,7 @@ pub const CSV_HEADER: &[&str] = &[
     "duration_s",
     "bytes_per_sec",
     "verified",
+    "sha256",
     "error",
 ];
 
@@ -371,6 +372,7 @@ pub fn csv_row(job: &Job, out: &mut String) {
         job.verified
             .map(|v| v.as_str().to_string())
             .unwrap_or_default(),
+        job.sha256.clone().unwrap_or_default(),
         error,
     ];
     csv_line(cells.iter().map(String::as_str), out);
@@ -452,6 +454,7 @@ mod tests {
             })),
             review: Default::default(),
             verified: None,
+            sha256: None,
             next_ms: None,
         }
     }

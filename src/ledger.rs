@@ -138,9 +138,14 @@ pub struct Job {
     pub review: Review,
     /// How the bytes of this job's upload were verified (DESIGN "Verification"):
     /// `parts-md5` (S3 checked every part's Content-MD5), `served-in-full` (a pull that was
-    /// served every byte of the unchanged file); none when neither could be said.
+    /// served every byte of the unchanged file), `download-sha256` (Frame.io's original
+    /// downloaded back equals the local file); none when neither could be said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<Verified>,
+    /// The SHA-256 (hex) of the bytes Frame.io holds, when they were downloaded back and
+    /// found equal to the local file (`upload.verify: "download"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     /// "Upload next" was asked (unix ms) for this queued or retrying job: it goes before
     /// every other, across projects (the latest asked first), until its attempt starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -192,6 +197,8 @@ pub enum Verified {
     PartsMd5,
     /// A pull served every byte of the file, unchanged from link to completion.
     ServedInFull,
+    /// Frame.io's original, downloaded back, equals the local file byte for byte.
+    DownloadSha256,
 }
 
 impl Verified {
@@ -200,6 +207,7 @@ impl Verified {
         match self {
             Verified::PartsMd5 => "parts-md5",
             Verified::ServedInFull => "served-in-full",
+            Verified::DownloadSha256 => "download-sha256",
         }
     }
 
@@ -208,6 +216,7 @@ impl Verified {
         match self {
             Verified::PartsMd5 => "every part checked by S3 against its MD5",
             Verified::ServedInFull => "every byte served, the file unchanged",
+            Verified::DownloadSha256 => "downloaded back from Frame.io, equal to the local file",
         }
     }
 }
@@ -669,6 +678,7 @@ mod tests {
             times: None,
             review: Default::default(),
             verified: None,
+            sha256: None,
             next_ms: None,
         }
     }

@@ -324,6 +324,7 @@ impl Notice {
                 v["seconds"] = json!(took.map(|d| d.as_secs_f64()));
                 v["job"] = json!(job.id);
                 v["verified"] = json!(job.verified.map(|v| v.as_str()));
+                v["sha256"] = json!(job.sha256);
                 if let Some(stacking) = &job.stack {
                     v["stack"] = json!(crate::stack::summary(stacking));
                     v["stack_id"] = json!(stacking.stack_id);
@@ -667,6 +668,7 @@ mod tests {
             times: None,
             review: Default::default(),
             verified: None,
+            sha256: None,
             next_ms: None,
         }
     }

@@ -230,6 +230,11 @@ pub enum AttemptUpdate {
         id: u64,
         file_id: String,
         view_url: Option<String>,
+        /// How the bytes were verified, when this says more than `Processing` did (a pull
+        /// complete before its coverage was seen; an original downloaded back).
+        verified: Option<crate::ledger::Verified>,
+        /// The SHA-256 of the bytes Frame.io holds, when downloaded back.
+        sha256: Option<String>,
     },
     /// The attempt failed; `kind` says what happens next.
     Failed {
@@ -945,6 +950,7 @@ impl Queue {
             times: None,
             review: Default::default(),
             verified: None,
+            sha256: None,
             next_ms: None,
         }
     }
@@ -1215,6 +1221,9 @@ impl Queue {
                 job.times_mut().started_ms = Some(now);
                 job.times_mut().sent_ms = None;
                 job.next_ms = None;
+                // What an earlier attempt proved says nothing of this one.
+                job.verified = None;
+                job.sha256 = None;
             }
             AttemptUpdate::FileCreated {
                 file_id,
@@ -1246,8 +1255,16 @@ impl Queue {
                 job.times_mut().sent_ms = Some(all_in_ms);
             }
             AttemptUpdate::Done {
-                file_id, view_url, ..
+                file_id,
+                view_url,
+                verified,
+                sha256,
+                ..
             } => {
+                if verified.is_some() {
+                    job.verified = verified;
+                }
+                job.sha256 = sha256;
                 self.out.remove(&id);
                 self.watching.remove(&id);
                 job.all_in_ms = None;
@@ -1264,6 +1281,7 @@ impl Queue {
             }
             AttemptUpdate::Failed { error, kind, .. } => {
                 job.verified = None;
+                job.sha256 = None;
                 self.out.remove(&id);
                 self.watching.remove(&id);
                 job.all_in_ms = None;
@@ -1816,6 +1834,8 @@ mod tests {
                 id: last,
                 file_id: "f".into(),
                 view_url: None,
+                verified: None,
+                sha256: None,
             }),
             T0 + 301,
         );
@@ -1881,6 +1901,8 @@ mod tests {
                         id,
                         file_id: format!("f{n}"),
                         view_url: None,
+                        verified: None,
+                        sha256: None,
                     }),
                     T0 + 10 + n,
                 );
@@ -1985,6 +2007,8 @@ mod tests {
                 id: c,
                 file_id: "f-c".into(),
                 view_url: None,
+                verified: None,
+                sha256: None,
             }),
             T0 + 4,
         );
@@ -2014,6 +2038,8 @@ mod tests {
                 id: a,
                 file_id: "f".into(),
                 view_url: None,
+                verified: None,
+                sha256: None,
             }),
             T0,
         );
@@ -2077,6 +2103,8 @@ mod tests {
                 id: a,
                 file_id: "f-a".into(),
                 view_url: None,
+                verified: None,
+                sha256: None,
             }),
             T0 + 30,
         );
@@ -2157,6 +2185,8 @@ mod tests {
                 id: a,
                 file_id: "f-a".into(),
                 view_url: None,
+                verified: None,
+                sha256: None,
             }),
             T0 + 20,
         );
@@ -2238,6 +2268,8 @@ mod tests {
                 id: processing,
                 file_id: "f-a".into(),
                 view_url: None,
+                verified: None,
+                sha256: None,
             }),
             T0 + 20,
         );
@@ -2583,6 +2615,8 @@ mod tests {
                     id,
                     file_id: format!("f{id}"),
                     view_url: None,
+                    verified: None,
+                    sha256: None,
                 }),
                 T0 + 1000 + n,
             );

@@ -393,6 +393,7 @@ mod tests {
             times: None,
             review: Default::default(),
             verified: None,
+            sha256: None,
             next_ms: None,
         };
         if state == JobState::Done {

@@ -960,6 +960,7 @@ mod tests {
             times: None,
             review: Default::default(),
             verified: None,
+            sha256: None,
             next_ms: None,
         };
         job.reason = Some(crate::queue::BASELINE_REASON.into());

@@ -117,6 +117,7 @@ fn job(state: JobState) -> Job {
         times: None,
         review: Default::default(),
         verified: None,
+        sha256: None,
         next_ms: None,
     }
 }

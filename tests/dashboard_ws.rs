@@ -41,6 +41,8 @@ fn upload(p: &Pipeline, id: u64, size: u64) {
         id,
         file_id: "file-1".into(),
         view_url: Some("https://next.frame.io/view/file-1".into()),
+        verified: None,
+        sha256: None,
     });
 }
 

@@ -249,6 +249,8 @@ impl Pipeline {
         // Jobs whose bytes are all in go to the status watch (`upload::poller`): from the
         // workers, and at start those the last run left processing (the queue keeps them so).
         let (processing_tx, processing_rx) = unbounded::<Watched>();
+        // Jobs Frame.io has complete, downloaded back first (`upload.verify: "download"`).
+        let (verifying_tx, verifying_rx) = unbounded::<Watched>();
         let resumed: Vec<Watched> = ledger
             .jobs()
             .values()
@@ -394,6 +396,7 @@ impl Pipeline {
             .timings(),
             queue_tx.clone(),
             processing_tx,
+            verifying_tx,
             hub.clone(),
             stop_rx.clone(),
         ));
@@ -484,6 +487,14 @@ impl Pipeline {
             threads.spawn(name, move || upload::run_worker(up, jobs));
         }
         drop(jobs_rx);
+        if config.upload.verify == crate::config::Verify::Download {
+            for i in 1..=config.upload.concurrency {
+                let (up, jobs) = (Arc::clone(&uploader), verifying_rx.clone());
+                let name: &'static str = Box::leak(format!("verify-{i}").into_boxed_str());
+                threads.spawn(name, move || upload::run_verifier(up, jobs));
+            }
+        }
+        drop(verifying_rx);
         {
             let up = Arc::clone(&uploader);
             threads.spawn("upload-watch", move || {

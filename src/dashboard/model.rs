@@ -248,10 +248,9 @@ pub fn job_json(job: &Job) -> Value {
     if let Value::Object(m) = &mut v {
         m.insert("name".into(), json!(job.name()));
         m.insert("review".into(), json!(job.review));
-        // Always present (DESIGN's Job): null when not said. No SHA-256 is computed yet
-        // (upload.verify "download" is not built).
+        // Always present (DESIGN's Job): null when not said.
         m.insert("verified".into(), json!(job.verified));
-        m.insert("sha256".into(), Value::Null);
+        m.insert("sha256".into(), json!(job.sha256));
         if let Some(stacking) = &job.stack {
             m.insert(
                 "stack_summary".into(),
@@ -263,7 +262,7 @@ pub fn job_json(job: &Job) -> Value {
 }
 
 /// A finished job as `/api/history` shows it: [`job_json`] plus its project, how it was
-/// verified (`null` until postflow verifies uploads), its times as RFC 3339 (`stable`,
+/// verified (`null` when it could not be said), its times as RFC 3339 (`stable`,
 /// `started`, `sent`: every byte in, `finished`; `null` when not known), `duration_ms` and
 /// `bytes_per_sec` of its transfer, and `error` (why it failed or was skipped).
 pub fn history_json(job: &Job) -> Value {
@@ -335,6 +334,7 @@ mod tests {
             times: None,
             review: Default::default(),
             verified: None,
+            sha256: None,
             next_ms: None,
         }
     }

@@ -886,6 +886,28 @@ impl Api {
         )
     }
 
+    /// Where Frame.io's original of a file can be downloaded (`include=media_links.original`:
+    /// a presigned link, fetched without our token). `Ok(None)` while Frame.io offers none
+    /// (links may be null, and appear some time after the file is complete); 403 when the
+    /// user may not download.
+    pub fn original_url(
+        &self,
+        account_id: &str,
+        file_id: &str,
+    ) -> Result<Option<String>, ApiError> {
+        let path = format!(
+            "/v4/accounts/{}/files/{}?include=media_links.original",
+            seg(account_id),
+            seg(file_id)
+        );
+        let file: Value = self.get_data(&path, Class::ShowFile)?;
+        Ok(file
+            .pointer("/media_links/original/download_url")
+            .and_then(Value::as_str)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string))
+    }
+
     /// A file's upload status (`upload_complete`, `upload_failed`).
     pub fn file_status(&self, account_id: &str, file_id: &str) -> Result<UploadStatus, ApiError> {
         self.status_at(&format!(

@@ -21,6 +21,9 @@
 //!    the worker takes the next upload. Only when Frame.io says `upload_complete` is the job
 //!    `done`. (While a pull is still being served, the worker watches it itself: the stall
 //!    rule and the tunnel's reconnects decide whether to redo it.)
+//! 6. with `upload.verify: "download"`, a complete file is downloaded back and compared with
+//!    the local file first (see `verify`); it is `done` only when equal, deleted and retried
+//!    when not.
 //!
 //! Nothing waits forever: a part or a pull is cut when no byte moves for a stall period
 //! (never for being slow), and once every byte is in, Frame.io gets
@@ -34,6 +37,7 @@ pub mod parts;
 pub mod poller;
 pub mod recovery;
 pub mod sidecar;
+pub mod verify;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -43,7 +47,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender};
 
-use crate::config::UploadMode;
+use crate::config::{UploadMode, Verify};
 use crate::events::{Event, Hub};
 use crate::frameio::api::{Api, ApiError, UploadStatus};
 use crate::human;
@@ -57,6 +61,7 @@ use parts::{check_layout, put_parts, s3_agent, Part, PartError, PartPlan, PART_S
 pub use poller::{run_poller, Watched};
 use recovery::Listings;
 use sidecar::{LocalPlan, Sidecar};
+pub use verify::run_verifier;
 
 /// Frame.io's limit for remote uploads (reference: "Size limit 50 GB").
 pub const REMOTE_LIMIT: u64 = 50 * 1000 * 1000 * 1000;
@@ -103,8 +108,9 @@ pub struct Settings {
     pub stall: Duration,
     /// A part PUT whose connection takes no byte for this long is cut and sent again.
     pub part_stall: Duration,
-    /// `upload.verify` "parts": parts carry Content-MD5, a done job says how it was verified.
-    pub verify: bool,
+    /// `upload.verify`: parts carry Content-MD5 and a done job says how it was verified
+    /// (unless "off"); "download" also downloads Frame.io's copy back (`verify.rs`).
+    pub verify: Verify,
     /// Every byte in, and Frame.io still not `upload_complete` after this long: the Frame.io
     /// file is deleted and the attempt fails (`upload.processing_timeout_secs`).
     pub processing_timeout: Duration,
@@ -149,6 +155,8 @@ pub struct Uploader {
     queue: Sender<QueueMsg>,
     /// Jobs whose bytes are all in, to the status watch (`run_poller`).
     processing: Sender<Watched>,
+    /// Jobs Frame.io has complete, to be downloaded back (`upload.verify: "download"`).
+    verifying: Sender<Watched>,
     hub: Hub,
     stop: Receiver<()>,
     /// Jobs whose current attempt could not delete a Frame.io file it meant to: the ledger
@@ -171,6 +179,8 @@ enum Outcome {
     Done {
         file_id: String,
         view_url: Option<String>,
+        /// How the bytes were verified, when this attempt can say.
+        verified: Option<crate::ledger::Verified>,
     },
     /// Every byte is in: the status watch takes it from here.
     Processing(Box<Watched>),
@@ -215,6 +225,7 @@ impl Uploader {
         settings: Settings,
         queue: Sender<QueueMsg>,
         processing: Sender<Watched>,
+        verifying: Sender<Watched>,
         hub: Hub,
         stop: Receiver<()>,
     ) -> Uploader {
@@ -238,6 +249,7 @@ impl Uploader {
             settings,
             queue,
             processing,
+            verifying,
             hub,
             stop,
             strays: Mutex::new(HashSet::new()),
@@ -359,8 +371,27 @@ fn attempt(up: &Uploader, job: Job) {
     let started = Instant::now();
     let outcome = run_attempt(up, &job, started);
     up.lock_strays().remove(&job.id);
+    // Frame.io's copy is downloaded back before anything is called done: the status watch
+    // confirms it complete and hands it on.
+    let outcome = match outcome {
+        Outcome::Done {
+            file_id,
+            view_url,
+            verified,
+        } if up.settings.verify == Verify::Download => Outcome::Processing(Box::new(Watched {
+            view_url,
+            verified,
+            parts: false,
+            ..Watched::all_in(&job, file_id, started)
+        })),
+        other => other,
+    };
     match outcome {
-        Outcome::Done { file_id, view_url } => {
+        Outcome::Done {
+            file_id,
+            view_url,
+            verified,
+        } => {
             let secs = started.elapsed().as_secs_f64();
             log::info!(
                 "upload done: {} in {:.1} s ({:.1} MB/s){}",
@@ -376,6 +407,8 @@ fn attempt(up: &Uploader, job: Job) {
                 id: job.id,
                 file_id,
                 view_url,
+                verified,
+                sha256: None,
             });
         }
         Outcome::Processing(watched) => {
@@ -620,6 +653,7 @@ fn adopt(up: &Uploader, job: &Job, file_id: &str) -> Result<Outcome, ApiError> {
     Ok(Outcome::Done {
         file_id: file_id.to_string(),
         view_url,
+        verified: None,
     })
 }
 
@@ -738,15 +772,26 @@ fn remote(
                     verified: up
                         .settings
                         .verify
+                        .parts()
                         .then_some(crate::ledger::Verified::ServedInFull),
                     ..Watched::all_in(job, file_id, started)
                 })));
             }
             Ok(Watch::Complete) => {
+                // Frame.io may say complete before the last look at the link saw every
+                // byte served: the coverage is read once more, the file checked unchanged.
+                let served = up
+                    .links
+                    .activity(&link.token)
+                    .is_some_and(|a| a.covered >= a.total);
+                let verified =
+                    (up.settings.verify.parts() && served && check_unchanged(path, job).is_ok())
+                        .then_some(crate::ledger::Verified::ServedInFull);
                 up.links.revoke(&link.token);
                 return Ok(Outcome::Done {
                     file_id,
                     view_url: created.file.view_url,
+                    verified,
                 });
             }
             Ok(Watch::Redo(reason)) => reason,
@@ -942,7 +987,7 @@ fn local_inner(
         tries: 3,
         backoff: Duration::from_secs(1),
         stall: up.settings.part_stall,
-        md5: up.settings.verify,
+        md5: up.settings.verify.parts(),
     };
     let (finished, parts_finished) = bounded::<()>(0);
     let sending = std::thread::scope(|s| {
@@ -953,7 +998,7 @@ fn local_inner(
     });
     let verified = match sending {
         Ok(true) => Some(crate::ledger::Verified::PartsMd5),
-        Ok(false) if !up.settings.verify => None,
+        Ok(false) if !up.settings.verify.parts() => None,
         Ok(false) => {
             log::warn!(
                 "{}: sent without Content-MD5 (the part URLs refuse it): S3 could not check \

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver};
 
 use super::{classify, fail, Failure, Uploader};
+use crate::config::Verify;
 use crate::frameio::api::{ApiError, UploadStatus};
 use crate::human;
 use crate::ledger::Job;
@@ -65,6 +66,12 @@ pub struct Watched {
     pub started: Option<Instant>,
     /// How this attempt's bytes were verified (the job records it).
     pub verified: Option<crate::ledger::Verified>,
+    /// The file, relative to its project's root, and its mtime when it was sent: the
+    /// download check (`upload.verify: "download"`) compares Frame.io's copy with it.
+    pub rel: String,
+    pub mtime_ns: i64,
+    /// The SHA-256 of Frame.io's copy, once downloaded back and found equal.
+    pub sha256: Option<String>,
 }
 
 impl Watched {
@@ -85,6 +92,9 @@ impl Watched {
             all_in_ms: super::now_unix_ms(),
             started: Some(started),
             verified: None,
+            rel: job.path.clone(),
+            mtime_ns: job.mtime_ns,
+            sha256: None,
         }
     }
 
@@ -103,6 +113,9 @@ impl Watched {
             all_in_ms: job.all_in_ms?,
             started: None,
             verified: None,
+            rel: job.path.clone(),
+            mtime_ns: job.mtime_ns,
+            sha256: None,
         })
     }
 }
@@ -268,7 +281,7 @@ fn poll_next(up: &Uploader, schedule: &mut Schedule<Watched>) -> Result<(), ApiE
     let end = match poll {
         Poll::Complete => {
             if let Some(w) = schedule.remove(id) {
-                done(up, w);
+                complete(up, w);
             }
             return Ok(());
         }
@@ -379,21 +392,39 @@ fn revoke(up: &Uploader, w: &Watched) {
     }
 }
 
-fn done(up: &Uploader, w: Watched) {
+/// Frame.io says complete: done, or first downloaded back (`upload.verify: "download"`).
+fn complete(up: &Uploader, w: Watched) {
     revoke(up, &w);
     if w.parts {
         up.sidecar.remove(w.id);
     }
+    if up.settings.verify == Verify::Download {
+        // The verifiers live as long as this watch; a send fails only in a shutdown, and
+        // the ledger then has the job as processing: the next start checks it again.
+        let _ = up.verifying.send(w);
+    } else {
+        done(up, w);
+    }
+}
+
+/// The job is `done`: logged, and reported with how its bytes were verified.
+pub(super) fn done(up: &Uploader, w: Watched) {
     let view_url = w.view_url.clone().or_else(|| {
         up.api
             .file(up.account(&w.project), &w.file_id)
             .ok()
             .and_then(|f| f.view_url)
     });
-    let link = view_url
+    let mut link = view_url
         .as_deref()
         .map(|u| format!(": {u}"))
         .unwrap_or_default();
+    if let Some(sha) = &w.sha256 {
+        link.insert_str(
+            0,
+            &format!(", Frame.io's copy downloaded back and equal (SHA-256 {sha})"),
+        );
+    }
     match w.started {
         Some(started) => {
             let secs = started.elapsed().as_secs_f64();
@@ -412,10 +443,12 @@ fn done(up: &Uploader, w: Watched) {
         id: w.id,
         file_id: w.file_id,
         view_url,
+        verified: w.verified,
+        sha256: w.sha256,
     });
 }
 
-fn failed(up: &Uploader, w: &Watched, f: Failure) {
+pub(super) fn failed(up: &Uploader, w: &Watched, f: Failure) {
     log::warn!("upload of {} did not finish: {}", w.name, f.error);
     up.report(AttemptUpdate::Failed {
         id: w.id,

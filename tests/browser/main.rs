@@ -79,6 +79,8 @@ fn the_page_shows_a_running_job_move_live_and_names_as_text() {
         id: done_id,
         file_id: "f-10".into(),
         view_url: Some("https://next.frame.io/project/p/view/f-10".into()),
+        verified: None,
+        sha256: None,
     });
     let evil = p.add_file(EVIL_NAME, 2000);
     let running = p.add_file("SQ01_UNDLM_00020_v002.mov", 8_000_000);
@@ -140,6 +142,8 @@ fn the_page_shows_a_running_job_move_live_and_names_as_text() {
         id: running,
         file_id: "f-20".into(),
         view_url: Some("https://next.frame.io/project/p/view/f-20".into()),
+        verified: None,
+        sha256: None,
     });
     b.wait_for(
         "the running job done",
