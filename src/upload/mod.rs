@@ -478,8 +478,14 @@ fn run_attempt(up: &Uploader, job: &Job, started: Instant) -> Outcome {
             .into()
         }
     };
+    // With several projects, the destination names its project.
+    let project_name = if up.settings.projects.len() > 1 {
+        format!("{} ", job.project)
+    } else {
+        String::new()
+    };
     log::info!(
-        "upload start: {} ({}, {mode_name}) to Frame.io /{}",
+        "upload start: {} ({}, {mode_name}) to Frame.io {project_name}/{}",
         job.name(),
         human::size(job.size),
         job.folder
