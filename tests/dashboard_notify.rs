@@ -1,10 +1,9 @@
 //! Webhook notifications arrive at a small local receiver, in each format, with the fields a
 //! person needs; a failing webhook is retried.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 use crossbeam_channel::{bounded, Sender};
 use postflow::config::{NotifyConfig, NotifyFormat};
@@ -12,70 +11,7 @@ use postflow::events::{self, ComponentState, Event, Hub};
 use postflow::frameio::AuthState;
 use postflow::ledger::{Job, JobState};
 use postflow::notify::{self, Notices};
-use serde_json::Value;
-
-/// Records every POST body; answers 500 to the first `fail_first` requests.
-struct Receiver {
-    url: String,
-    bodies: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Receiver {
-    fn start(fail_first: usize) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::clone(&bodies);
-        std::thread::spawn(move || {
-            let mut n = 0;
-            for conn in listener.incoming() {
-                let mut conn = conn.unwrap();
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut len = 0;
-                loop {
-                    let mut line = String::new();
-                    reader.read_line(&mut line).unwrap();
-                    if line == "\r\n" || line.is_empty() {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap();
-                    }
-                }
-                let mut body = vec![0; len];
-                reader.read_exact(&mut body).unwrap();
-                n += 1;
-                let status = if n <= fail_first {
-                    "500 Oops"
-                } else {
-                    "204 No Content"
-                };
-                if n > fail_first {
-                    seen.lock()
-                        .unwrap()
-                        .push(serde_json::from_slice(&body).unwrap());
-                }
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                );
-            }
-        });
-        Receiver { url, bodies }
-    }
-
-    fn wait_for(&self, n: usize) -> Vec<Value> {
-        let start = Instant::now();
-        loop {
-            let got = self.bodies.lock().unwrap().clone();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(start.elapsed() < Duration::from_secs(15), "got {got:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
+use common::hooks::Hook;
 
 /// The notifier's two threads on a hub of their own.
 fn notifier(format: NotifyFormat, url: &str, tunnel_after: Duration) -> (Hub, Sender<()>) {
@@ -133,7 +69,7 @@ fn publish_story(hub: &Hub) {
 
 #[test]
 fn json_webhooks_carry_every_field_and_are_retried() {
-    let rx = Receiver::start(1);
+    let rx = Hook::failing_first(1);
     let (hub, _stop) = notifier(NotifyFormat::Json, &rx.url, Duration::from_millis(300));
     publish_story(&hub);
     hub.publish(Event::Component {
@@ -164,7 +100,7 @@ fn json_webhooks_carry_every_field_and_are_retried() {
 
 #[test]
 fn slack_webhooks_are_text() {
-    let rx = Receiver::start(0);
+    let rx = Hook::start();
     let (hub, _stop) = notifier(NotifyFormat::Slack, &rx.url, notify::TUNNEL_DOWN_AFTER);
     publish_story(&hub);
     let got = rx.wait_for(3);
@@ -185,7 +121,7 @@ fn slack_webhooks_are_text() {
 
 #[test]
 fn discord_webhooks_have_content_and_fields() {
-    let rx = Receiver::start(0);
+    let rx = Hook::start();
     let (hub, _stop) = notifier(NotifyFormat::Discord, &rx.url, notify::TUNNEL_DOWN_AFTER);
     publish_story(&hub);
     let got = rx.wait_for(3);

@@ -8,12 +8,10 @@ mod frameio_support;
 mod upload_support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use common::hooks::Hook;
 use serde_json::{json, Value};
 use sim::SimProject;
 use upload_support::{kill9, make_file, sha256_file, stop, Rig};
@@ -72,52 +70,6 @@ fn assert_project_holds(rig: &Rig, project_id: &str, expected: &BTreeMap<String,
     );
 }
 
-/// A webhook that records every JSON body posted to it.
-struct Webhook {
-    url: String,
-    bodies: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Webhook {
-    fn start() -> Webhook {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::clone(&bodies);
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut len = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; len];
-                if reader.read_exact(&mut body).is_ok() {
-                    if let Ok(v) = serde_json::from_slice(&body) {
-                        seen.lock().unwrap().push(v);
-                    }
-                }
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                );
-            }
-        });
-        Webhook { url, bodies }
-    }
-
-    fn bodies(&self) -> Vec<Value> {
-        self.bodies.lock().unwrap().clone()
-    }
-}
-
 /// Requests the simulator refused with 429 (rate limited).
 fn refused(rig: &Rig) -> u64 {
     rig.sim
@@ -151,8 +103,8 @@ fn wait_until(limit: Duration, what: &str, rig: &Rig, mut cond: impl FnMut() -> 
 
 #[test]
 fn two_projects_each_file_once_in_its_own_project_and_folder_the_small_one_not_starved() {
-    let big_hook = Webhook::start();
-    let small_hook = Webhook::start();
+    let big_hook = Hook::start();
+    let small_hook = Hook::start();
     let mut rig = rig("projects-two", &["Show B"], Value::Null);
     let (big_id, small_id) = (rig.sim.project_id(), project_id(&rig, "Show B"));
     rig.config["projects"] = json!([
@@ -282,7 +234,7 @@ fn two_projects_each_file_once_in_its_own_project_and_folder_the_small_one_not_s
     assert!(refused(&rig) <= 5, "429s: {:?}", rig.sim.counters());
 
     // Each project's notifications went to its own webhook, naming it.
-    let done = |hook: &Webhook| -> Vec<Value> {
+    let done = |hook: &Hook| -> Vec<Value> {
         hook.bodies()
             .into_iter()
             .filter(|b| b["event"] == "upload_done")

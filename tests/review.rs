@@ -11,73 +11,20 @@ mod frameio_support;
 mod upload_support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::hooks::Hook;
 use common::signal;
 use common::sim_bins::fake_cloudflared;
 use serde_json::{json, Value};
 use upload_support::{stop, Rig};
 
-/// Records every notification (JSON body) posted to it.
-struct Notices {
-    url: String,
-    bodies: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Notices {
-    fn start() -> Notices {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::clone(&bodies);
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut len = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; len];
-                if reader.read_exact(&mut body).is_ok() {
-                    if let Ok(v) = serde_json::from_slice(&body) {
-                        seen.lock().unwrap().push(v);
-                    }
-                }
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                );
-            }
-        });
-        Notices { url, bodies }
-    }
-
-    /// Notices of `event` (`review_ready`, `review_comment`, …).
-    fn of(&self, event: &str) -> Vec<Value> {
-        self.bodies
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|b| b["event"] == event)
-            .cloned()
-            .collect()
-    }
-}
-
 /// A remote-mode rig on a quick tunnel through the cloudflared stand-in, with a dashboard,
 /// notifications to `notices`, and Frame.io's deliveries scaled down.
-fn review_rig(name: &str, notices: &Notices) -> Rig {
+fn review_rig(name: &str, notices: &Hook) -> Rig {
     let registry = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("{name}-registry-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&registry);
@@ -186,7 +133,7 @@ fn signed(secret: &str, ts: u64, body: &[u8]) -> Vec<(&'static str, String)> {
 
 #[test]
 fn a_ready_file_and_a_comment_are_shown_and_told_once_even_when_frameio_repeats_them() {
-    let notices = Notices::start();
+    let notices = Hook::start();
     let rig = review_rig("review-once", &notices);
     rig.sim.set_faults(|f| f.webhook_duplicates = 1);
     let child = rig.start();
@@ -249,7 +196,7 @@ fn a_ready_file_and_a_comment_are_shown_and_told_once_even_when_frameio_repeats_
 fn a_file_ready_and_commented_on_before_postflow_saw_it_complete_is_not_lost() {
     // Frame.io says file.ready at once and postflow polls the upload's status slowly: the
     // webhook and a reviewer's comment arrive while the job is still `processing`.
-    let notices = Notices::start();
+    let notices = Hook::start();
     let mut rig = review_rig("review-early", &notices);
     rig.env("POSTFLOW_POLL_MS", "4000");
     rig.sim.set_faults(|f| f.ready_delay_ms = 0);
@@ -284,7 +231,7 @@ fn a_file_ready_and_commented_on_before_postflow_saw_it_complete_is_not_lost() {
 
 #[test]
 fn forged_stale_replayed_and_huge_deliveries_are_refused_and_change_nothing() {
-    let notices = Notices::start();
+    let notices = Hook::start();
     let rig = review_rig("review-refused", &notices);
     let child = rig.start();
     let hook = wait_webhook(&rig);
@@ -348,7 +295,7 @@ fn forged_stale_replayed_and_huge_deliveries_are_refused_and_change_nothing() {
 
 #[test]
 fn a_new_quick_tunnel_hostname_moves_the_webhook_and_no_second_one_is_made() {
-    let notices = Notices::start();
+    let notices = Hook::start();
     let rig = review_rig("review-move", &notices);
     let child = rig.start();
     let first = wait_webhook(&rig);
@@ -391,7 +338,7 @@ fn a_new_quick_tunnel_hostname_moves_the_webhook_and_no_second_one_is_made() {
 
 #[test]
 fn comments_made_while_postflow_was_down_are_told_once_after_the_restart() {
-    let notices = Notices::start();
+    let notices = Hook::start();
     let mut rig = review_rig("review-catch-up", &notices);
     // Before the feature: an upload, and a comment on it that must never be announced.
     rig.config["review"] = json!({ "webhooks": "off" });

@@ -2,6 +2,7 @@
 //! writer, and process plumbing. They hide plumbing, never assertions.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod hooks;
 pub mod sim_bins;
 #[cfg(windows)]
 mod win32;
