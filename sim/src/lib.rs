@@ -12,7 +12,8 @@ mod md5;
 mod util;
 
 pub use frameio::{
-    part_sizes, CreateCount, DeliveryRecord, Faults, FetchMode, FetchRecord, FileView, FolderView,
-    FrameIo, Options, PathEntry, ProjectView, RetryHint, S3PutRecord, SimProject, StackKnobs,
-    StackView, TokenRecord, Tokens, UploadMode, WebhookView, STATUS_OPTIONS,
+    part_sizes, CreateCount, DeliveryRecord, DownloadRecord, Faults, FetchMode, FetchRecord,
+    FileView, FolderView, FrameIo, Options, PathEntry, ProjectView, RetryHint, S3PutRecord,
+    SimProject, StackKnobs, StackView, TokenRecord, Tokens, UploadMode, WebhookView,
+    STATUS_OPTIONS,
 };

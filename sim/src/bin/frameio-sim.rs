@@ -28,6 +28,8 @@ usage: frameio-sim [options]
   --project NAME[@N]       one more project, in the main account (N = 0, the default) or in
                            extra account N (needs --extra-accounts N or more); repeatable
   --data-dir DIR           staging directory (default: a temp dir)
+  --originals-dir DIR      keep every file's bytes there as DIR/<file_id>, so that show file
+                           with include=media_links.original hands out a download URL
   --seed N                 PRNG seed (fixed ids)
 
 Knobs can be changed while running: POST /_sim/faults with a JSON object (webhook retries
@@ -106,6 +108,7 @@ fn options(args: &[String]) -> Result<Options, String> {
             "--extra-accounts" => o.extra_accounts = parse(flag, &value()?)?,
             "--project" => o.projects.push(project(&value()?)?),
             "--data-dir" => o.data_dir = Some(value()?.into()),
+            "--originals-dir" => o.originals_dir = Some(value()?.into()),
             "--seed" => o.seed = Some(parse(flag, &value()?)?),
             other => return Err(format!("unknown option {other}\n\n{USAGE}")),
         }

@@ -229,7 +229,7 @@ fn dispatch(
         "create_folder" => create_folder(shared, meta, body, arg(1), arg(3)),
         "remote_upload" => remote_upload(shared, meta, body, arg(1), arg(3), faults),
         "local_upload" => local_upload(shared, meta, body, arg(1), arg(3), faults),
-        "show_file" => show_file(shared, arg(1), arg(3), faults),
+        "show_file" => show_file(shared, meta, arg(1), arg(3), faults),
         "file_status" => file_status(shared, arg(1), arg(3)),
         "delete_file" => delete_node(shared, arg(1), arg(3), false),
         "delete_folder" => delete_node(shared, arg(1), arg(3), true),
@@ -621,6 +621,8 @@ fn new_file(media_type: Option<String>, part_content_type: String, mode: UploadM
         parts: Vec::new(),
         assembling: false,
         staging: None,
+        original: None,
+        original_corrupted: false,
     }
 }
 
@@ -759,13 +761,39 @@ fn local_upload(
     Ok(Reply::json(201, &json!({"data": data})))
 }
 
-fn show_file(shared: &Shared, account_id: &str, file_id: &str, faults: &Faults) -> ApiResult {
+/// `GET …/files/{id}`. `include` (comma-separated, the key may repeat) with `media_links` or
+/// `media_links.<rendition>` adds `media_links` (see `originals::media_links`), or answers 403
+/// with `download_forbidden`; other includes (`creator`, `project`, `metadata`) are accepted
+/// and ignored.
+fn show_file(
+    shared: &Shared,
+    meta: &Meta,
+    account_id: &str,
+    file_id: &str,
+    faults: &Faults,
+) -> ApiResult {
+    let links = meta
+        .query
+        .iter()
+        .filter(|(k, _)| k == "include")
+        .flat_map(|(_, v)| v.split(','))
+        .map(str::trim)
+        .any(|i| i == "media_links" || i.starts_with("media_links."));
     let st = shared.lock();
     let (n, f) = file(&st, account_id, file_id)?;
-    Ok(Reply::json(
-        200,
-        &json!({"data": file_json(&st, n, f, faults)}),
-    ))
+    let mut data = file_json(&st, n, f, faults);
+    if links {
+        if faults.download_forbidden {
+            return Err(error(
+                403,
+                "Forbidden",
+                "You do not have permission to download this file",
+            ));
+        }
+        data["media_links"] =
+            super::originals::media_links(shared, &st.s3_secret, &n.id, f, faults);
+    }
+    Ok(Reply::json(200, &json!({"data": data})))
 }
 
 fn file_status(shared: &Shared, account_id: &str, file_id: &str) -> ApiResult {

@@ -1,7 +1,8 @@
 //! The remote fetcher: what Frame.io does after a `remote_upload` (pull `source_url`).
 //!
-//! Memory stays bounded whatever the size: bytes go to a staging file at their offsets, then
-//! the file is hashed streaming. Every HTTP request made is recorded for tests.
+//! Memory stays bounded whatever the size: bytes go to a staging file at their offsets (the
+//! kept original, with `Options::originals_dir`), then the file is hashed streaming. Every
+//! HTTP request made is recorded for tests.
 
 use super::options::{take_one, FetchMode};
 use super::s3::hash_file;
@@ -206,10 +207,15 @@ pub(crate) fn start(shared: Arc<Shared>, file_id: String, source_url: String) {
                     .lock()
                     .fetch_log
                     .push(record(&file_id, &source_url, "FAILED", None));
-                finish(&shared, &file_id, Err("injected fetch failure".into()));
+                finish(
+                    &shared,
+                    &file_id,
+                    Err("injected fetch failure".into()),
+                    None,
+                );
                 return;
             };
-            let staging = shared.data_dir.join(format!("fetch-{file_id}"));
+            let (staging, keep) = super::originals::landing(&shared, "fetch", &file_id);
             let job = Job {
                 shared: &shared,
                 file_id: &file_id,
@@ -227,29 +233,49 @@ pub(crate) fn start(shared: Arc<Shared>, file_id: String, source_url: String) {
                     .map_err(|e| format!("hashing the fetched bytes: {e}"))
                     .map(|(sha, _)| (n, sha))
             });
-            let _ = std::fs::remove_file(&staging);
-            finish(&shared, &file_id, result);
+            let kept = (keep && result.is_ok()).then_some(staging.clone());
+            if kept.is_none() {
+                let _ = std::fs::remove_file(&staging);
+            }
+            finish(&shared, &file_id, result, kept);
         });
     if let Err(e) = spawned {
         log::error!("frameio-sim: cannot spawn a fetcher: {e}");
     }
 }
 
-fn finish(shared: &Arc<Shared>, file_id: &str, result: Result<(u64, String), String>) {
+/// Records the fetch's outcome. `kept`: the original holding every byte
+/// (`Options::originals_dir`), removed here if the file was deleted meanwhile.
+fn finish(
+    shared: &Arc<Shared>,
+    file_id: &str,
+    result: Result<(u64, String), String>,
+    kept: Option<PathBuf>,
+) {
     let lost = result.is_ok() && take_one(&mut shared.faults().never_complete_next);
     if result.is_ok() && !lost {
         slow_complete(shared, file_id);
     }
+    let corrupted = match (&result, &kept) {
+        (Ok((n, _)), Some(path)) if !lost => super::originals::corrupt_if_asked(shared, path, *n),
+        _ => false,
+    };
     let completed = {
         let mut st = shared.lock();
         let Some(NodeKind::File(f)) = st.nodes.get_mut(file_id).map(|n| &mut n.kind) else {
-            return; // deleted meanwhile
+            // Deleted meanwhile.
+            if let Some(path) = kept {
+                let _ = std::fs::remove_file(path);
+            }
+            return;
         };
         match result {
             Ok((n, sha)) => {
                 f.file_size = n;
                 f.bytes_received = n;
                 f.sha256 = Some(sha);
+                f.original = kept;
+                f.original_corrupted = corrupted;
                 if lost {
                     log::info!(
                         "frameio-sim: remote upload {file_id} got every byte and never completes"

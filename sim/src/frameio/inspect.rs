@@ -18,12 +18,14 @@ pub(crate) fn by_path(files: &[FileView]) -> BTreeMap<String, PathEntry> {
             sha256: None,
             copies: 0,
             complete: 0,
+            original_corrupted: false,
         });
         e.copies += 1;
         if f.upload_complete {
             if e.complete == 0 {
                 e.size = f.size;
                 e.sha256 = f.sha256.clone();
+                e.original_corrupted = f.original_corrupted;
             }
             e.complete += 1;
         }
@@ -142,6 +144,7 @@ pub(crate) fn state_json(shared: &Shared) -> Value {
         "counters": counters(&st),
         "s3_puts": st.s3_log,
         "fetches": st.fetch_log,
+        "downloads": st.download_log,
         "faults": faults,
     })
 }
@@ -203,6 +206,7 @@ pub(crate) fn handle(shared: &Arc<Shared>, meta: &Meta, body: &[u8]) -> (&'stati
         ("GET", "/_sim/counters") => ok(json!(counters(&shared.lock()))),
         ("GET", "/_sim/s3") => ok(json!(shared.lock().s3_log)),
         ("GET", "/_sim/fetches") => ok(json!(shared.lock().fetch_log)),
+        ("GET", "/_sim/downloads") => ok(json!(shared.lock().download_log)),
         ("GET", "/_sim/faults") => ok(json!(faults)),
         ("GET", "/_sim/webhooks") => ok(json!(super::review::webhooks(&shared.lock()))),
         ("GET", "/_sim/deliveries") => ok(json!(shared.lock().review.deliveries)),

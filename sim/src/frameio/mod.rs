@@ -10,9 +10,10 @@
 //! POST /ims/revoke          token=…
 //! *    /v4/…                Frame.io v4 (see api.rs), Bearer token required
 //! PUT  /s3/parts/{file_id}/part_{n}?X-Amz-…    presigned part upload (see s3.rs)
+//! GET|HEAD /s3/originals/{file_id}?X-Amz-…     a kept original's download (see originals.rs)
 //! GET  /_sim/state | /_sim/tree[?project=ID] | /_sim/paths[?project=ID] | /_sim/projects
 //!      /_sim/creates | /_sim/tokens
-//!      /_sim/counters | /_sim/s3 | /_sim/fetches | /_sim/faults | /_sim/info | /_sim/stacks
+//!      /_sim/counters | /_sim/s3 | /_sim/fetches | /_sim/downloads | /_sim/faults | /_sim/info | /_sim/stacks
 //! POST /_sim/faults         JSON object with any subset of Faults fields
 //! POST /_sim/login          mint a token pair (skip the browser)
 //! POST /_sim/expire-refresh-tokens | /_sim/expire-access-tokens
@@ -28,6 +29,7 @@ mod fetch;
 mod ims;
 mod inspect;
 mod options;
+mod originals;
 mod ratelimit;
 mod review;
 mod s3;
@@ -37,8 +39,8 @@ pub use options::{Faults, FetchMode, Options, RetryHint, SimProject, StackKnobs}
 pub use review::{DeliveryRecord, WebhookView, STATUS_OPTIONS};
 pub use s3::part_sizes;
 pub use state::{
-    CreateCount, FetchRecord, FileView, FolderView, PathEntry, ProjectView, S3PutRecord, StackView,
-    TokenRecord, UploadMode,
+    CreateCount, DownloadRecord, FetchRecord, FileView, FolderView, PathEntry, ProjectView,
+    S3PutRecord, StackView, TokenRecord, UploadMode,
 };
 
 use crate::util::Prng;
@@ -78,6 +80,8 @@ pub(crate) struct Shared {
     pub registry: Option<PathBuf>,
     pub data_dir: PathBuf,
     remove_data_dir: bool,
+    /// `Options::originals_dir`.
+    pub originals_dir: Option<PathBuf>,
     state: Mutex<State>,
     faults: Mutex<Faults>,
     /// Set when the [`FrameIo`] is dropped: webhook retries and pending `file.ready` events
@@ -191,6 +195,9 @@ impl FrameIo {
         let state =
             State::new(rng, options.extra_accounts, &options.projects).map_err(io::Error::other)?;
         std::fs::create_dir_all(&data_dir)?;
+        if let Some(d) = &options.originals_dir {
+            std::fs::create_dir_all(d)?;
+        }
         let shared = Arc::new(Shared {
             base_url: format!("http://{addr}"),
             client_id: options.client_id.clone(),
@@ -199,6 +206,7 @@ impl FrameIo {
             registry: options.tunnel_registry.clone(),
             data_dir,
             remove_data_dir,
+            originals_dir: options.originals_dir.clone(),
             state: Mutex::new(state),
             faults: Mutex::new(options.faults.clone()),
             stopped: AtomicBool::new(false),
@@ -444,6 +452,41 @@ impl FrameIo {
         self.shared.lock().fetch_log.clone()
     }
 
+    /// Every request for a kept original (`download_url` GETs and HEADs, refused ones
+    /// included), in arrival order.
+    pub fn downloads(&self) -> Vec<DownloadRecord> {
+        self.shared.lock().download_log.clone()
+    }
+
+    /// How many times a file's original was downloaded: its GETs answered 200 or 206 (a
+    /// range counts as one; HEADs and refusals do not).
+    pub fn download_count(&self, file_id: &str) -> usize {
+        self.shared
+            .lock()
+            .download_log
+            .iter()
+            .filter(|d| d.file_id == file_id && d.method == "GET" && matches!(d.status, 200 | 206))
+            .count()
+    }
+
+    /// Where a file's original is kept (`Options::originals_dir`), once every byte arrived.
+    pub fn original_path(&self, file_id: &str) -> Option<PathBuf> {
+        match self.shared.lock().nodes.get(file_id).map(|n| &n.kind) {
+            Some(NodeKind::File(f)) => f.original.clone(),
+            _ => None,
+        }
+    }
+
+    /// SHA-256 (hex) of the kept original's bytes as they are now, hashed on demand (what a
+    /// download gives; differs from `FileView::sha256` after `corrupt_original_next`).
+    pub fn original_sha256(&self, file_id: &str) -> Option<String> {
+        let (path, size) = match self.shared.lock().nodes.get(file_id).map(|n| &n.kind) {
+            Some(NodeKind::File(f)) => (f.original.clone()?, f.file_size),
+            _ => return None,
+        };
+        s3::hash_file(&path, size).ok().map(|(sha, _)| sha)
+    }
+
     /// Adds a folder directly (no rate limit, not counted as a create call).
     pub fn add_folder(&self, parent_id: &str, name: &str) -> String {
         let mut st = self.shared.lock();
@@ -486,6 +529,8 @@ impl FrameIo {
             parts: Vec::new(),
             assembling: false,
             staging: None,
+            original: None,
+            original_corrupted: false,
         };
         st.insert_node(parent_id, name, NodeKind::File(Box::new(data)), false)
     }
@@ -681,6 +726,10 @@ fn serve(shared: &Arc<Shared>, mut rq: tiny_http::Request) {
         if delay > 0 {
             std::thread::sleep(Duration::from_millis(delay));
         }
+    }
+    if meta.path.starts_with(originals::PREFIX) {
+        originals::serve(shared, &meta, rq);
+        return;
     }
     let (endpoint, reply) = if meta.path.starts_with("/s3/") {
         s3::put_part(shared, &meta, rq.as_reader())

@@ -25,6 +25,13 @@ pub struct Options {
     /// Where upload bytes are staged; default: a fresh directory under the system temp dir,
     /// removed when the simulator is dropped.
     pub data_dir: Option<PathBuf>,
+    /// Keep every file's original bytes here, as `<dir>/<file_id>`, written as they arrive
+    /// (the fetcher's bytes at their offsets, each part S3 accepted at its offset: a part
+    /// corrupted on the way in and accepted is kept corrupted), so that
+    /// `include=media_links.original` can hand out a download URL. A kept original is removed
+    /// with its file (deleted alone or with its folder), not when the simulator is dropped.
+    /// `None` (the default): nothing is kept, and `media_links.original` is always null.
+    pub originals_dir: Option<PathBuf>,
     /// PRNG seed; `None` seeds from time and pid.
     pub seed: Option<u64>,
     /// Initial fault and behaviour knobs.
@@ -42,6 +49,7 @@ impl Default for Options {
             extra_accounts: 0,
             projects: Vec::new(),
             data_dir: None,
+            originals_dir: None,
             seed: None,
             faults: Faults::default(),
         }
@@ -180,6 +188,21 @@ pub struct Faults {
     pub webhook_duplicates: u32,
     /// Time from a file's upload completing (`file.upload.completed`) to `file.ready`.
     pub ready_delay_ms: u64,
+    /// `include=media_links…` on show file answers 403 (Frame.io: the user may not download).
+    pub download_forbidden: bool,
+    /// The next N files that become complete with their original kept have one byte of it
+    /// changed (the middle one), as if Frame.io stored bad bytes. The file's `sha256` stays
+    /// that of the bytes received; `FileView::original_corrupted` says which file it was.
+    pub corrupt_original_next: u32,
+    /// For this long after a file completes, its `media_links.original` is null (Frame.io's
+    /// links appear some time after the upload completes).
+    pub original_missing_ms: u64,
+    /// A download (GET of a `download_url`) stops sending after this many body bytes and
+    /// holds the connection open, as a stalled CDN does, until this is set to `None` or
+    /// above what was sent (then it sends the rest), or the simulator is dropped.
+    pub download_stall_after: Option<u64>,
+    /// `X-Amz-Expires` of new download URLs (past it: 403 `AccessDenied`).
+    pub download_url_lifetime_secs: u64,
 }
 
 /// Version stack knobs (`"stacks": {…}` in `POST /_sim/faults`; fields left out are off).
@@ -245,6 +268,11 @@ impl Default for Faults {
             webhook_retry_secs: 15.0,
             webhook_duplicates: 0,
             ready_delay_ms: 500,
+            download_forbidden: false,
+            corrupt_original_next: 0,
+            original_missing_ms: 0,
+            download_stall_after: None,
+            download_url_lifetime_secs: 3600,
         }
     }
 }

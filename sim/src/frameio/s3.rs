@@ -394,7 +394,7 @@ fn copy_hashing(src: &mut dyn Read, dst: &mut dyn Write, h: &mut Sha256) -> std:
 
 /// Writes the body at the part's offset in the upload's staging file.
 fn store(shared: &Arc<Shared>, t: &Target, body: &mut dyn Read) -> (Reply, u64) {
-    let path = shared.data_dir.join(format!("upload-{}", t.file_id));
+    let (path, _) = super::originals::landing(shared, "upload", &t.file_id);
     let mut h = Sha256::new();
     let mut md5 = crate::md5::Md5::new();
     let written = OpenOptions::new()
@@ -539,35 +539,45 @@ fn assemble_upload(shared: &Arc<Shared>, id: &str, path: &Path) {
     } else {
         hash_file(path, size)
     };
-    let _ = std::fs::remove_file(path);
+    // With `Options::originals_dir` the staging file is the kept original.
+    let keep = shared.originals_dir.is_some() && matches!(hashed, Ok((_, n)) if n == size);
+    if !keep {
+        let _ = std::fs::remove_file(path);
+    }
     let lost = take_one(&mut shared.faults().never_complete_next);
     if !lost {
         super::fetch::slow_complete(shared, id);
     }
+    let corrupted = keep && !lost && super::originals::corrupt_if_asked(shared, path, size);
     let mut completed = false;
     let mut st = shared.lock();
-    if let Some(NodeKind::File(f)) = st.nodes.get_mut(id).map(|n| &mut n.kind) {
-        f.assembling = false;
-        f.staging = None;
-        match hashed {
-            Ok((sha, n)) if n == size => {
-                f.sha256 = Some(sha);
-                f.bytes_received = n;
-                if lost {
-                    log::info!("frameio-sim: upload {id} has every part and never completes");
-                } else {
-                    f.completed_at = Some(SystemTime::now());
-                    completed = true;
-                }
+    let Some(NodeKind::File(f)) = st.nodes.get_mut(id).map(|n| &mut n.kind) else {
+        // Deleted meanwhile.
+        let _ = std::fs::remove_file(path);
+        return;
+    };
+    f.assembling = false;
+    f.staging = None;
+    match hashed {
+        Ok((sha, n)) if n == size => {
+            f.sha256 = Some(sha);
+            f.bytes_received = n;
+            f.original = keep.then(|| path.to_path_buf());
+            f.original_corrupted = corrupted;
+            if lost {
+                log::info!("frameio-sim: upload {id} has every part and never completes");
+            } else {
+                f.completed_at = Some(SystemTime::now());
+                completed = true;
             }
-            Ok((_, n)) => {
-                f.failed = true;
-                f.failure_reason = Some(format!("assembled {n} bytes of {size}"));
-            }
-            Err(e) => {
-                f.failed = true;
-                f.failure_reason = Some(format!("assembling parts: {e}"));
-            }
+        }
+        Ok((_, n)) => {
+            f.failed = true;
+            f.failure_reason = Some(format!("assembled {n} bytes of {size}"));
+        }
+        Err(e) => {
+            f.failed = true;
+            f.failure_reason = Some(format!("assembling parts: {e}"));
         }
     }
     drop(st);

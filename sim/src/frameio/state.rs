@@ -71,6 +71,10 @@ pub(crate) struct FileData {
     /// Set while the assembled parts are being hashed, so a late part cannot start it twice.
     pub assembling: bool,
     pub staging: Option<PathBuf>,
+    /// The kept original (`Options::originals_dir`), once every byte arrived.
+    pub original: Option<PathBuf>,
+    /// `corrupt_original_next` changed a byte of the kept original.
+    pub original_corrupted: bool,
 }
 
 pub(crate) enum NodeKind {
@@ -194,6 +198,29 @@ pub struct FileView {
     pub created_at: String,
     /// The version stack holding the file (its `parent_id` then), if any.
     pub stack_id: Option<String>,
+    /// Its original bytes are kept (`Options::originals_dir`; set once every byte arrived).
+    pub original_kept: bool,
+    /// `corrupt_original_next` changed one byte of the kept original: a download gives other
+    /// bytes than `sha256` says were received ([`crate::FrameIo::original_sha256`] hashes what
+    /// is kept).
+    pub original_corrupted: bool,
+}
+
+/// One request for a kept original (`GET`/`HEAD` of a `media_links.original.download_url`).
+#[derive(Clone, Debug, Serialize)]
+pub struct DownloadRecord {
+    pub file_id: String,
+    /// `"GET"` or `"HEAD"`.
+    pub method: String,
+    /// The `Range` header sent, if any.
+    pub range: Option<String>,
+    /// 200, 206, 403, 404, 416, …
+    pub status: u16,
+    /// Body bytes handed to the connection (less than asked when the client went away or the
+    /// download is stalled; updated when the answer ends).
+    pub bytes_sent: u64,
+    /// Milliseconds since the Unix epoch at which the request came in.
+    pub at_ms: u64,
 }
 
 /// A version stack as tests see it.
@@ -236,6 +263,8 @@ pub struct PathEntry {
     pub copies: usize,
     /// Copies with `upload_complete`.
     pub complete: usize,
+    /// The first complete copy's kept original had a byte changed (`corrupt_original_next`).
+    pub original_corrupted: bool,
 }
 
 /// How many create calls named `name` under the folder at `parent_path` succeeded.
@@ -287,6 +316,8 @@ pub(crate) struct State {
     /// Part PUTs whose body the simulator began to read (for `s3_corrupt_every`).
     pub s3_bodies: u64,
     pub fetch_log: Vec<FetchRecord>,
+    /// Requests for kept originals, in arrival order.
+    pub download_log: Vec<DownloadRecord>,
     /// (user, account, endpoint) → bucket: Frame.io limits "per account_user".
     pub buckets: HashMap<(String, String, &'static str), Bucket>,
     pub fetches_started: u64,
@@ -398,6 +429,7 @@ impl State {
             s3_log: Vec::new(),
             s3_bodies: 0,
             fetch_log: Vec::new(),
+            download_log: Vec::new(),
             buckets: HashMap::new(),
             fetches_started: 0,
             s3_secret,
@@ -569,7 +601,8 @@ impl State {
         id
     }
 
-    /// Removes a node and, for a folder, everything under it; returns staging files to delete.
+    /// Removes a node and, for a folder, everything under it; returns the staging files and
+    /// kept originals to delete.
     pub(crate) fn remove_tree(&mut self, id: &str) -> Vec<PathBuf> {
         self.unstack(id);
         let mut staging = Vec::new();
@@ -587,6 +620,7 @@ impl State {
             }) = self.nodes.remove(&cur)
             {
                 staging.extend(f.staging);
+                staging.extend(f.original);
             }
         }
         staging
@@ -621,6 +655,8 @@ impl State {
             source_url: f.source_url.clone(),
             created_at: iso8601(node.created_at),
             stack_id,
+            original_kept: f.original.is_some(),
+            original_corrupted: f.original_corrupted,
         })
     }
 
