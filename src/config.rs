@@ -1440,6 +1440,15 @@ mod tests {
         let (key, msg) = err_of(with(minimal(), "upload", "order", json!("largest")));
         assert_eq!(key, "upload.order");
         assert!(msg.contains("\"smallest\""), "{msg}");
+        assert_eq!(load(minimal()).unwrap().upload.verify, Verify::Parts);
+        for (name, want) in [
+            ("parts", Verify::Parts),
+            ("download", Verify::Download),
+            ("off", Verify::Off),
+        ] {
+            let c = load(with(minimal(), "upload", "verify", json!(name))).unwrap();
+            assert_eq!(c.upload.verify, want, "{name}");
+        }
         let (key, msg) = err_of(with(minimal(), "upload", "verify", json!("md5")));
         assert_eq!(key, "upload.verify");
         assert!(

@@ -5,13 +5,13 @@ mod common;
 
 use std::time::Duration;
 
+use common::hooks::Hook;
 use crossbeam_channel::{bounded, Sender};
 use postflow::config::{NotifyConfig, NotifyFormat};
 use postflow::events::{self, ComponentState, Event, Hub};
 use postflow::frameio::AuthState;
 use postflow::ledger::{Job, JobState};
 use postflow::notify::{self, Notices};
-use common::hooks::Hook;
 
 /// The notifier's two threads on a hub of their own.
 fn notifier(format: NotifyFormat, url: &str, tunnel_after: Duration) -> (Hub, Sender<()>) {
