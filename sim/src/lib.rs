@@ -8,7 +8,6 @@
 
 pub mod cloudflared;
 pub mod frameio;
-mod md5;
 mod util;
 
 pub use frameio::{

@@ -120,17 +120,17 @@ pub(crate) fn put_part(
             // File already assembled (or being assembled): accept and ignore, as a re-PUT to
             // S3 after Frame.io stitched the parts would change nothing visible.
             let mut h = Sha256::new();
-            let mut md5 = crate::md5::Md5::new();
+            let mut md5 = md5::Md5::new();
             let mut tee = Md5Tee {
                 inner: body,
                 md5: &mut md5,
                 corrupt: false,
             };
             let n = copy_hashing(&mut tee, &mut std::io::sink(), &mut h).unwrap_or(0);
-            let md5 = md5.finish();
+            let md5 = <[u8; 16]>::from(md5.finalize());
             let sent = meta
                 .header("content-md5")
-                .and_then(crate::md5::unbase64)
+                .and_then(unbase64)
                 .and_then(|d| <[u8; 16]>::try_from(d).ok());
             if sent.is_some_and(|d| d != md5) {
                 let r = xml_error(
@@ -269,7 +269,7 @@ fn check(shared: &Shared, meta: &Meta) -> Result<Option<Target>, Reply> {
     let content_md5 = match meta.header("content-md5") {
         None => None,
         Some(_) if shared.faults().s3_refuse_content_md5 => return Err(bad_sig()),
-        Some(v) => match crate::md5::unbase64(v).and_then(|d| <[u8; 16]>::try_from(d).ok()) {
+        Some(v) => match unbase64(v).and_then(|d| <[u8; 16]>::try_from(d).ok()) {
             Some(d) => Some(d),
             None => {
                 return Err(xml_error(
@@ -396,7 +396,7 @@ fn copy_hashing(src: &mut dyn Read, dst: &mut dyn Write, h: &mut Sha256) -> std:
 fn store(shared: &Arc<Shared>, t: &Target, body: &mut dyn Read) -> (Reply, u64) {
     let (path, _) = super::originals::landing(shared, "upload", &t.file_id);
     let mut h = Sha256::new();
-    let mut md5 = crate::md5::Md5::new();
+    let mut md5 = md5::Md5::new();
     let written = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -443,7 +443,7 @@ fn store(shared: &Arc<Shared>, t: &Target, body: &mut dyn Read) -> (Reply, u64) 
             n,
         );
     }
-    let md5 = md5.finish();
+    let md5 = <[u8; 16]>::from(md5.finalize());
     if t.content_md5.is_some_and(|want| want != md5) {
         // The part is not recorded as received: a PUT sent again overwrites these bytes.
         return (
@@ -493,6 +493,11 @@ fn store(shared: &Arc<Shared>, t: &Target, body: &mut dyn Read) -> (Reply, u64) 
 }
 
 /// 200 with the ETag S3 gives a plain PUT: the hex MD5 of the bytes it stored, quoted.
+/// Standard base64 (`Content-MD5`); `None` when it is not.
+fn unbase64(s: &str) -> Option<Vec<u8>> {
+    data_encoding::BASE64.decode(s.trim().as_bytes()).ok()
+}
+
 fn md5_reply(md5: &[u8; 16]) -> Reply {
     Reply::empty(200)
         .with_header("ETag", &format!("\"{}\"", hex(md5)))
@@ -502,7 +507,7 @@ fn md5_reply(md5: &[u8; 16]) -> Reply {
 /// Hashes what is read (MD5), and changes the first byte of the body when `corrupt`.
 struct Md5Tee<'a, R> {
     inner: R,
-    md5: &'a mut crate::md5::Md5,
+    md5: &'a mut md5::Md5,
     corrupt: bool,
 }
 
