@@ -81,11 +81,11 @@ say "building (debug profile: cargo build --workspace --bins)"
 
 # ---------------------------------------------------------------- fresh demo folder
 mkdir -p "$DEMO"
-rm -rf "$DEMO/inbox" "$DEMO/postflow-state" "$DEMO/registry" "$DEMO"/*.log "$DEMO/sim.out"
+rm -rf "$DEMO/inbox" "$DEMO/postflow-state" "$DEMO/registry" "$DEMO/originals" "$DEMO"/*.log "$DEMO/sim.out"
 # One watched folder per project (the `projects` list in scripts/demo.config.json).
 PROJECT_NAMES=(nightfall promo)
 for name in "${PROJECT_NAMES[@]}"; do mkdir -p "$DEMO/inbox/$name"; done
-mkdir -p "$DEMO/registry"
+mkdir -p "$DEMO/registry" "$DEMO/originals"
 
 SIM_PORT=$(pick_port "${DEMO_SIM_PORT:-9090}")
 DASHBOARD_PORT=$(pick_port "${DEMO_DASHBOARD_PORT:-8080}")
@@ -95,10 +95,12 @@ SERVE_PORT=$(pick_port "${DEMO_SERVE_PORT:-8081}")
 # ---------------------------------------------------------------- the simulated Frame.io
 # --fetch alternate: its fetcher pulls through the tunnel with plain GETs and Range requests
 # in turn, like Frame.io does. --project Promo: a second project beside the main one, in the
-# same account (so the two share Frame.io's rate limits, as they would).
+# same account (so the two share Frame.io's rate limits, as they would). --originals-dir: it
+# keeps what arrived, so postflow (upload.verify "download") can download each file back.
 set -m
 "$BIN/frameio-sim" --listen "127.0.0.1:$SIM_PORT" --registry "$DEMO/registry" \
-    --fetch alternate --project Promo >"$DEMO/sim.out" 2>"$DEMO/sim.log" &
+    --fetch alternate --project Promo --originals-dir "$DEMO/originals" \
+    >"$DEMO/sim.out" 2>"$DEMO/sim.log" &
 SIM_PID=$!
 set +m
 for _ in $(seq 1 100); do
@@ -344,6 +346,10 @@ if [ -n "${DEMO_SECONDS:-}" ]; then
             | paste -sd, - | sed 's/,/, /g' || true)
         say "the page says $name: ${counts:-no jobs}"
     done
+    # upload.verify "download": every done job says Frame.io's copy was downloaded back, equal.
+    verified=$(curl -sf "$DASH/api/jobs?state=done&limit=1000" | grep -oE '"verified":"download-sha256"' | wc -l || true)
+    say "downloaded back from Frame.io and equal to the local file: $verified of ${#EXPECTED[@]}"
+    [ "$verified" = "${#EXPECTED[@]}" ] || missing=1
     cleanup
     [ "$missing" = 0 ] && say "all ${#EXPECTED[@]} files arrived once, each in its own project; v002 stacked on v001" || exit 1
     exit 0

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{agent, delete, get, path_and_query, post_json, put};
+use common::{agent, delete, get, local_upload, path_and_query, post_json, put};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sim::{FrameIo, Options};
@@ -129,31 +129,13 @@ fn pulled(sim: &FrameIo, t: &str, folder_id: &str, name: &str, data: &[u8]) -> S
 
 /// A local upload of `name` (`size` bytes); returns its id and part URLs (size, url).
 fn created(sim: &FrameIo, t: &str, name: &str, size: usize) -> (String, Vec<(usize, String)>) {
-    let path = format!(
-        "/v4/accounts/{}/folders/{}/files/local_upload",
-        sim.account_id(),
-        sim.root_folder_id()
-    );
-    let r = post_json(
-        sim.base_url(),
-        t,
-        &path,
-        &json!({"data":{"name":name,"file_size":size}}),
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
-    let d = r.json()["data"].clone();
-    let urls = d["upload_urls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| {
-            (
-                u["size"].as_u64().unwrap() as usize,
-                u["url"].as_str().unwrap().to_string(),
-            )
-        })
+    let u = local_upload(sim, t, name, size as u64);
+    let urls = u
+        .urls
+        .into_iter()
+        .map(|(n, url)| (n as usize, url))
         .collect();
-    (d["id"].as_str().unwrap().to_string(), urls)
+    (u.id, urls)
 }
 
 /// PUTs part `i` (0-based) of `data` to its URL.

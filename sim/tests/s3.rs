@@ -2,17 +2,10 @@
 
 mod common;
 
-use common::{path_and_query, post_json, put, raw};
-use serde_json::json;
+use common::{local_upload, path_and_query, put, raw};
 use sha2::{Digest, Sha256};
 use sim::{FrameIo, Options};
 use std::time::Duration;
-
-struct Upload {
-    id: String,
-    media_type: Option<String>,
-    urls: Vec<(u64, String)>,
-}
 
 fn sim_with_parts(part_size: u64) -> (FrameIo, String) {
     let sim = FrameIo::start(Options::default()).unwrap();
@@ -23,37 +16,6 @@ fn sim_with_parts(part_size: u64) -> (FrameIo, String) {
     });
     let t = sim.login_tokens().access_token;
     (sim, t)
-}
-
-fn local_upload(sim: &FrameIo, t: &str, name: &str, size: u64) -> Upload {
-    let path = format!(
-        "/v4/accounts/{}/folders/{}/files/local_upload",
-        sim.account_id(),
-        sim.root_folder_id()
-    );
-    let r = post_json(
-        sim.base_url(),
-        t,
-        &path,
-        &json!({"data":{"name":name,"file_size":size}}),
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
-    let d = &r.json()["data"];
-    Upload {
-        id: d["id"].as_str().unwrap().to_string(),
-        media_type: d["media_type"].as_str().map(str::to_string),
-        urls: d["upload_urls"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|u| {
-                (
-                    u["size"].as_u64().unwrap(),
-                    u["url"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect(),
-    }
 }
 
 fn bytes(n: usize, seed: u8) -> Vec<u8> {

@@ -130,3 +130,43 @@ pub fn path_and_query(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     &rest[rest.find('/').unwrap_or(rest.len())..]
 }
+
+/// A file created by `local_upload` in the project's root folder: its id, media type and
+/// part URLs (size, url).
+pub struct LocalUpload {
+    pub id: String,
+    pub media_type: Option<String>,
+    pub urls: Vec<(u64, String)>,
+}
+
+/// Creates a local upload of `name` (`size` bytes) in the root folder, as a client would.
+pub fn local_upload(sim: &sim::FrameIo, token: &str, name: &str, size: u64) -> LocalUpload {
+    let path = format!(
+        "/v4/accounts/{}/folders/{}/files/local_upload",
+        sim.account_id(),
+        sim.root_folder_id()
+    );
+    let r = post_json(
+        sim.base_url(),
+        token,
+        &path,
+        &serde_json::json!({"data":{"name":name,"file_size":size}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let d = &r.json()["data"];
+    LocalUpload {
+        id: d["id"].as_str().unwrap().to_string(),
+        media_type: d["media_type"].as_str().map(str::to_string),
+        urls: d["upload_urls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| {
+                (
+                    u["size"].as_u64().unwrap(),
+                    u["url"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect(),
+    }
+}
