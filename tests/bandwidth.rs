@@ -90,7 +90,10 @@ fn limited_rig(name: &str, mode: &str, limit: &str) -> Rig {
 fn a_60_mib_local_upload_at_4_mib_s_takes_15_s_and_the_api_says_why() {
     let rig = limited_rig("bw-local", "local", "4M");
     let child = rig.start();
-    let api: Value = serde_json::from_str(&get(&rig, "/api/bandwidth")).unwrap();
+    let mut api: Value = serde_json::from_str(&get(&rig, "/api/bandwidth")).unwrap();
+    // The system's zone, whatever this machine's is (see the Tokyo test for its use).
+    let zone = api.as_object_mut().unwrap().remove("time_zone");
+    assert!(zone.as_ref().is_some_and(Value::is_string), "{zone:?}");
     assert_eq!(
         api,
         json!({"limit_bps": 4 * MIB, "source": "timetable", "timetable": "4M", "next_change": null})
@@ -192,6 +195,33 @@ fn an_override_to_off_speeds_a_running_upload_up_without_cutting_it() {
     assert_eq!(rig.sim.s3_puts().len(), 6, "no part restarted: {log}");
     assert!(!log.contains("sending it again"), "{log}");
     assert!(log.contains("bandwidth: override to off"), "{log}");
+}
+
+/// The timetable is read in local time, the zone `TZ` names (on Windows, the zone Windows
+/// has, from the database postflow bundles there; Wine takes it from TZ). Tokyo is UTC+9 with
+/// no daylight saving: a two-hour slot starting at Tokyo's current hour is not in force in UTC.
+#[test]
+fn the_timetable_is_read_in_the_local_time_zone() {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let tokyo_hour = (now / 3600 + 9) % 24;
+    let timetable = format!(
+        "{:02}:00,4M {:02}:00,off",
+        tokyo_hour,
+        (tokyo_hour + 2) % 24
+    );
+    let mut rig = limited_rig("bw-zone", "local", &timetable);
+    rig.env("TZ", "Asia/Tokyo");
+    let child = rig.start();
+    let api: Value = serde_json::from_str(&get(&rig, "/api/bandwidth")).unwrap();
+    stop(&rig, child);
+    assert_eq!(api["time_zone"], "Asia/Tokyo", "{api}");
+    assert_eq!(api["limit_bps"], 4 * MIB, "the Tokyo slot in force: {api}");
+    // The slot ends two hours after the start of the Tokyo hour (whole hours: UTC+9).
+    let ends = jiff::Timestamp::from_second((now / 3600 * 3600 + 2 * 3600) as i64).unwrap();
+    assert_eq!(api["next_change"], ends.to_string(), "{api}");
 }
 
 /// The next minute, in UTC (postflow runs with TZ=UTC here): "HH:MM".
