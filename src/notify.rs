@@ -705,6 +705,23 @@ mod tests {
             "{}",
             notice.text()
         );
+        assert_eq!(notice.fields()["sha256"], Value::Null);
+        let mut downloaded = job(JobState::Done);
+        downloaded.verified = Some(crate::ledger::Verified::DownloadSha256);
+        downloaded.sha256 = Some("ab".repeat(32));
+        let notice = Notice::UploadDone {
+            job: downloaded,
+            took: None,
+        };
+        assert_eq!(notice.fields()["verified"], "download-sha256");
+        assert_eq!(notice.fields()["sha256"], "ab".repeat(32));
+        assert!(
+            notice
+                .text()
+                .contains("verified: downloaded back from Frame.io"),
+            "{}",
+            notice.text()
+        );
     }
 
     #[test]
