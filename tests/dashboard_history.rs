@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use upload_support::{kill9, stop, Rig};
+use upload_support::{stop, Rig};
 
 fn get(rig: &Rig, path: &str) -> Value {
     let listen = rig.config["dashboard"]["listen"].as_str().unwrap();
@@ -160,7 +160,7 @@ fn story(name: &str, mode: &str) {
     common::wait_until(Duration::from_secs(20), "the minutes written", || {
         saved_bytes(&rig) >= shown
     });
-    kill9(child);
+    rig.kill9(child);
     let child = rig.start();
     rig.wait_done(files.len() as u64, Duration::from_secs(30));
     let again = get(&rig, "/api/history");

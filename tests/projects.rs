@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use common::hooks::Hook;
 use serde_json::{json, Value};
 use sim::SimProject;
-use upload_support::{kill9, make_file, sha256_file, stop, Rig};
+use upload_support::{make_file, sha256_file, stop, Rig};
 
 /// A rig whose simulator has, besides its main project ("Sim Project"), the projects `extra`
 /// (in the main account: they share its rate limits), and whose config lists `projects`
@@ -192,7 +192,7 @@ fn two_projects_each_file_once_in_its_own_project_and_folder_the_small_one_not_s
     assert_eq!(refused(&rig), 0, "{:?}", rig.sim.counters());
 
     // kill -9 in the middle of the big project's files, and start again: every file once.
-    kill9(child);
+    rig.kill9(child);
     let child = rig.start();
     rig.wait_done(205, Duration::from_secs(400));
     let jobs = rig.jobs();

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sim::StackView;
-use upload_support::{kill9, stop, Rig};
+use upload_support::{stop, Rig};
 
 const FOLDER: &str = "SQ01/UNDLM_00412";
 
@@ -375,7 +375,7 @@ fn wait_stacks(rig: &Rig, what: &str, cond: impl Fn(&[StackView]) -> bool) {
 
 #[test]
 fn kill_9_right_after_the_stack_is_created_then_a_restart_one_stack_nothing_uploaded_twice() {
-    let rig = rig("stack-kill-create", |_| {});
+    let mut rig = rig("stack-kill-create", |_| {});
     let child = rig.start();
     drop_version(&rig, 1, 150_000);
     settled(&rig, &name(1));
@@ -384,7 +384,7 @@ fn kill_9_right_after_the_stack_is_created_then_a_restart_one_stack_nothing_uplo
         .set_faults(|f| f.stacks.hold_after_commit_ms = HOLD_MS);
     drop_version(&rig, 2, 150_000);
     wait_stacks(&rig, "the stack to be made", |s| s.len() == 1);
-    kill9(child);
+    rig.kill9(child);
     rig.sim.set_faults(|f| f.stacks.hold_after_commit_ms = 0);
 
     let child = rig.start();
@@ -403,7 +403,7 @@ fn kill_9_right_after_the_stack_is_created_then_a_restart_one_stack_nothing_uplo
 
 #[test]
 fn kill_9_right_after_the_move_is_sent_then_a_restart_no_second_move() {
-    let rig = rig("stack-kill-move", |_| {});
+    let mut rig = rig("stack-kill-move", |_| {});
     let child = rig.start();
     for v in [1, 2] {
         drop_version(&rig, v, 150_000);
@@ -415,7 +415,7 @@ fn kill_9_right_after_the_move_is_sent_then_a_restart_no_second_move() {
     wait_stacks(&rig, "v003 to be moved in", |s| {
         s.first().is_some_and(|s| s.versions.len() == 3)
     });
-    kill9(child);
+    rig.kill9(child);
     rig.sim.set_faults(|f| f.stacks.hold_after_commit_ms = 0);
 
     let child = rig.start();
@@ -778,7 +778,7 @@ fn versions_through_kill_9_and_5xx_end_in_one_stack_per_shot_highest_on_top() {
         });
     println!("kill moments from seed {seed} (replay: STACK_KILL_SEED={seed})");
     let mut rng = Prng(seed);
-    let rig = rig("stack-chaos", |o| {
+    let mut rig = rig("stack-chaos", |o| {
         // A tenth of the calls fail, and those that change something fail after doing it.
         o.faults.error_5xx_fraction = 0.1;
         o.faults.error_5xx_after_commit = true;
@@ -798,7 +798,7 @@ fn versions_through_kill_9_and_5xx_end_in_one_stack_per_shot_highest_on_top() {
         let moment = Duration::from_millis(800 + rng.below(2000));
         std::thread::sleep(moment);
         println!("v{v:03} dropped; kill -9 after {moment:?}");
-        kill9(child);
+        rig.kill9(child);
         child = rig.start();
     }
     // A first version is alone until its next version stacks on it: wait for all nine.

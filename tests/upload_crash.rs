@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sim::FetchMode;
-use upload_support::{kill9, stop, Rig};
+use upload_support::{stop, Rig};
 
 /// xorshift64*: the kill moments come from a seed, printed, so a failure can be replayed
 /// with `UPLOAD_KILL_SEED=<seed>`.
@@ -69,7 +69,7 @@ fn kill_9_at_random_moments_during_30_files_every_file_arrives_exactly_once() {
         let moment = Duration::from_millis(500 + rng.below(2500));
         std::thread::sleep(moment);
         println!("run {run} ({mode}): kill -9 after {moment:?}");
-        kill9(child);
+        rig.kill9(child);
     }
     rig.config["frameio"]["upload"] = json!("local");
     let child = rig.start();
@@ -111,7 +111,7 @@ fn expired_part_urls_after_a_long_stop_start_the_file_over_cleanly() {
     common::wait_until(Duration::from_secs(30), "a few parts sent", || {
         rig.sim.s3_puts().iter().filter(|p| p.status == 200).count() >= 3
     });
-    kill9(child);
+    rig.kill9(child);
     let first_id = rig.sim.files()[0].id.clone();
     // A long stop: past the URLs' life.
     std::thread::sleep(Duration::from_secs(5));
@@ -191,7 +191,11 @@ fn a_file_deleted_mid_upload_leaves_nothing_in_frameio() {
 /// is held back (`create_answer_delay_ms`), and then kills postflow with `kill -9`: the
 /// crash between "Frame.io created the file" and "ledger written". Waits for `ready` (the
 /// Frame.io file's state) before the kill. Returns the file's expected SHA-256.
-fn crash_after_the_create(rig: &Rig, name: &str, ready: impl Fn(&sim::FileView) -> bool) -> String {
+fn crash_after_the_create(
+    rig: &mut Rig,
+    name: &str,
+    ready: impl Fn(&sim::FileView) -> bool,
+) -> String {
     let child = rig.start();
     let sha = rig.make(name, 700_000, 7);
     common::wait_until(
@@ -199,7 +203,7 @@ fn crash_after_the_create(rig: &Rig, name: &str, ready: impl Fn(&sim::FileView) 
         "Frame.io to create the file",
         || rig.sim.files().iter().any(&ready),
     );
-    kill9(child);
+    rig.kill9(child);
     let jobs = std::fs::read_to_string(rig.sandbox.state_dir().join("jobs")).unwrap();
     assert!(
         !jobs.contains("file_id"),
@@ -220,7 +224,7 @@ fn a_crash_between_the_create_call_and_the_ledger_write_is_still_adopted() {
     rig.with_dashboard();
     rig.env("POSTFLOW_POLL_MS", "200");
     // The pull finishes while postflow still waits for the answer to its create.
-    let sha = crash_after_the_create(&rig, "take_1.wav", |f| f.upload_complete);
+    let sha = crash_after_the_create(&mut rig, "take_1.wav", |f| f.upload_complete);
     assert_eq!(rig.sim.request_count("list_children", None), 0);
     let child = rig.start();
     rig.wait_done(1, Duration::from_secs(60));
@@ -251,7 +255,7 @@ fn a_crash_between_the_create_call_and_the_ledger_write_is_still_cleaned_up() {
     });
     rig.with_dashboard();
     rig.env("POSTFLOW_POLL_MS", "200");
-    let sha = crash_after_the_create(&rig, "take_2.wav", |_| true);
+    let sha = crash_after_the_create(&mut rig, "take_2.wav", |_| true);
     let leftover = rig.sim.files()[0].id.clone();
     let child = rig.start();
     rig.wait_done(1, Duration::from_secs(60));
@@ -291,7 +295,7 @@ fn jobs_recovering_in_the_same_folder_share_one_listing() {
         "three creates taking effect",
         || rig.sim.files().len() == 3,
     );
-    kill9(child);
+    rig.kill9(child);
     rig.sim.set_faults(|f| f.create_answer_delay_ms = 0);
     let child = rig.start();
     rig.wait_done(3, Duration::from_secs(60));
@@ -325,7 +329,7 @@ fn an_incomplete_leftover_whose_size_frameio_never_learned_is_deleted() {
     });
     rig.with_dashboard();
     rig.env("POSTFLOW_POLL_MS", "200");
-    let sha = crash_after_the_create(&rig, "take_3.wav", |_| true);
+    let sha = crash_after_the_create(&mut rig, "take_3.wav", |_| true);
     let leftover = rig.sim.files();
     assert_eq!(leftover.len(), 1);
     assert_ne!(
@@ -376,7 +380,7 @@ fn a_local_upload_cut_short_resumes_locally_even_when_the_tunnel_is_back() {
             })
         })
     });
-    kill9(child);
+    rig.kill9(child);
     assert!(
         rig.sim.files().iter().all(|f| !f.upload_complete),
         "killed before the upload finished"

@@ -132,13 +132,7 @@ fn kill_9_while_a_job_is_processing_leaves_it_done_uploaded_once_and_never_delet
             !complete(&rig, "card/A001C003.mov"),
             "{mode}: still processing"
         );
-        kill9(child);
-        // Under Wine the killed process's dashboard port can stay taken for good (measured:
-        // still after 30 s, 1 run in 3); Windows frees it with the process. The restart there
-        // gets a fresh port, which changes nothing this story checks.
-        if cfg!(windows) {
-            rig.with_dashboard();
-        }
+        rig.kill9(child);
 
         let child = rig.start();
         // The restart finds it still processing, and watches it.

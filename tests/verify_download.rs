@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use upload_support::{kill9, stop, Rig};
+use upload_support::{stop, Rig};
 
 const MIB: u64 = 1 << 20;
 const LIMIT: Duration = Duration::from_secs(120);
@@ -166,7 +166,7 @@ fn a_download_that_stalls_goes_on_from_where_it_stopped() {
 
 #[test]
 fn killed_while_downloading_back_the_restart_checks_again_and_uploads_nothing_twice() {
-    let rig = rig("verify-dl-kill", "local", |o| {
+    let mut rig = rig("verify-dl-kill", "local", |o| {
         o.faults.original_missing_ms = 600_000
     });
     let child = rig.start();
@@ -179,7 +179,7 @@ fn killed_while_downloading_back_the_restart_checks_again_and_uploads_nothing_tw
             .contains("Frame.io offers no download link yet")
     });
     assert_eq!(rig.jobs()[0]["state"], "processing");
-    kill9(child);
+    rig.kill9(child);
     rig.sim.set_faults(|f| f.original_missing_ms = 0);
     let child = rig.start();
     rig.wait_done(1, LIMIT);
