@@ -499,6 +499,47 @@ impl Follower {
         }
     }
 
+    /// A file's readiness (Frame.io's `status` is `transcoded` once its proxies are done, what
+    /// `file.ready` says) and its Status field, as they are now: recorded when they changed,
+    /// and told unless this is the first start with review on (old news is not announced).
+    fn catch_up_file(
+        &self,
+        api: &Api,
+        account: &str,
+        file_id: &str,
+        job: &Job,
+        first: bool,
+    ) -> Result<(), ApiError> {
+        let mut review = job.review.clone();
+        let mut news = Vec::new();
+        if !review.ready && api.file(account, file_id)?.status.as_deref() == Some("transcoded") {
+            review.ready = true;
+            news.push(ReviewNews::Ready);
+        }
+        let body = api.call(
+            Method::Get,
+            &format!("/v4/accounts/{account}/files/{file_id}/metadata"),
+            None,
+            Class::ReviewRead,
+        )?;
+        let status = status_of(&body);
+        if status != review.status {
+            review.status = status.clone();
+            news.extend(status.map(ReviewNews::Status));
+        }
+        if review == job.review {
+            return Ok(());
+        }
+        self.record(job, review.clone());
+        if !first {
+            for n in news {
+                log::debug!("review: {} caught up: {:?}", job.name(), n);
+                self.tell(job, &review, n);
+            }
+        }
+        Ok(())
+    }
+
     /// Comments on files uploaded in the last `review.catch_up_days`, once per start, paced
     /// (`Class::ReviewRead`); deliveries that arrive meanwhile are handled between files.
     fn catch_up(
@@ -570,6 +611,15 @@ impl Follower {
             }
             if changed {
                 self.comments_changed(state, job);
+            }
+            // Then what a `file.ready` or a Status change delivered while down would have said
+            // (on the job as just recorded: its comment count may have moved).
+            let mut job = job.clone();
+            job.review.comments = count(state, job.id);
+            match self.catch_up_file(api, &account, &file_id, &job, first) {
+                Ok(()) => {}
+                Err(ApiError::Stopped) => return Err(ApiError::Stopped),
+                Err(e) => log::warn!("review: readiness and Status of {}: {e}", job.name()),
             }
         }
         if first {

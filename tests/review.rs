@@ -418,6 +418,65 @@ fn comments_made_while_postflow_was_down_are_told_once_after_the_restart() {
 }
 
 #[test]
+fn a_file_ready_and_a_status_set_while_postflow_was_down_are_told_once_after_the_restart() {
+    let notices = Hook::start();
+    let rig = review_rig("review-ready-down", &notices);
+    // Frame.io finishes its proxies 6 s after the upload completes: postflow is down by then.
+    rig.sim.set_faults(|f| {
+        f.ready_delay_ms = 6_000;
+        f.transcode_delay_ms = 6_000;
+    });
+    let child = rig.start();
+    wait_webhook(&rig);
+    let expected = BTreeMap::from([("late.mov".to_string(), rig.make("late.mov", 200_000, 9))]);
+    rig.wait_arrived(&expected, Duration::from_secs(60));
+    rig.wait_done(1, Duration::from_secs(60));
+    let job = the_job(&rig);
+    assert_eq!(job["review"]["ready"], false, "{job}");
+    let file_id = job["file_id"].as_str().unwrap().to_string();
+    stop(&rig, child);
+
+    // Down: the file becomes ready and someone sets its Status; every delivery of both finds
+    // no tunnel, and Frame.io gives up on them.
+    common::wait_until(Duration::from_secs(30), "Frame.io's file.ready", || {
+        rig.sim
+            .deliveries()
+            .iter()
+            .any(|d| d.event == "file.ready" && d.resource_id == file_id)
+    });
+    rig.sim.set_status(&file_id, "Needs Review");
+    common::wait_until(Duration::from_secs(60), "every delivery given up", || {
+        let d = rig.sim.deliveries();
+        ["file.ready", "metadata.value.updated"].iter().all(|kind| {
+            d.iter()
+                .filter(|r| r.event == *kind && r.resource_id == file_id)
+                .count()
+                >= 5
+        })
+    });
+    assert!(notices.of("review_ready").is_empty());
+
+    let child = rig.start();
+    common::wait_until(
+        Duration::from_secs(60),
+        "ready and its Status shown",
+        || {
+            let job = the_job(&rig);
+            job["review"]["ready"] == true && job["review"]["status"] == "Needs Review"
+        },
+    );
+    common::wait_until(Duration::from_secs(20), "both told", || {
+        notices.of("review_ready").len() == 1 && notices.of("review_status").len() == 1
+    });
+    // Nothing told twice, whatever else comes in meanwhile.
+    std::thread::sleep(Duration::from_secs(2));
+    stop(&rig, child);
+    assert_eq!(notices.of("review_ready").len(), 1);
+    assert_eq!(notices.of("review_status").len(), 1);
+    assert_eq!(notices.of("review_status")[0]["status"], "Needs Review");
+}
+
+#[test]
 fn without_a_tunnel_the_status_says_review_updates_need_one() {
     let mut rig = Rig::new("review-no-tunnel", "local", |_| {});
     rig.with_dashboard();
