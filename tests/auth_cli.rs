@@ -6,6 +6,7 @@ mod frameio_support;
 use frameio_support::{config_for, run_auth, saved_tokens, seed_tokens, start_sim, try_refresh};
 
 use common::Sandbox;
+use common::SpawnExt;
 
 #[test]
 fn auth_signs_in_with_the_pasted_address_and_saves_the_tokens() {
@@ -146,7 +147,12 @@ fn check_passes_against_the_simulator() {
     let sim = start_sim(|_| {});
     let config = sb.write_config(&config_for(&sb, &sim));
     seed_tokens(&sim, &sb.state_dir(), None);
-    let out = sb.postflow().arg("check").arg(&config).output().unwrap();
+    let out = sb
+        .postflow()
+        .arg("check")
+        .arg(&config)
+        .output_retrying()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     for line in [
@@ -170,7 +176,12 @@ fn check_lists_accounts_and_projects_when_the_ids_are_missing() {
     config["frameio"]["project_id"] = "".into();
     let path = sb.write_config(&config);
     seed_tokens(&sim, &sb.state_dir(), None);
-    let out = sb.postflow().arg("check").arg(&path).output().unwrap();
+    let out = sb
+        .postflow()
+        .arg("check")
+        .arg(&path)
+        .output_retrying()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("frameio.account_id is not set"), "{stdout}");
@@ -186,7 +197,12 @@ fn check_lists_accounts_and_projects_when_the_ids_are_missing() {
     config["frameio"]["account_id"] = sim.account_id().into();
     config["frameio"]["project_id"] = "not-a-project".into();
     let path = sb.write_config(&config);
-    let out = sb.postflow().arg("check").arg(&path).output().unwrap();
+    let out = sb
+        .postflow()
+        .arg("check")
+        .arg(&path)
+        .output_retrying()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
@@ -204,7 +220,12 @@ fn check_without_tokens_says_to_run_auth() {
     let sb = Sandbox::new("check-no-tokens");
     let sim = start_sim(|_| {});
     let path = sb.write_config(&config_for(&sb, &sim));
-    let out = sb.postflow().arg("check").arg(&path).output().unwrap();
+    let out = sb
+        .postflow()
+        .arg("check")
+        .arg(&path)
+        .output_retrying()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -222,7 +243,12 @@ fn a_refresh_in_one_process_is_what_the_next_process_uses() {
     let path = sb.write_config(&config_for(&sb, &sim));
     let first = seed_tokens(&sim, &sb.state_dir(), Some(0));
     let check = || {
-        let out = sb.postflow().arg("check").arg(&path).output().unwrap();
+        let out = sb
+            .postflow()
+            .arg("check")
+            .arg(&path)
+            .output_retrying()
+            .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(out.status.success(), "{stdout}");
         assert!(stdout.contains("were refreshed"), "{stdout}");
@@ -255,7 +281,12 @@ fn check_says_to_sign_in_again_when_adobe_refuses_the_refresh_token() {
     let path = sb.write_config(&config_for(&sb, &sim));
     seed_tokens(&sim, &sb.state_dir(), Some(0));
     sim.expire_refresh_tokens_now();
-    let out = sb.postflow().arg("check").arg(&path).output().unwrap();
+    let out = sb
+        .postflow()
+        .arg("check")
+        .arg(&path)
+        .output_retrying()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -4,6 +4,7 @@
 mod common;
 
 use common::Sandbox;
+use common::SpawnExt;
 use serde_json::{json, Value};
 
 fn set(config: &mut Value, path: &str, v: Value) {
@@ -137,7 +138,12 @@ fn each_kind_of_bad_config_exits_2_and_names_the_key() {
         let mut config = sandbox.base_config();
         breaker(&mut config);
         let path = sandbox.write_config(&config);
-        let out = sandbox.postflow().arg("run").arg(&path).output().unwrap();
+        let out = sandbox
+            .postflow()
+            .arg("run")
+            .arg(&path)
+            .output_retrying()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(
             out.status.code(),
@@ -285,7 +291,12 @@ fn each_kind_of_bad_projects_list_exits_2_and_names_the_key() {
         let mut config = sandbox.base_config();
         breaker(&mut config);
         let path = sandbox.write_config(&config);
-        let out = sandbox.postflow().arg("run").arg(&path).output().unwrap();
+        let out = sandbox
+            .postflow()
+            .arg("run")
+            .arg(&path)
+            .output_retrying()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(
             out.status.code(),
@@ -306,7 +317,12 @@ fn each_kind_of_bad_projects_list_exits_2_and_names_the_key() {
     config["projects"][0]["root"] = json!("show-c");
     std::fs::create_dir_all(sandbox.dir.join("show-c")).unwrap();
     let path = sandbox.write_config(&config);
-    let out = sandbox.postflow().arg("check").arg(&path).output().unwrap();
+    let out = sandbox
+        .postflow()
+        .arg("check")
+        .arg(&path)
+        .output_retrying()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let refused = stderr.contains("projects[1].root: ") && stderr.contains("overlaps");
     assert_eq!(
@@ -321,7 +337,7 @@ fn invalid_json_names_the_line_and_column() {
     let sandbox = Sandbox::new("config-json");
     let path = sandbox.dir.join("config.json");
     std::fs::write(&path, "{\n  \"watch\": { \"root\": \"watch\", }\n}\n").unwrap();
-    let out = sandbox.postflow().arg(&path).output().unwrap();
+    let out = sandbox.postflow().arg(&path).output_retrying().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("line 2, column"), "{stderr}");
@@ -330,7 +346,11 @@ fn invalid_json_names_the_line_and_column() {
 #[test]
 fn a_missing_config_file_is_a_usage_error() {
     let sandbox = Sandbox::new("config-missing");
-    let out = sandbox.postflow().arg("nothere.json").output().unwrap();
+    let out = sandbox
+        .postflow()
+        .arg("nothere.json")
+        .output_retrying()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothere.json: cannot read"));
 }
@@ -344,14 +364,14 @@ fn bad_usage_exits_2_and_says_what_to_type() {
         &["frobnicate", "x"][..],
         &["--bogus"][..],
     ] {
-        let out = sandbox.postflow().args(args).output().unwrap();
+        let out = sandbox.postflow().args(args).output_retrying().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("postflow --help"),
             "{args:?}"
         );
     }
-    let out = sandbox.postflow().arg("--help").output().unwrap();
+    let out = sandbox.postflow().arg("--help").output_retrying().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("postflow run CONFIG") && help.contains("postflow check CONFIG"));
@@ -376,9 +396,14 @@ fn a_config_holding_a_secret_readable_by_others_gets_a_warning() {
         let _ = std::process::Command::new("icacls")
             .arg(&path)
             .args(["/grant", "*S-1-1-0:R"])
-            .output();
+            .output_retrying();
     }
-    let out = sandbox.postflow().arg("check").arg(&path).output().unwrap();
+    let out = sandbox
+        .postflow()
+        .arg("check")
+        .arg(&path)
+        .output_retrying()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let fix = if cfg!(windows) { "icacls" } else { "chmod 600" };
     assert!(stdout.contains(fix), "{stdout}");

@@ -4,6 +4,8 @@
 mod common;
 mod dashboard_support;
 
+use common::SpawnExt;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -180,7 +182,12 @@ fn a_public_listen_without_a_token_refuses_to_start() {
     let mut config = sandbox.base_config();
     config["dashboard"] = json!({ "listen": "0.0.0.0:0" });
     let path = sandbox.write_config(&config);
-    let out = sandbox.postflow().arg("run").arg(&path).output().unwrap();
+    let out = sandbox
+        .postflow()
+        .arg("run")
+        .arg(&path)
+        .output_retrying()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("dashboard.token"));
 }

@@ -4,6 +4,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::SpawnExt;
 use common::{signal, wait_exit, wait_until, Sandbox};
 use serde_json::json;
 
@@ -27,7 +28,7 @@ fn status_prints_the_running_instance_summary_and_exit_1_when_none_runs() {
         .postflow()
         .arg("status")
         .arg(&path)
-        .output()
+        .output_retrying()
         .unwrap();
     assert_eq!(none.status.code(), Some(1));
     let text = String::from_utf8_lossy(&none.stdout);
@@ -41,7 +42,7 @@ fn status_prints_the_running_instance_summary_and_exit_1_when_none_runs() {
             .postflow()
             .arg("status")
             .arg(&path)
-            .output()
+            .output_retrying()
             .unwrap();
         out = String::from_utf8_lossy(&o.stdout).into_owned();
         o.status.success()

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::Sandbox;
+use common::SpawnExt;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -29,7 +30,7 @@ fn package(sandbox: &Sandbox, binary: &Path, out: &str) -> Output {
     Command::new(Path::new(REPO).join("scripts/dist.sh"))
         .args(["package".as_ref(), binary.as_os_str(), out.as_ref()])
         .current_dir(&sandbox.dir)
-        .output()
+        .output_retrying()
         .unwrap()
 }
 
@@ -40,7 +41,7 @@ fn package_windows(sandbox: &Sandbox, exe: &Path, out: &str) -> Output {
         .args(["package-windows".as_ref(), exe.as_os_str(), out.as_ref()])
         .env("RUN_EXE", "sh")
         .current_dir(&sandbox.dir)
-        .output()
+        .output_retrying()
         .unwrap()
 }
 
@@ -59,7 +60,7 @@ fn run(dir: &Path, program: &str, args: &[&str]) -> String {
     let out = Command::new(program)
         .args(args)
         .current_dir(dir)
-        .output()
+        .output_retrying()
         .unwrap();
     assert!(out.status.success(), "{program} {args:?}: {out:?}");
     String::from_utf8(out.stdout).unwrap()

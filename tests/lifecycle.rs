@@ -4,6 +4,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::SpawnExt;
 use common::{signal, wait_exit, Sandbox};
 
 #[test]
@@ -13,7 +14,7 @@ fn a_second_run_on_the_same_state_dir_says_already_running_and_exits_0() {
     let mut first = sandbox.spawn_run(&config);
     sandbox.wait_for_lock_owner(first.id());
 
-    let second = sandbox.postflow().arg(&config).output().unwrap();
+    let second = sandbox.postflow().arg(&config).output_retrying().unwrap();
     assert_eq!(second.status.code(), Some(0));
     assert_eq!(
         String::from_utf8_lossy(&second.stdout).trim(),
@@ -78,7 +79,7 @@ fn an_unwritable_state_dir_is_a_runtime_failure_with_a_clear_message() {
     std::fs::write(sandbox.dir.join("blocker"), b"").unwrap();
     config["state_dir"] = "blocker/state".into();
     let path = sandbox.write_config(&config);
-    let out = sandbox.postflow().arg(&path).output().unwrap();
+    let out = sandbox.postflow().arg(&path).output_retrying().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use common::hooks::Hook;
+use common::SpawnExt;
 use serde_json::{json, Value};
 use sim::SimProject;
 use upload_support::{make_file, sha256_file, stop, Rig};
@@ -452,7 +453,7 @@ fn check_upload_and_status_know_every_project() {
         .postflow()
         .arg("check")
         .arg(rig.config_path())
-        .output()
+        .output_retrying()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
@@ -474,7 +475,7 @@ fn check_upload_and_status_know_every_project() {
         .postflow()
         .arg("check")
         .arg(rig.config_path())
-        .output()
+        .output_retrying()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
@@ -493,7 +494,7 @@ fn check_upload_and_status_know_every_project() {
         .arg("upload")
         .arg(rig.config_path())
         .arg(&outside)
-        .output()
+        .output_retrying()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -505,7 +506,7 @@ fn check_upload_and_status_know_every_project() {
         .arg("upload")
         .arg(rig.config_path())
         .arg(&b_file)
-        .output()
+        .output_retrying()
         .unwrap();
     assert_eq!(
         out.status.code(),
@@ -529,7 +530,7 @@ fn check_upload_and_status_know_every_project() {
         .postflow()
         .arg("status")
         .arg(rig.config_path())
-        .output()
+        .output_retrying()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");

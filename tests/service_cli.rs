@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
+use common::SpawnExt;
 use common::{wait_exit, Sandbox};
 
 fn stdout(out: &Output) -> String {
@@ -30,7 +31,7 @@ fn postflow_stop_stops_the_running_instance_in_order_and_it_exits_0() {
         .postflow()
         .arg("stop")
         .arg(&config)
-        .output()
+        .output_retrying()
         .unwrap();
     assert_eq!(stop.status.code(), Some(0), "{}", stderr(&stop));
     assert_eq!(stdout(&stop).trim(), format!("stopped (pid {})", run.id()));
@@ -52,7 +53,7 @@ fn postflow_stop_with_nothing_running_says_so_and_exits_0() {
         .postflow()
         .arg("stop")
         .arg(&config)
-        .output()
+        .output_retrying()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "not running");
@@ -64,7 +65,7 @@ fn postflow_stop_with_nothing_running_says_so_and_exits_0() {
         .postflow()
         .arg("stop")
         .arg(&config)
-        .output()
+        .output_retrying()
         .unwrap();
     assert_eq!(first.status.code(), Some(0));
     wait_exit(&mut run, Duration::from_secs(5));
@@ -72,7 +73,7 @@ fn postflow_stop_with_nothing_running_says_so_and_exits_0() {
         .postflow()
         .arg("stop")
         .arg(&config)
-        .output()
+        .output_retrying()
         .unwrap();
     assert_eq!(again.status.code(), Some(0));
     assert_eq!(stdout(&again).trim(), "not running");
@@ -87,7 +88,7 @@ fn service_install_prints_a_systemd_unit_running_this_binary_on_the_absolute_con
     let out = sandbox
         .postflow()
         .args(["service", "install", "config.json"])
-        .output()
+        .output_retrying()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let unit = stdout(&out);
@@ -112,7 +113,7 @@ fn service_install_prints_a_systemd_unit_running_this_binary_on_the_absolute_con
     let out = sandbox
         .postflow()
         .args(["service", "uninstall"])
-        .output()
+        .output_retrying()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("sudo systemctl disable --now postflow"));
@@ -124,7 +125,7 @@ fn service_install_refuses_a_missing_or_unrunnable_config_with_exit_2() {
     let missing = sandbox
         .postflow()
         .args(["service", "install", "nowhere.json"])
-        .output()
+        .output_retrying()
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
     assert!(
@@ -140,7 +141,7 @@ fn service_install_refuses_a_missing_or_unrunnable_config_with_exit_2() {
         .postflow()
         .args(["service", "install"])
         .arg(&path)
-        .output()
+        .output_retrying()
         .unwrap();
     assert_eq!(unrunnable.status.code(), Some(2));
     assert!(
@@ -163,7 +164,7 @@ fn service_usage_mistakes_exit_2_saying_what_to_type() {
         (&["service", "uninstall", "x.json"], "takes no arguments"),
         (&["stop"], "postflow stop config.json"),
     ] {
-        let out = sandbox.postflow().args(args).output().unwrap();
+        let out = sandbox.postflow().args(args).output_retrying().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
     }
@@ -178,7 +179,7 @@ fn service_run_is_for_the_windows_service_manager_only() {
         .postflow()
         .args(["service", "run"])
         .arg(&config)
-        .output()
+        .output_retrying()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use common::sim_bins::fake_cloudflared;
+use common::SpawnExt;
 use common::{is_alive, signal, wait_until, Sandbox};
 
 const PROBE_PATH: &str = "/f/probe-4f1c9a/probe.txt";
@@ -155,7 +156,7 @@ impl Run {
         let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .spawn()
+            .spawn_retrying()
             .expect("start postflow");
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
@@ -1042,7 +1043,7 @@ fn bystander() -> Child {
     #[cfg(windows)]
     cmd.args(["-n", "31", "127.0.0.1"]);
     cmd.stdout(Stdio::null())
-        .spawn()
+        .spawn_retrying()
         .expect("start a bystander process")
 }
 

@@ -5,6 +5,8 @@ mod common;
 mod frameio_support;
 mod upload_support;
 
+use common::SpawnExt;
+
 use std::collections::BTreeMap;
 use std::process::Output;
 use std::time::Duration;
@@ -26,7 +28,7 @@ fn upload_cmd(rig: &Rig, args: &[&str]) -> (Option<i32>, String, String) {
         .arg("upload")
         .arg(&config)
         .args(args)
-        .output()
+        .output_retrying()
         .expect("run postflow upload");
     let (out, err) = (
         String::from_utf8_lossy(&stdout).to_string(),

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::Sandbox;
+use common::SpawnExt;
 
 /// What the version line must name as the commit: HEAD of this checkout, or "unknown" when
 /// the sources are not a git checkout of their own (a tarball) or git is not installed.
@@ -19,7 +20,7 @@ fn expected_commit() -> Option<String> {
             .arg("-C")
             .arg(dir)
             .args(args)
-            .output()
+            .output_retrying()
             .ok()
             .filter(|out| out.status.success())
             .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -38,7 +39,11 @@ fn expected_commit() -> Option<String> {
 #[test]
 fn the_version_line_names_the_version_the_commit_and_the_target() {
     let sandbox = Sandbox::new("version");
-    let out = sandbox.postflow().arg("--version").output().unwrap();
+    let out = sandbox
+        .postflow()
+        .arg("--version")
+        .output_retrying()
+        .unwrap();
     assert!(out.status.success());
     let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
 
@@ -67,7 +72,7 @@ fn the_version_line_names_the_version_the_commit_and_the_target() {
     assert!(target.contains("-windows-"), "{line:?}");
 
     for flag in ["-V", "version"] {
-        let out = sandbox.postflow().arg(flag).output().unwrap();
+        let out = sandbox.postflow().arg(flag).output_retrying().unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), line, "{flag}");
     }
 }

@@ -112,7 +112,7 @@ impl Sandbox {
             .arg(config)
             .stdout(Stdio::piped())
             .stderr(log)
-            .spawn()
+            .spawn_retrying()
             .expect("start postflow");
         self.track(&child);
         child
@@ -367,4 +367,35 @@ pub fn is_alive(pid: u32) -> bool {
 #[cfg(windows)]
 pub fn is_alive(pid: u32) -> bool {
     win32::is_alive(pid)
+}
+
+/// Starting a process, again when Wine's CreateProcess fails with ERROR_INTERNAL_ERROR (1359):
+/// seen once in a CI run under load (`postflow auth` never started); Windows itself does not
+/// do that, and nothing ran, so starting again is safe. Any other error is returned at once.
+pub trait SpawnExt {
+    fn spawn_retrying(&mut self) -> std::io::Result<Child>;
+    fn output_retrying(&mut self) -> std::io::Result<std::process::Output>;
+}
+
+impl SpawnExt for Command {
+    fn spawn_retrying(&mut self) -> std::io::Result<Child> {
+        retry_wine_spawn(|| self.spawn())
+    }
+
+    fn output_retrying(&mut self) -> std::io::Result<std::process::Output> {
+        retry_wine_spawn(|| self.output())
+    }
+}
+
+fn retry_wine_spawn<T>(mut start: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    const ERROR_INTERNAL_ERROR: i32 = 1359;
+    for _ in 0..4 {
+        match start() {
+            Err(e) if cfg!(windows) && e.raw_os_error() == Some(ERROR_INTERNAL_ERROR) => {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            other => return other,
+        }
+    }
+    start()
 }

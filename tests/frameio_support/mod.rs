@@ -10,7 +10,7 @@ use postflow::frameio::{Api, Auth};
 use serde_json::{json, Value};
 use sim::{FrameIo, Options};
 
-use crate::common::Sandbox;
+use crate::common::{Sandbox, SpawnExt};
 
 /// A simulator with the default options changed by `change`.
 pub fn start_sim(change: impl FnOnce(&mut Options)) -> FrameIo {
@@ -136,7 +136,7 @@ pub fn run_auth(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_retrying()
         .expect("start postflow auth");
     sandbox.track(&child);
     let mut out = BufReader::new(child.stdout.take().unwrap());

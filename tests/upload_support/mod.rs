@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sim::FrameIo;
 
-use crate::common::{signal, wait_exit, Sandbox};
+use crate::common::{signal, wait_exit, Sandbox, SpawnExt};
 use crate::frameio_support::{config_for, seed_tokens, start_sim};
 
 /// A loopback port postflow can be started on again after a `kill -9` (`common::free_port`).
@@ -273,7 +273,7 @@ pub fn spawn_logged(cmd: &mut std::process::Command, log: &Path) -> Child {
         .unwrap();
     cmd.stdout(std::process::Stdio::piped())
         .stderr(log)
-        .spawn()
+        .spawn_retrying()
         .expect("start postflow")
 }
 
