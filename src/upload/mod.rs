@@ -549,9 +549,9 @@ fn choose_mode(configured: UploadMode, public: Option<&str>, size: u64) -> Mode 
 
 /// The file must still be the version the job was made for.
 fn check_unchanged(path: &Path, job: &Job) -> Result<(), Failure> {
-    match std::fs::metadata(path) {
-        Ok(m) if m.len() == job.size && mtime_ns(&m) == job.mtime_ns => Ok(()),
-        Ok(_) => Err(fail(FailureKind::FileChanged, "the file changed")),
+    match is_version(path, job.size, job.mtime_ns) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(fail(FailureKind::FileChanged, "the file changed")),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Err(fail(FailureKind::FileChanged, "vanished"))
         }
@@ -560,6 +560,12 @@ fn check_unchanged(path: &Path, job: &Job) -> Result<(), Failure> {
             format!("cannot read the file: {e}"),
         )),
     }
+}
+
+/// Whether the file at `path` is still the version of `size` bytes and mtime `mtime_ns`.
+fn is_version(path: &Path, size: u64, mtime_ns_then: i64) -> std::io::Result<bool> {
+    let m = std::fs::metadata(path)?;
+    Ok(m.len() == size && mtime_ns(&m) == mtime_ns_then)
 }
 
 pub fn mtime_ns(m: &std::fs::Metadata) -> i64 {

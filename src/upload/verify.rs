@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, TryRecvError};
 
 use super::poller::{done, failed};
-use super::{fail, mtime_ns, Stopped, Uploader, Watched};
+use super::{fail, is_version, Stopped, Uploader, Watched};
 use crate::frameio::api::ApiError;
 use crate::human;
 use crate::ledger::Verified;
@@ -200,9 +200,9 @@ fn check(
 
 /// Why the local file is no longer the one sent, if it is not.
 fn changed(path: &std::path::Path, w: &Watched) -> Option<String> {
-    match std::fs::metadata(path) {
-        Ok(m) if m.len() == w.size && mtime_ns(&m) == w.mtime_ns => None,
-        Ok(_) => Some("the local file changed since it was sent".into()),
+    match is_version(path, w.size, w.mtime_ns) {
+        Ok(true) => None,
+        Ok(false) => Some("the local file changed since it was sent".into()),
         Err(e) => Some(format!("cannot read the local file: {e}")),
     }
 }
